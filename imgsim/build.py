@@ -1,0 +1,287 @@
+"""Incremental indexing: discover files, extract only what is new or changed, write a new generation.
+
+A second run over the same folder reuses every unchanged vector (same size and mtime, or same content
+hash), drops deleted files, and resumes from the checkpoints of a run that was killed part-way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import decode, index as store
+from .discover import ImageFile, discover
+from .errors import ImgsimError, Skipped
+from .extract import BACKBONE, POOLINGS, FeatureExtractor, Weights, extract_pipelined
+from .map2d import MapBuilder
+from .progress import ProgressFn, no_progress
+from .projection import PCAProjection
+from .search import ExactSearch
+
+#: Neighbours stored per image: enough for the duplicate histogram and the quality check.
+GRAPH_K = 10
+PROJECTION_COMPONENTS = 256
+
+
+@dataclass
+class BuildReport:
+    """What an indexing run did."""
+
+    index_dir: Path
+    root: Path
+    indexed: int = 0
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    resumed: int = 0
+    extracted: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+    ignored: int = 0
+    committed: bool = False
+    extract_seconds: float = 0.0
+    seconds: float = 0.0
+    weights_label: str = ""
+    pooling: str = ""
+    device: str = ""
+
+    @property
+    def images_per_second(self) -> float:
+        return self.extracted / self.extract_seconds if self.extract_seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class _Touched:
+    """A file whose mtime changed but whose content hash did not: its old vector still holds."""
+
+    sha256: str
+
+
+def _weights_spec_of(meta: dict) -> str:
+    w = meta["weights"]
+    if w["mode"] == "random":
+        return f"random:{w['seed']}"
+    if w["mode"] == "file":
+        return w["path"]
+    return "imagenet"
+
+
+def _checkpoint_key(spec: Weights, pooling: str) -> str:
+    key = f"{BACKBONE}|{pooling}|{spec.mode}|{spec.seed}|{spec.path}"
+    if spec.path and os.path.exists(spec.path):
+        st = os.stat(spec.path)
+        key += f"|{st.st_size}|{st.st_mtime_ns}"
+    return key
+
+
+def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, weights: str | None = None,
+                pooling: str | None = None, batch_size: int = 16, rebuild: bool = False,
+                progress: ProgressFn | None = None, checkpoint_every: int = 256, workers: int = 2,
+                extractor_factory: Callable[[Weights, str, int], FeatureExtractor] | None = None) -> BuildReport:
+    """Index ``src_dir`` into ``index_dir`` incrementally; returns what was done.
+
+    ``weights`` and ``pooling`` default to those of the existing index (else ``imagenet`` and ``flatten``);
+    asking for different ones than the index was built with is refused unless ``rebuild`` is set.
+    """
+    started = time.perf_counter()
+    progress = progress or no_progress
+    index_dir = Path(index_dir).expanduser()
+    with store.locked(index_dir):
+        progress("scan", 0, None)
+        found = discover(src_dir, exclude=(index_dir,))
+        progress("scan", len(found.files), len(found.files))
+        old = store.load_index(index_dir) if store.index_exists(index_dir) and not rebuild else None
+        if rebuild:
+            store.clear_checkpoints(index_dir)
+        if old is not None and old.root != found.root:
+            raise ImgsimError(f"The index at {index_dir} was built from {old.root}, not {found.root}. "
+                              "Use another --index folder, or --rebuild to replace it.")
+        pooling = pooling or (old.pooling if old else "flatten")
+        if pooling not in POOLINGS:
+            raise ImgsimError(f"Unknown pooling '{pooling}': use one of {', '.join(POOLINGS)}.")
+        spec = Weights.parse(weights or (_weights_spec_of(old.meta) if old else None))
+        if old is not None:
+            _check_same_settings(old, spec, pooling, index_dir)
+
+        report = BuildReport(index_dir=index_dir, root=found.root, pooling=pooling, ignored=found.ignored)
+        ckpt_key = _checkpoint_key(spec, pooling)
+        resumable = store.read_checkpoints(index_dir, ckpt_key)
+        old_by_path = {e.path: i for i, e in enumerate(old.entries)} if old else {}
+        old_skips = {s.path: s for s in old.skipped} if old else {}
+
+        rows: dict[str, tuple[store.Entry, object]] = {}  # rel -> (entry, old row index or vector)
+        skipped: list[Skipped] = list(found.skipped)
+        work: list[ImageFile] = []
+        for f in found.files:
+            row = old_by_path.get(f.rel)
+            if row is not None and (old.entries[row].size, old.entries[row].mtime_ns) == (f.size, f.mtime_ns):
+                rows[f.rel] = (old.entries[row], row)
+                report.unchanged += 1
+            elif (f.rel, f.size, f.mtime_ns) in resumable:
+                rows[f.rel] = resumable[(f.rel, f.size, f.mtime_ns)]
+                report.resumed += 1
+            elif f.rel in old_skips and (old_skips[f.rel].size, old_skips[f.rel].mtime_ns) == (f.size, f.mtime_ns):
+                skipped.append(old_skips[f.rel])
+            else:
+                work.append(f)
+
+        resolved = old.meta["weights"] if old else None
+        if work:
+            progress("model", 0, None)
+            factory = extractor_factory or (lambda w, p, b: FeatureExtractor(w, p, b))
+            extractor = factory(spec, pooling, batch_size)
+            if old is not None and extractor.weights.identity != old.weights["identity"]:
+                raise ImgsimError(f"The weights now at {spec.path or spec.mode} differ from those that built the index "
+                                  f"at {index_dir}. Re-run with --rebuild to re-extract every image.")
+            resolved = extractor.weights.to_json()
+            report.device = extractor.device
+            _extract(extractor, work, old, old_by_path, rows, skipped, report, index_dir, ckpt_key,
+                     checkpoint_every, workers, progress)
+        report.weights_label = (resolved or {}).get("label") or spec.mode
+        report.removed = len(set(old_by_path) - set(rows)) if old else 0
+        skipped.sort(key=lambda s: s.path)
+        report.skipped = skipped
+        report.indexed = len(rows)
+
+        same_vectors = old is not None and [e.path for e in old.entries] == sorted(rows) and all(
+            isinstance(rows[e.path][1], int) and rows[e.path][1] == i for i, e in enumerate(old.entries))
+        unchanged = same_vectors and all(rows[e.path][0] == e for e in old.entries)
+        if unchanged and [s.to_json() for s in old.skipped] == [s.to_json() for s in skipped]:
+            store.clear_checkpoints(index_dir)
+            report.seconds = time.perf_counter() - started
+            return report
+        if resolved is None:  # an empty collection: nothing was ever extracted
+            resolved = {"mode": spec.mode, "identity": None, "label": spec.mode, "path": spec.path, "seed": spec.seed}
+        meta = {"backbone": BACKBONE, "weights": resolved, "pooling": pooling, "root": str(found.root),
+                "created": old.meta["created"] if old else store.now_iso(), "updated": store.now_iso(),
+                "ignored": found.ignored, "graph_k": None}
+        _write(index_dir, rows, skipped, meta, POOLINGS[pooling], old if same_vectors else None, old, progress)
+        store.clear_checkpoints(index_dir)
+        report.committed = True
+        report.seconds = time.perf_counter() - started
+        return report
+
+
+def _check_same_settings(old: store.Index, spec: Weights, pooling: str, index_dir: Path) -> None:
+    """Refuse to mix settings in one index; real weights (ImageNet or a file) are compared by hash later."""
+    problems = []
+    if pooling != old.pooling:
+        problems.append(f"pooling {old.pooling} (asked: {pooling})")
+    w = old.weights
+    if spec.is_random != (w["mode"] == "random") or (spec.is_random and spec.seed != w["seed"]):
+        asked = f"random:{spec.seed}" if spec.is_random else spec.mode
+        problems.append(f"weights {w['label']} (asked: {asked})")
+    if problems:
+        raise ImgsimError(f"The index at {index_dir} was built with {' and '.join(problems)}. Re-run with the same "
+                          "settings, or add --rebuild to re-extract every image with the new ones.")
+
+
+def _extract(extractor: FeatureExtractor, work: list[ImageFile], old: store.Index | None, old_by_path: dict,
+             rows: dict, skipped: list[Skipped], report: BuildReport, index_dir: Path, ckpt_key: str,
+             checkpoint_every: int, workers: int, progress: ProgressFn) -> None:
+    hashes: dict[str, str] = {}
+
+    def load(f: ImageFile):
+        data = decode.read_bytes(f.path)
+        sha = hashlib.sha256(data).hexdigest()
+        hashes[f.rel] = sha
+        row = old_by_path.get(f.rel)
+        if row is not None and old.entries[row].sha256 == sha:
+            return _Touched(sha)
+        return decode.model_input(data)
+
+    pending_entries: list[store.Entry] = []
+    pending_vectors: list[np.ndarray] = []
+    done = 0
+    t0 = time.perf_counter()
+    progress("extract", 0, len(work))
+    for f, outcome in extract_pipelined(extractor.embed, work, load, extractor.batch_size, workers):
+        row = old_by_path.get(f.rel)
+        if isinstance(outcome, ImgsimError):
+            reason = getattr(outcome, "reason", None)
+            if reason is None:
+                raise outcome
+            skipped.append(Skipped(f.rel, reason, getattr(outcome, "detail", ""), f.size, f.mtime_ns))
+        elif isinstance(outcome, _Touched):
+            rows[f.rel] = (store.Entry(f.rel, f.size, f.mtime_ns, outcome.sha256), row)
+            report.unchanged += 1
+        else:
+            entry = store.Entry(f.rel, f.size, f.mtime_ns, hashes[f.rel])
+            rows[f.rel] = (entry, outcome)
+            pending_entries.append(entry)
+            pending_vectors.append(outcome)
+            report.extracted += 1
+            if row is None:
+                report.added += 1
+            else:
+                report.changed += 1
+            if len(pending_entries) >= checkpoint_every:
+                store.write_checkpoint(index_dir, ckpt_key, pending_entries, np.stack(pending_vectors))
+                pending_entries, pending_vectors = [], []
+        done += 1
+        progress("extract", done, len(work))
+    report.extract_seconds = time.perf_counter() - t0
+    if pending_entries:
+        store.write_checkpoint(index_dir, ckpt_key, pending_entries, np.stack(pending_vectors))
+
+
+def _write(index_dir: Path, rows: dict, skipped: list[Skipped], meta: dict, dims: int,
+           same_vectors_as: store.Index | None, old: store.Index | None, progress: ProgressFn) -> None:
+    order = sorted(rows)
+    entries = [rows[p][0] for p in order]
+    writer = store.GenerationWriter(index_dir, len(order), dims)
+    try:
+        progress("save", 0, len(order))
+        sources = [rows[p][1] for p in order]
+        old_rows = [(i, s) for i, s in enumerate(sources) if isinstance(s, (int, np.integer))]
+        for start in range(0, len(old_rows), 256):
+            chunk = old_rows[start:start + 256]
+            writer.vectors[[i for i, _ in chunk]] = old.vectors[[s for _, s in chunk]]
+        for i, s in enumerate(sources):
+            if not isinstance(s, (int, np.integer)):
+                writer.vectors[i] = s
+        progress("save", len(order), len(order))
+        if same_vectors_as is not None:
+            for name in same_vectors_as.meta.get("arrays", []):
+                writer.save_array(name, same_vectors_as.array(name))
+            meta.update({k: same_vectors_as.meta.get(k) for k in ("projection", "map", "graph_k")})
+        else:
+            meta.update(derive_arrays(writer, progress))
+        writer.commit(meta, entries, skipped)
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def derive_arrays(writer: store.GenerationWriter, progress: ProgressFn) -> dict:
+    """Fit the search projection, the neighbour graph and the 2-D map for the vectors being written."""
+    vectors = writer.vectors
+    n = len(vectors)
+    progress("compress", 0, None)
+    projection = PCAProjection(n_components=PROJECTION_COMPONENTS).fit(vectors)
+    projected, residual = projection.transform(vectors)
+    search = ExactSearch().fit(vectors, projection, projected, residual)
+    for name, arr in (("pca_components", projection.components_), ("pca_mean", projection.mean_),
+                      ("projected", projected), ("residual", residual), ("sqnorm", search.sqnorm_)):
+        writer.save_array(name, arr)
+    progress("neighbors", 0, n)
+    graph = search.kneighbors_rows(np.arange(n), GRAPH_K)
+    writer.save_array("nn_indices", graph.indices.astype(np.int32))
+    writer.save_array("nn_distances", graph.distances.astype(np.float32))
+    progress("neighbors", n, n)
+    progress("map", 0, None)
+    mapper = MapBuilder().fit(projected)
+    writer.save_array("map_xy", mapper.embedding_)
+    progress("map", 1, 1)
+    return {
+        "projection": {"n_components": projection.n_components_,
+                       "explained_variance": float(np.sum(projection.explained_variance_ratio_))},
+        "map": {"method": "pca+tsne", "pca_components": mapper.n_components_, "perplexity": mapper.perplexity_},
+        "graph_k": int(graph.indices.shape[1]),
+    }

@@ -1,0 +1,288 @@
+"""Command line: ``python -m imgsim index | query | dedup | info | evaluate | grid``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+from . import __version__
+from .build import BuildReport, build_index
+from .collection import Collection, weights_spec
+from .errors import ImgsimError
+from .extract import POOLINGS
+from .index import index_exists
+from .map2d import grid_layout, render_grid
+from .progress import STAGE_LABELS
+
+RANDOM_NOTE = "Random weights: similarities are not meaningful (use ImageNet weights for real results)."
+
+
+class TqdmProgress:
+    """Maps library progress reports to one tqdm bar per stage, on stderr."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.bars: dict[str, object] = {}
+
+    def __call__(self, stage: str, done: int, total: int | None) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        bar = self.bars.get(stage)
+        if bar is None:
+            for other in self.bars.values():
+                other.close()
+            self.bars.clear()
+            unit = "img" if stage in ("extract", "save", "neighbors") else "it"
+            bar = tqdm(total=total, desc=STAGE_LABELS.get(stage, stage), unit=unit, file=sys.stderr,
+                       dynamic_ncols=True, leave=stage == "extract", bar_format=None if total else "{desc}: {elapsed}")
+            self.bars[stage] = bar
+        bar.n = done
+        bar.refresh()
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
+
+
+def _threshold(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 2:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2, the range of distances between unit vectors (got {value})")
+    return value
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m imgsim", description="Find images that look alike.")
+    parser.add_argument("--version", action="version", version=f"imgsim {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("index", help="index a folder (incremental: only new or changed files are extracted)")
+    p.add_argument("src_dir", metavar="SRC_DIR")
+    p.add_argument("--index", required=True, metavar="INDEX_DIR", help="folder where the index is kept")
+    p.add_argument("--weights", metavar="imagenet|random|PATH",
+                   help="ImageNet weights (Keras download/cache), seeded random weights, or a local weights file; "
+                        "default: the index's own, else $IMGSIM_WEIGHTS, else imagenet")
+    p.add_argument("--pooling", choices=sorted(POOLINGS), help="flatten: 7x7x2048 (the reference); avg: 2048 values")
+    p.add_argument("--batch-size", type=_positive_int, default=16, metavar="N")
+    p.add_argument("--rebuild", action="store_true", help="discard the existing index and extract everything again")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("query", help="nearest neighbours of an image (indexed or not)")
+    p.add_argument("index_dir", metavar="INDEX_DIR")
+    p.add_argument("image", metavar="IMAGE_PATH")
+    p.add_argument("-k", type=_positive_int, default=5, help="how many results (clamped to the collection size)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--weights", metavar="imagenet|random|PATH", help="weights for an image that is not indexed "
+                   "(default: the index's own)")
+
+    p = sub.add_parser("dedup", help="groups of near-duplicate images")
+    p.add_argument("index_dir", metavar="INDEX_DIR")
+    p.add_argument("--threshold", type=_threshold, required=True, metavar="T", help="largest distance (0..2) in a pair")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("info", help="what an index holds")
+    p.add_argument("index_dir", metavar="INDEX_DIR")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("evaluate", help="precision@k against sub-folder labels, with a random baseline")
+    p.add_argument("index_dir", metavar="INDEX_DIR")
+    p.add_argument("-k", type=_positive_int, default=5)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("grid", help="render the t-SNE map snapped to a grid of thumbnails as one PNG")
+    p.add_argument("index_dir", metavar="INDEX_DIR")
+    p.add_argument("--out", required=True, metavar="PNG")
+    p.add_argument("--cell", type=_positive_int, default=64, help="pixels per thumbnail")
+    p.add_argument("--max-images", type=_positive_int, default=1024)
+    return parser
+
+
+def _print_json(data: dict) -> None:
+    json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+
+
+def _weights_fields(col: Collection) -> dict:
+    return {"weights": weights_spec(col.index.weights), "random_weights": col.is_random}
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    weights = args.weights
+    if weights is None and not index_exists(args.index):
+        weights = os.environ.get("IMGSIM_WEIGHTS") or None
+    progress = TqdmProgress(enabled=not args.quiet)
+    try:
+        report = build_index(args.src_dir, args.index, weights=weights, pooling=args.pooling,
+                             batch_size=args.batch_size, rebuild=args.rebuild, progress=progress)
+    finally:
+        progress.close()
+    _print_report(report)
+    return 0
+
+
+def _print_report(r: BuildReport) -> None:
+    lines = [f"Indexed {r.indexed} images from {r.root} into {r.index_dir}"
+             + ("" if r.committed else " (nothing changed)")]
+    parts = [f"{r.added} added", f"{r.changed} changed", f"{r.removed} removed", f"{r.unchanged} unchanged"]
+    if r.resumed:
+        parts.append(f"{r.resumed} resumed from an interrupted run")
+    lines.append("  " + ", ".join(parts))
+    if r.extracted:
+        lines.append(f"  extracted {r.extracted} in {r.extract_seconds:.1f} s ({r.images_per_second:.1f} images/s "
+                     f"on {r.device}); weights: {r.weights_label}; pooling: {r.pooling}")
+    if r.skipped:
+        lines.append(f"  skipped {len(r.skipped)} file(s):")
+        for s in r.skipped[:20]:
+            lines.append(f"    {s.path}: {s.reason.value}" + (f" ({s.detail})" if s.detail else ""))
+        if len(r.skipped) > 20:
+            lines.append(f"    ... and {len(r.skipped) - 20} more (see `python -m imgsim info {r.index_dir}`)")
+    if r.ignored:
+        lines.append(f"  ignored {r.ignored} non-image or hidden file(s)")
+    print("\n".join(lines))
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    col = Collection.open(args.index_dir)
+    if col.count == 0:
+        raise ImgsimError(f"The index at {args.index_dir} holds no images.")
+    weights = args.weights or None
+
+    def model():
+        return col.extractor(weights)
+
+    result = col.query_file(args.image, args.k, extractor=model)
+    if args.json:
+        _print_json({"query": args.image, "neighbors": [n.to_json() for n in result.neighbors], "k": result.k,
+                     **_weights_fields(col)})
+        return 0
+    if col.is_random:
+        print(RANDOM_NOTE, file=sys.stderr)
+    where = "indexed" if result.row is not None else "not indexed: embedded with the model"
+    print(f"Query: {args.image} ({where})")
+    print(f"{'rank':>4}  {'distance':>8}  {'cosine':>7}  path")
+    for n in result.neighbors:
+        print(f"{n.rank:>4}  {n.distance:8.4f}  {n.similarity:7.4f}  {n.path}")
+    return 0
+
+
+def cmd_dedup(args: argparse.Namespace) -> int:
+    col = Collection.open(args.index_dir)
+    groups = col.duplicate_groups(args.threshold)
+    if args.json:
+        _print_json({"threshold": args.threshold,
+                     "groups": [[col.paths[r] for r in g.rows] for g in groups],
+                     "nearest": [[round(d, 6) for d in g.nearest] for g in groups], **_weights_fields(col)})
+        return 0
+    if col.is_random:
+        print(RANDOM_NOTE, file=sys.stderr)
+    print(f"{len(groups)} group(s) of images within distance {args.threshold}:")
+    for number, g in enumerate(groups, start=1):
+        print(f"group {number} ({len(g.rows)} images)")
+        for r, d in zip(g.rows, g.nearest):
+            print(f"  {d:8.4f}  {col.paths[r]}")
+    return 0
+
+
+def info_dict(col: Collection) -> dict:
+    meta = col.index.meta
+    return {
+        "indexed": col.count,
+        "skipped": [{"path": s.path, "reason": s.reason.value, "detail": s.detail} for s in col.index.skipped],
+        **_weights_fields(col),
+        "weights_label": col.weights_label,
+        "pooling": col.index.pooling,
+        "dims": col.index.dims,
+        "version": meta["version"],
+        "backbone": meta["backbone"],
+        "root": meta["root"],
+        "created": meta["created"],
+        "updated": meta["updated"],
+        "ignored": meta.get("ignored", 0),
+        "generation": col.index.generation,
+        "projection": meta.get("projection"),
+        "map": meta.get("map"),
+    }
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    col = Collection.open(args.index_dir)
+    data = info_dict(col)
+    if args.json:
+        _print_json(data)
+        return 0
+    size = sum(p.stat().st_size for p in (col.index.directory / col.index.generation).iterdir())
+    print(f"Index {col.index.directory} (format {data['version']}, {col.index.generation}, {size / 2**20:.1f} MiB)")
+    print(f"  folder:   {data['root']}")
+    print(f"  images:   {data['indexed']} indexed, {len(data['skipped'])} skipped, {data['ignored']} ignored")
+    print(f"  model:    {data['backbone']}, pooling {data['pooling']} ({data['dims']:,} values per image)")
+    print(f"  weights:  {data['weights_label']}")
+    print(f"  updated:  {data['updated']} (created {data['created']})")
+    for s in data["skipped"]:
+        print(f"  skipped {s['path']}: {s['reason']}" + (f" ({s['detail']})" if s["detail"] else ""))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    col = Collection.open(args.index_dir)
+    ev = col.evaluate(args.k)
+    if args.json:
+        _print_json({**ev.to_json(), **_weights_fields(col)})
+        return 0
+    if col.is_random:
+        print(RANDOM_NOTE)
+    print(f"Labels from sub-folders: {ev.queries} labelled images, {len(ev.per_label)} labels, "
+          f"{ev.unlabelled} unlabelled")
+    print(f"{'label':<20} {'images':>6} {f'P@{ev.k}':>7} {'1-NN':>7} {'random':>7}")
+    for s in ev.per_label:
+        print(f"{s.label:<20} {s.images:>6} {s.precision_at_k:7.3f} {s.nn_accuracy:7.3f} {s.baseline:7.3f}")
+    print(f"{'all':<20} {ev.queries:>6} {ev.precision_at_k:7.3f} {ev.nn_accuracy:7.3f} {ev.baseline_precision_at_k:7.3f}")
+    return 0
+
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    from .decode import DecodeError, read_bytes, thumbnail
+
+    col = Collection.open(args.index_dir)
+    layout = grid_layout(col.map_xy(), max_items=args.max_images)
+
+    def thumb(row: int):
+        try:
+            return thumbnail(read_bytes(col.image_path(row)), args.cell, square=True)
+        except DecodeError:
+            return None  # the file changed or vanished since indexing: leave its cell blank
+
+    render_grid(layout, thumb, cell_px=args.cell).save(args.out)
+    print(f"Wrote {args.out}: {len(layout.rows)} images on a {layout.side}x{layout.side} grid")
+    return 0
+
+
+COMMANDS = {"index": cmd_index, "query": cmd_query, "dedup": cmd_dedup, "info": cmd_info,
+            "evaluate": cmd_evaluate, "grid": cmd_grid}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ImgsimError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: the last complete index is intact; run the same command again to resume.",
+              file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,196 @@
+"""An opened index ready for questions: neighbours of an indexed image, a file or uploaded bytes,
+duplicate groups, the map. The CLI and the dashboard both work through this."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import decode
+from .duplicates import DuplicateGroup, duplicate_groups, nearest_distances
+from .errors import ImgsimError
+from .evaluate import Evaluation, evaluate
+from .extract import FeatureExtractor, Weights, WeightsError
+from .index import Index, load_index
+from .projection import PCAProjection
+from .search import ExactSearch, Neighbors, cosine_from_distance
+
+
+@dataclass(frozen=True)
+class Neighbor:
+    """One search result."""
+
+    rank: int
+    row: int
+    path: str
+    distance: float
+    similarity: float
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "distance": round(self.distance, 6), "similarity": round(self.similarity, 6)}
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """The neighbours of one query, nearest first; ``row`` is set when the query is itself indexed."""
+
+    neighbors: list[Neighbor]
+    row: int | None
+    k: int
+
+
+def weights_spec(meta_weights: dict) -> str:
+    """The ``--weights`` value that reproduces an index's weights (``imagenet``, ``random``, ``random:N``, a path)."""
+    mode = meta_weights["mode"]
+    if mode == "random":
+        seed = meta_weights.get("seed") or 0
+        return "random" if seed == 0 else f"random:{seed}"
+    if mode == "file":
+        return meta_weights["path"]
+    return "imagenet"
+
+
+class Collection:
+    """An index plus the search structures stored with it; the model is only built when needed."""
+
+    def __init__(self, index: Index):
+        self.index = index
+        self._search: ExactSearch | None = None
+
+    @classmethod
+    def open(cls, index_dir: str | os.PathLike) -> "Collection":
+        return cls(load_index(index_dir))
+
+    # --- facts ---------------------------------------------------------------------------------------
+
+    @property
+    def paths(self) -> list[str]:
+        return self.index.paths
+
+    @property
+    def count(self) -> int:
+        return self.index.count
+
+    @property
+    def is_random(self) -> bool:
+        return self.index.is_random
+
+    @property
+    def weights_label(self) -> str:
+        return self.index.weights["label"]
+
+    @property
+    def labels(self) -> list[str]:
+        """Each image's sub-folder (its first path component), or '' for files at the top level."""
+        return [p.split("/", 1)[0] if "/" in p else "" for p in self.paths]
+
+    def image_path(self, row: int) -> Path:
+        return self.index.root / self.paths[row]
+
+    def map_xy(self) -> np.ndarray:
+        return np.asarray(self.index.array("map_xy"))
+
+    def nearest_distances(self) -> np.ndarray:
+        return nearest_distances(self.index.array("nn_distances"))
+
+    @property
+    def search(self) -> ExactSearch:
+        if self._search is None:
+            ix = self.index
+            projection = PCAProjection.from_arrays(ix.array("pca_components"), ix.array("pca_mean"))
+            self._search = ExactSearch().fit(ix.vectors, projection, ix.array("projected"), ix.array("residual"),
+                                             ix.array("sqnorm"))
+        return self._search
+
+    # --- queries -------------------------------------------------------------------------------------
+
+    def _results(self, found: Neighbors) -> list[Neighbor]:
+        return [Neighbor(rank, int(r), self.paths[int(r)], float(d), float(cosine_from_distance(d)))
+                for rank, (r, d) in enumerate(zip(found.indices[0], found.distances[0]), start=1)]
+
+    def neighbors_of_row(self, row: int, k: int) -> QueryResult:
+        """Neighbours of an indexed image: itself first at distance 0, then its k-1 nearest."""
+        if not 0 <= row < self.count:
+            raise ImgsimError(f"No image number {row} in this index (it has {self.count}).")
+        vector = np.asarray(self.index.vectors[row])
+        found = self.search.kneighbors(vector[None, :], k, prefer=row)
+        return QueryResult(self._results(found), row, found.indices.shape[1])
+
+    def neighbors_of_vector(self, vector: np.ndarray, k: int) -> QueryResult:
+        found = self.search.kneighbors(np.asarray(vector, dtype=np.float32)[None, :], k)
+        return QueryResult(self._results(found), None, found.indices.shape[1])
+
+    def locate(self, path: str | os.PathLike, data: bytes | None = None) -> int | None:
+        """The row of a file that is indexed: by its path under the root (if unchanged) or its content."""
+        p = Path(path).expanduser()
+        try:
+            rel = Path(os.path.realpath(p)).relative_to(self.index.root).as_posix()
+        except ValueError:
+            rel = None
+        row = self.index.row_of(rel) if rel else None
+        if row is not None:
+            st = p.stat()
+            entry = self.index.entries[row]
+            if (st.st_size, st.st_mtime_ns) == (entry.size, entry.mtime_ns):
+                return row
+        if data is not None:
+            return self.index.row_with_hash(hashlib.sha256(data).hexdigest())
+        return None
+
+    def query_file(self, path: str | os.PathLike, k: int,
+                   extractor: Callable[[], FeatureExtractor] | None = None) -> QueryResult:
+        """Neighbours of an image file: its stored vector when it is indexed, else it is embedded."""
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise ImgsimError(f"Query image not found: {p}")
+        data = decode.read_bytes(p)
+        row = self.locate(p, data)
+        if row is not None:
+            return self.neighbors_of_row(row, k)
+        return self.query_bytes(data, k, extractor)
+
+    def query_bytes(self, data: bytes, k: int, extractor: Callable[[], FeatureExtractor] | None = None) -> QueryResult:
+        """Neighbours of an image given as bytes (an upload); decoded in memory, never written to disk."""
+        row = self.index.row_with_hash(hashlib.sha256(data).hexdigest())
+        if row is not None:
+            return self.neighbors_of_row(row, k)
+        pixels = decode.model_input(data)  # a bad upload fails here, before any model is built
+        model = (extractor or self.extractor)()
+        return self.neighbors_of_vector(model.embed(pixels[None])[0], k)
+
+    def extractor(self, weights: str | None = None, batch_size: int = 16) -> FeatureExtractor:
+        """A feature extractor matching this index's weights and pooling (checked by content hash)."""
+        spec = Weights.parse(weights or weights_spec(self.index.weights))
+        model = FeatureExtractor(spec, self.index.pooling, batch_size)
+        check_compatible(self, model)
+        return model
+
+    def neighbor_table(self, k: int) -> np.ndarray:
+        """Rows of each image's k nearest other images (from the stored graph when it is deep enough)."""
+        stored = self.index.array("nn_indices")
+        if k <= stored.shape[1]:
+            return np.asarray(stored[:, :k])
+        return self.search.kneighbors_rows(np.arange(self.count), k).indices
+
+    def evaluate(self, k: int = 5) -> Evaluation:
+        """precision@k and 1-NN accuracy against sub-folder labels, with the random-ranking baseline."""
+        return evaluate(self.labels, self.neighbor_table(k), k)
+
+    def duplicate_groups(self, threshold: float) -> list[DuplicateGroup]:
+        return duplicate_groups(self.search, threshold)
+
+
+def check_compatible(collection: Collection, model: FeatureExtractor) -> None:
+    """Refuse a model whose vectors could not be compared with the index's."""
+    ix = collection.index
+    if model.pooling != ix.pooling:
+        raise ImgsimError(f"The model uses pooling {model.pooling} but the index was built with {ix.pooling}.")
+    expected = ix.weights.get("identity")
+    if expected and model.weights.identity != expected:
+        raise WeightsError(f"The weights loaded ({model.weights.label}) are not the ones that built this index "
+                           f"({ix.weights['label']}). Pass the same weights (--weights / IMGSIM_WEIGHTS).")

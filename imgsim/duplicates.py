@@ -1,0 +1,53 @@
+"""Duplicate groups: connected components of images closer than a distance threshold."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from .search import ExactSearch
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    """Rows linked by chains of pairs within the threshold; ``nearest[i]`` is row i's distance to its
+    closest other member."""
+
+    rows: tuple[int, ...]
+    nearest: tuple[float, ...]
+
+
+def duplicate_groups(search: ExactSearch, threshold: float) -> list[DuplicateGroup]:
+    """Groups of two or more images, largest first, then tightest first."""
+    if threshold < 0:
+        raise ValueError(f"threshold must be >= 0 (got {threshold})")
+    n = search.n
+    i, j, d = search.pairs_within(threshold)
+    if n == 0 or len(i) == 0:
+        return []
+    graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    nearest = np.full(n, np.inf)
+    np.minimum.at(nearest, i, d)
+    np.minimum.at(nearest, j, d)
+    groups: dict[int, list[int]] = {}
+    for row in np.unique(np.concatenate([i, j])):
+        groups.setdefault(int(labels[row]), []).append(int(row))
+    out = [DuplicateGroup(tuple(rows), tuple(float(nearest[r]) for r in rows)) for rows in groups.values()]
+    out.sort(key=lambda g: (-len(g.rows), min(g.nearest), g.rows[0]))
+    return out
+
+
+def nearest_distances(nn_distances: np.ndarray) -> np.ndarray:
+    """Each image's distance to its nearest other image (the first column of the stored neighbour graph)."""
+    nn_distances = np.asarray(nn_distances)
+    return nn_distances[:, 0] if nn_distances.ndim == 2 and nn_distances.shape[1] else np.zeros(0)
+
+
+def threshold_summary(distances: np.ndarray, thresholds: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
+                      ) -> list[tuple[float, int]]:
+    """How many images have a neighbour within each threshold: a guide for choosing one."""
+    return [(t, int(np.sum(distances <= t))) for t in thresholds]

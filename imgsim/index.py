@@ -1,0 +1,354 @@
+"""The index on disk: a versioned, checked, atomically replaced directory of vectors and metadata.
+
+Layout of ``INDEX_DIR``::
+
+    CURRENT            name of the live generation (replaced atomically, last step of every write)
+    gen-000007/        one complete generation, never modified once CURRENT points to it
+        meta.json      format version, backbone, weights identity, pooling, dims, count, file sizes
+        vectors.npy    float32 (count, dims), unit rows, memory-mappable
+        manifest.json  one entry per row: relative path, size, mtime_ns, sha256
+        skipped.json   files that could not be used, with typed reasons
+        *.npy          derived arrays (search projection, neighbour graph, 2-D map)
+    pending/           checkpoints of an unfinished run, so an interrupted run resumes
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import uuid
+import zipfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .errors import ImgsimError, Skipped
+
+FORMAT = "imgsim-index"
+FORMAT_VERSION = 1
+CURRENT = "CURRENT"
+PENDING = "pending"
+_GEN = re.compile(r"^gen-(\d{6,})$")
+
+try:  # POSIX only; elsewhere concurrent runs are simply not detected.
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+
+
+class IndexFormatError(ImgsimError):
+    """The index directory cannot be read; the message says why and what to do."""
+
+
+class IndexNotFound(IndexFormatError):
+    """No index exists at that path."""
+
+
+class IndexVersionError(IndexFormatError):
+    """The index was written by a newer imgsim."""
+
+
+class IndexCorruptError(IndexFormatError):
+    """A file of the index is missing, truncated or inconsistent."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One indexed file, aligned with one row of the vectors."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+def now_iso() -> str:
+    """The current UTC time as ISO 8601, to the second."""
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+@dataclass
+class Index:
+    """A loaded generation of an index (read-only; vectors are memory-mapped)."""
+
+    directory: Path
+    generation: str
+    meta: dict
+    entries: list[Entry]
+    skipped: list[Skipped]
+    vectors: np.ndarray
+    _rows: dict[str, int] = field(default_factory=dict, repr=False)
+    _hashes: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._rows = {e.path: i for i, e in enumerate(self.entries)}
+        self._hashes = {}
+        for i, e in enumerate(self.entries):
+            self._hashes.setdefault(e.sha256, i)
+
+    @property
+    def root(self) -> Path:
+        return Path(self.meta["root"])
+
+    @property
+    def pooling(self) -> str:
+        return self.meta["pooling"]
+
+    @property
+    def dims(self) -> int:
+        return int(self.meta["dims"])
+
+    @property
+    def count(self) -> int:
+        return len(self.entries)
+
+    @property
+    def weights(self) -> dict:
+        return self.meta["weights"]
+
+    @property
+    def is_random(self) -> bool:
+        return self.meta["weights"]["mode"] == "random"
+
+    @property
+    def paths(self) -> list[str]:
+        return [e.path for e in self.entries]
+
+    def row_of(self, rel_path: str) -> int | None:
+        """The row of an indexed relative path, or None."""
+        return self._rows.get(rel_path)
+
+    def row_with_hash(self, sha256: str) -> int | None:
+        """The first row whose file has this content hash, or None."""
+        return self._hashes.get(sha256)
+
+    def has_array(self, name: str) -> bool:
+        return name in self.meta.get("arrays", [])
+
+    def array(self, name: str) -> np.ndarray:
+        """A derived array stored with this generation (memory-mapped)."""
+        if not self.has_array(name):
+            raise IndexCorruptError(f"Index at {self.directory} has no '{name}' data; re-run `imgsim index` to rebuild it.")
+        return _load_npy(self.directory / self.generation / f"{name}.npy", self.directory)
+
+
+def _load_npy(path: Path, index_dir: Path) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise IndexCorruptError(f"Index file {path.name} in {index_dir} is damaged ({exc}). "
+                                f"Rebuild it with `python -m imgsim index SRC_DIR --index {index_dir} --rebuild`.") from None
+
+
+def _read_json(path: Path, index_dir: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise IndexCorruptError(f"Index at {index_dir} is missing {path.name}. Rebuild it with "
+                                f"`python -m imgsim index SRC_DIR --index {index_dir} --rebuild`.") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise IndexCorruptError(f"Index file {path.name} in {index_dir} is not valid JSON ({exc}). Rebuild it with "
+                                f"`python -m imgsim index SRC_DIR --index {index_dir} --rebuild`.") from None
+
+
+def index_exists(directory: str | os.PathLike) -> bool:
+    """True when ``directory`` holds a committed index (valid or not)."""
+    return (Path(directory) / CURRENT).is_file()
+
+
+def load_index(directory: str | os.PathLike) -> Index:
+    """Load the live generation, checking version, file sizes and shapes before trusting anything."""
+    d = Path(directory).expanduser()
+    rebuild = f"Rebuild it with `python -m imgsim index SRC_DIR --index {d} --rebuild`."
+    if not (d / CURRENT).is_file():
+        if d.is_dir() and any(d.iterdir()):
+            raise IndexNotFound(f"{d} is not an imgsim index (it has no {CURRENT} file).")
+        raise IndexNotFound(f"No index at {d}. Create one with `python -m imgsim index SRC_DIR --index {d}`.")
+    generation = (d / CURRENT).read_text(encoding="utf-8").strip()
+    gen_dir = d / generation
+    if not _GEN.match(generation) or not gen_dir.is_dir():
+        raise IndexCorruptError(f"Index at {d} points to a missing generation '{generation}'. {rebuild}")
+    meta = _read_json(gen_dir / "meta.json", d)
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise IndexCorruptError(f"{gen_dir / 'meta.json'} is not imgsim index metadata. {rebuild}")
+    version = meta.get("version")
+    if not isinstance(version, int):
+        raise IndexCorruptError(f"Index at {d} has no format version. {rebuild}")
+    if version > FORMAT_VERSION:
+        raise IndexVersionError(
+            f"Index at {d} was written by a newer imgsim (index format {version}); this imgsim reads format "
+            f"{FORMAT_VERSION} and older. Upgrade imgsim (pip install -U -r requirements.txt) or index into a new folder.")
+    for name, size in meta.get("files", {}).items():
+        path = gen_dir / name
+        if not path.is_file():
+            raise IndexCorruptError(f"Index at {d} is missing {name}. {rebuild}")
+        actual = path.stat().st_size
+        if actual != size:
+            raise IndexCorruptError(f"Index file {name} in {d} is truncated or altered: expected {size:,} bytes, "
+                                    f"found {actual:,}. {rebuild}")
+    entries = [Entry(**e) for e in _read_json(gen_dir / "manifest.json", d)]
+    skipped = [Skipped.from_json(s) for s in _read_json(gen_dir / "skipped.json", d)]
+    vectors = _load_npy(gen_dir / "vectors.npy", d)
+    expected = (meta["count"], meta["dims"])
+    if vectors.shape != expected or len(entries) != meta["count"] or vectors.dtype != np.float32:
+        raise IndexCorruptError(f"Index at {d} is inconsistent: {len(entries)} manifest entries, vectors "
+                                f"{vectors.shape} {vectors.dtype}, metadata says {expected}. {rebuild}")
+    return Index(d, generation, meta, entries, skipped, vectors)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+
+
+class GenerationWriter:
+    """Writes a new generation into a hidden folder; :meth:`commit` makes it live atomically.
+
+    Until the final ``os.replace`` of ``CURRENT`` a crash leaves the previous generation in charge; the
+    unfinished folder is removed by the next write.
+    """
+
+    def __init__(self, directory: str | os.PathLike, count: int, dims: int):
+        self.directory = Path(directory).expanduser()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.directory / f".tmp-{uuid.uuid4().hex}"
+        self.tmp.mkdir()
+        self.count, self.dims = count, dims
+        self.arrays: list[str] = []
+        shape = (count, dims)
+        if count:
+            self.vectors = np.lib.format.open_memmap(self.tmp / "vectors.npy", mode="w+", dtype=np.float32, shape=shape)
+        else:
+            self.vectors = np.zeros(shape, dtype=np.float32)
+
+    def save_array(self, name: str, array: np.ndarray) -> None:
+        """Store a derived array with this generation."""
+        np.save(self.tmp / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+        self.arrays.append(name)
+
+    def commit(self, meta: dict, entries: list[Entry], skipped: list[Skipped]) -> str:
+        """Write metadata, flush everything to disk and switch ``CURRENT``; returns the generation name."""
+        if len(entries) != self.count:
+            raise ValueError(f"{len(entries)} entries for {self.count} vectors")
+        if isinstance(self.vectors, np.memmap):
+            self.vectors.flush()
+            del self.vectors
+        else:
+            np.save(self.tmp / "vectors.npy", self.vectors, allow_pickle=False)
+        _write_json(self.tmp / "manifest.json", [asdict(e) for e in entries])
+        _write_json(self.tmp / "skipped.json", [s.to_json() for s in skipped])
+        files = {p.name: p.stat().st_size for p in sorted(self.tmp.iterdir())}
+        for name in files:
+            _fsync(self.tmp / name)
+        generation = _next_generation(self.directory)
+        meta = dict(meta, format=FORMAT, version=FORMAT_VERSION, generation=generation, count=self.count,
+                    dims=self.dims, arrays=sorted(self.arrays), files=files)
+        _write_json(self.tmp / "meta.json", meta)
+        _fsync(self.tmp / "meta.json")
+        _fsync(self.tmp)
+        os.rename(self.tmp, self.directory / generation)
+        _fsync(self.directory)
+        pointer = self.directory / f"{CURRENT}.tmp"
+        pointer.write_text(generation + "\n", encoding="utf-8")
+        _fsync(pointer)
+        os.replace(pointer, self.directory / CURRENT)
+        _fsync(self.directory)
+        remove_stale(self.directory)
+        return generation
+
+    def abort(self) -> None:
+        """Discard the unfinished generation."""
+        self.vectors = None
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _next_generation(directory: Path) -> str:
+    numbers = [int(m.group(1)) for p in directory.iterdir() if (m := _GEN.match(p.name))]
+    return f"gen-{max(numbers, default=0) + 1:06d}"
+
+
+def remove_stale(directory: str | os.PathLike) -> None:
+    """Delete unfinished folders and generations that ``CURRENT`` no longer names."""
+    d = Path(directory)
+    live = (d / CURRENT).read_text(encoding="utf-8").strip() if (d / CURRENT).is_file() else None
+    for p in d.iterdir():
+        if p.name.startswith(".tmp-") or (_GEN.match(p.name) and p.name != live):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def locked(directory: str | os.PathLike) -> Iterator[None]:
+    """Hold the index's write lock; a second writer gets a clear error instead of a corrupted index."""
+    d = Path(directory).expanduser()
+    d.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    with open(d / ".lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ImgsimError(f"Another imgsim run is writing the index at {d}; wait for it to finish.") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# --- checkpoints of an unfinished run -------------------------------------------------------------
+
+def write_checkpoint(directory: str | os.PathLike, config: str, entries: list[Entry], vectors: np.ndarray) -> None:
+    """Save finished work of a running build so that a killed run can resume from it."""
+    pending = Path(directory) / PENDING
+    pending.mkdir(parents=True, exist_ok=True)
+    name = f"chunk-{uuid.uuid4().hex}"
+    tmp = pending / f".{name}.npz"
+    with open(tmp, "wb") as fh:
+        np.savez(fh, vectors=np.asarray(vectors, dtype=np.float32),
+                 entries=np.array(json.dumps([asdict(e) for e in entries])), config=np.array(config))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, pending / f"{name}.npz")
+
+
+def read_checkpoints(directory: str | os.PathLike, config: str) -> dict[tuple[str, int, int], tuple[Entry, np.ndarray]]:
+    """Finished work of earlier unfinished runs with the same model settings, keyed by (path, size, mtime_ns).
+
+    Damaged checkpoint files (a run killed while writing one) are ignored: that work is simply redone.
+    """
+    found: dict[tuple[str, int, int], tuple[Entry, np.ndarray]] = {}
+    pending = Path(directory) / PENDING
+    if not pending.is_dir():
+        return found
+    for path in sorted(pending.glob("chunk-*.npz")):
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if str(data["config"]) != config:
+                    continue
+                vectors = np.array(data["vectors"])
+                entries = [Entry(**e) for e in json.loads(str(data["entries"]))]
+        except (ValueError, OSError, KeyError, EOFError, TypeError, zipfile.BadZipFile):
+            continue
+        if len(entries) != len(vectors):
+            continue
+        for entry, vector in zip(entries, vectors):
+            found[(entry.path, entry.size, entry.mtime_ns)] = (entry, vector)
+    return found
+
+
+def clear_checkpoints(directory: str | os.PathLike) -> None:
+    """Remove checkpoints once their work is committed."""
+    shutil.rmtree(Path(directory) / PENDING, ignore_errors=True)
