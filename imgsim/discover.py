@@ -42,10 +42,11 @@ def _inside(path: str, root: str) -> bool:
 
 
 def discover(root: str | os.PathLike, exclude: tuple[str | os.PathLike, ...] = ()) -> Discovery:
-    """Walk ``root`` recursively, following symlinks only while they stay inside it.
+    """Walk ``root`` recursively; list image files sorted by relative path.
 
-    Hidden entries (names starting with a dot) and the folders in ``exclude`` (for example an index
-    kept inside the collection) are ignored. Files are returned sorted by relative path.
+    Symlinks are followed only while they stay inside ``root``, and only to reach something not already
+    found under its own name, so loops end and no image is listed twice. Hidden entries (names starting
+    with a dot) and the folders in ``exclude`` (for example an index kept inside the collection) are ignored.
     """
     root_path = Path(root).expanduser()
     if not root_path.is_dir():
@@ -53,15 +54,12 @@ def discover(root: str | os.PathLike, exclude: tuple[str | os.PathLike, ...] = (
     real_root = os.path.realpath(root_path)
     excluded = {os.path.realpath(Path(p).expanduser()) for p in exclude}
     found = Discovery(root=Path(real_root))
-    visited: set[tuple[int, int]] = set()
+    visited_dirs: set[str] = set()
+    seen_files: set[str] = set()
+    links: list[tuple[str, str]] = []  # (rel, link path), resolved once every real entry is known
 
     def walk(real_dir: str, rel_dir: str) -> None:
-        st = os.stat(real_dir)
-        key = (st.st_dev, st.st_ino)
-        if key in visited:
-            found.skipped.append(Skipped(rel_dir or ".", SkipReason.LOOP, "folder already visited"))
-            return
-        visited.add(key)
+        visited_dirs.add(real_dir)
         try:
             entries = sorted(os.scandir(real_dir), key=lambda e: e.name)
         except OSError as exc:
@@ -71,36 +69,44 @@ def discover(root: str | os.PathLike, exclude: tuple[str | os.PathLike, ...] = (
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
             if entry.name.startswith("."):
                 found.ignored += 1
-                continue
-            _visit(entry, rel)
+            elif entry.is_symlink():
+                links.append((rel, entry.path))
+            else:
+                visit(entry.path, entry.name, rel)
 
-    def _visit(entry: os.DirEntry, rel: str) -> None:
-        target = entry.path
-        if entry.is_symlink():
-            target = os.path.realpath(entry.path)
-            if not os.path.exists(target):
-                if is_image_name(entry.name):
-                    found.skipped.append(Skipped(rel, SkipReason.DANGLING, f"points to {os.readlink(entry.path)}"))
-                else:
-                    found.ignored += 1
-                return
-            if not _inside(target, real_root):
-                found.skipped.append(Skipped(rel, SkipReason.OUTSIDE, f"points to {target}"))
-                return
+    def visit(path: str, name: str, rel: str) -> None:
         try:
-            st = os.stat(target)
+            st = os.stat(path)
         except OSError as exc:
             found.skipped.append(Skipped(rel, SkipReason.UNREADABLE, exc.strerror or str(exc)))
             return
+        real = os.path.realpath(path)
         if stat.S_ISDIR(st.st_mode):
-            if os.path.realpath(target) in excluded:
-                return
-            walk(os.path.realpath(target), rel)
-        elif stat.S_ISREG(st.st_mode) and is_image_name(entry.name):
-            found.files.append(ImageFile(rel, Path(target), st.st_size, st.st_mtime_ns))
+            if real not in excluded:
+                walk(real, rel)
+        elif stat.S_ISREG(st.st_mode) and is_image_name(name):
+            seen_files.add(real)
+            found.files.append(ImageFile(rel, Path(real), st.st_size, st.st_mtime_ns))
         else:
             found.ignored += 1
 
     walk(real_root, "")
+    while links:
+        rel, link = links.pop(0)
+        target = os.path.realpath(link)
+        name = rel.rsplit("/", 1)[-1]
+        if not os.path.exists(target):
+            found.skipped.append(Skipped(rel, SkipReason.DANGLING, f"points to {os.readlink(link)}"))
+        elif not _inside(target, real_root):
+            found.skipped.append(Skipped(rel, SkipReason.OUTSIDE, f"points to {target}"))
+        elif os.path.isdir(target) and _inside(os.path.realpath(os.path.dirname(link)), target):
+            found.skipped.append(Skipped(rel, SkipReason.LOOP, f"points to its own parent {target}"))
+        elif target in visited_dirs or target in seen_files:
+            found.skipped.append(Skipped(rel, SkipReason.ALIAS, f"same as {Path(target).relative_to(real_root)}"))
+        elif os.path.isdir(target) or is_image_name(name):
+            visit(target, name, rel)
+        else:
+            found.ignored += 1
     found.files.sort(key=lambda f: f.rel)
+    found.skipped.sort(key=lambda s: s.path)
     return found

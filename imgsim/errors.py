@@ -21,6 +21,7 @@ class SkipReason(str, enum.Enum):
     OUTSIDE = "symlink leads outside the folder"
     DANGLING = "dangling symlink"
     LOOP = "symlink loop"
+    ALIAS = "symlink to something already indexed"
 
     def __str__(self) -> str:
         return self.value

@@ -28,9 +28,10 @@ class MapBuilder:
     def fit(self, pca_coords: np.ndarray) -> "MapBuilder":
         """Lay out rows of PCA coordinates (columns ordered by explained variance)."""
         x = np.asarray(pca_coords, dtype=np.float32)
+        x = x.reshape(len(x), -1) if x.ndim != 2 else x
         n = len(x)
-        self.n_components_ = int(min(self.n_components, x.shape[1] if x.ndim == 2 else 0))
-        x = x[:, :self.n_components_] if n else x.reshape(0, 0)
+        self.n_components_ = int(min(self.n_components, x.shape[1]))
+        x = x[:, :self.n_components_]
         self.perplexity_ = float(min(self.perplexity, max((n - 1) / 3.0, 0.0)))
         if n < 4 or self.n_components_ == 0:
             # Too few points for t-SNE: place them along the first principal directions.

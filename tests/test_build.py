@@ -1,0 +1,164 @@
+"""Incremental indexing: add / change / delete, touched files, resume after a crash, settings checks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from imgsim import decode
+from imgsim.build import build_index
+from imgsim.errors import ImgsimError, SkipReason
+from imgsim.index import load_index
+
+from .conftest import make_photo
+
+
+class Counting:
+    """Wraps the session model: counts embedded images and can die on a given call, like a killed run."""
+
+    def __init__(self, inner, batch_size=8, die_on_call=None):
+        self.inner, self.batch_size, self.die_on_call = inner, batch_size, die_on_call
+        self.weights, self.device, self.pooling, self.dims = inner.weights, inner.device, inner.pooling, inner.dims
+        self.calls = self.embedded = 0
+
+    def embed(self, images):
+        self.calls += 1
+        if self.calls == self.die_on_call:
+            raise KeyboardInterrupt("killed")
+        self.embedded += len(images)
+        return self.inner.embed(images)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    root = tmp_path / "photos"
+    for i in range(6):
+        make_photo(root / ("cats" if i % 2 else "dogs") / f"img {i} é.jpg", seed=300 + i)
+    return root
+
+
+def run(folder, index_dir, model, **kw):
+    return build_index(folder, index_dir, weights=kw.pop("weights", "random"),
+                       extractor_factory=lambda w, p, b: model, **kw)
+
+
+def test_first_run_then_incremental_add_change_delete(folder, tmp_path, random_extractor):
+    ix_dir = tmp_path / "ix"
+    model = Counting(random_extractor)
+    first = run(folder, ix_dir, model)
+    assert (first.added, first.extracted, first.indexed, first.committed) == (6, 6, 6, True)
+    before = load_index(ix_dir)
+    old_vectors = {p: np.array(before.vectors[i]) for i, p in enumerate(before.paths)}
+
+    make_photo(folder / "cats" / "new.jpg", seed=999)
+    make_photo(folder / "dogs" / "img 0 é.jpg", seed=1234, size=(90, 90))  # changed content
+    (folder / "cats" / "img 1 é.jpg").unlink()
+    model.embedded = 0
+    second = run(folder, ix_dir, model)
+    assert (second.added, second.changed, second.removed, second.unchanged) == (1, 1, 1, 4)
+    assert model.embedded == 2
+    after = load_index(ix_dir)
+    assert after.paths == sorted(["cats/new.jpg", "cats/img 3 é.jpg", "cats/img 5 é.jpg", "dogs/img 0 é.jpg",
+                                  "dogs/img 2 é.jpg", "dogs/img 4 é.jpg"])
+    for path in ("cats/img 3 é.jpg", "dogs/img 4 é.jpg"):
+        np.testing.assert_array_equal(after.vectors[after.row_of(path)], old_vectors[path])
+    assert not np.allclose(after.vectors[after.row_of("dogs/img 0 é.jpg")], old_vectors["dogs/img 0 é.jpg"])
+    expected = random_extractor.embed(decode.model_input((folder / "cats" / "new.jpg").read_bytes())[None])[0]
+    np.testing.assert_allclose(after.vectors[after.row_of("cats/new.jpg")], expected, atol=1e-6)
+
+
+def test_unchanged_folder_is_not_rewritten(folder, tmp_path, random_extractor):
+    ix_dir = tmp_path / "ix"
+    model = Counting(random_extractor)
+    run(folder, ix_dir, model)
+    model.embedded = 0
+    again = run(folder, ix_dir, model, weights=None)  # defaults to the index's own weights
+    assert again.committed is False and again.unchanged == 6 and model.embedded == 0
+    assert load_index(ix_dir).generation == "gen-000001"
+
+
+def test_touched_file_is_rehashed_not_reextracted_and_map_is_kept(folder, tmp_path, random_extractor):
+    ix_dir = tmp_path / "ix"
+    model = Counting(random_extractor)
+    run(folder, ix_dir, model)
+    before = load_index(ix_dir)
+    map_before = np.array(before.array("map_xy"))
+    target = folder / "dogs" / "img 2 é.jpg"
+    st = target.stat()
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    model.embedded = 0
+    report = run(folder, ix_dir, model)
+    assert report.committed and report.unchanged == 6 and report.extracted == 0 and model.embedded == 0
+    after = load_index(ix_dir)
+    assert after.entries[after.row_of("dogs/img 2 é.jpg")].mtime_ns == st.st_mtime_ns + 5_000_000_000
+    np.testing.assert_array_equal(after.array("map_xy"), map_before)
+
+
+def test_killed_run_resumes_without_redoing_finished_work(folder, tmp_path, random_extractor):
+    for i in range(6, 10):
+        make_photo(folder / "more" / f"m{i}.jpg", seed=500 + i)
+    ix_dir = tmp_path / "ix"
+    dying = Counting(random_extractor, batch_size=2, die_on_call=4)
+    with pytest.raises(KeyboardInterrupt):
+        run(folder, ix_dir, dying, checkpoint_every=2)
+    assert dying.embedded == 6
+    assert not (ix_dir / "CURRENT").exists()  # nothing half-written is visible
+    fresh = Counting(random_extractor, batch_size=2)
+    report = run(folder, ix_dir, fresh, checkpoint_every=2)
+    assert report.resumed == 6 and report.extracted == 4 and fresh.embedded == 4
+    ix = load_index(ix_dir)
+    assert ix.count == 10
+    assert not (ix_dir / "pending").exists()
+    reference = run(folder, tmp_path / "ref", Counting(random_extractor))
+    assert reference.extracted == 10
+    np.testing.assert_allclose(load_index(tmp_path / "ref").vectors, ix.vectors, atol=1e-6)
+
+
+def test_skipped_files_have_reasons_and_ids_stay_aligned(folder, tmp_path, random_extractor):
+    (folder / "dogs" / "empty.jpg").write_bytes(b"")
+    (folder / "dogs" / "fake.png").write_bytes(b"<html>not a png</html>")
+    good = (folder / "cats" / "img 3 é.jpg").read_bytes()
+    (folder / "cats" / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    report = run(folder, tmp_path / "ix", Counting(random_extractor))
+    reasons = {s.path: s.reason for s in report.skipped}
+    assert reasons == {"dogs/empty.jpg": SkipReason.EMPTY, "dogs/fake.png": SkipReason.NOT_IMAGE,
+                       "cats/truncated.jpg": SkipReason.CORRUPT}
+    ix = load_index(tmp_path / "ix")
+    assert ix.count == 6 and {s.path for s in ix.skipped} == set(reasons)
+    row = ix.row_of("cats/img 3 é.jpg")
+    np.testing.assert_allclose(ix.vectors[row], random_extractor.embed(decode.model_input(good)[None])[0], atol=1e-6)
+
+
+def test_other_settings_are_refused_unless_rebuild(folder, tmp_path, random_extractor):
+    ix_dir = tmp_path / "ix"
+    run(folder, ix_dir, Counting(random_extractor))
+    with pytest.raises(ImgsimError, match=r"was built with pooling flatten \(asked: avg\)\. Re-run with the same "
+                                          r"settings, or add --rebuild"):
+        build_index(folder, ix_dir, pooling="avg")
+    with pytest.raises(ImgsimError, match=r"was built with weights random \(seed 0\).*\(asked: random:7\)"):
+        build_index(folder, ix_dir, weights="random:7")
+    other = tmp_path / "elsewhere"
+    shutil.copytree(folder, other)
+    with pytest.raises(ImgsimError, match=r"was built from .*photos, not .*elsewhere"):
+        build_index(other, ix_dir)
+
+
+def test_damaged_index_asks_for_rebuild_and_rebuild_works(folder, tmp_path, random_extractor):
+    ix_dir = tmp_path / "ix"
+    run(folder, ix_dir, Counting(random_extractor))
+    with open(ix_dir / "gen-000001" / "vectors.npy", "r+b") as fh:
+        fh.truncate(1000)
+    with pytest.raises(ImgsimError, match=r"--rebuild"):
+        run(folder, ix_dir, Counting(random_extractor))
+    report = run(folder, ix_dir, Counting(random_extractor), rebuild=True)
+    assert report.extracted == 6 and load_index(ix_dir).count == 6
+
+
+def test_empty_folder_gives_an_empty_index(tmp_path, random_extractor):
+    (tmp_path / "empty").mkdir()
+    report = run(tmp_path / "empty", tmp_path / "ix", Counting(random_extractor))
+    assert report.indexed == 0 and report.committed
+    assert load_index(tmp_path / "ix").count == 0

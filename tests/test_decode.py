@@ -1,0 +1,199 @@
+"""Decoding: hostile files fail with typed reasons; awkward but valid images decode correctly."""
+
+from __future__ import annotations
+
+import io
+import struct
+import tracemalloc
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgsim import decode
+from imgsim.decode import DecodeError
+from imgsim.errors import SkipReason
+
+from .conftest import make_photo
+
+
+def _png_bytes(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _jpeg_bytes(im: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=95, **kw)
+    return buf.getvalue()
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares a huge 1-bit greyscale image."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 64)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+# --- hostile input -------------------------------------------------------------------------------------
+
+def test_empty_file_is_refused_as_empty(tmp_path):
+    p = tmp_path / "empty.jpg"
+    p.write_bytes(b"")
+    with pytest.raises(DecodeError, match="empty file") as info:
+        decode.read_bytes(p)
+    assert info.value.reason is SkipReason.EMPTY
+
+
+def test_text_file_is_not_an_image():
+    with pytest.raises(DecodeError) as info:
+        decode.model_input(b"hello, I am text pretending to be a jpeg")
+    assert info.value.reason is SkipReason.NOT_IMAGE
+    assert str(info.value) == "not an image: no image format recognised"
+
+
+def test_truncated_jpeg_is_corrupt():
+    data = _jpeg_bytes(Image.new("RGB", (300, 200), (10, 200, 30)))
+    with pytest.raises(DecodeError) as info:
+        decode.model_input(data[: len(data) // 2])
+    assert info.value.reason is SkipReason.CORRUPT
+    assert "truncated" in info.value.detail
+
+
+def test_decompression_bomb_refused_before_decoding_with_bounded_memory():
+    data = bomb_png(40000, 40000)
+    assert len(data) < 200
+    tracemalloc.start()
+    with pytest.raises(DecodeError) as info:
+        decode.model_input(data)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert info.value.reason is SkipReason.TOO_LARGE
+    assert peak < 5 * 2**20  # a decoded 40000x40000 image would need 1.6 GB
+
+
+def test_image_over_our_pixel_limit_is_too_large_with_dimensions_in_message():
+    with pytest.raises(DecodeError, match=r"12000x11000 pixels exceeds the limit of 120,000,000") as info:
+        decode.model_input(bomb_png(12000, 11000))
+    assert info.value.reason is SkipReason.TOO_LARGE
+
+
+def test_oversized_file_is_refused_without_reading_it_all(tmp_path):
+    p = tmp_path / "huge.jpg"
+    p.write_bytes(b"\xff" * 2048)
+    with pytest.raises(DecodeError, match="too large") as info:
+        decode.read_bytes(p, max_bytes=1024)
+    assert info.value.reason is SkipReason.TOO_LARGE
+
+
+def test_unreadable_file_has_reason(tmp_path):
+    with pytest.raises(DecodeError) as info:
+        decode.read_bytes(tmp_path / "missing.jpg")
+    assert info.value.reason is SkipReason.UNREADABLE
+
+
+# --- awkward but valid ------------------------------------------------------------------------------------
+
+def test_rgb_jpeg_matches_keras_load_img_exactly(tmp_path):
+    """For an ordinary photo the model input is exactly what the reference notebook feeds the model."""
+    import keras
+
+    path = make_photo(tmp_path / "photo.jpg", seed=3, size=(333, 251))
+    ours = decode.model_input(path.read_bytes())
+    ref = keras.utils.img_to_array(keras.utils.load_img(path, target_size=(224, 224)))
+    assert ours.shape == (224, 224, 3) and ours.dtype == np.uint8
+    np.testing.assert_array_equal(ours.astype(np.float32), ref)
+
+
+def _two_colour(width: int = 40, height: int = 20) -> Image.Image:
+    im = Image.new("RGB", (width, height), (255, 0, 0))
+    im.paste((0, 0, 255), (width // 2, 0, width, height))  # left red, right blue
+    return im
+
+
+def test_exif_orientation_is_applied():
+    im = _two_colour()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise for display
+    out = decode.open_rgb(_jpeg_bytes(im, exif=exif.tobytes()))
+    assert out.size == (20, 40)
+    arr = np.asarray(out).astype(int)
+    assert arr[2, 10, 0] > 200 and arr[2, 10, 2] < 60  # the red (left) half is now on top
+    assert arr[37, 10, 2] > 200 and arr[37, 10, 0] < 60
+
+
+def test_malformed_exif_falls_back_to_no_rotation():
+    data = _jpeg_bytes(_two_colour())
+    garbage = b"Exif\x00\x00" + b"II*\x00" + struct.pack("<I", 0xFFFFFF00) + b"\x12\x01" * 8
+    app1 = b"\xff\xe1" + struct.pack(">H", len(garbage) + 2) + garbage
+    broken = data[:2] + app1 + data[2:]
+    out = decode.open_rgb(broken)
+    assert out.size == (40, 20)
+
+
+def test_cmyk_jpeg_decodes_to_rgb():
+    im = Image.new("CMYK", (32, 32), (0, 255, 255, 0))  # pure red in CMYK
+    out = np.asarray(decode.open_rgb(_jpeg_bytes(im))).astype(int)
+    assert out.shape == (32, 32, 3)
+    r, g, b = out[16, 16]
+    assert r > 200 and g < 60 and b < 60
+
+
+def test_palette_gif_keeps_its_colours():
+    im = Image.new("P", (16, 16))
+    im.putpalette([0, 128, 0] + [0, 0, 0] * 255)
+    buf = io.BytesIO()
+    im.save(buf, format="GIF")
+    out = np.asarray(decode.open_rgb(buf.getvalue()))
+    assert tuple(out[8, 8]) == (0, 128, 0)
+
+
+def test_rgba_transparency_is_composited_on_white_not_black(tmp_path):
+    im = Image.new("RGBA", (20, 20), (0, 0, 0, 0))  # fully transparent black
+    im.paste((0, 0, 255, 255), (0, 0, 10, 20))  # opaque blue left half
+    out = np.asarray(decode.open_rgb(_png_bytes(im)))
+    assert tuple(out[10, 15]) == (255, 255, 255)
+    assert tuple(out[10, 5]) == (0, 0, 255)
+
+
+def test_16bit_greyscale_is_scaled_not_clipped():
+    arr = np.full((10, 10), 32896, dtype=np.uint16)  # mid grey in 16 bits
+    arr[:, :5] = 65535
+    im = Image.fromarray(arr)
+    assert im.mode.startswith("I")
+    out = np.asarray(decode.open_rgb(_png_bytes(im)))
+    assert tuple(out[5, 8]) == (128, 128, 128)
+    assert tuple(out[5, 2]) == (255, 255, 255)
+
+
+def test_one_bit_and_greyscale_images_decode():
+    one = Image.new("1", (8, 8), 1)
+    grey = Image.new("L", (8, 8), 77)
+    assert tuple(np.asarray(decode.open_rgb(_png_bytes(one)))[4, 4]) == (255, 255, 255)
+    assert tuple(np.asarray(decode.open_rgb(_png_bytes(grey)))[4, 4]) == (77, 77, 77)
+
+
+def test_animated_gif_uses_first_frame():
+    frames = [Image.new("RGB", (16, 16), c).convert("P") for c in ((255, 0, 0), (0, 0, 255))]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    out = np.asarray(decode.open_rgb(buf.getvalue())).astype(int)
+    assert out[8, 8, 0] > 200 and out[8, 8, 2] < 60
+
+
+def test_model_input_is_224_square_uint8_for_any_size():
+    out = decode.model_input(_png_bytes(Image.new("RGB", (7, 500), (1, 2, 3))))
+    assert out.shape == (224, 224, 3) and out.dtype == np.uint8
+    assert tuple(out[100, 100]) == (1, 2, 3)
+
+
+def test_thumbnail_square_and_bounded():
+    data = _jpeg_bytes(Image.new("RGB", (800, 400), (9, 9, 9)))
+    assert decode.thumbnail(data, 64, square=True).size == (64, 64)
+    assert max(decode.thumbnail(data, 100).size) == 100

@@ -1,0 +1,67 @@
+"""Duplicate groups: connected components under a threshold, and the nearest-distance distribution."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from imgsim.duplicates import duplicate_groups, nearest_distances, threshold_summary
+from imgsim.projection import PCAProjection
+from imgsim.search import ExactSearch
+
+
+def unit_vectors_at(distances_to_base, d=64, seed=0):
+    """Vectors on a chain: a base direction slightly rotated towards private orthogonal directions."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    out = []
+    for k, theta in enumerate(distances_to_base):
+        out.append(np.cos(theta) * q[0] + np.sin(theta) * q[k + 1])
+    return np.asarray(out, dtype=np.float32)
+
+
+def search_for(x):
+    return ExactSearch().fit(x, PCAProjection(8).fit(x))
+
+
+def test_groups_are_connected_components_within_threshold():
+    rng = np.random.default_rng(0)
+    x = np.abs(rng.normal(size=(8, 32))).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x[3] = x[0]
+    x[5] = x[0] * 0.999 + x[6] * 0.001
+    x[5] /= np.linalg.norm(x[5])
+    x[7] = x[2]
+    groups = duplicate_groups(search_for(x), 0.01)
+    assert [g.rows for g in groups] == [(0, 3, 5), (2, 7)]
+    assert groups[1].nearest == (0.0, 0.0)
+    assert groups[0].nearest[1] == 0.0 and 0 < groups[0].nearest[2] < 0.01
+
+
+def test_chains_link_transitively():
+    # a-b and b-c are close, a-c is not: all three form one group.
+    base = np.zeros(16, dtype=np.float32)
+    base[0] = 1
+    a = base.copy()
+    b = base.copy(); b[1] = 0.1
+    c = base.copy(); c[1] = 0.2
+    far = np.zeros(16, dtype=np.float32); far[5] = 1
+    x = np.stack([a, b, c, far]); x /= np.linalg.norm(x, axis=1, keepdims=True)
+    dist_ab = np.linalg.norm(x[0] - x[1])
+    groups = duplicate_groups(search_for(x), dist_ab * 1.01)
+    assert [g.rows for g in groups] == [(0, 1, 2)]
+    assert np.linalg.norm(x[0] - x[2]) > dist_ab * 1.01
+
+
+def test_no_groups_below_every_distance_and_negative_threshold_refused():
+    x = np.eye(5, dtype=np.float32)
+    assert duplicate_groups(search_for(x), 0.5) == []
+    with pytest.raises(ValueError, match="threshold must be >= 0"):
+        duplicate_groups(search_for(x), -0.1)
+
+
+def test_nearest_distances_and_threshold_summary():
+    nn = np.array([[0.1, 0.5], [0.3, 0.4], [0.05, 0.9]])
+    d = nearest_distances(nn)
+    np.testing.assert_array_equal(d, [0.1, 0.3, 0.05])
+    assert threshold_summary(d, (0.05, 0.2, 0.3)) == [(0.05, 1), (0.2, 2), (0.3, 3)]
