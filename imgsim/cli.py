@@ -260,7 +260,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
     def thumb(row: int):
         try:
-            return thumbnail(read_bytes(col.image_path(row)), args.cell, square=True)
+            return thumbnail(read_bytes(col.image_path(row)), args.cell, square="crop")
         except DecodeError:
             return None  # the file changed or vanished since indexing: leave its cell blank
 

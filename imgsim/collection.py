@@ -55,6 +55,18 @@ def weights_spec(meta_weights: dict) -> str:
     return "imagenet"
 
 
+def default_index_dir(folder: str | os.PathLike, weights: str | None) -> Path:
+    """Where the dashboard keeps the index of a folder when none is named: one per folder and weights,
+    under ``$IMGSIM_CACHE`` (default ``~/.cache/imgsim``), so a random-weights index is never shown as real."""
+    real = os.path.realpath(Path(folder).expanduser())
+    spec = (weights or "imagenet").strip()
+    kind = spec if spec in ("imagenet",) or spec.startswith("random") else "file-" + hashlib.sha1(
+        os.path.realpath(spec).encode()).hexdigest()[:8]
+    cache = Path(os.environ.get("IMGSIM_CACHE") or Path.home() / ".cache" / "imgsim")
+    name = f"{Path(real).name or 'root'}-{hashlib.sha1(real.encode()).hexdigest()[:10]}-{kind.replace(':', '')}"
+    return cache / "indexes" / f"{name}.imgsim"
+
+
 class Collection:
     """An index plus the search structures stored with it; the model is only built when needed."""
 

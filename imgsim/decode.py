@@ -130,10 +130,13 @@ def model_input(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8)
 
 
-def thumbnail(data: bytes, size: int = 256, square: bool = False) -> Image.Image:
-    """A display thumbnail: longest side ``size`` (or a centred ``size`` square crop)."""
+def thumbnail(data: bytes, size: int = 256, square: str | None = None) -> Image.Image:
+    """A display thumbnail: longest side ``size``, or a ``size`` square made by ``"crop"`` (centre) or
+    ``"pad"`` (whole image on white)."""
     im = open_rgb(data, draft=(size, size))
-    if square:
+    if square == "crop":
         return ImageOps.fit(im, (size, size), Image.Resampling.LANCZOS)
+    if square == "pad":
+        return ImageOps.pad(im, (size, size), Image.Resampling.LANCZOS, color=(255, 255, 255))
     im.thumbnail((size, size), Image.Resampling.LANCZOS)
     return im

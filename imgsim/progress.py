@@ -21,3 +21,37 @@ STAGE_LABELS = {
     "map": "Building 2-D map (t-SNE)",
     "model": "Loading model",
 }
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def describe(stage: str, done: int, total: int | None, elapsed: float) -> str:
+    """One line for a progress bar: stage, count, rate and time left when they are known.
+
+    >>> describe("extract", 120, 373, 3.0)
+    'Extracting features: 120 / 373 · 40.0 images/s · about 6 s left'
+    """
+    label = STAGE_LABELS.get(stage, stage)
+    if total is None:
+        return f"{label}…"
+    parts = [f"{label}: {done:,} / {total:,}"]
+    if stage == "extract" and done > 0 and elapsed > 0:
+        rate = done / elapsed
+        parts.append(f"{rate:.1f} images/s")
+        if done < total:
+            parts.append(f"about {_duration((total - done) / rate)} left")
+    return " · ".join(parts)
+
+
+def fraction(done: int, total: int | None) -> float:
+    """Progress in [0, 1] (0 while the total is unknown)."""
+    return min(1.0, done / total) if total else 0.0

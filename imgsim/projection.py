@@ -52,8 +52,11 @@ class PCAProjection:
         n = len(vectors)
         projected = np.empty((n, self.n_components_), dtype=np.float32)
         residual = np.empty(n, dtype=np.float32)
-        basis = self.components_.astype(np.float64)
-        mean = self.mean_.astype(np.float64)
+        if getattr(self, "_basis64", None) is None:
+            # Kept in float64: the search's lower bounds must not be loosened by float32 rounding.
+            self._basis64 = self.components_.astype(np.float64)
+            self._mean64 = self.mean_.astype(np.float64)
+        basis, mean = self._basis64, self._mean64
         for start in range(0, n, chunk_rows):
             centred = np.asarray(vectors[start:start + chunk_rows], dtype=np.float64) - mean
             coords = centred @ basis.T

@@ -195,5 +195,7 @@ def test_model_input_is_224_square_uint8_for_any_size():
 
 def test_thumbnail_square_and_bounded():
     data = _jpeg_bytes(Image.new("RGB", (800, 400), (9, 9, 9)))
-    assert decode.thumbnail(data, 64, square=True).size == (64, 64)
+    assert decode.thumbnail(data, 64, square="crop").size == (64, 64)
+    padded = decode.thumbnail(data, 64, square="pad")
+    assert padded.size == (64, 64) and padded.getpixel((32, 2)) == (255, 255, 255)
     assert max(decode.thumbnail(data, 100).size) == 100

@@ -1,0 +1,87 @@
+"""Plotly figures: the t-SNE map (WebGL, coloured by sub-folder) and the nearest-distance histogram."""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from PIL import Image
+
+QUERY_COLOUR = "#d62728"
+NEIGHBOUR_COLOUR = "#111111"
+
+
+def palette(n: int) -> list[str]:
+    """``n`` distinguishable colours (Plotly's qualitative sets, cycled beyond 26)."""
+    base = qualitative.Plotly + qualitative.D3[1:] + qualitative.Alphabet if n > 10 else qualitative.Plotly
+    return [base[i % len(base)] for i in range(n)]
+
+
+def map_figure(xy: np.ndarray, labels: Sequence[str], paths: Sequence[str], query: int | None = None,
+               neighbours: Sequence[int] = (), height: int = 520, native_hover: bool = True) -> go.Figure:
+    """Scatter of the collection; each point's ``customdata`` is its row, so events map back to images.
+
+    One trace per sub-folder when there are several (legend = folders), then a ring trace for the
+    neighbours and a star for the query. ``native_hover=False`` leaves hover to the host page
+    (the dashboard shows a thumbnail instead of Plotly's label).
+    """
+    xy = np.asarray(xy, dtype=float)
+    labels = list(labels)
+    names = sorted(set(labels))
+    fig = go.Figure()
+    colours = dict(zip(names, palette(len(names))))
+    for name in names:
+        rows = [i for i, lab in enumerate(labels) if lab == name]
+        fig.add_trace(go.Scattergl(
+            x=xy[rows, 0], y=xy[rows, 1], mode="markers", name=name or "(top folder)",
+            customdata=rows, text=[paths[r] for r in rows], hovertemplate="%{text}<extra></extra>",
+            marker={"size": 7, "color": colours[name], "opacity": 0.85, "line": {"width": 0}},
+            showlegend=len(names) > 1))
+    if len(neighbours):
+        rows = [int(r) for r in neighbours]
+        fig.add_trace(go.Scattergl(
+            x=xy[rows, 0], y=xy[rows, 1], mode="markers+text", name="neighbours", customdata=rows,
+            text=[str(i) for i in range(1, len(rows) + 1)], textposition="top center",
+            textfont={"size": 11, "color": NEIGHBOUR_COLOUR}, hovertext=[paths[r] for r in rows],
+            hovertemplate="%{hovertext}<extra></extra>",
+            marker={"size": 13, "color": "rgba(0,0,0,0)", "line": {"width": 2, "color": NEIGHBOUR_COLOUR}}))
+    if query is not None:
+        fig.add_trace(go.Scattergl(
+            x=[xy[query, 0]], y=[xy[query, 1]], mode="markers", name="query", customdata=[int(query)],
+            text=[paths[query]], hovertemplate="query: %{text}<extra></extra>",
+            marker={"size": 20, "symbol": "star", "color": QUERY_COLOUR, "line": {"width": 1, "color": "white"}}))
+    if not native_hover:
+        fig.update_traces(hoverinfo="none", hovertemplate=None)
+    fig.update_layout(
+        height=height, margin={"l": 0, "r": 0, "t": 10, "b": 0}, dragmode="lasso", hovermode="closest",
+        plot_bgcolor="white", paper_bgcolor="white", uirevision="map",
+        legend={"itemsizing": "constant", "font": {"size": 10}, "orientation": "h", "yanchor": "top", "y": -0.02,
+                "x": 0, "itemwidth": 30},
+        xaxis={"visible": False}, yaxis={"visible": False})
+    return fig
+
+
+def distance_histogram(distances: np.ndarray, threshold: float, height: int = 320) -> go.Figure:
+    """Histogram of each image's distance to its nearest other image, with the threshold marked."""
+    d = np.asarray(distances, dtype=float)
+    fig = go.Figure(go.Histogram(x=d, nbinsx=min(60, max(10, len(d) // 5)), marker={"color": "#4c78a8"},
+                                 hovertemplate="distance %{x}<br>%{y} images<extra></extra>"))
+    within = int(np.sum(d <= threshold))
+    fig.add_vline(x=threshold, line={"color": QUERY_COLOUR, "width": 2, "dash": "dash"},
+                  annotation_text=f"threshold {threshold:.2f}: {within} image(s) have a neighbour this close",
+                  annotation_position="top right")
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 30, "b": 10}, bargap=0.05,
+                      xaxis_title="distance to nearest other image", yaxis_title="images",
+                      plot_bgcolor="white")
+    return fig
+
+
+def data_uri(image: Image.Image, quality: int = 80) -> str:
+    """A small JPEG as a ``data:`` URI, for hover images inside the map."""
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

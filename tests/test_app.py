@@ -1,0 +1,216 @@
+"""The dashboard, driven headlessly with Streamlit's AppTest against a small random-weights index."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+import imgsim.collection
+import imgsim.extract
+from imgsim.collection import Collection
+
+from .conftest import make_photo
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+RESULT = re.compile(r"^\*\*#(\d+)\*\* · distance \*\*([0-9.]+)\*\* · cos ([-0-9.]+)$")
+
+
+@pytest.fixture
+def app_env(monkeypatch, built_index, photo_dir, tmp_path):
+    monkeypatch.setenv("IMGSIM_INDEX", str(built_index))
+    monkeypatch.setenv("IMGSIM_IMAGES", str(photo_dir))
+    monkeypatch.setenv("IMGSIM_WEIGHTS", "random")
+    monkeypatch.setenv("IMGSIM_CACHE", str(tmp_path / "cache"))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    return Collection.open(built_index)
+
+
+def new_app(**params) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    for key, value in params.items():
+        at.query_params[key] = value
+    return at
+
+
+def results(at: AppTest) -> list[tuple[int, float, float]]:
+    out = []
+    for md in at.markdown:
+        m = RESULT.match(md.value)
+        if m:
+            out.append((int(m.group(1)), float(m.group(2)), float(m.group(3))))
+    return out
+
+
+def texts(at: AppTest) -> str:
+    return "\n".join([m.value for m in at.markdown] + [c.value for c in at.caption] + [i.value for i in at.info]
+                     + [w.value for w in at.warning] + [e.value for e in at.error])
+
+
+def test_every_tab_renders_without_exception(app_env):
+    expected = {"Search": "Pick an image above, upload one, or click a point on the map.",
+                "Map": "Lasso or box-select points",
+                "Duplicates": "images are in a group",
+                "About this collection": "Do neighbours share a folder?"}
+    for tab, marker in expected.items():
+        at = new_app(tab=tab).run()
+        assert not at.exception, at.exception
+        assert not at.error
+        page = texts(at) + "\n".join(h.value for h in at.subheader)
+        assert marker in page, (tab, page)
+
+
+def test_random_weights_banner_is_visible(app_env):
+    at = new_app().run()
+    assert any(w.value.startswith("**Random weights.**") for w in at.warning)
+
+
+def test_choosing_a_gallery_image_shows_k_results_nearest_first(app_env):
+    at = new_app().run()
+    row = app_env.paths.index("reds/r2.jpg")
+    at.button(key=f"pick_{row}").click().run()
+    assert not at.exception
+    found = results(at)
+    assert [r for r, _, _ in found] == list(range(1, 9))
+    distances = [d for _, d, _ in found]
+    assert distances == sorted(distances) and distances[0] == 0.0
+    expected = app_env.neighbors_of_row(row, 8)
+    assert distances == [round(n.distance, 3) for n in expected.neighbors]
+    assert any(c.value == "query: reds/r2.jpg" for c in at.caption)
+    assert at.query_params["q"] == "reds/r2.jpg"
+
+
+def test_changing_k_and_threshold_updates_the_view(app_env):
+    at = new_app(q="blues/b0.png").run()
+    assert len(results(at)) == 8
+    at.slider(key="k").set_value(3).run()
+    assert len(results(at)) == 3
+    at.slider(key="k").set_value(50).run()
+    assert len(results(at)) == 12
+    assert "(k = 12, clamped from 50)" in texts(at)
+
+    at = new_app(tab="Duplicates").run()
+    counts = {}
+    for t in (0.0, 0.5, 1.0):
+        at.slider(key="t").set_value(t).run()
+        assert not at.exception
+        counts[t] = int(at.metric[0].value)
+        assert counts[t] == len(app_env.duplicate_groups(t))
+    assert counts[1.0] >= 1  # random-weight vectors are close: one big group at a loose threshold
+
+
+def test_url_parameters_restore_the_view(app_env):
+    at = new_app(q="reds/r1.jpg", k="4", tab="Search").run()
+    assert not at.exception
+    assert any(c.value == "query: reds/r1.jpg" for c in at.caption)
+    assert len(results(at)) == 4
+    dup = new_app(tab="Duplicates", t="0.42").run()
+    assert dup.slider(key="t").value == pytest.approx(0.42)
+    assert int(dup.metric[0].value) == len(app_env.duplicate_groups(0.42))
+    missing = new_app(q="nope.jpg").run()
+    assert "The image in the link (nope.jpg) is not in this collection." in texts(missing)
+
+
+def test_clicking_a_map_point_makes_it_the_query(app_env):
+    at = new_app(q="reds/r0.jpg").run()
+    target = app_env.paths.index("blues/b3.png")
+    at.session_state["search_map"] = {"clicked": target, "selection": []}
+    at.run()
+    assert not at.exception
+    assert any(c.value == "query: blues/b3.png" for c in at.caption)
+    assert at.query_params["q"] == "blues/b3.png"
+
+
+def test_lasso_selection_lists_images_and_offers_csv(app_env):
+    at = new_app(tab="Map").run()
+    at.session_state["full_map"] = {"selection": [0, 2, 5]}
+    at.run()
+    assert not at.exception
+    assert "**3 selected image(s)**" in texts(at)
+    assert any(el.proto.label == "Download selection as CSV" for el in at.get("download_button"))
+
+
+def _jpeg(seed: int) -> bytes:
+    buf = io.BytesIO()
+    Image.open(make_photo(Path(f"/tmp/imgsim-upload-{seed}.jpg"), seed=seed)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_upload_is_embedded_and_model_and_index_load_once_in_20_reruns(app_env, monkeypatch, random_extractor):
+    loads, builds = [], []
+    real_load = imgsim.collection.load_index
+
+    def counting_load(path):
+        loads.append(path)
+        return real_load(path)
+
+    def counting_model(weights, pooling="flatten", batch_size=16):
+        builds.append((weights, pooling))
+        return random_extractor
+
+    monkeypatch.setattr(imgsim.collection, "load_index", counting_load)
+    monkeypatch.setattr(imgsim.extract, "FeatureExtractor", counting_model)
+    at = new_app().run()
+    at.file_uploader[0].set_value(("holiday photo.jpg", _jpeg(4242), "image/jpeg")).run()
+    assert not at.exception
+    assert any(c.value == "uploaded: holiday photo.jpg" for c in at.caption)
+    found = results(at)
+    assert len(found) == 8 and all(d > 0 for _, d, _ in found)
+    for _ in range(20):
+        at.run()
+        assert not at.exception
+    assert len(loads) == 1
+    assert builds == [("random", "flatten")]
+
+
+def test_unusable_upload_gets_a_one_line_message(app_env, monkeypatch, random_extractor):
+    monkeypatch.setattr(imgsim.extract, "FeatureExtractor", lambda *a, **k: random_extractor)
+    at = new_app().run()
+    at.file_uploader[0].set_value(("notes.jpg", b"definitely not an image", "image/jpeg")).run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["That upload cannot be used: not an image: no image format recognised."]
+
+
+def test_missing_weights_explain_what_to_do_and_existing_index_still_browses(app_env, monkeypatch, tmp_path):
+    keras = imgsim.extract.import_keras()
+    monkeypatch.setattr(keras.utils, "get_file", lambda *a, **k: (_ for _ in ()).throw(Exception("no network")))
+    monkeypatch.setenv("IMGSIM_WEIGHTS", "imagenet")
+    # The random-weights index still opens and answers queries without any model.
+    at = new_app(q="reds/r3.jpg").run()
+    assert not at.exception and len(results(at)) == 8
+    # A folder with no index cannot be indexed: the page says how to supply the weights.
+    fresh = tmp_path / "fresh"
+    make_photo(fresh / "a.jpg", seed=1)
+    monkeypatch.setenv("IMGSIM_IMAGES", str(fresh))
+    monkeypatch.delenv("IMGSIM_INDEX")
+    at = new_app().run()
+    assert not at.exception
+    assert at.error[0].value.startswith("**ImageNet weights are not available.** ImageNet weights for ResNet50")
+    assert "IMGSIM_WEIGHTS=/path/to/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in texts(at)
+
+
+def test_empty_folder_says_so(app_env, monkeypatch, tmp_path, random_extractor):
+    monkeypatch.setattr(imgsim.extract, "FeatureExtractor", lambda *a, **k: random_extractor)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no pictures here")
+    monkeypatch.setenv("IMGSIM_IMAGES", str(empty))
+    monkeypatch.delenv("IMGSIM_INDEX")
+    at = new_app().run()
+    assert not at.exception
+    assert f"No usable images in `{empty}`: 0 skipped, 1 other files ignored." in texts(at)
+
+
+def test_streamlit_config_hides_tracebacks_and_caps_uploads():
+    import tomllib
+
+    config = tomllib.loads((Path(APP).parent / ".streamlit" / "config.toml").read_text())
+    assert config["client"]["showErrorDetails"] == "none"
+    assert config["server"]["enableXsrfProtection"] is True
+    assert config["server"]["maxUploadSize"] == 25
