@@ -6,6 +6,7 @@ Run with ``streamlit run app.py``. Settings: IMGSIM_IMAGES, IMGSIM_INDEX, IMGSIM
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
@@ -14,11 +15,11 @@ import time
 from pathlib import Path
 
 import plotly
+import plotly.graph_objects as go
 import streamlit as st
 
 from imgsim import charts, decode, export
 from imgsim import progress as prog
-from imgsim.build import build_index
 from imgsim.collection import Collection, QueryResult, default_index_dir, weights_spec
 from imgsim.errors import ImgsimError
 from imgsim.extract import FeatureExtractor, WeightsError, how_to_supply_weights
@@ -29,7 +30,6 @@ APP_DIR = Path(__file__).resolve().parent
 DEMO_DIR = APP_DIR / "data" / "demo"
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff"]
 GALLERY_PAGE = 24
-HOVER_THUMBS_MAX = 5000  # beyond this the map shows file names on hover, not pictures
 LOG = logging.getLogger("imgsim.app")
 
 st.set_page_config(page_title="imgsim · what looks like this?", page_icon="🔎", layout="wide")
@@ -64,18 +64,40 @@ def _jpeg(im) -> bytes:
     return buf.getvalue()
 
 
-@st.cache_data(show_spinner="Preparing map thumbnails…")
-def hover_thumbs(index_dir: str, generation: str) -> list[str | None]:
+@st.cache_data(show_spinner=False)
+def hover_sprite(index_dir: str, generation: str) -> dict | None:
+    """Publish the index's previews as one static image (static/cache/), fetched once by the browser.
+
+    None when the index has no previews or the app folder is read-only: hovering then shows names only.
+    """
     col = open_collection(index_dir, generation)
-    if col.count > HOVER_THUMBS_MAX:
-        return [None] * col.count
-    out: list[str | None] = []
-    for row in range(col.count):
-        try:
-            out.append(charts.data_uri(decode.thumbnail(decode.read_bytes(col.image_path(row)), 96), quality=70))
-        except decode.DecodeError:
-            out.append(None)
-    return out
+    cell = 64 if col.count <= 10000 else 40
+    made = col.preview_sprite(cell)
+    if made is None:
+        return None
+    sprite, columns = made
+    prefix = hashlib.sha1(index_dir.encode()).hexdigest()[:12]
+    cache = APP_DIR / "static" / "cache"
+    name = f"{prefix}-{generation}.jpg"
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        if not (cache / name).exists():
+            tmp = cache / f".{name}.tmp"
+            sprite.save(tmp, format="JPEG", quality=80)
+            os.replace(tmp, cache / name)
+        for old in cache.glob(f"{prefix}-*.jpg"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+    except OSError:
+        return None
+    return {"url": f"app/static/cache/{name}", "columns": columns, "cell": cell}
+
+
+@st.cache_data(show_spinner=False)
+def map_base_json(index_dir: str, generation: str, height: int) -> str:
+    """The collection's scatter as Plotly JSON, built once per index generation (queries only add overlays)."""
+    col = open_collection(index_dir, generation)
+    return charts.map_base(col.map_xy(), col.labels, col.paths, height=height, native_hover=False).to_json()
 
 
 @st.cache_data(show_spinner="Checking neighbours against folder labels…")
@@ -116,7 +138,8 @@ def map_component():
             '<div class="imgsim-tip" style="display:none;position:absolute;z-index:10;pointer-events:none;'
             'background:white;border:1px solid #ccd;border-radius:6px;padding:4px;box-shadow:0 2px 8px #0003;'
             'max-width:170px;font:12px sans-serif;color:#222">'
-            '<img style="display:block;max-width:160px;max-height:160px;margin-bottom:2px"><span></span></div></div>')
+            '<div class="imgsim-preview" style="width:128px;height:128px;margin-bottom:2px;'
+            'background-repeat:no-repeat"></div><span></span></div></div>')
     js = (static / "imgsim_map.js").read_text(encoding="utf-8")
     return st.components.v2.component("imgsim_map", html=html, js=js, isolate_styles=False)
 
@@ -158,6 +181,8 @@ def run_indexing(folder: Path, index_dir: Path, weights: str) -> None:
 
     def factory(spec, pooling, batch_size):
         return get_extractor(spec_text(spec), pooling)
+
+    from imgsim.build import build_index  # indexing only: opening an existing index never imports it
 
     report_ = build_index(folder, index_dir, weights=weights if not index_exists(index_dir) else None,
                           progress=report, extractor_factory=factory)
@@ -247,11 +272,11 @@ def results_grid(col: Collection, result: QueryResult, key: str) -> None:
         cols = st.columns(per_row)
         for c, n in zip(cols, result.neighbors[start:start + per_row]):
             with c, st.container(border=True):
-                st.image(thumb(col, n.row, 256) or _placeholder(), width="stretch")
-                st.markdown(f"**#{n.rank}** · distance **{n.distance:.3f}** · cos {n.similarity:.3f}")
-                st.caption(_short(n.path, 40), help=n.path)
-                if result.row != n.row and st.button("More like this", key=f"{key}_{n.row}", width="stretch",
-                                                     icon=":material/search:"):
+                st.image(thumb(col, n.row, 256, square="pad") or _placeholder(), width="stretch")
+                st.markdown(f":small[**#{n.rank}** · distance **{n.distance:.3f}** · cos {n.similarity:.3f}]")
+                st.caption(_short(n.path, 34))
+                if result.row != n.row and st.button("Similar", key=f"{key}_{n.row}", width="stretch",
+                                                     icon=":material/search:", help=f"Search with {n.path}"):
                     set_query_row(col, n.row)
                     st.rerun()
 
@@ -259,10 +284,11 @@ def results_grid(col: Collection, result: QueryResult, key: str) -> None:
 def draw_map(col: Collection, index_dir: Path, generation: str, key: str, height: int,
              query: int | None, neighbours: list[int]) -> list[int]:
     """The interactive map; a click makes that image the query. Returns the lasso/box selection."""
-    fig = charts.map_figure(col.map_xy(), col.labels, col.paths, query, neighbours, height=height,
-                            native_hover=False)
-    result = map_component()(key=key, data={"figure": fig.to_json(), "paths": col.paths, "height": height,
-                                            "thumbs": hover_thumbs(str(index_dir), generation)},
+    overlay = charts.map_overlay(col.map_xy(), col.paths, query, neighbours, native_hover=False)
+    result = map_component()(key=key, data={"base": map_base_json(str(index_dir), generation, height),
+                                            "overlay": go.Figure(data=overlay).to_json(),
+                                            "paths": col.paths, "height": height,
+                                            "sprite": hover_sprite(str(index_dir), generation)},
                              default={"selection": []}, height=height + 10,
                              on_clicked_change=lambda: None, on_selection_change=lambda: None)
     clicked = result.clicked
@@ -283,7 +309,7 @@ def search_tab(col: Collection, index_dir: Path, generation: str, weights: str) 
         k = st.slider("Number of results (k)", 1, 50, 8, key="k", bind="query-params")
     with st.expander("Pick an image from the collection", expanded=upload is None and current_query(col) is None):
         gallery(col)
-    left, right = st.columns([1, 1], gap="large")
+    left, right = st.columns([3, 2], gap="large")
     with left:
         result, query_caption, query_data = None, "", None
         if upload is not None:
@@ -304,7 +330,7 @@ def search_tab(col: Collection, index_dir: Path, generation: str, weights: str) 
         if result is None:
             st.info("Pick an image above, upload one, or click a point on the map.")
         else:
-            q1, q2 = st.columns([1, 2])
+            q1, q2 = st.columns([1, 3])
             with q1:
                 show_image(query_data, query_caption)
             with q2:

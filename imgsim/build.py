@@ -132,17 +132,20 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
                 work.append(f)
 
         resolved = old.meta["weights"] if old else None
+        thumbs: dict[str, bytes] = {}
         if work:
             progress("model", 0, None)
             factory = extractor_factory or (lambda w, p, b: FeatureExtractor(w, p, b))
             extractor = factory(spec, pooling, batch_size)
+            if extractor.pooling != pooling:
+                raise ImgsimError(f"The model extracts {extractor.pooling} features but this index uses {pooling}.")
             if old is not None and extractor.weights.identity != old.weights["identity"]:
                 raise ImgsimError(f"The weights now at {spec.path or spec.mode} differ from those that built the index "
                                   f"at {index_dir}. Re-run with --rebuild to re-extract every image.")
             resolved = extractor.weights.to_json()
             report.device = extractor.device
             _extract(extractor, work, old, old_by_path, rows, skipped, report, index_dir, ckpt_key,
-                     checkpoint_every, workers, progress)
+                     checkpoint_every, workers, progress, thumbs)
         report.weights_label = (resolved or {}).get("label") or spec.mode
         report.removed = len(set(old_by_path) - set(rows)) if old else 0
         skipped.sort(key=lambda s: s.path)
@@ -161,7 +164,8 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
         meta = {"backbone": BACKBONE, "weights": resolved, "pooling": pooling, "root": str(found.root),
                 "created": old.meta["created"] if old else store.now_iso(), "updated": store.now_iso(),
                 "ignored": found.ignored, "graph_k": None}
-        _write(index_dir, rows, skipped, meta, POOLINGS[pooling], old if same_vectors else None, old, progress)
+        _write(index_dir, rows, skipped, meta, POOLINGS[pooling], old if same_vectors else None, old, progress,
+               thumbs, found.root)
         store.clear_checkpoints(index_dir)
         report.committed = True
         report.seconds = time.perf_counter() - started
@@ -184,7 +188,7 @@ def _check_same_settings(old: store.Index, spec: Weights, pooling: str, index_di
 
 def _extract(extractor: FeatureExtractor, work: list[ImageFile], old: store.Index | None, old_by_path: dict,
              rows: dict, skipped: list[Skipped], report: BuildReport, index_dir: Path, ckpt_key: str,
-             checkpoint_every: int, workers: int, progress: ProgressFn) -> None:
+             checkpoint_every: int, workers: int, progress: ProgressFn, thumbs: dict[str, bytes]) -> None:
     hashes: dict[str, str] = {}
 
     def load(f: ImageFile):
@@ -194,7 +198,9 @@ def _extract(extractor: FeatureExtractor, work: list[ImageFile], old: store.Inde
         row = old_by_path.get(f.rel)
         if row is not None and old.entries[row].sha256 == sha:
             return _Touched(sha)
-        return decode.model_input(data)
+        im = decode.open_rgb(data)
+        thumbs[f.rel] = decode.small_jpeg(im)
+        return decode.resize_for_model(im)
 
     pending_entries: list[store.Entry] = []
     pending_vectors: list[np.ndarray] = []
@@ -232,7 +238,8 @@ def _extract(extractor: FeatureExtractor, work: list[ImageFile], old: store.Inde
 
 
 def _write(index_dir: Path, rows: dict, skipped: list[Skipped], meta: dict, dims: int,
-           same_vectors_as: store.Index | None, old: store.Index | None, progress: ProgressFn) -> None:
+           same_vectors_as: store.Index | None, old: store.Index | None, progress: ProgressFn,
+           thumbs: dict[str, bytes], root: Path) -> None:
     order = sorted(rows)
     entries = [rows[p][0] for p in order]
     writer = store.GenerationWriter(index_dir, len(order), dims)
@@ -247,9 +254,13 @@ def _write(index_dir: Path, rows: dict, skipped: list[Skipped], meta: dict, dims
             if not isinstance(s, (int, np.integer)):
                 writer.vectors[i] = s
         progress("save", len(order), len(order))
+        blob, offsets = store.pack_blobs(_thumbnails(order, sources, thumbs, old, root))
+        writer.save_array("thumb_blob", blob)
+        writer.save_array("thumb_offsets", offsets)
         if same_vectors_as is not None:
             for name in same_vectors_as.meta.get("arrays", []):
-                writer.save_array(name, same_vectors_as.array(name))
+                if not name.startswith("thumb_"):
+                    writer.save_array(name, same_vectors_as.array(name))
             meta.update({k: same_vectors_as.meta.get(k) for k in ("projection", "map", "graph_k")})
         else:
             meta.update(derive_arrays(writer, progress))
@@ -257,6 +268,27 @@ def _write(index_dir: Path, rows: dict, skipped: list[Skipped], meta: dict, dims
     except BaseException:
         writer.abort()
         raise
+
+
+def _thumbnails(order: list[str], sources: list, fresh: dict[str, bytes], old: store.Index | None,
+                root: Path) -> list[bytes]:
+    """A small JPEG per row: made while extracting, kept from the old index, or (rows resumed from a
+    checkpoint) decoded again; an unreadable file gets an empty preview rather than failing the run."""
+    old_has = old is not None and old.has_array("thumb_blob")
+    if old_has:
+        blob, offsets = old.array("thumb_blob"), old.array("thumb_offsets")
+    out = []
+    for rel, source in zip(order, sources):
+        if rel in fresh:
+            out.append(fresh[rel])
+        elif old_has and isinstance(source, int):
+            out.append(store.unpack_blob(blob, offsets, source))
+        else:
+            try:
+                out.append(decode.small_jpeg(decode.open_rgb(decode.read_bytes(root / rel))))
+            except decode.DecodeError:
+                out.append(b"")
+    return out
 
 
 def derive_arrays(writer: store.GenerationWriter, progress: ProgressFn) -> dict:

@@ -21,39 +21,28 @@ def palette(n: int) -> list[str]:
     return [base[i % len(base)] for i in range(n)]
 
 
-def map_figure(xy: np.ndarray, labels: Sequence[str], paths: Sequence[str], query: int | None = None,
-               neighbours: Sequence[int] = (), height: int = 520, native_hover: bool = True) -> go.Figure:
+def map_base(xy: np.ndarray, labels: Sequence[str], paths: Sequence[str], height: int = 520,
+             native_hover: bool = True) -> go.Figure:
     """Scatter of the collection; each point's ``customdata`` is its row, so events map back to images.
 
-    One trace per sub-folder when there are several (legend = folders), then a ring trace for the
-    neighbours and a star for the query. ``native_hover=False`` leaves hover to the host page
-    (the dashboard shows a thumbnail instead of Plotly's label).
+    One WebGL trace per sub-folder when there are several (the legend lists the folders).
+    ``native_hover=False`` leaves hover to the host page (the dashboard shows a thumbnail instead).
     """
     xy = np.asarray(xy, dtype=float)
     labels = list(labels)
     names = sorted(set(labels))
     fig = go.Figure()
     colours = dict(zip(names, palette(len(names))))
+    rows_of: dict[str, list[int]] = {name: [] for name in names}
+    for i, lab in enumerate(labels):
+        rows_of[lab].append(i)
     for name in names:
-        rows = [i for i, lab in enumerate(labels) if lab == name]
+        rows = rows_of[name]
         fig.add_trace(go.Scattergl(
             x=xy[rows, 0], y=xy[rows, 1], mode="markers", name=name or "(top folder)",
             customdata=rows, text=[paths[r] for r in rows], hovertemplate="%{text}<extra></extra>",
             marker={"size": 7, "color": colours[name], "opacity": 0.85, "line": {"width": 0}},
             showlegend=len(names) > 1))
-    if len(neighbours):
-        rows = [int(r) for r in neighbours]
-        fig.add_trace(go.Scattergl(
-            x=xy[rows, 0], y=xy[rows, 1], mode="markers+text", name="neighbours", customdata=rows,
-            text=[str(i) for i in range(1, len(rows) + 1)], textposition="top center",
-            textfont={"size": 11, "color": NEIGHBOUR_COLOUR}, hovertext=[paths[r] for r in rows],
-            hovertemplate="%{hovertext}<extra></extra>",
-            marker={"size": 13, "color": "rgba(0,0,0,0)", "line": {"width": 2, "color": NEIGHBOUR_COLOUR}}))
-    if query is not None:
-        fig.add_trace(go.Scattergl(
-            x=[xy[query, 0]], y=[xy[query, 1]], mode="markers", name="query", customdata=[int(query)],
-            text=[paths[query]], hovertemplate="query: %{text}<extra></extra>",
-            marker={"size": 20, "symbol": "star", "color": QUERY_COLOUR, "line": {"width": 1, "color": "white"}}))
     if not native_hover:
         fig.update_traces(hoverinfo="none", hovertemplate=None)
     fig.update_layout(
@@ -62,6 +51,38 @@ def map_figure(xy: np.ndarray, labels: Sequence[str], paths: Sequence[str], quer
         legend={"itemsizing": "constant", "font": {"size": 10}, "orientation": "h", "yanchor": "top", "y": -0.02,
                 "x": 0, "itemwidth": 30},
         xaxis={"visible": False}, yaxis={"visible": False})
+    return fig
+
+
+def map_overlay(xy: np.ndarray, paths: Sequence[str], query: int | None = None, neighbours: Sequence[int] = (),
+                native_hover: bool = True) -> list[go.Scattergl]:
+    """Highlight traces drawn over :func:`map_base`: numbered rings on the neighbours, a star on the query."""
+    xy = np.asarray(xy, dtype=float)
+    traces = []
+    if len(neighbours):
+        rows = [int(r) for r in neighbours]
+        traces.append(go.Scattergl(
+            x=xy[rows, 0], y=xy[rows, 1], mode="markers+text", name="neighbours", customdata=rows,
+            text=[str(i) for i in range(1, len(rows) + 1)], textposition="top center",
+            textfont={"size": 11, "color": NEIGHBOUR_COLOUR}, hovertext=[paths[r] for r in rows],
+            hovertemplate="%{hovertext}<extra></extra>",
+            marker={"size": 13, "color": "rgba(0,0,0,0)", "line": {"width": 2, "color": NEIGHBOUR_COLOUR}}))
+    if query is not None:
+        traces.append(go.Scattergl(
+            x=[xy[query, 0]], y=[xy[query, 1]], mode="markers", name="query", customdata=[int(query)],
+            text=[paths[query]], hovertemplate="query: %{text}<extra></extra>",
+            marker={"size": 20, "symbol": "star", "color": QUERY_COLOUR, "line": {"width": 1, "color": "white"}}))
+    if not native_hover:
+        for t in traces:
+            t.update(hoverinfo="none", hovertemplate=None)
+    return traces
+
+
+def map_figure(xy: np.ndarray, labels: Sequence[str], paths: Sequence[str], query: int | None = None,
+               neighbours: Sequence[int] = (), height: int = 520, native_hover: bool = True) -> go.Figure:
+    """The whole map: :func:`map_base` with :func:`map_overlay` on top."""
+    fig = map_base(xy, labels, paths, height, native_hover)
+    fig.add_traces(map_overlay(xy, paths, query, neighbours, native_hover))
     return fig
 
 

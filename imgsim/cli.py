@@ -8,9 +8,12 @@ import os
 import sys
 from typing import Sequence
 
+import numpy as np
+
 from . import __version__
 from .build import BuildReport, build_index
 from .collection import Collection, weights_spec
+from .duplicates import threshold_summary
 from .errors import ImgsimError
 from .extract import POOLINGS
 from .index import index_exists
@@ -178,16 +181,33 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def nearest_distribution(col: Collection) -> dict:
+    """Each image's distance to its nearest other image, summarised to help choose a threshold."""
+    d = col.nearest_distances()
+    if not len(d):
+        return {"percentiles": {}, "images_within": []}
+    points = (1, 5, 10, 25, 50, 75, 90)
+    return {"percentiles": {str(p): round(float(v), 4) for p, v in zip(points, np.percentile(d, points))},
+            "images_within": [[t, n] for t, n in threshold_summary(d)]}
+
+
 def cmd_dedup(args: argparse.Namespace) -> int:
     col = Collection.open(args.index_dir)
     groups = col.duplicate_groups(args.threshold)
+    distribution = nearest_distribution(col)
     if args.json:
         _print_json({"threshold": args.threshold,
                      "groups": [[col.paths[r] for r in g.rows] for g in groups],
-                     "nearest": [[round(d, 6) for d in g.nearest] for g in groups], **_weights_fields(col)})
+                     "nearest": [[round(d, 6) for d in g.nearest] for g in groups],
+                     "nearest_distance_distribution": distribution, **_weights_fields(col)})
         return 0
     if col.is_random:
         print(RANDOM_NOTE, file=sys.stderr)
+    if distribution["percentiles"]:
+        pct = ", ".join(f"{p}%: {v:.3f}" for p, v in distribution["percentiles"].items())
+        within = ", ".join(f"{n} within {t}" for t, n in distribution["images_within"])
+        print(f"Distance from each image to its nearest other image - percentiles {pct}")
+        print(f"Images with a neighbour closer than the threshold: {within}")
     print(f"{len(groups)} group(s) of images within distance {args.threshold}:")
     for number, g in enumerate(groups, start=1):
         print(f"group {number} ({len(g.rows)} images)")

@@ -4,19 +4,23 @@ duplicate groups, the map. The CLI and the dashboard both work through this."""
 from __future__ import annotations
 
 import hashlib
+import io
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from PIL import Image, ImageOps
 
 from . import decode
 from .duplicates import DuplicateGroup, duplicate_groups, nearest_distances
 from .errors import ImgsimError
 from .evaluate import Evaluation, evaluate
 from .extract import FeatureExtractor, Weights, WeightsError
-from .index import Index, load_index
+from .index import Index, load_index, unpack_blob
+from .map2d import GridLayout, render_grid
 from .projection import PCAProjection
 from .search import ExactSearch, Neighbors, cosine_from_distance
 
@@ -103,6 +107,32 @@ class Collection:
 
     def image_path(self, row: int) -> Path:
         return self.index.root / self.paths[row]
+
+    def preview(self, row: int) -> bytes | None:
+        """The small JPEG stored for a row at indexing time (None for indexes without previews)."""
+        if not self.index.has_array("thumb_blob"):
+            return None
+        data = unpack_blob(self.index.array("thumb_blob"), self.index.array("thumb_offsets"), row)
+        return data or None
+
+    def preview_sprite(self, cell: int = 64) -> tuple[Image.Image, int] | None:
+        """Every stored preview in one image, row i at cell (i // columns, i % columns); and the columns.
+
+        The dashboard serves it once so that hovering the map costs no transfer per point.
+        """
+        if not self.index.has_array("thumb_blob") or self.count == 0:
+            return None
+        side = math.ceil(math.sqrt(self.count))
+        rows = np.arange(self.count)
+        layout = GridLayout(rows, np.stack([rows // side, rows % side], axis=1), side)
+
+        def tile(row: int) -> Image.Image | None:
+            data = self.preview(row)
+            if data is None:
+                return None
+            return ImageOps.pad(Image.open(io.BytesIO(data)).convert("RGB"), (cell, cell), color=(255, 255, 255))
+
+        return render_grid(layout, tile, cell_px=cell), side
 
     def map_xy(self) -> np.ndarray:
         return np.asarray(self.index.array("map_xy"))

@@ -66,6 +66,7 @@ def open_rgb(data: bytes, max_pixels: int = MAX_PIXELS, draft: tuple[int, int] |
     check_size(len(data), max_bytes=max(len(data), 1))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        warnings.filterwarnings("ignore", "Corrupt EXIF data", UserWarning)  # we fall back to no rotation
         try:
             im = Image.open(io.BytesIO(data))
         except UnidentifiedImageError:
@@ -124,10 +125,23 @@ def _scale_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
 
 def model_input(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode bytes to the 224x224x3 uint8 array the model sees (nearest resize, as ``load_img``)."""
-    im = open_rgb(data, max_pixels=max_pixels)
+    return resize_for_model(open_rgb(data, max_pixels=max_pixels))
+
+
+def resize_for_model(im: Image.Image) -> np.ndarray:
+    """The whole image squashed to 224x224 with nearest-neighbour sampling, as the reference does."""
     if im.size != MODEL_SIZE:
         im = im.resize(MODEL_SIZE, Image.Resampling.NEAREST)
     return np.asarray(im, dtype=np.uint8)
+
+
+def small_jpeg(im: Image.Image, size: int = 64, quality: int = 75) -> bytes:
+    """A tiny JPEG (longest side ``size``) kept in the index for hover previews on the map."""
+    small = im.copy()
+    small.thumbnail((size, size), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    small.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
 
 
 def thumbnail(data: bytes, size: int = 256, square: str | None = None) -> Image.Image:

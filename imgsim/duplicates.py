@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from .search import ExactSearch
 
@@ -28,6 +26,9 @@ def duplicate_groups(search: ExactSearch, threshold: float) -> list[DuplicateGro
     i, j, d = search.pairs_within(threshold)
     if n == 0 or len(i) == 0:
         return []
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     nearest = np.full(n, np.inf)

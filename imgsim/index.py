@@ -138,6 +138,18 @@ class Index:
         return _load_npy(self.directory / self.generation / f"{name}.npy", self.directory)
 
 
+def pack_blobs(blobs: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Variable-length byte strings as one uint8 array plus offsets (row i is blob[off[i]:off[i+1]])."""
+    offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(b) for b in blobs])
+    return np.frombuffer(b"".join(blobs), dtype=np.uint8).copy(), offsets
+
+
+def unpack_blob(blob: np.ndarray, offsets: np.ndarray, row: int) -> bytes:
+    """One byte string stored with :func:`pack_blobs`."""
+    return bytes(blob[offsets[row]:offsets[row + 1]])
+
+
 def _load_npy(path: Path, index_dir: Path) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)

@@ -8,8 +8,6 @@ from typing import Callable
 
 import numpy as np
 from PIL import Image
-from scipy.optimize import linear_sum_assignment
-from sklearn.manifold import TSNE
 
 
 class MapBuilder:
@@ -40,6 +38,8 @@ class MapBuilder:
             layout[:, :cols] = x[:, :cols]
             self.embedding_ = layout
             return self
+        from sklearn.manifold import TSNE  # imported on use: opening the dashboard stays fast
+
         tsne = TSNE(n_components=2, perplexity=self.perplexity_, init="pca", learning_rate="auto",
                     random_state=self.random_state, max_iter=self.max_iter)
         self.embedding_ = tsne.fit_transform(x).astype(np.float32)
@@ -75,6 +75,8 @@ def grid_layout(xy: np.ndarray, max_items: int = 1024, random_state: int = 0) ->
     ii, jj = np.meshgrid(np.arange(side), np.arange(side), indexing="ij")
     # Cell (i, j): row i counts from the top, so y grows upwards as on the scatter plot.
     centres = np.stack([(jj.ravel() + 0.5) / side, 1.0 - (ii.ravel() + 0.5) / side], axis=1)
+    from scipy.optimize import linear_sum_assignment
+
     cost = ((pts[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
     item, cell = linear_sum_assignment(cost)
     cells = np.zeros((len(rows), 2), dtype=np.int64)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.decomposition import PCA
 
 
 class PCAProjection:
@@ -32,6 +31,8 @@ class PCAProjection:
             self.components_ = np.zeros((0, d), dtype=np.float32)
             self.explained_variance_ratio_ = np.zeros(0)
             return self
+        from sklearn.decomposition import PCA  # imported here: browsing an index never pays for scikit-learn
+
         pca = PCA(n_components=self.n_components_, random_state=self.random_state).fit(sample)
         self.mean_ = pca.mean_.astype(np.float32)
         self.components_ = pca.components_.astype(np.float32)

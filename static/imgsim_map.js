@@ -10,11 +10,17 @@ export default async function (component) {
   const root = parentElement.querySelector(".imgsim-map");
   const plot = parentElement.querySelector(".imgsim-plot");
   const tip = parentElement.querySelector(".imgsim-tip");
-  const tipImg = tip.querySelector("img");
+  const preview = tip.querySelector(".imgsim-preview");
+  const sprite = data.sprite;  // every preview in one image: {url, columns, cell}, or null
+  if (sprite) {
+    const scale = 128 / sprite.cell;
+    preview.style.backgroundImage = `url("${new URL(sprite.url, window.location.href).href}")`;
+    preview.style.backgroundSize = `${sprite.columns * sprite.cell * scale}px auto`;
+  }
   const tipText = tip.querySelector("span");
-  const fig = JSON.parse(data.figure);
+  const base = JSON.parse(data.base);  // the collection, cached per index on the server
   plot.style.height = `${data.height}px`;
-  await window.Plotly.react(plot, fig.data, fig.layout, {
+  await window.Plotly.react(plot, base.data.concat(JSON.parse(data.overlay).data || []), base.layout, {
     responsive: true,
     displaylogo: false,
     scrollZoom: true,
@@ -27,9 +33,12 @@ export default async function (component) {
   const rowOf = (point) => (Array.isArray(point.customdata) ? point.customdata[0] : point.customdata);
   plot.on("plotly_hover", (ev) => {
     const row = rowOf(ev.points[0]);
-    const uri = data.thumbs && data.thumbs[row];
-    tipImg.style.display = uri ? "block" : "none";
-    if (uri) tipImg.src = uri;
+    preview.style.display = sprite ? "block" : "none";
+    if (sprite) {
+      const size = 128;
+      preview.style.backgroundPosition =
+        `-${(row % sprite.columns) * size}px -${Math.floor(row / sprite.columns) * size}px`;
+    }
     tipText.textContent = data.paths[row];
     const box = root.getBoundingClientRect();
     const x = ev.event.clientX - box.left, y = ev.event.clientY - box.top;

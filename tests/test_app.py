@@ -18,7 +18,7 @@ from imgsim.collection import Collection
 from .conftest import make_photo
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-RESULT = re.compile(r"^\*\*#(\d+)\*\* · distance \*\*([0-9.]+)\*\* · cos ([-0-9.]+)$")
+RESULT = re.compile(r"^:small\[\*\*#(\d+)\*\* · distance \*\*([0-9.]+)\*\* · cos ([-0-9.]+)\]$")
 
 
 @pytest.fixture
@@ -214,3 +214,28 @@ def test_streamlit_config_hides_tracebacks_and_caps_uploads():
     assert config["client"]["showErrorDetails"] == "none"
     assert config["server"]["enableXsrfProtection"] is True
     assert config["server"]["maxUploadSize"] == 25
+
+
+def test_browsing_an_index_never_imports_tensorflow(built_index, photo_dir, tmp_path):
+    """Opening the page and querying indexed images needs only stored vectors: TensorFlow stays out."""
+    import subprocess
+    import sys
+
+    script = f"""
+import os, sys
+os.environ.update(IMGSIM_INDEX={str(built_index)!r}, IMGSIM_IMAGES={str(photo_dir)!r}, IMGSIM_WEIGHTS="random",
+                  IMGSIM_CACHE={str(tmp_path / 'cache')!r})
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({APP!r}, default_timeout=120)
+at.query_params["q"] = "reds/r1.jpg"
+at.run()
+for tab in ("Map", "Duplicates", "About this collection"):
+    at.query_params["tab"] = tab
+    at.run()
+assert not at.exception, at.exception
+print("tensorflow" in sys.modules, "keras" in sys.modules)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=str(Path(APP).parent))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "False False"

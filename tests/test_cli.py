@@ -73,6 +73,9 @@ def test_index_then_dedup_finds_the_copied_file(capsys, tmp_path, random_extract
     assert "6 added, 0 changed, 0 removed, 0 unchanged" in text
     out = run_json(capsys, "dedup", str(tmp_path / "ix"), "--threshold", "0.0001")
     assert out["threshold"] == 0.0001 and out["groups"] == [["p1 copy.jpg", "p1.jpg"]]
+    dist = out["nearest_distance_distribution"]
+    assert dist["percentiles"]["1"] == 0.0 and list(dist["percentiles"]) == ["1", "5", "10", "25", "50", "75", "90"]
+    assert dist["images_within"][0] == [0.05, 2]  # the copied pair
     loose = run_json(capsys, "dedup", str(tmp_path / "ix"), "--threshold", "2")
     assert loose["groups"] == [sorted(["p0.jpg", "p1.jpg", "p1 copy.jpg", "p2.jpg", "p2 small.jpg", "p3.jpg"])]
     assert main(["index", str(src), "--index", str(tmp_path / "ix"), "--quiet"]) == 0
@@ -127,3 +130,16 @@ def test_python_dash_m_entry_point(built_index):
     bad = subprocess.run([sys.executable, "-m", "imgsim", "query", str(built_index), "/no/such.jpg"], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and bad.stderr.strip() == "error: Query image not found: /no/such.jpg"
+
+
+def test_evaluate_on_the_demo_collection_reports_random_weights(capsys, tmp_path, random_extractor, monkeypatch):
+    monkeypatch.setattr(extract, "FeatureExtractor", lambda *a, **k: random_extractor)
+    demo = REPO / "data" / "demo"
+    assert main(["index", str(demo), "--index", str(tmp_path / "demo"), "--weights", "random", "--quiet"]) == 0
+    capsys.readouterr()
+    out = run_json(capsys, "evaluate", str(tmp_path / "demo"))
+    assert out["random_weights"] is True and out["weights"] == "random"
+    assert out["queries"] == 373 and len(out["per_label"]) == 20 and out["k"] == 5
+    assert main(["evaluate", str(tmp_path / "demo")]) == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[0] == "Random weights: similarities are not meaningful (use ImageNet weights for real results)."

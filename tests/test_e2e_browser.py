@@ -1,0 +1,181 @@
+"""End to end in a real browser: `streamlit run app.py` driven by Debian's Chromium through Playwright.
+
+Screenshots are saved under artifacts/e2e/ (or $IMGSIM_ARTIFACTS). On CI (CI=true) a missing browser is a
+failure, not a skip: .ci/run installs it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from .conftest import make_photo
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("IMGSIM_ARTIFACTS", REPO / "artifacts" / "e2e"))
+RESULT = re.compile(r"#(\d+) · distance ([0-9.]+) · cos")
+
+pytestmark = pytest.mark.browser
+
+
+def _require_browser():
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("playwright is not installed (.ci/run installs it)")
+        pytest.skip("playwright is not installed")
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"Chromium not found at {CHROMIUM} (.ci/run installs Debian's chromium)")
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`streamlit run app.py` on a free localhost port, stopped on exit."""
+
+    def __init__(self, env: dict[str, str], log: Path):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.log = log
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(self.port),
+             "--server.address", "127.0.0.1", "--server.headless", "true"],
+            cwd=REPO, env={**os.environ, **env}, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(self.url + "_stcore/health", timeout=2).read() == b"ok":
+                    return
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise AssertionError(f"streamlit did not start: {log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture
+def browser_page():
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--use-gl=swiftshader", "--enable-unsafe-swiftshader",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1200})
+        page.set_default_timeout(90_000)
+        yield page
+        browser.close()
+
+
+def result_cards(page) -> list[tuple[int, float]]:
+    text = page.locator("section.main, [data-testid='stMain']").first.inner_text()
+    return [(int(r), float(d)) for r, d in RESULT.findall(text)]
+
+
+def map_point(page, row: int) -> tuple[float, float]:
+    """Screen position of the map point whose customdata is ``row`` (scrolled into view)."""
+    plot = page.locator(".imgsim-plot").first
+    plot.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    return tuple(plot.evaluate(
+        """(d, row) => { const xa = d._fullLayout.xaxis, ya = d._fullLayout.yaxis, box = d.getBoundingClientRect();
+             for (const t of d._fullData) { const i = (t.customdata || []).indexOf(row);
+               if (i >= 0) return [box.left + xa._offset + xa.l2p(t.x[i]), box.top + ya._offset + ya.l2p(t.y[i])]; }
+             return null; }""", row))
+
+
+def test_pick_click_map_and_upload_in_a_real_browser(browser_page, built_index, photo_dir, tmp_path):
+    from imgsim.collection import Collection
+
+    col = Collection.open(built_index)
+    server = Server({"IMGSIM_INDEX": str(built_index), "IMGSIM_IMAGES": str(photo_dir), "IMGSIM_WEIGHTS": "random",
+                     "IMGSIM_CACHE": str(tmp_path / "cache")}, ARTIFACTS / "server-small.log")
+    page = browser_page
+    try:
+        page.goto(server.url)
+        page.wait_for_selector(".imgsim-map[data-ready='1']")
+        assert page.get_by_text("Random weights.", exact=False).first.is_visible()
+
+        # 1. Pick an image from the gallery: k = 8 results with distances, nearest first.
+        page.get_by_role("button", name="r2.jpg", exact=True).click()
+        page.get_by_text("query: reds/r2.jpg").wait_for()
+        page.wait_for_function("() => document.body.innerText.includes('#8 · distance')")
+        cards = result_cards(page)
+        assert [r for r, _ in cards] == list(range(1, 9))
+        assert [d for _, d in cards] == sorted(d for _, d in cards) and cards[0][1] == 0.0
+        page.screenshot(path=str(ARTIFACTS / "1-picked.png"), full_page=True)
+
+        # 2. Hover shows the thumbnail; clicking a map point makes it the query.
+        target = col.paths.index("blues/b4.png")
+        x, y = map_point(page, target)
+        page.mouse.move(x, y)
+        tip = page.locator(".imgsim-tip").first
+        tip.wait_for(state="visible")
+        assert tip.inner_text() == "blues/b4.png"
+        style = tip.locator(".imgsim-preview").get_attribute("style")
+        assert re.search(r'background-image: url\("http://127\.0\.0\.1:\d+/app/static/cache/[0-9a-f]{12}-gen-\d{6}\.jpg"\)',
+                         style), style
+        page.screenshot(path=str(ARTIFACTS / "2-hover.png"))
+        page.mouse.click(x, y)
+        page.get_by_text("query: blues/b4.png").wait_for()
+        assert "q=blues%2Fb4.png" in page.url
+        page.screenshot(path=str(ARTIFACTS / "3-map-click.png"), full_page=True)
+
+        # 3. Upload a new image: it is embedded with the model and searched.
+        upload = make_photo(tmp_path / "my upload.jpg", seed=31337, size=(300, 200))
+        page.locator("input[type='file']").first.set_input_files(str(upload))
+        page.get_by_text("uploaded: my upload.jpg").wait_for()
+        page.wait_for_function("() => document.body.innerText.includes('#8 · distance')")
+        cards = result_cards(page)
+        assert len(cards) == 8 and all(d > 0 for _, d in cards)
+        page.screenshot(path=str(ARTIFACTS / "4-upload.png"), full_page=True)
+        assert "Traceback" not in page.content()
+    finally:
+        server.stop()
+
+
+def test_first_run_indexes_the_demo_collection_with_progress(browser_page, tmp_path):
+    """The first-run promise: a fresh cache, IMGSIM_WEIGHTS=random, the demo collection indexed in the page."""
+    server = Server({"IMGSIM_WEIGHTS": "random", "IMGSIM_CACHE": str(tmp_path / "cache")},
+                    ARTIFACTS / "server-demo.log")
+    page = browser_page
+    try:
+        page.goto(server.url)
+        page.get_by_text(re.compile(r"Extracting features: \d+ / 373")).first.wait_for(timeout=120_000)
+        page.screenshot(path=str(ARTIFACTS / "demo-indexing.png"))
+        page.wait_for_selector(".imgsim-map[data-ready='1']", timeout=300_000)
+        page.get_by_placeholder("e.g. tiger, fruit/").fill("tiger")
+        page.keyboard.press("Enter")
+        page.get_by_role("button", name="tiger.jpg", exact=True).click()
+        page.get_by_text("query: mammals/tiger.jpg").wait_for()
+        page.wait_for_function("() => document.body.innerText.includes('#8 · distance')")
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(ARTIFACTS / "demo-search.png"))
+        assert [r for r, _ in result_cards(page)] == list(range(1, 9))
+    finally:
+        server.stop()
