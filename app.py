@@ -20,11 +20,10 @@ import streamlit as st
 
 from imgsim import charts, decode, export
 from imgsim import progress as prog
-from imgsim.collection import Collection, QueryResult, default_index_dir, weights_spec
+from imgsim.collection import Collection, QueryResult, check_compatible, default_index_dir
 from imgsim.errors import ImgsimError
-from imgsim.extract import FeatureExtractor, WeightsError, how_to_supply_weights
+from imgsim.extract import FeatureExtractor, WeightsError, how_to_supply_weights, weights_spec
 from imgsim.index import CURRENT, index_exists
-from imgsim.map2d import grid_layout, render_grid
 
 APP_DIR = Path(__file__).resolve().parent
 DEMO_DIR = APP_DIR / "data" / "demo"
@@ -112,17 +111,9 @@ def duplicate_groups(index_dir: str, generation: str, threshold: float):
 
 @st.cache_data(show_spinner="Rendering the image grid…")
 def grid_png(index_dir: str, generation: str, cell: int) -> bytes:
-    col = open_collection(index_dir, generation)
-    layout = grid_layout(col.map_xy(), max_items=900)
-
-    def thumb(row: int):
-        try:
-            return decode.thumbnail(decode.read_bytes(col.image_path(row)), cell, square="crop")
-        except decode.DecodeError:
-            return None
-
+    image, _ = open_collection(index_dir, generation).grid_image(cell, max_items=900)
     buf = io.BytesIO()
-    render_grid(layout, thumb, cell_px=cell).save(buf, format="PNG")
+    image.save(buf, format="PNG")
     return buf.getvalue()
 
 
@@ -180,7 +171,7 @@ def run_indexing(folder: Path, index_dir: Path, weights: str) -> None:
                                                                     time.perf_counter() - started[stage]))
 
     def factory(spec, pooling, batch_size):
-        return get_extractor(spec_text(spec), pooling)
+        return get_extractor(spec.spec, pooling)
 
     from imgsim.build import build_index  # indexing only: opening an existing index never imports it
 
@@ -192,14 +183,8 @@ def run_indexing(folder: Path, index_dir: Path, weights: str) -> None:
                  + (f" at {report_.images_per_second:.1f} images/s" if report_.extracted else "") + ")")
 
 
-def spec_text(spec) -> str:
-    if spec.mode == "random":
-        return f"random:{spec.seed}"
-    return spec.path if spec.mode == "file" else "imagenet"
-
-
 def weights_help(error: Exception) -> None:
-    st.error("**ImageNet weights are not available.** " + str(error).split("\n", 1)[0])
+    st.error("**The model's weights cannot be loaded.** " + str(error).split("\n", 1)[0])
     st.markdown("**How to supply them**\n\n```text\n" + how_to_supply_weights() + "\n```")
 
 
@@ -315,8 +300,7 @@ def search_tab(col: Collection, index_dir: Path, generation: str, weights: str) 
         if upload is not None:
             data = upload.getvalue()  # in memory only: never written to disk under its name
             try:
-                result = col.query_bytes(data, k, extractor=lambda: get_extractor(
-                    _index_weights(col, weights), col.index.pooling))
+                result = col.query_bytes(data, k, extractor=lambda: upload_model(col))
                 query_caption, query_data = f"uploaded: {upload.name}", _jpeg(decode.thumbnail(data, 256))
             except decode.DecodeError as exc:
                 st.error(f"That upload cannot be used: {exc}.")
@@ -346,8 +330,11 @@ def search_tab(col: Collection, index_dir: Path, generation: str, weights: str) 
         draw_map(col, index_dir, generation, "search_map", 560, query_row, neighbours)
 
 
-def _index_weights(col: Collection, fallback: str) -> str:
-    return weights_spec(col.index.weights) if col.index.weights.get("mode") else fallback
+def upload_model(col: Collection) -> FeatureExtractor:
+    """The cached model with this index's weights and pooling (refused if its weights differ)."""
+    model = get_extractor(weights_spec(col.index.weights), col.index.pooling)
+    check_compatible(col, model)
+    return model
 
 
 def map_tab(col: Collection, index_dir: Path, generation: str) -> None:
@@ -370,7 +357,7 @@ def map_tab(col: Collection, index_dir: Path, generation: str) -> None:
             cols = st.columns(8)
             for c, row in zip(cols, selection[start:start + 8]):
                 with c:
-                    show_image(thumb(col, row, 160), col.paths[row])
+                    show_image(thumb(col, row, 160, square="pad"), col.paths[row])
         if len(selection) > 48:
             st.caption(f"… and {len(selection) - 48} more in the CSV.")
 
@@ -395,7 +382,7 @@ def duplicates_tab(col: Collection, index_dir: Path, generation: str) -> None:
         cols = st.columns(min(8, max(len(g.rows), 4)))
         for c, row, d in zip(cols, g.rows[:8], g.nearest[:8]):
             with c:
-                show_image(thumb(col, row, 160), f"{col.paths[row]} · nearest {d:.3f}")
+                show_image(thumb(col, row, 160, square="pad"), f"{col.paths[row]} · nearest {d:.3f}")
         if len(g.rows) > 8:
             st.caption(f"… and {len(g.rows) - 8} more in the CSV.")
     if len(groups) > 40:

@@ -18,7 +18,7 @@ import numpy as np
 from . import decode, index as store
 from .discover import ImageFile, discover
 from .errors import ImgsimError, Skipped
-from .extract import BACKBONE, POOLINGS, FeatureExtractor, Weights, extract_pipelined
+from .extract import BACKBONE, POOLINGS, FeatureExtractor, Weights, extract_pipelined, weights_spec
 from .map2d import MapBuilder
 from .progress import ProgressFn, no_progress
 from .projection import PCAProjection
@@ -63,15 +63,6 @@ class _Touched:
     sha256: str
 
 
-def _weights_spec_of(meta: dict) -> str:
-    w = meta["weights"]
-    if w["mode"] == "random":
-        return f"random:{w['seed']}"
-    if w["mode"] == "file":
-        return w["path"]
-    return "imagenet"
-
-
 def _checkpoint_key(spec: Weights, pooling: str) -> str:
     key = f"{BACKBONE}|{pooling}|{spec.mode}|{spec.seed}|{spec.path}"
     if spec.path and os.path.exists(spec.path):
@@ -105,7 +96,7 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
         pooling = pooling or (old.pooling if old else "flatten")
         if pooling not in POOLINGS:
             raise ImgsimError(f"Unknown pooling '{pooling}': use one of {', '.join(POOLINGS)}.")
-        spec = Weights.parse(weights or (_weights_spec_of(old.meta) if old else None))
+        spec = Weights.parse(weights or (weights_spec(old.weights) if old else None))
         if old is not None:
             _check_same_settings(old, spec, pooling, index_dir)
 

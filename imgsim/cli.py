@@ -12,12 +12,11 @@ import numpy as np
 
 from . import __version__
 from .build import BuildReport, build_index
-from .collection import Collection, weights_spec
+from .collection import Collection
 from .duplicates import threshold_summary
 from .errors import ImgsimError
-from .extract import POOLINGS
+from .extract import POOLINGS, weights_spec
 from .index import index_exists
-from .map2d import grid_layout, render_grid
 from .progress import STAGE_LABELS
 
 RANDOM_NOTE = "Random weights: similarities are not meaningful (use ImageNet weights for real results)."
@@ -273,19 +272,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
-    from .decode import DecodeError, read_bytes, thumbnail
-
     col = Collection.open(args.index_dir)
-    layout = grid_layout(col.map_xy(), max_items=args.max_images)
-
-    def thumb(row: int):
-        try:
-            return thumbnail(read_bytes(col.image_path(row)), args.cell, square="crop")
-        except DecodeError:
-            return None  # the file changed or vanished since indexing: leave its cell blank
-
-    render_grid(layout, thumb, cell_px=args.cell).save(args.out)
-    print(f"Wrote {args.out}: {len(layout.rows)} images on a {layout.side}x{layout.side} grid")
+    image, shown = col.grid_image(args.cell, args.max_images)
+    image.save(args.out)
+    side = image.size[0] // args.cell
+    print(f"Wrote {args.out}: {shown} images on a {side}x{side} grid")
     return 0
 
 

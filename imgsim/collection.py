@@ -18,9 +18,9 @@ from . import decode
 from .duplicates import DuplicateGroup, duplicate_groups, nearest_distances
 from .errors import ImgsimError
 from .evaluate import Evaluation, evaluate
-from .extract import FeatureExtractor, Weights, WeightsError
+from .extract import FeatureExtractor, Weights, WeightsError, weights_spec
 from .index import Index, load_index, unpack_blob
-from .map2d import GridLayout, render_grid
+from .map2d import GridLayout, grid_layout, render_grid
 from .projection import PCAProjection
 from .search import ExactSearch, Neighbors, cosine_from_distance
 
@@ -46,17 +46,6 @@ class QueryResult:
     neighbors: list[Neighbor]
     row: int | None
     k: int
-
-
-def weights_spec(meta_weights: dict) -> str:
-    """The ``--weights`` value that reproduces an index's weights (``imagenet``, ``random``, ``random:N``, a path)."""
-    mode = meta_weights["mode"]
-    if mode == "random":
-        seed = meta_weights.get("seed") or 0
-        return "random" if seed == 0 else f"random:{seed}"
-    if mode == "file":
-        return meta_weights["path"]
-    return "imagenet"
 
 
 def default_index_dir(folder: str | os.PathLike, weights: str | None) -> Path:
@@ -133,6 +122,21 @@ class Collection:
             return ImageOps.pad(Image.open(io.BytesIO(data)).convert("RGB"), (cell, cell), color=(255, 255, 255))
 
         return render_grid(layout, tile, cell_px=cell), side
+
+    def grid_image(self, cell: int = 64, max_items: int = 1024) -> tuple[Image.Image, int]:
+        """The t-SNE map snapped to a grid of square thumbnails; also returns how many images it shows.
+
+        A file that changed or vanished since indexing leaves its cell blank.
+        """
+        layout = grid_layout(self.map_xy(), max_items=max_items)
+
+        def tile(row: int) -> Image.Image | None:
+            try:
+                return decode.thumbnail(decode.read_bytes(self.image_path(row)), cell, square="crop")
+            except decode.DecodeError:
+                return None
+
+        return render_grid(layout, tile, cell_px=cell), len(layout.rows)
 
     def map_xy(self) -> np.ndarray:
         return np.asarray(self.index.array("map_xy"))

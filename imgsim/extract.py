@@ -84,6 +84,18 @@ class Weights:
     def is_random(self) -> bool:
         return self.mode == "random"
 
+    @property
+    def spec(self) -> str:
+        """The text that :meth:`parse` turns back into these weights (``random`` for seed 0)."""
+        if self.mode == "random":
+            return "random" if self.seed == DEFAULT_SEED else f"random:{self.seed}"
+        return self.path if self.mode == "file" else "imagenet"
+
+
+def weights_spec(recorded: dict) -> str:
+    """The ``--weights`` value that reproduces weights recorded in an index (``ResolvedWeights.to_json``)."""
+    return Weights(recorded["mode"], recorded.get("seed"), recorded.get("path")).spec
+
 
 @dataclass(frozen=True)
 class ResolvedWeights:

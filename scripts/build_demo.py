@@ -301,6 +301,13 @@ def tuxpaint_rule(rel: str) -> tuple[str, str, str] | None:
     return None
 
 
+def require_package_dir(root: Path, package: str) -> None:
+    """Fail with the apt command to run when a source package's folder is missing."""
+    if not root.is_dir():
+        raise MissingSource(f"Debian package '{package}' is not installed ({root} missing; "
+                            f"sudo apt-get install {package})")
+
+
 def iter_tuxpaint_stamps(root: Path) -> Iterable[str]:
     """Relative paths of all PNG/JPEG stamps, in sorted order."""
     for p in sorted(root.rglob("*")):
@@ -310,11 +317,7 @@ def iter_tuxpaint_stamps(root: Path) -> Iterable[str]:
 
 def collect_tuxpaint() -> list[Item]:
     """Select the photographic Tux Paint stamps according to the explicit rules."""
-    if not TUXPAINT_ROOT.is_dir():
-        raise MissingSource(
-            f"Debian package '{TUXPAINT_PKG}' is not installed "
-            f"({TUXPAINT_ROOT} missing; sudo apt-get install {TUXPAINT_PKG})"
-        )
+    require_package_dir(TUXPAINT_ROOT, TUXPAINT_PKG)
     version = debian_version(TUXPAINT_PKG)
     items: list[Item] = []
     used_rules: set[str] = set()
@@ -361,11 +364,7 @@ def opencv_source(name: str) -> Path:
 
 def collect_opencv() -> list[Item]:
     """The explicitly listed natural photographs from opencv-doc."""
-    if not OPENCV_ROOT.is_dir():
-        raise MissingSource(
-            f"Debian package '{OPENCV_PKG}' is not installed "
-            f"({OPENCV_ROOT} missing; sudo apt-get install {OPENCV_PKG})"
-        )
+    require_package_dir(OPENCV_ROOT, OPENCV_PKG)
     version = debian_version(OPENCV_PKG)
     items = []
     for fname, (category, name) in sorted(OPENCV_FILES.items()):

@@ -191,7 +191,8 @@ def test_missing_weights_explain_what_to_do_and_existing_index_still_browses(app
     monkeypatch.delenv("IMGSIM_INDEX")
     at = new_app().run()
     assert not at.exception
-    assert at.error[0].value.startswith("**ImageNet weights are not available.** ImageNet weights for ResNet50")
+    assert at.error[0].value.startswith("**The model's weights cannot be loaded.** ImageNet weights for ResNet50 "
+                                       "are not available")
     assert "IMGSIM_WEIGHTS=/path/to/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in texts(at)
 
 
