@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import re
 from pathlib import Path
 
 import pytest
 import streamlit as st
-from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 import imgsim.collection
@@ -136,13 +134,12 @@ def test_lasso_selection_lists_images_and_offers_csv(app_env):
     assert any(el.proto.label == "Download selection as CSV" for el in at.get("download_button"))
 
 
-def _jpeg(seed: int) -> bytes:
-    buf = io.BytesIO()
-    Image.open(make_photo(Path(f"/tmp/imgsim-upload-{seed}.jpg"), seed=seed)).save(buf, format="JPEG")
-    return buf.getvalue()
+def _jpeg(folder: Path, seed: int) -> bytes:
+    return make_photo(folder / f"upload-{seed}.jpg", seed=seed).read_bytes()
 
 
-def test_upload_is_embedded_and_model_and_index_load_once_in_20_reruns(app_env, monkeypatch, random_extractor):
+def test_upload_is_embedded_and_model_and_index_load_once_in_20_reruns(app_env, monkeypatch, random_extractor,
+                                                                       tmp_path):
     loads, builds = [], []
     real_load = imgsim.collection.load_index
 
@@ -157,7 +154,7 @@ def test_upload_is_embedded_and_model_and_index_load_once_in_20_reruns(app_env, 
     monkeypatch.setattr(imgsim.collection, "load_index", counting_load)
     monkeypatch.setattr(imgsim.extract, "FeatureExtractor", counting_model)
     at = new_app().run()
-    at.file_uploader[0].set_value(("holiday photo.jpg", _jpeg(4242), "image/jpeg")).run()
+    at.file_uploader[0].set_value(("holiday photo.jpg", _jpeg(tmp_path, 4242), "image/jpeg")).run()
     assert not at.exception
     assert any(c.value == "uploaded: holiday photo.jpg" for c in at.caption)
     found = results(at)
