@@ -130,7 +130,8 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
             extractor = factory(spec, pooling, batch_size)
             if extractor.pooling != pooling:
                 raise ImgsimError(f"The model extracts {extractor.pooling} features but this index uses {pooling}.")
-            if old is not None and extractor.weights.identity != old.weights["identity"]:
+            recorded = old.weights.get("identity") if old is not None else None
+            if recorded is not None and extractor.weights.identity != recorded:
                 raise ImgsimError(f"The weights now at {spec.path or spec.mode} differ from those that built the index "
                                   f"at {index_dir}. Re-run with --rebuild to re-extract every image.")
             resolved = extractor.weights.to_json()

@@ -157,8 +157,12 @@ def test_damaged_index_asks_for_rebuild_and_rebuild_works(folder, tmp_path, rand
     assert report.extracted == 6 and load_index(ix_dir).count == 6
 
 
-def test_empty_folder_gives_an_empty_index(tmp_path, random_extractor):
+def test_empty_folder_gives_an_empty_index_that_can_grow(tmp_path, random_extractor):
     (tmp_path / "empty").mkdir()
     report = run(tmp_path / "empty", tmp_path / "ix", Counting(random_extractor))
     assert report.indexed == 0 and report.committed
     assert load_index(tmp_path / "ix").count == 0
+    make_photo(tmp_path / "empty" / "first.jpg", seed=5)
+    grown = run(tmp_path / "empty", tmp_path / "ix", Counting(random_extractor), weights=None)
+    assert grown.added == 1 and load_index(tmp_path / "ix").paths == ["first.jpg"]
+    assert load_index(tmp_path / "ix").weights["identity"] == "random:0"

@@ -1,0 +1,62 @@
+"""Plotly figures and CSV exports: the data behind what the dashboard draws and offers for download."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+
+from imgsim import charts, export
+from imgsim.duplicates import DuplicateGroup
+from imgsim.progress import describe, fraction
+
+
+def test_map_has_one_webgl_trace_per_folder_with_rows_as_customdata():
+    xy = np.array([[0, 0], [1, 1], [2, 2], [3, 3]], dtype=float)
+    labels = ["cats", "dogs", "cats", ""]
+    paths = ["cats/a.jpg", "dogs/b.jpg", "cats/c.jpg", "top.jpg"]
+    fig = charts.map_figure(xy, labels, paths, query=2, neighbours=[0, 1])
+    names = [t.name for t in fig.data]
+    assert names == ["(top folder)", "cats", "dogs", "neighbours", "query"]
+    assert all(t.type == "scattergl" for t in fig.data)
+    by_name = {t.name: t for t in fig.data}
+    assert list(by_name["cats"].customdata) == [0, 2] and list(by_name["cats"].x) == [0, 2]
+    assert list(by_name["neighbours"].customdata) == [0, 1] and list(by_name["neighbours"].text) == ["1", "2"]
+    assert list(by_name["query"].customdata) == [2] and by_name["query"].marker.symbol == "star"
+
+
+def test_map_without_native_hover_leaves_hover_to_the_page():
+    fig = charts.map_figure(np.zeros((2, 2)), ["a", "a"], ["a/1", "a/2"], query=0, native_hover=False)
+    assert all(t.hoverinfo == "none" for t in fig.data)
+    assert fig.data[0].showlegend is False  # a single folder needs no legend
+
+
+def test_palette_gives_distinct_colours_for_twenty_folders():
+    assert len(set(charts.palette(20))) == 20
+
+
+def test_histogram_marks_the_threshold_and_counts_images_within_it():
+    fig = charts.distance_histogram(np.array([0.05, 0.1, 0.3, 0.5]), 0.2)
+    assert list(fig.data[0].x) == [0.05, 0.1, 0.3, 0.5]
+    assert fig.layout.shapes[0].x0 == 0.2
+    assert fig.layout.annotations[0].text == "threshold 0.20: 2 image(s) have a neighbour this close"
+
+
+def test_csv_exports():
+    rows = list(csv.reader(io.StringIO(export.selection_csv(["a/x.jpg", "b/y.jpg"], ["a", "b"],
+                                                            np.array([[1.0, 2.0], [3.0, 4.5]]), [1]))))
+    assert rows == [["path", "folder", "x", "y"], ["b/y.jpg", "b", "3.0000", "4.5000"]]
+    groups = [DuplicateGroup((0, 2), (0.0, 0.0)), DuplicateGroup((1, 3, 4), (0.1, 0.1, 0.25))]
+    rows = list(csv.reader(io.StringIO(export.groups_csv(["p0", "p1", "p2", "p3", "p4"], groups, 0.3))))
+    assert rows[0] == ["group", "path", "nearest_distance", "threshold"]
+    assert rows[1:] == [["1", "p0", "0.000000", "0.3"], ["1", "p2", "0.000000", "0.3"],
+                        ["2", "p1", "0.100000", "0.3"], ["2", "p3", "0.100000", "0.3"], ["2", "p4", "0.250000", "0.3"]]
+
+
+def test_progress_text_shows_rate_and_time_left():
+    assert describe("extract", 120, 373, 3.0) == "Extracting features: 120 / 373 · 40.0 images/s · about 6 s left"
+    assert describe("extract", 373, 373, 9.0) == "Extracting features: 373 / 373 · 41.4 images/s"
+    assert describe("extract", 10, 5000, 1.0) == "Extracting features: 10 / 5,000 · 10.0 images/s · about 8 min 19 s left"
+    assert describe("map", 0, None, 1.0) == "Building 2-D map (t-SNE)…"
+    assert fraction(5, 10) == 0.5 and fraction(3, None) == 0.0
