@@ -198,7 +198,7 @@ def set_query_row(col: Collection, row: int) -> None:
 
 def current_query(col: Collection) -> int | None:
     row = st.session_state.get("query_row")
-    if row is None and "q" in st.query_params:
+    if "query_row" not in st.session_state and "q" in st.query_params:  # a shared link, read once per session
         row = col.index.row_of(st.query_params["q"])
         if row is None:
             st.warning(f"The image in the link ({st.query_params['q']}) is not in this collection.")
@@ -300,8 +300,8 @@ def search_tab(col: Collection, index_dir: Path, generation: str, weights: str) 
         if upload is not None:
             data = upload.getvalue()  # in memory only: never written to disk under its name
             try:
-                result = col.query_bytes(data, k, extractor=lambda: upload_model(col))
-                query_caption, query_data = f"uploaded: {upload.name}", _jpeg(decode.thumbnail(data, 256))
+                result = col.query_embedded(embed_upload(str(index_dir), generation, data), k)
+                query_caption, query_data = f"uploaded: {upload.name}", upload_thumb(data)
             except decode.DecodeError as exc:
                 st.error(f"That upload cannot be used: {exc}.")
             except WeightsError as exc:
@@ -328,6 +328,18 @@ def search_tab(col: Collection, index_dir: Path, generation: str, weights: str) 
         query_row = result.row if result is not None else None
         neighbours = [n.row for n in result.neighbors if n.row != query_row] if result is not None else []
         draw_map(col, index_dir, generation, "search_map", 560, query_row, neighbours)
+
+
+@st.cache_data(show_spinner="Embedding the upload…", max_entries=32)
+def embed_upload(index_dir: str, generation: str, data: bytes):
+    """An upload's vector (or its row, when it is an indexed file), computed once, not on every rerun."""
+    col = open_collection(index_dir, generation)
+    return col.embed_bytes(data, extractor=lambda: upload_model(col))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def upload_thumb(data: bytes) -> bytes:
+    return _jpeg(decode.thumbnail(data, 256))
 
 
 def upload_model(col: Collection) -> FeatureExtractor:

@@ -3,6 +3,7 @@ duplicate groups, the map. The CLI and the dashboard both work through this."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import math
@@ -89,7 +90,7 @@ class Collection:
     def weights_label(self) -> str:
         return self.index.weights["label"]
 
-    @property
+    @functools.cached_property
     def labels(self) -> list[str]:
         """Each image's sub-folder (its first path component), or '' for files at the top level."""
         return [p.split("/", 1)[0] if "/" in p else "" for p in self.paths]
@@ -202,12 +203,22 @@ class Collection:
 
     def query_bytes(self, data: bytes, k: int, extractor: Callable[[], FeatureExtractor] | None = None) -> QueryResult:
         """Neighbours of an image given as bytes (an upload); decoded in memory, never written to disk."""
+        return self.query_embedded(self.embed_bytes(data, extractor), k)
+
+    def embed_bytes(self, data: bytes, extractor: Callable[[], FeatureExtractor] | None = None
+                    ) -> tuple[int | None, np.ndarray | None]:
+        """``(row, None)`` when these bytes are an indexed file, else ``(None, vector)`` from the model."""
         row = self.index.row_with_hash(hashlib.sha256(data).hexdigest())
         if row is not None:
-            return self.neighbors_of_row(row, k)
+            return row, None
         pixels = decode.model_input(data)  # a bad upload fails here, before any model is built
         model = (extractor or self.extractor)()
-        return self.neighbors_of_vector(model.embed(pixels[None])[0], k)
+        return None, model.embed(pixels[None])[0]
+
+    def query_embedded(self, embedded: tuple[int | None, np.ndarray | None], k: int) -> QueryResult:
+        """Neighbours for the result of :meth:`embed_bytes`."""
+        row, vector = embedded
+        return self.neighbors_of_row(row, k) if row is not None else self.neighbors_of_vector(vector, k)
 
     def extractor(self, weights: str | None = None, batch_size: int = 16) -> FeatureExtractor:
         """A feature extractor matching this index's weights and pooling (checked by content hash)."""

@@ -85,8 +85,10 @@ class Index:
     vectors: np.ndarray
     _rows: dict[str, int] = field(default_factory=dict, repr=False)
     _hashes: dict[str, int] = field(default_factory=dict, repr=False)
+    _paths: list[str] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
+        self._paths = [e.path for e in self.entries]  # read on every rerun of the dashboard: built once
         self._rows = {e.path: i for i, e in enumerate(self.entries)}
         self._hashes = {}
         for i, e in enumerate(self.entries):
@@ -118,7 +120,7 @@ class Index:
 
     @property
     def paths(self) -> list[str]:
-        return [e.path for e in self.entries]
+        return self._paths
 
     def row_of(self, rel_path: str) -> int | None:
         """The row of an indexed relative path, or None."""
