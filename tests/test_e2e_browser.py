@@ -92,6 +92,18 @@ def browser_page():
         browser.close()
 
 
+def settled(page) -> None:
+    """Wait until the script run has finished and no stale element from the previous run is still shown.
+
+    Streamlit keeps the previous run's elements on screen while a rerun draws the new ones, so text that
+    the new run has already written (a caption) does not mean the results below it are new yet.
+    """
+    page.wait_for_function("""() => {
+        const app = document.querySelector("[data-testid='stApp']");
+        return app && app.getAttribute('data-test-script-state') === 'notRunning'
+            && !document.querySelector("[data-stale='true']"); }""")
+
+
 def result_cards(page) -> list[tuple[int, float]]:
     text = page.locator("section.main, [data-testid='stMain']").first.inner_text()
     return [(int(r), float(d)) for r, d in RESULT.findall(text)]
@@ -125,6 +137,7 @@ def test_pick_click_map_and_upload_in_a_real_browser(browser_page, built_index, 
         page.get_by_role("button", name="r2.jpg", exact=True).click()
         page.get_by_text("query: reds/r2.jpg").wait_for()
         page.wait_for_function("() => document.body.innerText.includes('#8 · distance')")
+        settled(page)
         cards = result_cards(page)
         assert [r for r, _ in cards] == list(range(1, 9))
         assert [d for _, d in cards] == sorted(d for _, d in cards) and cards[0][1] == 0.0
@@ -144,6 +157,7 @@ def test_pick_click_map_and_upload_in_a_real_browser(browser_page, built_index, 
         page.screenshot(path=str(ARTIFACTS / "2-hover.png"))
         page.mouse.click(x, y)
         page.get_by_text(f"query: {hovered}").wait_for()
+        settled(page)
         assert "q=" + hovered.replace("/", "%2F") in page.url
         page.screenshot(path=str(ARTIFACTS / "3-map-click.png"), full_page=True)
 
@@ -152,6 +166,7 @@ def test_pick_click_map_and_upload_in_a_real_browser(browser_page, built_index, 
         page.locator("input[type='file']").first.set_input_files(str(upload))
         page.get_by_text("uploaded: my upload.jpg").wait_for()
         page.wait_for_function("() => document.body.innerText.includes('#8 · distance')")
+        settled(page)
         cards = result_cards(page)
         assert len(cards) == 8 and all(d > 0 for _, d in cards)
         page.screenshot(path=str(ARTIFACTS / "4-upload.png"), full_page=True)
@@ -175,6 +190,7 @@ def test_first_run_indexes_the_demo_collection_with_progress(browser_page, tmp_p
         page.get_by_role("button", name="tiger.jpg", exact=True).click()
         page.get_by_text("query: mammals/tiger.jpg").wait_for()
         page.wait_for_function("() => document.body.innerText.includes('#8 · distance')")
+        settled(page)
         page.wait_for_timeout(1000)
         page.screenshot(path=str(ARTIFACTS / "demo-search.png"))
         assert [r for r, _ in result_cards(page)] == list(range(1, 9))
