@@ -175,9 +175,11 @@ def run_indexing(folder: Path, index_dir: Path, weights: str) -> None:
 
     from imgsim.build import build_index  # indexing only: opening an existing index never imports it
 
-    report_ = build_index(folder, index_dir, weights=weights if not index_exists(index_dir) else None,
-                          progress=report, extractor_factory=factory)
-    bar.empty()
+    try:
+        report_ = build_index(folder, index_dir, weights=weights if not index_exists(index_dir) else None,
+                              progress=report, extractor_factory=factory)
+    finally:
+        bar.empty()  # a failed run must not leave "Loading ResNet50…" on the page above its error
     if report_.committed:
         st.toast(f"Indexed {report_.indexed} images ({report_.extracted} extracted"
                  + (f" at {report_.images_per_second:.1f} images/s" if report_.extracted else "") + ")")
@@ -185,7 +187,7 @@ def run_indexing(folder: Path, index_dir: Path, weights: str) -> None:
 
 def weights_help(error: Exception) -> None:
     st.error("**The model's weights cannot be loaded.** " + str(error).split("\n", 1)[0])
-    st.markdown("**How to supply them**\n\n```text\n" + how_to_supply_weights() + "\n```")
+    st.markdown("**How to supply them**\n\n" + how_to_supply_weights(markdown=True))
 
 
 # --- query state ------------------------------------------------------------------------------------------

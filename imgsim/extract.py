@@ -13,6 +13,7 @@ import re
 import socket
 import sys
 import tempfile
+import urllib.error
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -43,15 +44,29 @@ def keras_cache_path() -> Path:
     return Path(home) / "models" / WEIGHTS_FILE
 
 
-def how_to_supply_weights() -> str:
-    """The instructions shown wherever ImageNet weights are missing."""
+def how_to_supply_weights(markdown: bool = False) -> str:
+    """The instructions shown wherever ImageNet weights are missing (plain text, or Markdown for the app)."""
+    code = (lambda text: f"`{text}`") if markdown else (lambda text: text)
     return (
         f"To supply them offline, download {WEIGHTS_URL} on a machine with internet access, then either\n"
-        f"  - put the file at {keras_cache_path()} (the Keras cache; used automatically), or\n"
-        f"  - pass --weights /path/to/{WEIGHTS_FILE} (CLI) or set IMGSIM_WEIGHTS=/path/to/{WEIGHTS_FILE} (app).\n"
-        "To try imgsim without real weights, use --weights random or IMGSIM_WEIGHTS=random "
+        f"  - put the file at {code(keras_cache_path())} (the Keras cache; used automatically), or\n"
+        f"  - pass {code('--weights /path/to/' + WEIGHTS_FILE)} (CLI) or set "
+        f"{code('IMGSIM_WEIGHTS=/path/to/' + WEIGHTS_FILE)} (app).\n"
+        f"\nTo try imgsim without real weights, use {code('--weights random')} or {code('IMGSIM_WEIGHTS=random')} "
         "(seeded random weights: everything runs, but similarities are not meaningful)."
     )
+
+
+def _download_failure(exc: BaseException) -> str:
+    """The root cause of a failed Keras download ("[Errno -2] Name or service not known"), not its wrapper."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, urllib.error.HTTPError):
+            return str(seen)  # "HTTP Error 403: Forbidden"
+        if isinstance(seen, urllib.error.URLError):
+            return str(seen.reason)
+        seen = seen.__cause__ or seen.__context__
+    return str(exc)
 
 
 @dataclass(frozen=True)
@@ -153,7 +168,7 @@ def _imagenet_file(timeout: float) -> Path:
     except Exception as exc:  # Keras wraps every download failure in a bare Exception.
         raise WeightsError(
             f"ImageNet weights for ResNet50 are not available: {cached} does not exist and the download "
-            f"failed ({exc}).\n" + how_to_supply_weights()) from None
+            f"failed ({_download_failure(exc)}).\n" + how_to_supply_weights()) from None
     finally:
         socket.setdefaulttimeout(previous)
 

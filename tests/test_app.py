@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import socket
+import urllib.error
 from pathlib import Path
 
 import pytest
@@ -176,7 +178,14 @@ def test_unusable_upload_gets_a_one_line_message(app_env, monkeypatch, random_ex
 
 def test_missing_weights_explain_what_to_do_and_existing_index_still_browses(app_env, monkeypatch, tmp_path):
     keras = imgsim.extract.import_keras()
-    monkeypatch.setattr(keras.utils, "get_file", lambda *a, **k: (_ for _ in ()).throw(Exception("no network")))
+
+    def offline_get_file(*args, **kwargs):  # what Keras raises on a machine without internet
+        try:
+            raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+        except urllib.error.URLError as e:
+            raise Exception(f"URL fetch failure on {imgsim.extract.WEIGHTS_URL}: {e.errno} -- {e.reason}")
+
+    monkeypatch.setattr(keras.utils, "get_file", offline_get_file)
     monkeypatch.setenv("IMGSIM_WEIGHTS", "imagenet")
     # The random-weights index still opens and answers queries without any model.
     at = new_app(q="reds/r3.jpg").run()
@@ -188,8 +197,11 @@ def test_missing_weights_explain_what_to_do_and_existing_index_still_browses(app
     monkeypatch.delenv("IMGSIM_INDEX")
     at = new_app().run()
     assert not at.exception
-    assert at.error[0].value.startswith("**The model's weights cannot be loaded.** ImageNet weights for ResNet50 "
-                                       "are not available")
+    assert at.error[0].value == (
+        "**The model's weights cannot be loaded.** ImageNet weights for ResNet50 are not available: "
+        f"{imgsim.extract.keras_cache_path()} does not exist and the download failed "
+        "([Errno -2] Name or service not known).")
+    assert not at.get("progress"), "the indexing progress bar must not stay on the page above the error"
     assert "IMGSIM_WEIGHTS=/path/to/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in texts(at)
 
 
