@@ -386,6 +386,9 @@ def duplicates_tab(col: Collection, index_dir: Path, generation: str) -> None:
         in_groups = sum(len(g.rows) for g in groups)
         st.metric("Groups", len(groups), help="connected components of images within the threshold")
         st.caption(f"{in_groups} of {col.count} images are in a group.")
+        if not groups and len(nearest):
+            st.info(f"No two images are within {threshold:.2f} of each other: the closest pair is "
+                    f"{float(nearest.min()):.3f} apart. Raise the threshold to see groups.")
         if groups:
             st.download_button("Download groups as CSV", export.groups_csv(col.paths, groups, threshold),
                                file_name="imgsim-duplicates.csv", mime="text/csv", on_click="ignore")
@@ -423,7 +426,9 @@ def about_tab(col: Collection, index_dir: Path, generation: str) -> None:
         c.metric(f"random ranking (expected)", f"{ev.baseline_precision_at_k:.3f}")
         st.dataframe([{"folder": s.label, "images": s.images, f"precision@{ev.k}": round(s.precision_at_k, 3),
                        "1-NN accuracy": round(s.nn_accuracy, 3), "random": round(s.baseline, 3)}
-                      for s in ev.per_label], hide_index=True, width="stretch")
+                      for s in ev.per_label], hide_index=True, width="stretch",
+                     column_config={name: st.column_config.NumberColumn(format="%.3f")
+                                    for name in (f"precision@{ev.k}", "1-NN accuracy", "random")})
         st.caption(f"Same numbers as `python -m imgsim evaluate {index_dir} -k {ev.k}`.")
     if col.index.skipped:
         st.subheader(f"Skipped files ({len(col.index.skipped)})")

@@ -103,6 +103,10 @@ def test_changing_k_and_threshold_updates_the_view(app_env):
         counts[t] = int(at.metric[0].value)
         assert counts[t] == len(app_env.duplicate_groups(t))
     assert counts[1.0] >= 1  # random-weight vectors are close: one big group at a loose threshold
+    at.slider(key="t").set_value(0.0).run()
+    closest = float(app_env.nearest_distances().min())
+    assert [i.value for i in at.info] == [f"No two images are within 0.00 of each other: the closest pair is "
+                                          f"{closest:.3f} apart. Raise the threshold to see groups."]
 
 
 def test_url_parameters_restore_the_view(app_env):
