@@ -20,6 +20,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
+
 from common import REPO, clustered_unit_vectors, machine, table
 
 from imgsim import index as store
@@ -43,6 +45,42 @@ def make_index(root: Path, index_dir: Path, n: int, pooling: str) -> None:
 def rss_mib(pid: int) -> tuple[float, float]:
     fields = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status", encoding="utf-8"))
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+REDRAW_JS = """async (d) => {
+    const x = d._fullLayout.xaxis.range.slice(), y = d._fullLayout.yaxis.range.slice(), out = [];
+    const frame = () => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+    for (let i = 0; i < 12; i++) {
+        const f = i % 4 === 3 ? 1 : 0.5 + 0.1 * (i % 4), cx = (x[0] + x[1]) / 2 + (i % 2 ? 1 : -1) * (x[1] - x[0]) * 0.1;
+        const cy = (y[0] + y[1]) / 2, hx = (x[1] - x[0]) * f / 2, hy = (y[1] - y[0]) * f / 2;
+        const t = performance.now();
+        await window.Plotly.relayout(d, {"xaxis.range": [cx - hx, cx + hx], "yaxis.range": [cy - hy, cy + hy]});
+        await frame();
+        out.push(performance.now() - t);
+    }
+    await window.Plotly.relayout(d, {"xaxis.range": x, "yaxis.range": y});
+    return out; }"""
+
+
+def map_redraw_ms(page) -> list[float]:
+    """Browser time of 12 zoom and pan steps on the app's map (Plotly.relayout until the frame is painted)."""
+    return page.locator(".imgsim-plot").first.evaluate(REDRAW_JS)
+
+
+def bare_redraw_ms(browser, n: int, trace_type: str) -> list[float]:
+    """The same steps on a bare Plotly scatter of n points: the floor for WebGL, and SVG for comparison."""
+    import plotly
+
+    page = browser.new_page(viewport={"width": 1500, "height": 1200})
+    page.set_content('<div id="d" style="width:600px;height:560px"></div>')
+    page.add_script_tag(path=str(Path(plotly.__file__).parent / "package_data" / "plotly.min.js"))
+    xy = np.random.default_rng(0).normal(size=(n, 2))
+    page.evaluate("""async ([x, y, type]) => { await window.Plotly.newPlot(document.getElementById("d"),
+        [{type: type, mode: "markers", x: x, y: y, marker: {size: 6}}], {margin: {l: 0, r: 0, t: 0, b: 0}}); }""",
+                  [xy[:, 0].tolist(), xy[:, 1].tolist(), trace_type])
+    out = page.locator("#d").evaluate(REDRAW_JS)
+    page.close()
+    return out
 
 
 def main() -> None:
@@ -89,6 +127,7 @@ def main() -> None:
                 page.wait_for_selector(".imgsim-map[data-ready='1']")
                 first_render_s = time.perf_counter() - start
                 rss_first = rss_mib(proc.pid)
+                redraws = map_redraw_ms(page)
                 clicks = []
                 for row in (17, 2345, 4001, 999, 3210):
                     plot = page.locator(".imgsim-plot").first
@@ -105,6 +144,7 @@ def main() -> None:
                     page.get_by_text(f"query: {target}").wait_for()
                     clicks.append(time.perf_counter() - t1)
                 rss_after = rss_mib(proc.pid)
+                bare_gl, bare_svg = (bare_redraw_ms(browser, args.n, t) for t in ("scattergl", "scatter"))
             finally:
                 proc.terminate()
                 proc.wait()
@@ -130,7 +170,13 @@ def main() -> None:
         ["index build for the benchmark (PCA, neighbour graph, t-SNE)", f"{build_s:.1f} s"],
         ["process start to /_stcore/health ok", f"{health_s:.2f} s"],
         ["process start to the page with the query's results", f"{results_s:.2f} s"],
-        ["process start to the map drawn (5,000 WebGL points, software GL)", f"{first_render_s:.2f} s"],
+        [f"process start to the map drawn ({args.n:,} WebGL points, software GL)", f"{first_render_s:.2f} s"],
+        ["map zoom/pan redraw in the browser (median / max of 12)",
+         f"{statistics.median(redraws):.0f} / {max(redraws):.0f} ms"],
+        ["  the same on a bare Plotly WebGL scatter of as many points (the floor)",
+         f"{statistics.median(bare_gl):.0f} / {max(bare_gl):.0f} ms"],
+        ["  the same on a bare Plotly SVG scatter (what WebGL avoids)",
+         f"{statistics.median(bare_svg):.0f} / {max(bare_svg):.0f} ms"],
         ["click on a map point to new results drawn, in Chromium (median of 5)",
          f"{statistics.median(clicks):.2f} s"],
         ["server time of one rerun after a click (median of 7; each click reruns twice: query, then redraw)",
