@@ -424,8 +424,8 @@ def about_tab(col: Collection, index_dir: Path, generation: str) -> None:
                  "not counted) that are in the query's sub-folder")
         b.metric("1-NN accuracy", f"{ev.nn_accuracy:.3f}")
         c.metric(f"random ranking (expected)", f"{ev.baseline_precision_at_k:.3f}")
-        st.dataframe([{"folder": s.label, "images": s.images, f"precision@{ev.k}": round(s.precision_at_k, 3),
-                       "1-NN accuracy": round(s.nn_accuracy, 3), "random": round(s.baseline, 3)}
+        st.dataframe([{"folder": s.label, "images": s.images, f"precision@{ev.k}": s.precision_at_k,
+                       "1-NN accuracy": s.nn_accuracy, "random": s.baseline}
                       for s in ev.per_label], hide_index=True, width="stretch",
                      column_config={name: st.column_config.NumberColumn(format="%.3f")
                                     for name in (f"precision@{ev.k}", "1-NN accuracy", "random")})

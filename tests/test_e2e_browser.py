@@ -104,6 +104,14 @@ def settled(page) -> None:
             && !document.querySelector("[data-stale='true']"); }""")
 
 
+def results_for(page, caption: str) -> list[tuple[int, float]]:
+    """Wait for the results of the query captioned ``caption`` (8 cards, rerun finished), then read them."""
+    page.get_by_text(caption).wait_for()
+    page.wait_for_function("() => document.body.innerText.includes('#8 · distance')")
+    settled(page)
+    return result_cards(page)
+
+
 def result_cards(page) -> list[tuple[int, float]]:
     text = page.locator("section.main, [data-testid='stMain']").first.inner_text()
     return [(int(r), float(d)) for r, d in RESULT.findall(text)]
@@ -135,10 +143,7 @@ def test_pick_click_map_and_upload_in_a_real_browser(browser_page, built_index, 
 
         # 1. Pick an image from the gallery: k = 8 results with distances, nearest first.
         page.get_by_role("button", name="r2.jpg", exact=True).click()
-        page.get_by_text("query: reds/r2.jpg").wait_for()
-        page.wait_for_function("() => document.body.innerText.includes('#8 · distance')")
-        settled(page)
-        cards = result_cards(page)
+        cards = results_for(page, "query: reds/r2.jpg")
         assert [r for r, _ in cards] == list(range(1, 9))
         assert [d for _, d in cards] == sorted(d for _, d in cards) and cards[0][1] == 0.0
         page.screenshot(path=str(ARTIFACTS / "1-picked.png"), full_page=True)
@@ -164,10 +169,7 @@ def test_pick_click_map_and_upload_in_a_real_browser(browser_page, built_index, 
         # 3. Upload a new image: it is embedded with the model and searched.
         upload = make_photo(tmp_path / "my upload.jpg", seed=31337, size=(300, 200))
         page.locator("input[type='file']").first.set_input_files(str(upload))
-        page.get_by_text("uploaded: my upload.jpg").wait_for()
-        page.wait_for_function("() => document.body.innerText.includes('#8 · distance')")
-        settled(page)
-        cards = result_cards(page)
+        cards = results_for(page, "uploaded: my upload.jpg")
         assert len(cards) == 8 and all(d > 0 for _, d in cards)
         page.screenshot(path=str(ARTIFACTS / "4-upload.png"), full_page=True)
         assert "Traceback" not in page.content()
@@ -188,11 +190,9 @@ def test_first_run_indexes_the_demo_collection_with_progress(browser_page, tmp_p
         page.get_by_placeholder("e.g. tiger, fruit/").fill("tiger")
         page.keyboard.press("Enter")
         page.get_by_role("button", name="tiger.jpg", exact=True).click()
-        page.get_by_text("query: mammals/tiger.jpg").wait_for()
-        page.wait_for_function("() => document.body.innerText.includes('#8 · distance')")
-        settled(page)
+        cards = results_for(page, "query: mammals/tiger.jpg")
         page.wait_for_timeout(1000)
         page.screenshot(path=str(ARTIFACTS / "demo-search.png"))
-        assert [r for r, _ in result_cards(page)] == list(range(1, 9))
+        assert [r for r, _ in cards] == list(range(1, 9))
     finally:
         server.stop()
