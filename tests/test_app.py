@@ -18,7 +18,9 @@ from imgsim.collection import Collection
 from .conftest import make_photo
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-RESULT = re.compile(r"^:small\[\*\*#(\d+)\*\* · distance \*\*([0-9.]+)\*\* · cos ([-0-9.]+)\]$")
+# A result card's figures: rank, distance and cosine, one line each (older layout: one line for all three).
+RESULT = re.compile(r"^:small\[\*\*#(\d+)\*\*(?:\]  \n:small\[| · )distance \*\*([0-9.]+)\*\*(?:\]  \n:small\[| · )"
+                    r"cos ([-0-9.]+)\]$")
 
 
 @pytest.fixture

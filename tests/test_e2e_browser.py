@@ -23,7 +23,7 @@ from .conftest import make_photo
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("IMGSIM_ARTIFACTS", REPO / "artifacts" / "e2e"))
-RESULT = re.compile(r"#(\d+) · distance ([0-9.]+) · cos")
+RESULT = re.compile(r"#(\d+)\s*(?:·\s*)?distance ([0-9.]+)\s*(?:·\s*)?cos")
 
 pytestmark = pytest.mark.browser
 
@@ -107,7 +107,7 @@ def settled(page) -> None:
 def results_for(page, caption: str) -> list[tuple[int, float]]:
     """Wait for the results of the query captioned ``caption`` (8 cards, rerun finished), then read them."""
     page.get_by_text(caption).wait_for()
-    page.wait_for_function("() => document.body.innerText.includes('#8 · distance')")
+    page.wait_for_function("() => /#8\\s*(·\\s*)?distance/.test(document.body.innerText)")
     settled(page)
     return result_cards(page)
 
