@@ -259,8 +259,11 @@ def _placeholder() -> bytes:
 
 
 def results_grid(col: Collection, result: QueryResult, key: str, can_explain: bool = False) -> None:
-    """Result cards: rank, distance and cosine on a line each; Similar, Why? and more/less like this."""
-    per_row = 4
+    """Result cards: rank, distance and cosine on a line each; Similar, Why? and more/less like this.
+
+    Three to a row: at 1280 px with the sidebar open, four leave too little room for 'distance 0.123'.
+    """
+    per_row = 3
     card_style()
     for start in range(0, len(result.neighbors), per_row):
         cols = st.columns(per_row)
@@ -342,14 +345,17 @@ def search_tab(col: Collection, index_dir: Path, generation: str, weights: str) 
         else:
             q1, q2 = st.columns([1, 3])
             with q1:
-                show_image(query_data, query_caption)
-            with q2:
+                st.image(query_data or _placeholder(), width="stretch")
+            with q2:  # the query's name beside its image, where it has room (no mid-word wrapping)
+                st.caption(query_caption if query_data else f"{query_caption} (image file unavailable)")
                 st.markdown(f"**{len(result.neighbors)} nearest images** (k = {result.k}"
                             + (f", clamped from {k}" if result.k < k else "") + ").")
                 st.caption("Distance: Euclidean between unit feature vectors (0 = identical, 2 = opposite). "
                            "cos: cosine similarity.")
+            why_slot = st.container()  # above the cards, filled after them: a card's Why? sets what it shows
             results_grid(col, result, key="more", can_explain=source is not None)
-            why_panel(col, index_dir, generation, result, source)
+            with why_slot:
+                why_panel(col, index_dir, generation, result, source)
     with right:
         st.markdown("**Map of the collection** · hover for a preview, click a point to search with it")
         query_row = result.row if result is not None else None
@@ -471,11 +477,12 @@ def about_tab(col: Collection, index_dir: Path, generation: str) -> None:
 CARD_CSS = """<style>
 [class*="st-key-card_"] [data-testid="stMarkdownContainer"] p { white-space: nowrap; overflow-wrap: normal;
   word-break: keep-all; line-height: 1.35; }
-[class*="st-key-card_"] [data-testid="stCaptionContainer"] { overflow: hidden; text-overflow: ellipsis;
+[class*="st-key-card_"] [data-testid="stCaptionContainer"] p { overflow: hidden; text-overflow: ellipsis;
   white-space: nowrap; }
 [class*="st-key-card_"] button p { white-space: nowrap; }
-[class*="st-key-card_"] [data-testid="stButton"] button { padding-left: 0.25rem; padding-right: 0.25rem;
+[class*="st-key-card_"] [data-testid="stButton"] button { padding-left: 0.3rem; padding-right: 0.3rem;
   min-width: 0; }
+[class*="st-key-actions_"] { justify-content: space-between; flex-wrap: nowrap; }
 </style>"""
 
 
@@ -560,7 +567,7 @@ def current_positives(col: Collection, result: QueryResult) -> tuple[list[str], 
 def card_actions(col: Collection, result: QueryResult, row: int, key: str, can_explain: bool) -> None:
     """Why? (a per-cell explanation) and more/less like this, under one result."""
     path = col.paths[row]
-    with st.container(horizontal=True, gap="small"):
+    with st.container(horizontal=True, gap=None, key=f"actions_{key}_{row}"):
         if can_explain and result.row != row and st.button("Why?", key=f"{key}_why_{row}", type="tertiary",
                                                           help="Which parts of the two images make them similar"):
             st.session_state["why"] = path

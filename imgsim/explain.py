@@ -91,11 +91,12 @@ def matched_cells(explanation: Explanation) -> np.ndarray:
 
 
 def heat_overlay(image: Image.Image, cells: np.ndarray, alpha: float = 0.6) -> Image.Image:
-    """The image with a 7x7 red overlay whose opacity follows each cell's value (scaled to the largest)."""
+    """The image with a 7x7 red overlay whose opacity follows each cell's value, from the weakest cell
+    (clear) to the strongest (``alpha``), so that the cells that matter stand out."""
     im = image.convert("RGB")
-    c = np.clip(np.asarray(cells, dtype=np.float64), 0, None)
-    peak = float(c.max()) if c.size else 0.0
-    weight = (c / peak) if peak > 0 else c
+    c = np.asarray(cells, dtype=np.float64)
+    low, high = (float(c.min()), float(c.max())) if c.size else (0.0, 0.0)
+    weight = (c - low) / (high - low) if high > low else np.zeros_like(c)
     mask = Image.fromarray(np.uint8(np.round(weight * 255 * alpha)), mode="L").resize(im.size, Image.NEAREST)
     red = Image.new("RGB", im.size, (220, 30, 30))
     out = Image.composite(red, im, mask)
