@@ -4,8 +4,13 @@ clusters, odd ones out."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+import imgsim.extract
 from imgsim import export
+from imgsim.collection import Collection
+
+from .conftest import make_photo
 
 from .test_app import app_env, new_app, results, texts  # noqa: F401  (app_env is a fixture)
 
@@ -110,3 +115,42 @@ def test_odd_ones_out_view_ranks_and_exports(app_env):
     at.slider(key="odd_n").set_value(3).run()
     assert len([c for c in at.caption if c.value.startswith("#")]) == 3
     assert np.all(np.diff([o.score for o in found]) <= 0)
+
+
+@pytest.fixture(scope="module")
+def avg_index(tmp_path_factory, extractor_factory):
+    """A small index built with avg pooling (its explanations need the model)."""
+    from imgsim.build import build_index
+
+    root = tmp_path_factory.mktemp("avgphotos")
+    for i in range(5):
+        make_photo(root / f"p{i}.jpg", seed=700 + i)
+    index_dir = tmp_path_factory.mktemp("avgindex") / "avg.imgsim"
+    build_index(root, index_dir, weights="random", pooling="avg", extractor_factory=extractor_factory)
+    return root, index_dir
+
+
+def test_why_in_avg_mode_loads_the_model_and_matches_cells(app_env, avg_index, extractor_factory, monkeypatch):
+    from imgsim.extract import Weights
+
+    root, index_dir = avg_index
+    model = extractor_factory(Weights.parse("random"), "avg", 8)
+    builds = []
+
+    def counting_model(weights, pooling="flatten", batch_size=16):
+        builds.append(pooling)
+        return model
+
+    monkeypatch.setattr(imgsim.extract, "FeatureExtractor", counting_model)
+    monkeypatch.setenv("IMGSIM_INDEX", str(index_dir))
+    monkeypatch.setenv("IMGSIM_IMAGES", str(root))
+    col = Collection.open(index_dir)
+    at = new_app(q="p0.jpg").run()
+    assert not at.exception and builds == []  # browsing an avg index needs no model
+    second = col.neighbors_of_row(0, 8).neighbors[1]
+    at.button(key=f"more_why_{second.row}").click().run()
+    assert not at.exception, at.exception
+    assert builds == ["avg"]
+    page = texts(at)
+    assert "Each cell of the first image is matched with its most similar cell of the second" in page
+    assert "how well each cell of the query matches its best cell in the result" in page
