@@ -245,7 +245,7 @@ from streamlit.testing.v1 import AppTest
 at = AppTest.from_file({APP!r}, default_timeout=120)
 at.query_params["q"] = "reds/r1.jpg"
 at.run()
-for tab in ("Map", "Duplicates", "About this collection"):
+for tab in ("Map", "Clusters", "Duplicates", "Odd ones out", "About this collection"):
     at.query_params["tab"] = tab
     at.run()
 assert not at.exception, at.exception
