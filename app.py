@@ -20,11 +20,11 @@ import plotly.io as pio
 import streamlit as st
 
 from imgsim import charts, decode, export
-from imgsim.clusters import ClusterModel, SuggestedK
-from imgsim.explain import Explanation, heat_overlay, matched_cells
 from imgsim import progress as prog
+from imgsim.clusters import ClusterModel, SuggestedK
 from imgsim.collection import Collection, QueryResult, check_compatible, default_index_dir
 from imgsim.errors import ImgsimError
+from imgsim.explain import Explanation, heat_overlay, matched_cells
 from imgsim.extract import FeatureExtractor, WeightsError, how_to_supply_weights, weights_spec
 from imgsim.index import CURRENT, index_exists
 
@@ -550,10 +550,9 @@ def more_like_result(col: Collection, examples: tuple[list[int], list[int]], k: 
 
 
 def more_like_caption(examples: tuple[list[int], list[int]]) -> str:
-    pos, neg = examples
-    col_paths = st.session_state["more_like"]
-    text = "more like: " + ", ".join(p for p in col_paths["q"])
-    return text + (" · not like: " + ", ".join(col_paths["not"]) if neg else "")
+    """'more like: a, b · not like: c', from the paths in the session (as in the URL)."""
+    state = st.session_state["more_like"]
+    return "more like: " + ", ".join(state["q"]) + (" · not like: " + ", ".join(state["not"]) if examples[1] else "")
 
 
 def current_positives(col: Collection, result: QueryResult) -> tuple[list[str], list[str]]:
