@@ -62,6 +62,12 @@ class BackboneSpec:
     def supports_text(self) -> bool:
         return self.name == CLIP
 
+    def parse_weights(self, text: str | None) -> Weights:
+        """``--weights`` for this backbone: CLIP also accepts ``pretrained`` (the preset's own weights)."""
+        if self.name == CLIP and text is not None and text.strip() == "pretrained":
+            text = "imagenet"  # Weights' name for "the model's published weights"
+        return Weights.parse(text)
+
     def default_pooling(self) -> str:
         return CLIP_POOLING if self.name == CLIP else "flatten"
 

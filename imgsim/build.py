@@ -100,7 +100,7 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
                               "Use another --index folder, or --rebuild to replace it.")
         bspec = _backbone_spec(backbone, old, index_dir)
         pooling = bspec.check_pooling(pooling or (old.pooling if old else bspec.default_pooling()))
-        spec = Weights.parse(weights or (weights_spec(old.weights) if old else None))
+        spec = bspec.parse_weights(weights or (weights_spec(old.weights) if old else None))
         if old is not None:
             _check_same_settings(old, spec, pooling, index_dir)
 

@@ -75,7 +75,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("src_dir", metavar="SRC_DIR")
     p.add_argument("--index", required=True, metavar="INDEX_DIR", help="folder where the index is kept")
     p.add_argument("--weights", metavar="imagenet|random|PATH",
-                   help="ImageNet weights (Keras download/cache), seeded random weights, or a local weights file; "
+                   help="ImageNet weights (Keras download/cache), seeded random weights, or a local weights file "
+                        "(CLIP: pretrained, the preset's own, or random); "
                         "default: the index's own, else $IMGSIM_WEIGHTS, else imagenet")
     p.add_argument("--pooling", choices=sorted(POOLINGS), help="flatten: 7x7x2048 (the reference); avg: 2048 values")
     p.add_argument("--backbone", metavar="resnet50|clip[:PRESET_OR_DIR]",

@@ -153,7 +153,7 @@ class ClipBackbone:
             raise ImgsimError(f"Batch size must be at least 1 (got {batch_size}).")
         spec = weights if isinstance(weights, Weights) else Weights.parse(weights)
         if spec.mode == "file":
-            raise ImgsimError(f"For CLIP, --weights is imagenet/pretrained (the preset's own) or random; give a "
+            raise ImgsimError(f"For CLIP, --weights is pretrained (the preset's own) or random; give a "
                               f"local preset folder as --backbone clip:{spec.path} instead of --weights.")
         preset = (preset or DEFAULT_PRESET).strip()
         if is_local_preset(preset):

@@ -233,7 +233,7 @@ class Collection:
 
     def extractor(self, weights: str | None = None, batch_size: int = 16) -> FeatureExtractor:
         """A model matching this index's backbone, weights and pooling (weights checked by content hash)."""
-        spec = Weights.parse(weights or weights_spec(self.index.weights))
+        spec = self.backbone.parse_weights(weights or weights_spec(self.index.weights))
         if self.backbone.name == RESNET50:
             model = FeatureExtractor(spec, self.index.pooling, batch_size)
         else:

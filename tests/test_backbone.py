@@ -33,6 +33,14 @@ def test_indexes_from_before_clip_are_resnet50():
     assert BackboneSpec.from_meta({"backbone": "clip", "preset": "x"}) == BackboneSpec("clip", "x")
 
 
+def test_clip_weights_are_pretrained_or_random():
+    clip = BackboneSpec.parse("clip")
+    assert clip.parse_weights("pretrained").mode == "imagenet" == clip.parse_weights(None).mode
+    assert clip.parse_weights("random:3").seed == 3
+    with pytest.raises(ImgsimError, match="Weights file not found: .*pretrained"):
+        BackboneSpec.parse("resnet50").parse_weights("pretrained")
+
+
 def test_poolings_and_dims_per_backbone():
     resnet, clip = BackboneSpec.parse("resnet50"), BackboneSpec.parse("clip")
     assert resnet.default_pooling() == "flatten" and clip.default_pooling() == "projection"
