@@ -403,7 +403,7 @@ def search_tab(col: Collection, index_dir: Path, generation: str, weights: str) 
                 st.caption("Distance: Euclidean between unit feature vectors (0 = identical, 2 = opposite). "
                            "cos: cosine similarity.")
             why_slot = st.container()  # above the cards, filled after them: a card's Why? sets what it shows
-            results_grid(col, result, key="more", can_explain=source is not None)
+            results_grid(col, result, key="more", can_explain=source is not None and col.can_explain)
             with why_slot:
                 why_panel(col, index_dir, generation, result, source)
     with right:
@@ -688,7 +688,7 @@ def why_panel(col: Collection, index_dir: Path, generation: str, result: QueryRe
     """The query and the chosen result with a 7x7 heat overlay of each cell's part in their similarity."""
     path = st.session_state.get("why")
     row = col.index.row_of(path) if path else None
-    if source is None or row is None or row not in {n.row for n in result.neighbors}:
+    if source is None or row is None or not col.can_explain or row not in {n.row for n in result.neighbors}:
         return
     with st.container(border=True, key="why_panel"):
         head, close = st.columns([5, 1])

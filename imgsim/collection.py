@@ -323,6 +323,11 @@ class Collection:
                         np.stack([self._vector(e) for e in negatives]) if negatives else None, weight)
         return self.neighbors_of_vector(query, k)
 
+    @property
+    def can_explain(self) -> bool:
+        """Whether vectors come from ResNet50's 7x7 grid (flatten or avg), which :meth:`explain` needs."""
+        return self.backbone.name == RESNET50 and self.index.pooling in ("flatten", "avg")
+
     def explain(self, a: int | bytes, b: int | bytes,
                 extractor: Callable[[], FeatureExtractor] | None = None) -> Explanation:
         """Why ``a`` and ``b`` (rows, or image bytes) are similar, cell by cell of the 7x7 grid.
@@ -330,14 +335,16 @@ class Collection:
         ``flatten``: from the stored vectors (the model only for bytes that are not indexed).
         ``avg``: the 7x7x2048 maps are computed again, so the model is always needed.
         """
+        if not self.can_explain:
+            raise ImgsimError(f"Per-cell explanations need a ResNet50 index (flatten or avg); this one was built "
+                              f"with {self.backbone.name} ({self.index.pooling}), which has no 7x7 grid.")
+
         def vector(x: int | bytes) -> np.ndarray:
             return self._vector((x, None) if isinstance(x, (int, np.integer)) else self.embed_bytes(x, extractor))
 
         va, vb = vector(a), vector(b)
         if self.index.pooling == "flatten":
             return explain_flatten(va, vb)
-        if self.index.pooling != "avg":
-            raise ImgsimError(f"No per-cell explanation for pooling {self.index.pooling}.")
 
         def pixels(x: int | bytes) -> np.ndarray:
             data = decode.read_bytes(self.image_path(int(x))) if isinstance(x, (int, np.integer)) else x
