@@ -9,6 +9,7 @@ Every node must be able to read the images at the same path, and the weights fil
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -84,12 +85,15 @@ class RayEngine:
     name = "ray"
 
     def __init__(self, address: str | None = None, actors: int | None = None, actor_cpus: float | None = None,
-                 ship_code: bool = True):
+                 ship_code: bool = True, num_cpus: int | None = None):
         """``address``: a running cluster's (``auto``, ``ray://host:10001``...); none starts a local instance.
 
         ``actors``/``actor_cpus`` default to one actor per GPU, or on CPU-only clusters to actors of up to
-        4 CPUs that leave CPUs free for decoding. ``ship_code`` sends this imgsim package to the workers.
+        4 CPUs that leave CPUs free for decoding. ``ship_code`` sends this imgsim package to the workers of a
+        Ray instance that this engine starts (a host that started Ray itself passes ``runtime_env`` there);
+        ``num_cpus`` sizes a local instance.
         """
+        self.num_cpus = num_cpus
         self.address = address
         self.actors = actors
         self.actor_cpus = actor_cpus
@@ -103,8 +107,10 @@ class RayEngine:
         if not ray.is_initialized():
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             try:
-                ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
-                         logging_level="ERROR")
+                # The package travels with the job, so workers need no imgsim install (only its dependencies).
+                env = {"py_modules": [_PACKAGE_DIR]} if self.ship_code else None
+                ray.init(address=self.address, num_cpus=None if self.address else self.num_cpus,
+                         include_dashboard=False, log_to_driver=False, logging_level="ERROR", runtime_env=env)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise ImgsimError(f"Could not connect to the Ray cluster at {self.address}: {exc}") from None
             self._started_ray = True
@@ -139,20 +145,25 @@ class RayEngine:
         ray = import_ray()
         from .decode import DecodeError
 
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # imgsim reports progress itself
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+
         s = self._settings
         by_rel = {f.rel: f for f in work}
         items = [{"rel": f.rel, "path": str(f.path), "size": f.size, "mtime_ns": f.mtime_ns,
                   "known": known_sha256.get(f.rel, "")} for f in work]
-        env = {"runtime_env": {"py_modules": [_PACKAGE_DIR]}} if self.ship_code else {}
         actors, actor_cpus, actor_gpus = self._pool()
         ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4 * int(self._cpus))))
-        ds = ds.map(_decode_row, num_cpus=1, **env)
+        # Half a CPU per decode task: unlike the actors' resources, so Ray Data keeps decoding in its own
+        # CPU tasks instead of fusing it into the model actors (which would leave a GPU waiting on JPEGs).
+        ds = ds.map(_decode_row, num_cpus=0.5)
         ds = ds.map_batches(_Embedder, batch_size=s.batch_size, batch_format="numpy",
                             compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=actor_cpus,
                             num_gpus=actor_gpus or None,
                             fn_constructor_kwargs={"weights": s.weights, "pooling": s.pooling,
                                                    "batch_size": s.batch_size, "identity": self._identity,
-                                                   "runtime": s.runtime, "precision": s.precision}, **env)
+                                                   "runtime": s.runtime, "precision": s.precision})
         dims = POOLINGS[s.pooling]
         for batch in ds.iter_batches(batch_size=s.batch_size, batch_format="numpy"):
             for i, rel in enumerate(batch["rel"]):

@@ -195,7 +195,7 @@ def keras_forward(model: Any) -> Forward:
 
         # One trace for every batch size; predict() would rebuild its pipeline per call.
         fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True,
-                         input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32)])
+                         input_signature=[tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)])
         run = lambda x: np.asarray(fn(x).numpy(), dtype=np.float32)
     else:
         run = lambda x: np.asarray(model.predict_on_batch(x), dtype=np.float32)
