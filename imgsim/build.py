@@ -135,7 +135,7 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
             ready = engine.start(ExtractSettings(spec, pooling, batch_size, runtime, precision))
             for step, seconds in ready.timings.items():
                 clock.add(step, seconds)
-            clock.lap("model (other)")
+            clock.lap("model (other)", min_seconds=0.05)
             if ready.pooling != pooling:
                 raise ImgsimError(f"The model extracts {ready.pooling} features but this index uses {pooling}.")
             recorded = old.weights.get("identity") if old is not None else None
@@ -190,9 +190,10 @@ class _Clock:
         self.timings[step] = self.timings.get(step, 0.0) + seconds
         self._last += seconds
 
-    def lap(self, step: str) -> None:
+    def lap(self, step: str, min_seconds: float = 0.0) -> None:
         now = time.perf_counter()
-        self.add(step, max(0.0, now - self._last))
+        if now - self._last >= min_seconds:
+            self.add(step, max(0.0, now - self._last))
         self._last = now
 
 

@@ -145,9 +145,8 @@ class RayEngine:
         ray = import_ray()
         from .decode import DecodeError
 
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False  # imgsim reports progress itself
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        ray.data.DataContext.get_current().enable_progress_bars = False  # imgsim reports progress itself
 
         s = self._settings
         by_rel = {f.rel: f for f in work}
