@@ -17,6 +17,8 @@ from imgsim.index import load_index
 from .conftest import make_photo
 
 ray = pytest.importorskip("ray")
+# Ray Data's own DataContext warns about its own deprecated fields; nothing imgsim sets.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
 
 from imgsim.engine_ray import RayEngine  # noqa: E402 - only with Ray installed
 
