@@ -15,10 +15,11 @@ from typing import Callable
 import numpy as np
 
 from . import decode, index as store
+from .backbone import RESNET50, BackboneSpec, default_dims, make_backbone
 from .discover import ImageFile, discover
 from .errors import ImgsimError, Skipped
 from .engine import Embedded, Engine, ExtractSettings, LocalEngine, Unchanged
-from .extract import BACKBONE, POOLINGS, FeatureExtractor, Weights, weights_spec
+from .extract import BACKBONE, FeatureExtractor, Weights, weights_spec
 from .map2d import MapBuilder
 from .progress import ProgressFn, no_progress
 from .projection import PCAProjection
@@ -60,8 +61,8 @@ class BuildReport:
         return self.extracted / self.extract_seconds if self.extract_seconds > 0 else 0.0
 
 
-def _checkpoint_key(spec: Weights, pooling: str) -> str:
-    key = f"{BACKBONE}|{pooling}|{spec.mode}|{spec.seed}|{spec.path}"
+def _checkpoint_key(spec: Weights, pooling: str, backbone: str = BACKBONE) -> str:
+    key = f"{backbone}|{pooling}|{spec.mode}|{spec.seed}|{spec.path}"
     if spec.path and os.path.exists(spec.path):
         st = os.stat(spec.path)
         key += f"|{st.st_size}|{st.st_mtime_ns}"
@@ -72,14 +73,17 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
                 pooling: str | None = None, batch_size: int | None = None, rebuild: bool = False,
                 progress: ProgressFn | None = None, checkpoint_every: int = 256, workers: int | None = None,
                 extractor_factory: Callable[[Weights, str, int], FeatureExtractor] | None = None,
+                backbone: str | None = None, model_factory: Callable[[Weights, str, int], object] | None = None,
                 engine: Engine | None = None, runtime: str | None = None,
                 precision: str | None = None) -> BuildReport:
     """Index ``src_dir`` into ``index_dir`` incrementally; returns what was done.
 
-    ``weights`` and ``pooling`` default to those of the existing index (else ``imagenet`` and ``flatten``);
-    asking for different ones than the index was built with is refused unless ``rebuild`` is set.
-    ``engine`` runs the extraction (default: this process, see :mod:`imgsim.engine`); ``batch_size=None``
-    lets it pick one for the device.
+    ``backbone`` (``resnet50``, ``clip[:PRESET_OR_DIR]``), ``weights`` and ``pooling`` default to those of
+    the existing index (else ``resnet50``, ``imagenet`` and ``flatten``); asking for different ones than
+    the index was built with is refused unless ``rebuild`` is set. ``extractor_factory`` builds the ResNet50
+    model, ``model_factory`` any other backbone's. ``engine`` runs the extraction (default: this process, see
+    :mod:`imgsim.engine`); ``batch_size=None`` lets it pick one for the device; ``runtime`` and ``precision``
+    choose ResNet50's forward pass (:mod:`imgsim.runtime`).
     """
     started = time.perf_counter()
     clock = _Clock()
@@ -95,17 +99,16 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
         if old is not None and old.root != found.root:
             raise ImgsimError(f"The index at {index_dir} was built from {old.root}, not {found.root}. "
                               "Use another --index folder, or --rebuild to replace it.")
-        pooling = pooling or (old.pooling if old else "flatten")
-        if pooling not in POOLINGS:
-            raise ImgsimError(f"Unknown pooling '{pooling}': use one of {', '.join(POOLINGS)}.")
-        spec = Weights.parse(weights or (weights_spec(old.weights) if old else None))
+        bspec = _backbone_spec(backbone, old, index_dir)
+        pooling = bspec.check_pooling(pooling or (old.pooling if old else bspec.default_pooling()))
+        spec = bspec.parse_weights(weights or (weights_spec(old.weights) if old else None))
         if old is not None:
             _check_same_settings(old, spec, pooling, index_dir)
 
         report = BuildReport(index_dir=index_dir, root=found.root, pooling=pooling, ignored=found.ignored,
                              timings=clock.timings)
         clock.lap("scan and read the old index")
-        ckpt_key = _checkpoint_key(spec, pooling)
+        ckpt_key = _checkpoint_key(spec, pooling, bspec.spec)
         resumable = store.read_checkpoints(index_dir, ckpt_key)
         old_by_path = {e.path: i for i, e in enumerate(old.entries)} if old else {}
         old_skips = {s.path: s for s in old.skipped} if old else {}
@@ -127,15 +130,25 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
                 work.append(f)
 
         resolved = old.meta["weights"] if old else None
+        preset = old.meta.get("preset") if old else bspec.preset
+        dims = old.dims if old else None
         thumbs: dict[str, bytes] = {}
         if work:
             progress("model", 0, None)
-            engine = engine or LocalEngine(extractor_factory, workers)
+            if bspec.name == RESNET50:
+                factory = extractor_factory  # None: the engine builds FeatureExtractor with runtime/precision
+            else:
+                if engine is not None and engine.name != "local":
+                    raise ImgsimError(f"--engine {engine.name} runs the resnet50 backbone only; index {bspec.spec} "
+                                      "with the local engine.")
+                factory = model_factory or (lambda w, p, b: make_backbone(bspec, w, p, b or 16))
+            engine = engine or LocalEngine(factory, workers)
             report.engine = engine.name
             ready = engine.start(ExtractSettings(spec, pooling, batch_size, runtime, precision))
             for step, seconds in ready.timings.items():
                 clock.add(step, seconds)
             clock.lap("model (other)", min_seconds=0.05)
+            preset, dims = ready.preset, ready.dims
             if ready.pooling != pooling:
                 raise ImgsimError(f"The model extracts {ready.pooling} features but this index uses {pooling}.")
             recorded = old.weights.get("identity") if old is not None else None
@@ -167,11 +180,13 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
             return report
         if resolved is None:  # an empty collection: nothing was ever extracted
             resolved = {"mode": spec.mode, "identity": None, "label": spec.mode, "path": spec.path, "seed": spec.seed}
-        meta = {"backbone": BACKBONE, "weights": resolved, "pooling": pooling, "root": str(found.root),
+        meta = {"backbone": bspec.name, "weights": resolved, "pooling": pooling, "root": str(found.root),
                 "created": old.meta["created"] if old else store.now_iso(), "updated": store.now_iso(),
                 "ignored": found.ignored, "graph_k": None}
-        _write(index_dir, rows, skipped, meta, POOLINGS[pooling], old if same_vectors else None, old, progress,
-               thumbs, found.root, clock)
+        if bspec.name != RESNET50:
+            meta["preset"] = preset or default_preset(bspec)
+        _write(index_dir, rows, skipped, meta, dims or default_dims(bspec, pooling), old if same_vectors else None,
+               old, progress, thumbs, found.root, clock)
         store.clear_checkpoints(index_dir)
         clock.lap("write")
         report.committed = True
@@ -195,6 +210,33 @@ class _Clock:
         if now - self._last >= min_seconds:
             self.add(step, max(0.0, now - self._last))
         self._last = now
+
+
+def _backbone_spec(asked: str | None, old: store.Index | None, index_dir: Path) -> BackboneSpec:
+    """The backbone to use: the one asked for, else the index's own; a different one needs --rebuild."""
+    recorded = BackboneSpec.from_meta(old.meta) if old is not None else None
+    if asked is None:
+        return recorded or BackboneSpec.parse(None)
+    spec = BackboneSpec.parse(asked)
+    if recorded is not None and (spec.name != recorded.name or (
+            spec.preset and recorded.preset and _same_preset(spec.preset) != recorded.preset)):
+        raise ImgsimError(f"The index at {index_dir} was built with the {recorded.spec} backbone (asked: {spec.spec}). "
+                          "Vectors of two models cannot be compared: use another --index folder, or add --rebuild "
+                          "to re-extract every image with the new backbone.")
+    return recorded if recorded is not None and recorded.name == spec.name and not spec.preset else spec
+
+
+def _same_preset(preset: str) -> str:
+    """A preset as an index records it (local folders as absolute paths)."""
+    from .clip import is_local_preset
+
+    return str(Path(preset).expanduser().resolve()) if is_local_preset(preset) else preset
+
+
+def default_preset(spec: BackboneSpec) -> str:
+    from .clip import DEFAULT_PRESET
+
+    return _same_preset(spec.preset) if spec.preset else DEFAULT_PRESET
 
 
 def _check_same_settings(old: store.Index, spec: Weights, pooling: str, index_dir: Path) -> None:

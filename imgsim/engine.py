@@ -46,6 +46,8 @@ class Started:
     runtime: str = ""
     precision: str = "float32"
     timings: dict[str, float] = field(default_factory=dict)
+    dims: int | None = None
+    preset: str | None = None
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ class LocalEngine:
         timings = {"import Keras/TensorFlow": imported - started,
                    **(getattr(ex, "timings", None) or {"model build": time.perf_counter() - imported})}
         return Started(ex.weights, ex.pooling, ex.device, ex.batch_size, getattr(ex, "runtime", ""),
-                       getattr(ex, "precision", "float32"), timings)
+                       getattr(ex, "precision", "float32"), timings, ex.dims, getattr(ex, "preset", None))
 
     def extract(self, work: list[ImageFile], known_sha256: dict[str, str]) -> Iterator[tuple[ImageFile, Outcome]]:
         if self.extractor is None:

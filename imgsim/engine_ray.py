@@ -128,7 +128,7 @@ class RayEngine:
         where = f"{self._cpus:g} CPU" + (f", {gpus} GPU" if gpus else "")
         return Started(weights, settings.pooling, f"{device} (Ray: {where})", batch_size,
                        f"Ray Data actors ({settings.runtime or 'auto'} runtime)", settings.precision or "float32",
-                       {"start Ray": t1 - t0, "resolve weights": time.perf_counter() - t1})
+                       {"start Ray": t1 - t0, "resolve weights": time.perf_counter() - t1}, POOLINGS[settings.pooling])
 
     def _pool(self) -> tuple[int, float, float]:
         """(actors, CPUs per actor, GPUs per actor) for this cluster."""
