@@ -6,7 +6,6 @@ hash), drops deleted files, and resumes from the checkpoints of a run that was k
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -19,7 +18,8 @@ from . import decode, index as store
 from .backbone import RESNET50, BackboneSpec, default_dims, make_backbone
 from .discover import ImageFile, discover
 from .errors import ImgsimError, Skipped
-from .extract import BACKBONE, FeatureExtractor, Weights, extract_pipelined, weights_spec
+from .engine import Embedded, Engine, ExtractSettings, LocalEngine, Unchanged
+from .extract import BACKBONE, FeatureExtractor, Weights, weights_spec
 from .map2d import MapBuilder
 from .progress import ProgressFn, no_progress
 from .projection import PCAProjection
@@ -51,17 +51,14 @@ class BuildReport:
     weights_label: str = ""
     pooling: str = ""
     device: str = ""
+    engine: str = "local"
+    runtime: str = ""
+    #: Seconds per step of the whole run (scan, model, extraction, derived data, write), in order.
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def images_per_second(self) -> float:
         return self.extracted / self.extract_seconds if self.extract_seconds > 0 else 0.0
-
-
-@dataclass(frozen=True)
-class _Touched:
-    """A file whose mtime changed but whose content hash did not: its old vector still holds."""
-
-    sha256: str
 
 
 def _checkpoint_key(spec: Weights, pooling: str, backbone: str = BACKBONE) -> str:
@@ -73,19 +70,23 @@ def _checkpoint_key(spec: Weights, pooling: str, backbone: str = BACKBONE) -> st
 
 
 def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, weights: str | None = None,
-                pooling: str | None = None, batch_size: int = 16, rebuild: bool = False,
-                progress: ProgressFn | None = None, checkpoint_every: int = 256, workers: int = 2,
+                pooling: str | None = None, batch_size: int | None = None, rebuild: bool = False,
+                progress: ProgressFn | None = None, checkpoint_every: int = 256, workers: int | None = None,
                 extractor_factory: Callable[[Weights, str, int], FeatureExtractor] | None = None,
-                backbone: str | None = None, model_factory: Callable[[Weights, str, int], object] | None = None
-                ) -> BuildReport:
+                backbone: str | None = None, model_factory: Callable[[Weights, str, int], object] | None = None,
+                engine: Engine | None = None, runtime: str | None = None,
+                precision: str | None = None) -> BuildReport:
     """Index ``src_dir`` into ``index_dir`` incrementally; returns what was done.
 
     ``backbone`` (``resnet50``, ``clip[:PRESET_OR_DIR]``), ``weights`` and ``pooling`` default to those of
     the existing index (else ``resnet50``, ``imagenet`` and ``flatten``); asking for different ones than
     the index was built with is refused unless ``rebuild`` is set. ``extractor_factory`` builds the ResNet50
-    model, ``model_factory`` any other backbone's.
+    model, ``model_factory`` any other backbone's. ``engine`` runs the extraction (default: this process, see
+    :mod:`imgsim.engine`); ``batch_size=None`` lets it pick one for the device; ``runtime`` and ``precision``
+    choose ResNet50's forward pass (:mod:`imgsim.runtime`).
     """
     started = time.perf_counter()
+    clock = _Clock()
     progress = progress or no_progress
     index_dir = Path(index_dir).expanduser()
     with store.locked(index_dir):
@@ -104,7 +105,9 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
         if old is not None:
             _check_same_settings(old, spec, pooling, index_dir)
 
-        report = BuildReport(index_dir=index_dir, root=found.root, pooling=pooling, ignored=found.ignored)
+        report = BuildReport(index_dir=index_dir, root=found.root, pooling=pooling, ignored=found.ignored,
+                             timings=clock.timings)
+        clock.lap("scan and read the old index")
         ckpt_key = _checkpoint_key(spec, pooling, bspec.spec)
         resumable = store.read_checkpoints(index_dir, ckpt_key)
         old_by_path = {e.path: i for i, e in enumerate(old.entries)} if old else {}
@@ -133,21 +136,34 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
         if work:
             progress("model", 0, None)
             if bspec.name == RESNET50:
-                factory = extractor_factory or (lambda w, p, b: FeatureExtractor(w, p, b))
+                factory = extractor_factory  # None: the engine builds FeatureExtractor with runtime/precision
             else:
-                factory = model_factory or (lambda w, p, b: make_backbone(bspec, w, p, b))
-            extractor = factory(spec, pooling, batch_size)
-            preset, dims = getattr(extractor, "preset", None), extractor.dims
-            if extractor.pooling != pooling:
-                raise ImgsimError(f"The model extracts {extractor.pooling} features but this index uses {pooling}.")
+                if engine is not None and engine.name != "local":
+                    raise ImgsimError(f"--engine {engine.name} runs the resnet50 backbone only; index {bspec.spec} "
+                                      "with the local engine.")
+                factory = model_factory or (lambda w, p, b: make_backbone(bspec, w, p, b or 16))
+            engine = engine or LocalEngine(factory, workers)
+            report.engine = engine.name
+            ready = engine.start(ExtractSettings(spec, pooling, batch_size, runtime, precision))
+            for step, seconds in ready.timings.items():
+                clock.add(step, seconds)
+            clock.lap("model (other)", min_seconds=0.05)
+            preset, dims = ready.preset, ready.dims
+            if ready.pooling != pooling:
+                raise ImgsimError(f"The model extracts {ready.pooling} features but this index uses {pooling}.")
             recorded = old.weights.get("identity") if old is not None else None
-            if recorded is not None and extractor.weights.identity != recorded:
+            if recorded is not None and ready.weights.identity != recorded:
                 raise ImgsimError(f"The weights now at {spec.path or spec.mode} differ from those that built the index "
                                   f"at {index_dir}. Re-run with --rebuild to re-extract every image.")
-            resolved = extractor.weights.to_json()
-            report.device = extractor.device
-            _extract(extractor, work, old, old_by_path, rows, skipped, report, index_dir, ckpt_key,
-                     checkpoint_every, workers, progress, thumbs)
+            resolved = ready.weights.to_json()
+            report.device = ready.device
+            report.runtime = ready.runtime
+            try:
+                _extract(engine, work, old, old_by_path, rows, skipped, report, index_dir, ckpt_key,
+                         checkpoint_every, progress, thumbs)
+            finally:
+                engine.close()
+            clock.lap("extraction")
         report.weights_label = (resolved or {}).get("label") or spec.mode
         report.removed = len(set(old_by_path) - set(rows)) if old else 0
         skipped.sort(key=lambda s: s.path)
@@ -160,6 +176,7 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
         if unchanged and [s.to_json() for s in old.skipped] == [s.to_json() for s in skipped]:
             store.clear_checkpoints(index_dir)
             report.seconds = time.perf_counter() - started
+            clock.lap("write")
             return report
         if resolved is None:  # an empty collection: nothing was ever extracted
             resolved = {"mode": spec.mode, "identity": None, "label": spec.mode, "path": spec.path, "seed": spec.seed}
@@ -168,12 +185,31 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
                 "ignored": found.ignored, "graph_k": None}
         if bspec.name != RESNET50:
             meta["preset"] = preset or default_preset(bspec)
-        _write(index_dir, rows, skipped, meta, dims or default_dims(bspec, pooling), old if same_vectors else None, old, progress,
-               thumbs, found.root)
+        _write(index_dir, rows, skipped, meta, dims or default_dims(bspec, pooling), old if same_vectors else None,
+               old, progress, thumbs, found.root, clock)
         store.clear_checkpoints(index_dir)
+        clock.lap("write")
         report.committed = True
         report.seconds = time.perf_counter() - started
         return report
+
+
+class _Clock:
+    """Adds up where a build's time goes: ``lap(step)`` books the time since the previous lap to ``step``."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def add(self, step: str, seconds: float) -> None:
+        self.timings[step] = self.timings.get(step, 0.0) + seconds
+        self._last += seconds
+
+    def lap(self, step: str, min_seconds: float = 0.0) -> None:
+        now = time.perf_counter()
+        if now - self._last >= min_seconds:
+            self.add(step, max(0.0, now - self._last))
+        self._last = now
 
 
 def _backbone_spec(asked: str | None, old: store.Index | None, index_dir: Path) -> BackboneSpec:
@@ -217,42 +253,31 @@ def _check_same_settings(old: store.Index, spec: Weights, pooling: str, index_di
                           "settings, or add --rebuild to re-extract every image with the new ones.")
 
 
-def _extract(extractor: FeatureExtractor, work: list[ImageFile], old: store.Index | None, old_by_path: dict,
+def _extract(engine: Engine, work: list[ImageFile], old: store.Index | None, old_by_path: dict,
              rows: dict, skipped: list[Skipped], report: BuildReport, index_dir: Path, ckpt_key: str,
-             checkpoint_every: int, workers: int, progress: ProgressFn, thumbs: dict[str, bytes]) -> None:
-    hashes: dict[str, str] = {}
-
-    def load(f: ImageFile):
-        data = decode.read_bytes(f.path)
-        sha = hashlib.sha256(data).hexdigest()
-        hashes[f.rel] = sha
-        row = old_by_path.get(f.rel)
-        if row is not None and old.entries[row].sha256 == sha:
-            return _Touched(sha)
-        im = decode.open_rgb(data)
-        thumbs[f.rel] = decode.small_jpeg(im)
-        return decode.resize_for_model(im)
-
+             checkpoint_every: int, progress: ProgressFn, thumbs: dict[str, bytes]) -> None:
+    known = {f.rel: old.entries[old_by_path[f.rel]].sha256 for f in work if f.rel in old_by_path}
     pending_entries: list[store.Entry] = []
     pending_vectors: list[np.ndarray] = []
     done = 0
     t0 = time.perf_counter()
     progress("extract", 0, len(work))
-    for f, outcome in extract_pipelined(extractor.embed, work, load, extractor.batch_size, workers):
+    for f, outcome in engine.extract(work, known):
         row = old_by_path.get(f.rel)
         if isinstance(outcome, ImgsimError):
             reason = getattr(outcome, "reason", None)
             if reason is None:
                 raise outcome
             skipped.append(Skipped(f.rel, reason, getattr(outcome, "detail", ""), f.size, f.mtime_ns))
-        elif isinstance(outcome, _Touched):
+        elif isinstance(outcome, Unchanged):
             rows[f.rel] = (store.Entry(f.rel, f.size, f.mtime_ns, outcome.sha256), row)
             report.unchanged += 1
-        else:
-            entry = store.Entry(f.rel, f.size, f.mtime_ns, hashes[f.rel])
-            rows[f.rel] = (entry, outcome)
+        elif isinstance(outcome, Embedded):
+            entry = store.Entry(f.rel, f.size, f.mtime_ns, outcome.sha256)
+            thumbs[f.rel] = outcome.thumb
+            rows[f.rel] = (entry, outcome.vector)
             pending_entries.append(entry)
-            pending_vectors.append(outcome)
+            pending_vectors.append(outcome.vector)
             report.extracted += 1
             if row is None:
                 report.added += 1
@@ -270,7 +295,7 @@ def _extract(extractor: FeatureExtractor, work: list[ImageFile], old: store.Inde
 
 def _write(index_dir: Path, rows: dict, skipped: list[Skipped], meta: dict, dims: int,
            same_vectors_as: store.Index | None, old: store.Index | None, progress: ProgressFn,
-           thumbs: dict[str, bytes], root: Path) -> None:
+           thumbs: dict[str, bytes], root: Path, clock: _Clock | None = None) -> None:
     order = sorted(rows)
     entries = [rows[p][0] for p in order]
     writer = store.GenerationWriter(index_dir, len(order), dims)
@@ -294,7 +319,11 @@ def _write(index_dir: Path, rows: dict, skipped: list[Skipped], meta: dict, dims
                     writer.save_array(name, same_vectors_as.array(name))
             meta.update({k: same_vectors_as.meta.get(k) for k in ("projection", "map", "graph_k")})
         else:
+            if clock is not None:
+                clock.lap("write")
             meta.update(derive_arrays(writer, progress))
+            if clock is not None:
+                clock.lap("derived data (projection, neighbour graph, map)")
         writer.commit(meta, entries, skipped)
     except BaseException:
         writer.abort()

@@ -84,9 +84,21 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", metavar="resnet50|clip[:PRESET_OR_DIR]",
                    help="the model: resnet50 (default) or CLIP from keras-hub (default preset clip_vit_base_patch32, "
                         "or a local preset folder), which also allows search by text; default: the index's own")
-    p.add_argument("--batch-size", type=_positive_int, default=16, metavar="N")
+    p.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+                   help="images per model call (default: chosen for the device: 16 on CPU, 64 on GPU)")
     p.add_argument("--rebuild", action="store_true", help="discard the existing index and extract everything again")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: this process; ray: a Ray Data job (pip install -r requirements-ray.txt)")
+    p.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to run on (e.g. auto, ray://head:10001); "
+                   "default: a local Ray instance")
+    p.add_argument("--precision", choices=("float32", "float16"), default="float32",
+                   help="model arithmetic: float32 (the reference) or float16 (mixed precision, for GPUs)")
+    p.add_argument("--runtime", choices=("auto", "openvino", "keras"), default=None,
+                   help="forward pass: auto (OpenVINO on CPU when installed, else Keras), openvino or keras "
+                        "(default: $IMGSIM_RUNTIME, else auto)")
+    p.add_argument("--verbose", action="store_true", help="print where the time went (import, model, "
+                   "extraction, derived data, write)")
 
     p = sub.add_parser("query", help="nearest neighbours of an image (indexed or not), or of a description (CLIP)")
     p.add_argument("index_dir", metavar="INDEX_DIR")
@@ -163,14 +175,34 @@ def cmd_index(args: argparse.Namespace) -> int:
     if weights is None and not index_exists(args.index):
         weights = os.environ.get("IMGSIM_WEIGHTS") or None
     progress = TqdmProgress(enabled=not args.quiet)
+    if args.ray_address and args.engine != "ray":
+        raise ImgsimError("--ray-address needs --engine ray.")
+    engine = None
+    if args.engine == "ray":
+        from .engine_ray import RayEngine, import_ray
+
+        import_ray()  # says how to install Ray before any work starts
+        engine = RayEngine(address=args.ray_address)
     try:
         report = build_index(args.src_dir, args.index, weights=weights, pooling=args.pooling,
                              batch_size=args.batch_size, rebuild=args.rebuild, progress=progress,
-                             backbone=args.backbone)
+                             backbone=args.backbone, engine=engine, runtime=args.runtime, precision=args.precision)
     finally:
         progress.close()
     _print_report(report)
+    if args.verbose:
+        print(format_timings(report))
     return 0
+
+
+def format_timings(r: BuildReport) -> str:
+    """Where an indexing run's time went, one step a line, with each step's share of the total."""
+    total = sum(r.timings.values()) or 1.0
+    lines = [f"  time: {total:.1f} s in all (engine: {r.engine}" + (f", runtime: {r.runtime}" if r.runtime else "")
+             + ")"]
+    for step, seconds in r.timings.items():
+        lines.append(f"    {step:<48} {seconds:7.1f} s  {100 * seconds / total:5.1f} %")
+    return "\n".join(lines)
 
 
 def _print_report(r: BuildReport) -> None:
@@ -183,6 +215,8 @@ def _print_report(r: BuildReport) -> None:
     if r.extracted:
         lines.append(f"  extracted {r.extracted} in {r.extract_seconds:.1f} s ({r.images_per_second:.1f} images/s "
                      f"on {r.device}); weights: {r.weights_label}; pooling: {r.pooling}")
+        if r.runtime:
+            lines.append(f"  forward pass: {r.runtime}" + (f" (engine: {r.engine})" if r.engine != "local" else ""))
     if r.skipped:
         lines.append(f"  skipped {len(r.skipped)} file(s):")
         for s in r.skipped[:20]:
