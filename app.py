@@ -16,13 +16,16 @@ from pathlib import Path
 
 import plotly
 import plotly.graph_objects as go
+import plotly.io as pio
 import streamlit as st
 
 from imgsim import charts, decode, export
 from imgsim import progress as prog
 from imgsim.backbone import BackboneSpec, make_backbone
+from imgsim.clusters import ClusterModel, SuggestedK
 from imgsim.collection import Collection, QueryResult, check_compatible, default_index_dir
 from imgsim.errors import ImgsimError
+from imgsim.explain import Explanation, heat_overlay, matched_cells
 from imgsim.extract import FeatureExtractor, WeightsError, how_to_supply_weights, weights_spec
 from imgsim.index import CURRENT, index_exists
 
@@ -30,6 +33,7 @@ APP_DIR = Path(__file__).resolve().parent
 DEMO_DIR = APP_DIR / "data" / "demo"
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff"]
 GALLERY_PAGE = 24
+DEMO_EXAMPLE = "mammals/tiger.jpg"  # the demo's first view: a photo with clear neighbours
 LOG = logging.getLogger("imgsim.app")
 
 st.set_page_config(page_title="imgsim · what looks like this?", page_icon="🔎", layout="wide")
@@ -195,6 +199,7 @@ def weights_help(error: Exception) -> None:
 # --- query state ------------------------------------------------------------------------------------------
 
 def set_query_row(col: Collection, row: int) -> None:
+    clear_more_like()
     st.session_state["query_row"] = int(row)
     st.query_params["q"] = col.paths[int(row)]
     st.session_state["upload_key"] = st.session_state.get("upload_key", 0) + 1  # clears the uploader
@@ -255,23 +260,30 @@ def _placeholder() -> bytes:
     return _jpeg(Image.new("RGB", (160, 120), (235, 238, 242)))
 
 
-def results_grid(col: Collection, result: QueryResult, key: str) -> None:
-    per_row = 4
+def results_grid(col: Collection, result: QueryResult, key: str, can_explain: bool = False) -> None:
+    """Result cards: rank, distance and cosine on a line each; Similar, Why? and more/less like this.
+
+    Three to a row: at 1280 px with the sidebar open, four leave too little room for 'distance 0.123'.
+    """
+    per_row = 3
+    card_style()
     for start in range(0, len(result.neighbors), per_row):
         cols = st.columns(per_row)
         for c, n in zip(cols, result.neighbors[start:start + per_row]):
-            with c, st.container(border=True):
+            with c, st.container(border=True, key=f"card_{key}_{n.row}"):
                 st.image(thumb(col, n.row, 256, square="pad") or _placeholder(), width="stretch")
-                st.markdown(f":small[**#{n.rank}** · distance **{n.distance:.3f}** · cos {n.similarity:.3f}]")
+                st.markdown(f":small[**#{n.rank}**]  \n:small[distance **{n.distance:.3f}**]  \n"
+                            f":small[cos {n.similarity:.3f}]")
                 st.caption(_short(n.path, 34))
                 if result.row != n.row and st.button("Similar", key=f"{key}_{n.row}", width="stretch",
-                                                     icon=":material/search:", help=f"Search with {n.path}"):
+                                                     help=f"Search with {n.path}"):
                     set_query_row(col, n.row)
                     st.rerun()
+                card_actions(col, result, n.row, key, can_explain)
 
 
 def draw_map(col: Collection, index_dir: Path, generation: str, key: str, height: int,
-             query: int | None, neighbours: list[int]) -> list[int]:
+             query: int | list[int] | None, neighbours: list[int]) -> list[int]:
     """The interactive map; a click makes that image the query. Returns the lasso/box selection."""
     overlay = charts.map_overlay(col.map_xy(), col.paths, query, neighbours, native_hover=False)
     result = map_component()(key=key, data={"base": map_base_json(str(index_dir), generation, height),
@@ -326,11 +338,18 @@ def search_tab(col: Collection, index_dir: Path, generation: str, weights: str) 
                                   key=f"upload_{st.session_state.get('upload_key', 0)}")
     with top_right:
         k = st.slider("Number of results (k)", 1, 50, 8, key="k", bind="query-params")
-    with st.expander("Pick an image from the collection", expanded=upload is None and text is None and current_query(col) is None):
+    examples = more_like(col)
+    example_row = None
+    typed = st.session_state.get("text", "") if col.supports_text else ""
+    if upload is None and text is None and not typed and examples is None and current_query(col) is None:
+        example_row = first_view_row(col)  # the first view is already answered (until the visitor types)
+    with st.expander("Pick an image from the collection", expanded=upload is None and text is None
+                     and examples is None and current_query(col) is None and example_row is None):
         gallery(col)
+    more_like_picker(col, examples)
     left, right = st.columns([3, 2], gap="large")
     with left:
-        result, query_caption, query_data = None, "", None
+        result, query_caption, query_data, source = None, "", None, None
         if text is not None and upload is None:
             try:
                 embedded = embed_text(str(index_dir), generation, text)
@@ -345,17 +364,27 @@ def search_tab(col: Collection, index_dir: Path, generation: str, weights: str) 
         elif upload is not None:
             data = upload.getvalue()  # in memory only: never written to disk under its name
             try:
-                result = col.query_embedded(embed_upload(str(index_dir), generation, data), k)
+                embedded = embed_upload(str(index_dir), generation, data)
+                result = col.query_embedded(embedded, k)
                 query_caption, query_data = f"uploaded: {upload.name}", upload_thumb(data)
+                source = embedded[0] if embedded[0] is not None else data
             except decode.DecodeError as exc:
                 st.error(f"That upload cannot be used: {exc}.")
             except WeightsError as exc:
                 weights_help(exc)
+        elif examples is not None:
+            result = more_like_result(col, examples, k)
+            query_caption, query_data = more_like_caption(examples), thumb(col, examples[0][0], 256)
         else:
             row = current_query(col)
+            row = example_row if row is None else row
             if row is not None:
                 result = col.neighbors_of_row(row, k)
-                query_caption, query_data = f"query: {col.paths[row]}", thumb(col, row, 256)
+                query_caption, query_data, source = f"query: {col.paths[row]}", thumb(col, row, 256), row
+        if example_row is not None and result is not None:
+            st.info(f"An example to start with: the images nearest to `{col.paths[example_row]}`. "
+                    + ("Describe what you are looking for, pick" if col.supports_text else "Pick")
+                    + " an image above, upload one, or click a point on the map.", icon=":material/lightbulb:")
         if result is None:
             st.info(("Describe what you are looking for, pick" if col.supports_text else "Pick")
                     + " an image above, upload one, or click a point on the map.")
@@ -365,18 +394,24 @@ def search_tab(col: Collection, index_dir: Path, generation: str, weights: str) 
                 if query_caption.startswith("text: "):
                     st.markdown(f"**Described:**  \n{query_caption[6:]}")
                 else:
-                    show_image(query_data, query_caption)
-            with q2:
+                    st.image(query_data or _placeholder(), width="stretch")
+            with q2:  # the query's name beside its image, where it has room (no mid-word wrapping)
+                if not query_caption.startswith("text: "):
+                    st.caption(query_caption if query_data else f"{query_caption} (image file unavailable)")
                 st.markdown(f"**{len(result.neighbors)} nearest images** (k = {result.k}"
                             + (f", clamped from {k}" if result.k < k else "") + ").")
                 st.caption("Distance: Euclidean between unit feature vectors (0 = identical, 2 = opposite). "
                            "cos: cosine similarity.")
-            results_grid(col, result, key="more")
+            why_slot = st.container()  # above the cards, filled after them: a card's Why? sets what it shows
+            results_grid(col, result, key="more", can_explain=source is not None and col.can_explain)
+            with why_slot:
+                why_panel(col, index_dir, generation, result, source)
     with right:
         st.markdown("**Map of the collection** · hover for a preview, click a point to search with it")
         query_row = result.row if result is not None else None
         neighbours = [n.row for n in result.neighbors if n.row != query_row] if result is not None else []
-        draw_map(col, index_dir, generation, "search_map", 560, query_row, neighbours)
+        stars = examples[0] if examples is not None and upload is None else query_row
+        draw_map(col, index_dir, generation, "search_map", 560, stars, neighbours)
 
 
 @st.cache_data(show_spinner="Embedding the upload…", max_entries=32)
@@ -424,6 +459,10 @@ def map_tab(col: Collection, index_dir: Path, generation: str) -> None:
         st.download_button("Download selection as CSV", export.selection_csv(col.paths, col.labels, col.map_xy(),
                                                                               selection),
                            file_name="imgsim-selection.csv", mime="text/csv", on_click="ignore")
+        if st.button("More like these", key="lasso_more_like", icon=":material/thumb_up:",
+                     help="Search with the selected images together (Search tab)"):
+            set_more_like(col, [col.paths[r] for r in selection[:50]], [])
+            st.rerun()
         for start in range(0, min(len(selection), 48), 8):
             cols = st.columns(8)
             for c, row in zip(cols, selection[start:start + 8]):
@@ -494,6 +533,282 @@ def about_tab(col: Collection, index_dir: Path, generation: str) -> None:
                      hide_index=True, width="stretch")
 
 
+# --- exploration: first view, result-card actions, why similar, more like these, clusters, odd ones out ---
+
+CARD_CSS = """<style>
+[class*="st-key-card_"] [data-testid="stMarkdownContainer"] p { white-space: nowrap; overflow-wrap: normal;
+  word-break: keep-all; line-height: 1.35; }
+[class*="st-key-card_"] [data-testid="stCaptionContainer"] p { overflow: hidden; text-overflow: ellipsis;
+  white-space: nowrap; }
+[class*="st-key-card_"] button p { white-space: nowrap; }
+[class*="st-key-card_"] [data-testid="stButton"] button { padding-left: 0.3rem; padding-right: 0.3rem;
+  min-width: 0; }
+[class*="st-key-actions_"] { justify-content: space-between; flex-wrap: nowrap; }
+</style>"""
+
+
+def card_style() -> None:
+    """Result cards keep each figure on its line: no wrapping inside 'distance 0.123' or 'Similar'."""
+    st.html(CARD_CSS)
+
+
+def first_view_row(col: Collection) -> int | None:
+    """The example shown before anyone chooses: the demo's tiger, another folder's most central image."""
+    if col.index.root.resolve() == DEMO_DIR.resolve():
+        row = col.index.row_of(DEMO_EXAMPLE)
+        if row is not None:
+            return row
+    return col.central_row()
+
+
+def clear_more_like() -> None:
+    st.session_state["more_like"] = None
+    if "not" in st.query_params:
+        del st.query_params["not"]
+
+
+def set_more_like(col: Collection, positives: list[str], negatives: list[str]) -> None:
+    """Make several images (and images to avoid) the query; relative paths, also in the URL."""
+    positives = list(dict.fromkeys(positives))
+    negatives = [p for p in dict.fromkeys(negatives) if p not in positives]
+    if len(positives) == 1 and not negatives:
+        row = col.index.row_of(positives[0])
+        if row is not None:
+            set_query_row(col, row)
+            return
+    st.session_state["more_like"] = {"q": positives, "not": negatives}
+    st.session_state["query_row"] = None
+    st.query_params["q"] = positives
+    if negatives:
+        st.query_params["not"] = negatives
+    elif "not" in st.query_params:
+        del st.query_params["not"]
+    st.session_state["upload_key"] = st.session_state.get("upload_key", 0) + 1  # clears the uploader
+
+
+def more_like(col: Collection) -> tuple[list[int], list[int]] | None:
+    """(positive rows, negative rows) of a 'more like these' query, or None for a one-image query.
+
+    A link with several ``q`` or any ``not`` is read once per session.
+    """
+    if "more_like" not in st.session_state:
+        qs, nots = st.query_params.get_all("q"), st.query_params.get_all("not")
+        st.session_state["more_like"] = {"q": qs, "not": nots} if len(qs) > 1 or nots else None
+    state = st.session_state.get("more_like")
+    if not state:
+        return None
+    missing = [p for p in state["q"] + state["not"] if col.index.row_of(p) is None]
+    if missing:
+        st.warning(f"Not in this collection, left out: {', '.join(missing)}.")
+    pos = [col.index.row_of(p) for p in state["q"] if col.index.row_of(p) is not None]
+    neg = [col.index.row_of(p) for p in state["not"] if col.index.row_of(p) is not None]
+    return (pos, neg) if pos else None
+
+
+def more_like_result(col: Collection, examples: tuple[list[int], list[int]], k: int) -> QueryResult:
+    pos, neg = examples
+    return col.query_examples([(r, None) for r in pos], [(r, None) for r in neg], k)
+
+
+def more_like_caption(examples: tuple[list[int], list[int]]) -> str:
+    """'more like: a, b · not like: c', from the paths in the session (as in the URL)."""
+    state = st.session_state["more_like"]
+    return "more like: " + ", ".join(state["q"]) + (" · not like: " + ", ".join(state["not"]) if examples[1] else "")
+
+
+def current_positives(col: Collection, result: QueryResult) -> tuple[list[str], list[str]]:
+    """The examples a thumbs-up/down adds to: the current 'more like these' query, else the one image."""
+    state = st.session_state.get("more_like")
+    if state:
+        return list(state["q"]), list(state["not"])
+    return ([col.paths[result.row]] if result.row is not None else []), []
+
+
+def card_actions(col: Collection, result: QueryResult, row: int, key: str, can_explain: bool) -> None:
+    """Why? (a per-cell explanation) and more/less like this, under one result."""
+    path = col.paths[row]
+    with st.container(horizontal=True, gap=None, key=f"actions_{key}_{row}"):
+        if can_explain and result.row != row and st.button("Why?", key=f"{key}_why_{row}", type="tertiary",
+                                                          help="Which parts of the two images make them similar"):
+            st.session_state["why"] = path
+        if st.button("", key=f"{key}_pos_{row}", icon=":material/thumb_up:", type="tertiary",
+                     help=f"More like this: add {path} to the query"):
+            pos, neg = current_positives(col, result)
+            set_more_like(col, pos + [path], [p for p in neg if p != path])
+            st.rerun()
+        if st.button("", key=f"{key}_neg_{row}", icon=":material/thumb_down:", type="tertiary",
+                     help=f"Less like this: results should not look like {path}"):
+            pos, neg = current_positives(col, result)
+            if pos:
+                set_more_like(col, [p for p in pos if p != path] or pos, neg + [path])
+                st.rerun()
+
+
+def more_like_picker(col: Collection, examples: tuple[list[int], list[int]] | None) -> None:
+    """Choose positives and negatives by name (the gallery's names; results and the map lasso add to them)."""
+    state = st.session_state.get("more_like") or {}
+    with st.expander("More like these: search with several images", expanded=examples is not None):
+        st.caption("The query becomes the normalised mean of the images to look like, minus half the mean of the "
+                   "images to avoid (Rocchio). 👍/👎 under a result, or **More like these** after a lasso "
+                   "selection on the Map tab, add to these lists.")
+        a, b = st.columns(2)
+        with a:
+            pos = st.multiselect("Look like", col.paths, default=[p for p in state.get("q", []) if col.index.row_of(p) is not None],
+                                 key=f"ml_pos_{st.session_state.get('ml_key', 0)}")
+        with b:
+            neg = st.multiselect("Not like", col.paths, default=[p for p in state.get("not", []) if col.index.row_of(p) is not None],
+                                 key=f"ml_neg_{st.session_state.get('ml_key', 0)}")
+        c1, c2 = st.columns(2)
+        if c1.button("Search with these", key="ml_go", disabled=not pos, width="stretch"):
+            set_more_like(col, pos, neg)
+            st.session_state["ml_key"] = st.session_state.get("ml_key", 0) + 1
+            st.rerun()
+        if examples is not None and c2.button("Back to one image", key="ml_clear", width="stretch"):
+            set_query_row(col, examples[0][0])
+            st.rerun()
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def explanation(index_dir: str, generation: str, a: int | bytes, b: int) -> Explanation:
+    """The per-cell explanation of a query (row or upload bytes) and a result row."""
+    col = open_collection(index_dir, generation)
+    return col.explain(a, b, extractor=lambda: upload_model(col))
+
+
+def _model_view(col: Collection, source: int | bytes):
+    """The image as the model sees it (squashed to 224x224), for drawing the 7x7 grid on."""
+    from PIL import Image
+
+    data = source if isinstance(source, bytes) else decode.read_bytes(col.image_path(int(source)))
+    return Image.fromarray(decode.model_input(data))
+
+
+def why_panel(col: Collection, index_dir: Path, generation: str, result: QueryResult, source: int | bytes | None
+              ) -> None:
+    """The query and the chosen result with a 7x7 heat overlay of each cell's part in their similarity."""
+    path = st.session_state.get("why")
+    row = col.index.row_of(path) if path else None
+    if source is None or row is None or not col.can_explain or row not in {n.row for n in result.neighbors}:
+        return
+    with st.container(border=True, key="why_panel"):
+        head, close = st.columns([5, 1])
+        head.markdown(f"**Why is `{path}` similar to the query?**")
+        if close.button("Close", key="why_close", width="stretch"):
+            st.session_state["why"] = None
+            st.rerun()
+        try:
+            if col.index.pooling == "avg":
+                with st.spinner("Loading ResNet50 to compute both 7×7×2048 feature maps: this index stores "
+                                "pooled vectors, so the model is needed…"):
+                    e = explanation(str(index_dir), generation, source, row)
+            else:
+                e = explanation(str(index_dir), generation, source, row)
+            left_img, right_img = _model_view(col, source), _model_view(col, row)
+        except WeightsError as exc:
+            weights_help(exc)
+            return
+        except decode.DecodeError as exc:
+            st.error(f"The image cannot be read again: {exc}.")
+            return
+        a, b = st.columns(2)
+        a.image(heat_overlay(left_img, e.cells), caption="query", width="stretch")
+        b.image(heat_overlay(right_img, matched_cells(e)), caption=path, width="stretch")
+        st.markdown(e.describe())
+        if e.mode == "flatten":
+            st.caption("Red: each of the 7×7 cells' part of the cosine (the same cell in both images). The 49 "
+                       "parts add up to the cosine exactly.")
+        else:
+            st.caption("Red, left: how well each cell of the query matches its best cell in the result; right: the "
+                       "cells it matched.")
+        if col.is_random:
+            st.caption("Random weights: the cells show colour and texture statistics, not objects.")
+
+
+@st.cache_data(show_spinner="Choosing a k: silhouette scores on a sample…")
+def suggested_k(index_dir: str, generation: str) -> SuggestedK:
+    return open_collection(index_dir, generation).suggest_k()
+
+
+@st.cache_resource(show_spinner="Clustering…", max_entries=16)
+def cluster_model(index_dir: str, generation: str, k: int) -> ClusterModel:
+    return open_collection(index_dir, generation).clusters(k)
+
+
+@st.cache_data(show_spinner=False)
+def cluster_map_json(index_dir: str, generation: str, k: int, height: int) -> str:
+    col = open_collection(index_dir, generation)
+    model = cluster_model(index_dir, generation, k)
+    width = len(str(model.k_))
+    names = [f"cluster {int(c) + 1:0{width}d}" for c in model.labels_]
+    return charts.map_base(col.map_xy(), names, col.paths, height=height).to_json()
+
+
+def clusters_tab(col: Collection, index_dir: Path, generation: str) -> None:
+    if col.count < 2:
+        st.info("Clusters need at least two images.")
+        return
+    suggestion = suggested_k(str(index_dir), generation)
+    left, right = st.columns([1, 2], gap="large")
+    with left:
+        top = max(2, min(50, col.count))
+        k = st.number_input("Number of clusters (k)", 1, top, min(max(suggestion.k, 1), top), key="ck",
+                            help="k-means on the PCA-compressed feature vectors")
+        if suggestion.scores:
+            st.caption(f"Suggested: k = {suggestion.k}, the best silhouette score for k from "
+                       f"{min(suggestion.scores)} to {max(suggestion.scores)} on {suggestion.sample_size} images.")
+        model = cluster_model(str(index_dir), generation, int(k))
+        st.metric("Clusters", model.k_)
+        st.download_button("Download clusters as CSV", export.clusters_csv(col.paths, model.labels_, model.distances_),
+                           file_name="imgsim-clusters.csv", mime="text/csv", on_click="ignore")
+        st.caption(f"`python -m imgsim cluster {index_dir} --k {model.k_} --out DIR --link` lays them out in "
+                   "folders (symlinks; originals untouched).")
+    with right:
+        st.plotly_chart(pio.from_json(cluster_map_json(str(index_dir), generation, model.k_, 420)),
+                        width="stretch", key="cluster_map")
+    opened = st.session_state.get("cluster_open")
+    if opened is not None and opened < model.k_:
+        head, close = st.columns([5, 1])
+        members = model.members(opened)
+        head.subheader(f"Cluster {opened + 1} · {len(members)} images, nearest to its centre first")
+        if close.button("Back to all clusters", key="cluster_close", width="stretch"):
+            st.session_state["cluster_open"] = None
+            st.rerun()
+        image_rows(col, members[:96], lambda r: f"{col.paths[r]} · {model.distances_[r]:.3f}", key="cl")
+        if len(members) > 96:
+            st.caption(f"… and {len(members) - 96} more in the CSV.")
+        return
+    for c in range(model.k_):
+        head, action = st.columns([5, 1])
+        head.markdown(f"**Cluster {c + 1}** · {int(model.sizes_[c])} images")
+        if action.button("Open", key=f"cluster_{c}", width="stretch", help="Show every image of this cluster"):
+            st.session_state["cluster_open"] = c
+            st.rerun()
+        image_rows(col, model.central(c, 8), lambda r: col.paths[r], key=f"c{c}", limit=8)
+
+
+def image_rows(col: Collection, rows, caption, key: str, limit: int | None = None, per_row: int = 8) -> None:
+    """Thumbnails, ``per_row`` to a line, each with a caption and a button that searches with it."""
+    rows = list(rows)[:limit]
+    for start in range(0, len(rows), per_row):
+        cols = st.columns(per_row)
+        for c, row in zip(cols, rows[start:start + per_row]):
+            with c:
+                show_image(thumb(col, int(row), 160, square="pad"), caption(int(row)))
+
+
+def outliers_tab(col: Collection, index_dir: Path, generation: str) -> None:
+    st.caption("The images farthest from their 5 nearest neighbours: unusual, mislabelled or broken files.")
+    n = st.slider("How many", 1, max(1, min(200, col.count)), min(24, col.count), key="odd_n") \
+        if col.count > 1 else 1
+    found = col.outliers(int(n))
+    st.download_button("Download as CSV", export.outliers_csv(col.paths, found), file_name="imgsim-odd-ones-out.csv",
+                       mime="text/csv", on_click="ignore")
+    by_row = {o.row: o for o in found}
+    image_rows(col, [o.row for o in found],
+               lambda r: f"#{by_row[r].rank} {col.paths[r]} · mean {by_row[r].score:.3f} · nearest {by_row[r].nearest:.3f}",
+               key="odd")
+
+
 # --- page -------------------------------------------------------------------------------------------------
 
 def sidebar(folder: Path, index_dir: Path, weights: str, col: Collection | None) -> bool:
@@ -545,17 +860,24 @@ def main() -> None:
         for s in col.index.skipped[:50]:
             st.caption(f"{s.path}: {s.reason.value}")
         return
-    search, map_, dups, about = st.tabs(["Search", "Map", "Duplicates", "About this collection"], key="tab",
-                                        bind="query-params")
+    search, map_, clusters, dups, odd, about = st.tabs(
+        ["Search", "Map", "Clusters", "Duplicates", "Odd ones out", "About this collection"], key="tab",
+        bind="query-params")
     with search:
         if search.open is not False:
             search_tab(col, index_dir, generation, weights)
     with map_:
         if map_.open:
             map_tab(col, index_dir, generation)
+    with clusters:
+        if clusters.open:
+            clusters_tab(col, index_dir, generation)
     with dups:
         if dups.open:
             duplicates_tab(col, index_dir, generation)
+    with odd:
+        if odd.open:
+            outliers_tab(col, index_dir, generation)
     with about:
         if about.open:
             about_tab(col, index_dir, generation)

@@ -54,9 +54,10 @@ def map_base(xy: np.ndarray, labels: Sequence[str], paths: Sequence[str], height
     return fig
 
 
-def map_overlay(xy: np.ndarray, paths: Sequence[str], query: int | None = None, neighbours: Sequence[int] = (),
-                native_hover: bool = True) -> list[go.Scattergl]:
-    """Highlight traces drawn over :func:`map_base`: numbered rings on the neighbours, a star on the query."""
+def map_overlay(xy: np.ndarray, paths: Sequence[str], query: int | Sequence[int] | None = None,
+                neighbours: Sequence[int] = (), native_hover: bool = True) -> list[go.Scattergl]:
+    """Highlight traces drawn over :func:`map_base`: numbered rings on the neighbours, a star on the query
+    (one star per image of a 'more like these' query)."""
     xy = np.asarray(xy, dtype=float)
     traces = []
     if len(neighbours):
@@ -67,10 +68,11 @@ def map_overlay(xy: np.ndarray, paths: Sequence[str], query: int | None = None, 
             textfont={"size": 11, "color": NEIGHBOUR_COLOUR}, hovertext=[paths[r] for r in rows],
             hovertemplate="%{hovertext}<extra></extra>",
             marker={"size": 13, "color": "rgba(0,0,0,0)", "line": {"width": 2, "color": NEIGHBOUR_COLOUR}}))
-    if query is not None:
+    stars = [] if query is None else [int(query)] if np.ndim(query) == 0 else [int(q) for q in query]
+    if stars:
         traces.append(go.Scattergl(
-            x=[xy[query, 0]], y=[xy[query, 1]], mode="markers", name="query", customdata=[int(query)],
-            text=[paths[query]], hovertemplate="query: %{text}<extra></extra>",
+            x=xy[stars, 0], y=xy[stars, 1], mode="markers", name="query", customdata=stars,
+            text=[paths[q] for q in stars], hovertemplate="query: %{text}<extra></extra>",
             marker={"size": 20, "symbol": "star", "color": QUERY_COLOUR, "line": {"width": 1, "color": "white"}}))
     if not native_hover:
         for t in traces:

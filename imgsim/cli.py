@@ -1,4 +1,4 @@
-"""Command line: ``python -m imgsim index | query | dedup | info | evaluate | grid``."""
+"""Command line: ``python -m imgsim index | query | dedup | info | evaluate | grid | cluster | explain | outliers``."""
 
 from __future__ import annotations
 
@@ -10,14 +10,16 @@ from typing import Sequence
 
 import numpy as np
 
-from . import __version__
+from . import __version__, decode
 from .build import BuildReport, build_index
+from .clusters import check_output, organise
 from .collection import Collection
 from .duplicates import threshold_summary
 from .errors import ImgsimError
 from .extract import POOLINGS, weights_spec
 from .index import index_exists
 from .progress import STAGE_LABELS
+from .recommend import NEGATIVE_WEIGHT
 
 RANDOM_NOTE = "Random weights: similarities are not meaningful (use ImageNet weights for real results)."
 
@@ -100,7 +102,10 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("query", help="nearest neighbours of an image (indexed or not), or of a description (CLIP)")
     p.add_argument("index_dir", metavar="INDEX_DIR")
-    p.add_argument("image", metavar="IMAGE_PATH", nargs="?")
+    p.add_argument("images", metavar="IMAGE_PATH", nargs="*",
+                   help="one image, or several that form one 'more like these' query")
+    p.add_argument("--not", dest="negatives", metavar="IMAGE_PATH", nargs="+", action="extend", default=[],
+                   help="images the results should not look like (more like these)")
     p.add_argument("--text", metavar="TEXT", help="search by describing (CLIP indexes), e.g. \"a red car at night\"")
     p.add_argument("-k", type=_positive_int, default=5, help="how many results (clamped to the collection size)")
     p.add_argument("--json", action="store_true")
@@ -126,6 +131,30 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="PNG")
     p.add_argument("--cell", type=_positive_int, default=64, help="pixels per thumbnail")
     p.add_argument("--max-images", type=_positive_int, default=1024)
+
+    p = sub.add_parser("cluster", help="group the images into k clusters (albums); optionally lay them out in folders")
+    p.add_argument("index_dir", metavar="INDEX_DIR")
+    p.add_argument("--k", type=_positive_int, metavar="K",
+                   help="number of clusters (default: the suggested k, best silhouette score on a sample)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--central", type=_positive_int, default=5, metavar="M", help="central images listed per cluster")
+    p.add_argument("--out", metavar="DIR", help="new or empty folder (outside the image folder) to organise into")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--link", dest="mode", action="store_const", const="link", help="symlinks to the originals (default)")
+    how.add_argument("--copy", dest="mode", action="store_const", const="copy", help="copies of the originals")
+
+    p = sub.add_parser("explain", help="why two images are similar: each cell of the 7x7 grid")
+    p.add_argument("index_dir", metavar="INDEX_DIR")
+    p.add_argument("image_a", metavar="IMAGE_A")
+    p.add_argument("image_b", metavar="IMAGE_B")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--weights", metavar="imagenet|random|PATH", help="weights when the model is needed "
+                   "(default: the index's own)")
+
+    p = sub.add_parser("outliers", help="odd ones out: the images farthest from their nearest neighbours")
+    p.add_argument("index_dir", metavar="INDEX_DIR")
+    p.add_argument("-n", type=_positive_int, default=20, help="how many (clamped to the collection size)")
+    p.add_argument("--json", action="store_true")
     return parser
 
 
@@ -209,11 +238,14 @@ def cmd_query(args: argparse.Namespace) -> int:
         return col.extractor(weights)
 
     if args.text is not None:
-        if args.image is not None:
+        if args.images or args.negatives:
             raise ImgsimError("Give either an IMAGE_PATH or --text, not both.")
         return _text_query(col, args, model)
-    if args.image is None:
+    if not args.images:
         raise ImgsimError("Give an IMAGE_PATH to search with, or --text \"a description\" (CLIP indexes).")
+    if len(args.images) > 1 or args.negatives:
+        return _query_examples(col, args, model)
+    args.image = args.images[0]
     result = col.query_file(args.image, args.k, extractor=model)
     if args.json:
         _print_json({"query": args.image, "neighbors": [n.to_json() for n in result.neighbors], "k": result.k,
@@ -223,6 +255,24 @@ def cmd_query(args: argparse.Namespace) -> int:
         print(RANDOM_NOTE, file=sys.stderr)
     where = "indexed" if result.row is not None else "not indexed: embedded with the model"
     print(f"Query: {args.image} ({where})")
+    print(f"{'rank':>4}  {'distance':>8}  {'cosine':>7}  path")
+    for n in result.neighbors:
+        print(f"{n.rank:>4}  {n.distance:8.4f}  {n.similarity:7.4f}  {n.path}")
+    return 0
+
+
+def _query_examples(col: Collection, args: argparse.Namespace, model) -> int:
+    """Several images (and --not images) as one 'more like these' query."""
+    positives = [col.embed_file(p, model) for p in args.images]
+    negatives = [col.embed_file(p, model) for p in args.negatives]
+    result = col.query_examples(positives, negatives, args.k)
+    if args.json:
+        _print_json({"query": list(args.images), "not": list(args.negatives), "weight": NEGATIVE_WEIGHT,
+                     "neighbors": [n.to_json() for n in result.neighbors], "k": result.k, **_weights_fields(col)})
+        return 0
+    if col.is_random:
+        print(RANDOM_NOTE, file=sys.stderr)
+    print(f"More like: {', '.join(args.images)}" + (f"; not like: {', '.join(args.negatives)}" if args.negatives else ""))
     print(f"{'rank':>4}  {'distance':>8}  {'cosine':>7}  path")
     for n in result.neighbors:
         print(f"{n.rank:>4}  {n.distance:8.4f}  {n.similarity:7.4f}  {n.path}")
@@ -349,8 +399,100 @@ def cmd_grid(args: argparse.Namespace) -> int:
     return 0
 
 
+def cluster_dict(col: Collection, model, central: int = 5) -> list[dict]:
+    """Clusters as JSON-ready dicts: id, size, central paths, and every path (nearest to the centre first)."""
+    return [{"id": c, "size": int(model.sizes_[c]),
+             "central": [col.paths[r] for r in model.central(c, central)],
+             "paths": [col.paths[r] for r in model.members(c)]} for c in range(model.k_)]
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    col = Collection.open(args.index_dir)
+    if args.mode and not args.out:
+        raise ImgsimError("--link and --copy need --out DIR (the folder to organise into).")
+    if args.out:  # checked before any work, so an unsafe target costs nothing
+        check_output(args.out, col.index.root)
+    suggested = col.suggest_k() if args.k is None else None
+    model = col.clusters(args.k if args.k is not None else suggested.k)
+    report = organise(col.paths, model.labels_, model.k_, col.index.root, args.out, args.mode or "link") \
+        if args.out else None
+    if args.json:
+        data = {"k": model.k_, "clusters": cluster_dict(col, model, args.central), "method": model.method_,
+                "requested_k": args.k, **_weights_fields(col)}
+        if suggested is not None:
+            data["suggested"] = {"k": suggested.k, "silhouette": {str(k): round(v, 6) for k, v in suggested.scores.items()},
+                                 "sample_size": suggested.sample_size}
+        if report is not None:
+            data["out"] = {"dir": str(report.out), "mode": report.mode, "folders": report.folders, "files": report.files}
+        _print_json(data)
+        return 0
+    if col.is_random:
+        print(RANDOM_NOTE, file=sys.stderr)
+    if suggested is not None:
+        print(f"Suggested k = {suggested.k} (best silhouette score on {suggested.sample_size} images)")
+    print(f"{model.k_} clusters of {col.count} images" + (f" (k clamped from {args.k})" if args.k and args.k != model.k_ else ""))
+    for c in cluster_dict(col, model, args.central):
+        print(f"cluster {c['id'] + 1} ({c['size']} images): " + ", ".join(c["central"]))
+    if report is not None:
+        verb = "linked" if report.mode == "link" else "copied"
+        print(f"{report.files} images {verb} into {len(report.folders)} folders under {report.out}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    col = Collection.open(args.index_dir)
+
+    def model():
+        return col.extractor(args.weights or None)
+
+    def side(path: str) -> int | bytes:
+        p = os.path.expanduser(path)
+        if not os.path.isfile(p):
+            raise ImgsimError(f"Image not found: {path}")
+        data = decode.read_bytes(p)
+        row = col.locate(p, data)
+        return row if row is not None else data
+
+    if col.index.pooling == "avg" and not args.json:
+        print("This index stores pooled (avg) vectors: loading the model to compute both 7x7 feature maps...",
+              file=sys.stderr)
+    explanation = col.explain(side(args.image_a), side(args.image_b), extractor=model)
+    if args.json:
+        _print_json({"a": args.image_a, "b": args.image_b, **explanation.to_json(), "pooling": col.index.pooling,
+                     **_weights_fields(col)})
+        return 0
+    if col.is_random:
+        print(RANDOM_NOTE, file=sys.stderr)
+    print(f"{args.image_a} vs {args.image_b}: cosine {explanation.cosine:.4f}")
+    print(explanation.describe())
+    header = "per-cell dot products (sum = cosine)" if explanation.mode == "flatten" else \
+        "best-match cosine of each cell of the first image"
+    print(header + ", 7x7 grid, top row first:")
+    for line in explanation.cells:
+        print("  " + " ".join(f"{v:7.4f}" for v in line))
+    return 0
+
+
+def cmd_outliers(args: argparse.Namespace) -> int:
+    col = Collection.open(args.index_dir)
+    found = col.outliers(args.n)
+    if args.json:
+        _print_json({"n": len(found), "score": "mean distance to the 5 nearest other images",
+                     "outliers": [{"rank": o.rank, "path": col.paths[o.row], "score": round(o.score, 6),
+                                   "nearest": round(o.nearest, 6)} for o in found], **_weights_fields(col)})
+        return 0
+    if col.is_random:
+        print(RANDOM_NOTE, file=sys.stderr)
+    print("The images farthest from their 5 nearest neighbours:")
+    print(f"{'rank':>4}  {'mean d5':>8}  {'nearest':>8}  path")
+    for o in found:
+        print(f"{o.rank:>4}  {o.score:8.4f}  {o.nearest:8.4f}  {col.paths[o.row]}")
+    return 0
+
+
 COMMANDS = {"index": cmd_index, "query": cmd_query, "dedup": cmd_dedup, "info": cmd_info,
-            "evaluate": cmd_evaluate, "grid": cmd_grid}
+            "evaluate": cmd_evaluate, "grid": cmd_grid, "cluster": cmd_cluster, "explain": cmd_explain,
+            "outliers": cmd_outliers}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,6 +26,10 @@ from .index import Index, load_index, unpack_blob
 from .map2d import GridLayout, grid_layout, render_grid
 from .projection import PCAProjection
 from .search import ExactSearch, Neighbors, cosine_from_distance
+from .clusters import ClusterModel, SuggestedK, suggest_k
+from .explain import Explanation, explain_flatten, explain_maps
+from .outliers import Outlier, find_outliers
+from .recommend import NEGATIVE_WEIGHT, rocchio
 
 
 @dataclass(frozen=True)
@@ -268,6 +272,87 @@ class Collection:
 
     def duplicate_groups(self, threshold: float) -> list[DuplicateGroup]:
         return duplicate_groups(self.search, threshold)
+
+    # --- exploration: clusters, why similar, more like these, odd ones out ---------------------------
+
+    def clusters(self, k: int, random_state: int = 0) -> ClusterModel:
+        """k-means on the stored PCA projections (k clamped to the collection size)."""
+        return ClusterModel(k, random_state=random_state).fit(self.index.array("projected"))
+
+    def suggest_k(self, k_max: int = 12) -> SuggestedK:
+        """The k with the best silhouette score on a sample of the PCA projections."""
+        return suggest_k(self.index.array("projected"), k_max=k_max)
+
+    def outliers(self, n: int = 20, k: int = 5) -> list[Outlier]:
+        """The images farthest from their ``k`` nearest neighbours, oddest first (from the stored graph)."""
+        return find_outliers(self.index.array("nn_distances"), n, k)
+
+    def central_row(self) -> int | None:
+        """The image nearest to the collection's mean vector (``|projection|^2 + residual^2``, exactly)."""
+        if self.count == 0:
+            return None
+        projected = np.asarray(self.index.array("projected"), dtype=np.float64)
+        residual = np.asarray(self.index.array("residual"), dtype=np.float64)
+        return int(np.argmin(np.einsum("ij,ij->i", projected, projected) + residual ** 2))
+
+    def embed_file(self, path: str | os.PathLike, extractor: Callable[[], FeatureExtractor] | None = None
+                   ) -> tuple[int | None, np.ndarray | None]:
+        """``(row, None)`` for an indexed file (by path or content), else ``(None, vector)`` from the model."""
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise ImgsimError(f"Query image not found: {p}")
+        data = decode.read_bytes(p)
+        row = self.locate(p, data)
+        return (row, None) if row is not None else self.embed_bytes(data, extractor)
+
+    def _vector(self, embedded: tuple[int | None, np.ndarray | None]) -> np.ndarray:
+        row, vector = embedded
+        return np.asarray(self.index.vectors[row], dtype=np.float32) if row is not None else vector
+
+    def query_examples(self, positives: list[tuple[int | None, np.ndarray | None]],
+                       negatives: list[tuple[int | None, np.ndarray | None]] = (), k: int = 5,
+                       weight: float = NEGATIVE_WEIGHT) -> QueryResult:
+        """More like these: neighbours of the Rocchio vector of positive and negative examples.
+
+        Examples are what :meth:`embed_bytes` / :meth:`embed_file` return. One positive and no negative is
+        exactly the plain query (an indexed image first at distance 0).
+        """
+        if len(positives) == 1 and not negatives:
+            return self.query_embedded(positives[0], k)
+        query = rocchio(np.stack([self._vector(e) for e in positives]),
+                        np.stack([self._vector(e) for e in negatives]) if negatives else None, weight)
+        return self.neighbors_of_vector(query, k)
+
+    @property
+    def can_explain(self) -> bool:
+        """Whether vectors come from ResNet50's 7x7 grid (flatten or avg), which :meth:`explain` needs."""
+        return self.backbone.name == RESNET50 and self.index.pooling in ("flatten", "avg")
+
+    def explain(self, a: int | bytes, b: int | bytes,
+                extractor: Callable[[], FeatureExtractor] | None = None) -> Explanation:
+        """Why ``a`` and ``b`` (rows, or image bytes) are similar, cell by cell of the 7x7 grid.
+
+        ``flatten``: from the stored vectors (the model only for bytes that are not indexed).
+        ``avg``: the 7x7x2048 maps are computed again, so the model is always needed.
+        """
+        if not self.can_explain:
+            raise ImgsimError(f"Per-cell explanations need a ResNet50 index (flatten or avg); this one was built "
+                              f"with {self.backbone.name} ({self.index.pooling}), which has no 7x7 grid.")
+
+        def vector(x: int | bytes) -> np.ndarray:
+            return self._vector((x, None) if isinstance(x, (int, np.integer)) else self.embed_bytes(x, extractor))
+
+        va, vb = vector(a), vector(b)
+        if self.index.pooling == "flatten":
+            return explain_flatten(va, vb)
+
+        def pixels(x: int | bytes) -> np.ndarray:
+            data = decode.read_bytes(self.image_path(int(x))) if isinstance(x, (int, np.integer)) else x
+            return decode.model_input(data)
+
+        model = (extractor or self.extractor)()
+        maps = model.feature_maps(np.stack([pixels(a), pixels(b)]))
+        return explain_maps(maps[0], maps[1], float(np.dot(va.astype(np.float64), vb.astype(np.float64))))
 
 
 def check_compatible(collection: Collection, model: FeatureExtractor) -> None:

@@ -28,3 +28,15 @@ def groups_csv(paths: Sequence[str], groups: Sequence[DuplicateGroup], threshold
     return _csv(["group", "path", "nearest_distance", "threshold"],
                 [[number, paths[r], f"{d:.6f}", threshold]
                  for number, g in enumerate(groups, start=1) for r, d in zip(g.rows, g.nearest)])
+
+
+def clusters_csv(paths: Sequence[str], labels: Sequence[int], distances: Sequence[float]) -> str:
+    """One line per image: path, cluster (1-based, as shown) and its distance to the cluster's centre."""
+    return _csv(["path", "cluster", "distance_to_centre"],
+                [[paths[r], int(labels[r]) + 1, f"{float(distances[r]):.6f}"] for r in range(len(paths))])
+
+
+def outliers_csv(paths: Sequence[str], outliers: Sequence) -> str:
+    """The odd ones out, oddest first: rank, path, mean distance to the nearest images, nearest distance."""
+    return _csv(["rank", "path", "mean_distance_to_nearest", "nearest_distance"],
+                [[o.rank, paths[o.row], f"{o.score:.6f}", f"{o.nearest:.6f}"] for o in outliers])

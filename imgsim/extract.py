@@ -333,6 +333,15 @@ class FeatureExtractor:
             out[start:start + len(chunk)] = pool(maps, self.pooling)
         return normalize(out)
 
+    def feature_maps(self, images: np.ndarray) -> np.ndarray:
+        """The last convolutional layer's output, ``(n, 7, 7, 2048)`` float32, before pooling (for explanations)."""
+        keras = import_keras()
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[1:] != (224, 224, 3):
+            raise ValueError(f"expected images of shape (n, 224, 224, 3), got {images.shape}")
+        return np.asarray(self._forward(keras.applications.resnet50.preprocess_input(images.astype(np.float32))),
+                          dtype=np.float32)
+
 
 def pool(maps: np.ndarray, pooling: str) -> np.ndarray:
     """Reduce ``(n, 7, 7, 2048)`` feature maps: ``flatten`` keeps every value in (h, w, c) order."""

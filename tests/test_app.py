@@ -18,7 +18,9 @@ from imgsim.collection import Collection
 from .conftest import make_photo
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-RESULT = re.compile(r"^:small\[\*\*#(\d+)\*\* · distance \*\*([0-9.]+)\*\* · cos ([-0-9.]+)\]$")
+# A result card's figures: rank, distance and cosine, one line each (older layout: one line for all three).
+RESULT = re.compile(r"^:small\[\*\*#(\d+)\*\*(?:\]  \n:small\[| · )distance \*\*([0-9.]+)\*\*(?:\]  \n:small\[| · )"
+                    r"cos ([-0-9.]+)\]$")
 
 
 @pytest.fixture
@@ -243,7 +245,7 @@ from streamlit.testing.v1 import AppTest
 at = AppTest.from_file({APP!r}, default_timeout=120)
 at.query_params["q"] = "reds/r1.jpg"
 at.run()
-for tab in ("Map", "Duplicates", "About this collection"):
+for tab in ("Map", "Clusters", "Duplicates", "Odd ones out", "About this collection"):
     at.query_params["tab"] = tab
     at.run()
 assert not at.exception, at.exception

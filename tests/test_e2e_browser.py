@@ -23,7 +23,7 @@ from .conftest import make_photo
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("IMGSIM_ARTIFACTS", REPO / "artifacts" / "e2e"))
-RESULT = re.compile(r"#(\d+) · distance ([0-9.]+) · cos")
+RESULT = re.compile(r"#(\d+)\s*(?:·\s*)?distance ([0-9.]+)\s*(?:·\s*)?cos")
 
 pytestmark = pytest.mark.browser
 
@@ -107,7 +107,7 @@ def settled(page) -> None:
 def results_for(page, caption: str) -> list[tuple[int, float]]:
     """Wait for the results of the query captioned ``caption`` (8 cards, rerun finished), then read them."""
     page.get_by_text(caption).wait_for()
-    page.wait_for_function("() => document.body.innerText.includes('#8 · distance')")
+    page.wait_for_function("() => /#8\\s*(·\\s*)?distance/.test(document.body.innerText)")
     settled(page)
     return result_cards(page)
 
@@ -115,6 +115,34 @@ def results_for(page, caption: str) -> list[tuple[int, float]]:
 def result_cards(page) -> list[tuple[int, float]]:
     text = page.locator("section.main, [data-testid='stMain']").first.inner_text()
     return [(int(r), float(d)) for r, d in RESULT.findall(text)]
+
+
+CARD_LAYOUT = """() => {
+    const cards = [...document.querySelectorAll("[class*='st-key-card_']")];
+    const bad = [];
+    for (const card of cards) {
+        const p = card.querySelector("[data-testid='stMarkdownContainer'] p");
+        const lines = Math.round(p.getBoundingClientRect().height / parseFloat(getComputedStyle(p).lineHeight));
+        if (lines !== 3 || p.scrollWidth > p.clientWidth + 1) bad.push(`figures: ${p.innerText} (${lines} lines)`);
+        for (const b of card.querySelectorAll("button")) {
+            const label = b.querySelector("p");
+            if (label && label.innerText && label.scrollWidth > label.clientWidth + 1) bad.push(`button: ${label.innerText}`);
+        }
+    }
+    return {cards: cards.length, bad};
+}"""
+
+
+def check_cards_read_well(page, name: str) -> None:
+    """At 1280 and 1500 px: rank, distance and cosine one line each, no overflow, button labels not cut."""
+    for width in (1280, 1500):
+        page.set_viewport_size({"width": width, "height": 1200})
+        page.wait_for_timeout(500)
+        layout = page.evaluate(CARD_LAYOUT)
+        page.locator("[class*='st-key-card_']").first.scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / f"{name}-{width}.png"))
+        assert layout["cards"] == 8 and layout["bad"] == [], (width, layout)
+    page.set_viewport_size({"width": 1500, "height": 1200})
 
 
 def map_point(page, row: int) -> tuple[float, float]:
@@ -141,7 +169,15 @@ def test_pick_click_map_and_upload_in_a_real_browser(browser_page, built_index, 
         page.wait_for_selector(".imgsim-map[data-ready='1']")
         assert page.get_by_text("Random weights.", exact=False).first.is_visible()
 
+        # 0. The first view is already answered: the most central image and its neighbours.
+        central = col.paths[col.central_row()]
+        cards = results_for(page, f"query: {central}")
+        assert [r for r, _ in cards] == list(range(1, 9)) and cards[0][1] == 0.0
+        assert page.get_by_text("An example to start with", exact=False).first.is_visible()
+        check_cards_read_well(page, "0-first-view")
+
         # 1. Pick an image from the gallery: k = 8 results with distances, nearest first.
+        page.get_by_text("Pick an image from the collection").click()
         page.get_by_role("button", name="r2.jpg", exact=True).click()
         cards = results_for(page, "query: reds/r2.jpg")
         assert [r for r, _ in cards] == list(range(1, 9))
@@ -187,12 +223,18 @@ def test_first_run_indexes_the_demo_collection_with_progress(browser_page, tmp_p
         page.get_by_text(re.compile(r"Extracting features: \d+ / 373")).first.wait_for(timeout=120_000)
         page.screenshot(path=str(ARTIFACTS / "demo-indexing.png"))
         page.wait_for_selector(".imgsim-map[data-ready='1']", timeout=300_000)
-        page.get_by_placeholder("e.g. tiger, fruit/").fill("tiger")
-        page.keyboard.press("Enter")
-        page.get_by_role("button", name="tiger.jpg", exact=True).click()
+        # The first view answers an example query (the tiger) without a click.
         cards = results_for(page, "query: mammals/tiger.jpg")
         page.wait_for_timeout(1000)
         page.screenshot(path=str(ARTIFACTS / "demo-search.png"))
+        assert [r for r, _ in cards] == list(range(1, 9))
+        assert page.get_by_text("An example to start with", exact=False).first.is_visible()
+        # The gallery's filter still finds an image to search with.
+        page.get_by_text("Pick an image from the collection").click()
+        page.get_by_placeholder("e.g. tiger, fruit/").fill("zebra")
+        page.keyboard.press("Enter")
+        page.get_by_role("button", name="zebra.jpg", exact=True).click()
+        cards = results_for(page, "query: mammals/zebra.jpg")
         assert [r for r, _ in cards] == list(range(1, 9))
     finally:
         server.stop()

@@ -33,7 +33,7 @@ def test_search_by_describing_in_a_real_browser(browser_page, clip_index, photo_
         box.fill("a tiger")
         box.press("Enter")
         page.get_by_text("“a tiger”").first.wait_for()
-        page.wait_for_function("() => document.body.innerText.includes('#8 · distance')")
+        page.wait_for_function("() => /#8\\s*(·\\s*)?distance/.test(document.body.innerText)")
         settled(page)
         cards = result_cards(page)
         assert [r for r, _ in cards] == list(range(1, 9))
@@ -49,7 +49,7 @@ def test_search_by_describing_in_a_real_browser(browser_page, clip_index, photo_
         page.goto("about:blank")
         page.goto(shared)
         page.get_by_text("“a tiger”").first.wait_for()
-        page.wait_for_function("() => document.body.innerText.includes('#8 · distance')")
+        page.wait_for_function("() => /#8\\s*(·\\s*)?distance/.test(document.body.innerText)")
         settled(page)
         assert page.get_by_role("textbox", name="Describe what you are looking for").input_value() == "a tiger"
         assert [d for _, d in result_cards(page)] == [d for _, d in cards]

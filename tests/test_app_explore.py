@@ -1,0 +1,156 @@
+"""The dashboard's exploration views, driven headlessly with AppTest: first view, Why?, more like these,
+clusters, odd ones out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import imgsim.extract
+from imgsim import export
+from imgsim.collection import Collection
+
+from .conftest import make_photo
+
+from .test_app import app_env, new_app, results, texts  # noqa: F401  (app_env is a fixture)
+
+
+def test_first_view_is_already_answered_with_the_most_central_image(app_env):
+    at = new_app().run()
+    assert not at.exception
+    central = app_env.central_row()
+    found = results(at)
+    assert [r for r, _, _ in found] == list(range(1, 9))
+    assert any(c.value == f"query: {app_env.paths[central]}" for c in at.caption)
+    assert [i.value for i in at.info] == [
+        f"An example to start with: the images nearest to `{app_env.paths[central]}`. "
+        "Pick an image above, upload one, or click a point on the map."]
+    expected = app_env.neighbors_of_row(central, 8)
+    assert [d for _, d, _ in found] == [round(n.distance, 3) for n in expected.neighbors]
+
+
+def test_why_shows_the_cells_and_their_share(app_env):
+    at = new_app(q="reds/r0.jpg").run()
+    query = app_env.paths.index("reds/r0.jpg")
+    second = app_env.neighbors_of_row(query, 8).neighbors[1]
+    at.button(key=f"more_why_{second.row}").click().run()
+    assert not at.exception
+    page = texts(at)
+    assert f"**Why is `{second.path}` similar to the query?**" in page
+    e = app_env.explain(query, second.row)
+    assert e.describe() in page and "The 49 parts add up to the cosine exactly." in page
+    assert abs(float(e.cells.sum()) - second.similarity) < 1e-5
+    at.button(key="why_close").click().run()
+    assert "similar to the query?" not in texts(at)
+
+
+def test_more_like_these_from_the_url(app_env):
+    at = new_app(q=["reds/r0.jpg", "reds/r3.jpg"], **{"not": "blues/b1.png"}).run()
+    assert not at.exception
+    assert any(c.value == "more like: reds/r0.jpg, reds/r3.jpg · not like: blues/b1.png" for c in at.caption)
+    rows = [app_env.paths.index(p) for p in ("reds/r0.jpg", "reds/r3.jpg", "blues/b1.png")]
+    expected = app_env.query_examples([(rows[0], None), (rows[1], None)], [(rows[2], None)], 8)
+    assert [d for _, d, _ in results(at)] == [round(n.distance, 3) for n in expected.neighbors]
+
+
+def test_thumbs_up_and_down_build_a_more_like_these_query(app_env):
+    at = new_app(q="blues/b0.png").run()
+    query = app_env.paths.index("blues/b0.png")
+    neighbours = app_env.neighbors_of_row(query, 8).neighbors
+    up, down = neighbours[1], neighbours[2]
+    at.button(key=f"more_pos_{up.row}").click().run()
+    assert not at.exception
+    assert at.query_params["q"] == ["blues/b0.png", up.path]
+    at.button(key=f"more_neg_{down.row}").click().run()
+    assert not at.exception
+    assert at.query_params["not"] in (down.path, [down.path])
+    assert any(c.value == f"more like: blues/b0.png, {up.path} · not like: {down.path}" for c in at.caption)
+    expected = app_env.query_examples([(query, None), (up.row, None)], [(down.row, None)], 8)
+    assert [d for _, d, _ in results(at)] == [round(n.distance, 3) for n in expected.neighbors]
+    # choosing one image again is a plain query
+    at.button(key="ml_clear").click().run()
+    assert any(c.value == "query: blues/b0.png" for c in at.caption)
+    assert "not" not in at.query_params
+
+
+def test_lasso_selection_becomes_a_more_like_these_query(app_env):
+    at = new_app(tab="Map").run()
+    at.session_state["full_map"] = {"selection": [0, 2]}
+    at.run()
+    at.button(key="lasso_more_like").click().run()
+    assert not at.exception
+    assert at.query_params["q"] == [app_env.paths[0], app_env.paths[2]]
+
+
+def test_clusters_view_lists_clusters_opens_one_and_exports_csv(app_env):
+    at = new_app(tab="Clusters").run()
+    assert not at.exception, at.exception
+    suggestion = app_env.suggest_k()
+    assert at.number_input(key="ck").value == suggestion.k
+    at.number_input(key="ck").set_value(3).run()
+    assert int(at.metric[0].value) == 3
+    model = app_env.clusters(3)
+    heads = [m.value for m in at.markdown if m.value.startswith("**Cluster ")]
+    assert heads == [f"**Cluster {c + 1}** · {int(model.sizes_[c])} images" for c in range(3)]
+    assert sum(int(h.split("· ")[1].split()[0]) for h in heads) == app_env.count
+    assert any(el.proto.label == "Download clusters as CSV" for el in at.get("download_button"))
+    csv = export.clusters_csv(app_env.paths, model.labels_, model.distances_).splitlines()
+    assert csv[0] == "path,cluster,distance_to_centre" and len(csv) == app_env.count + 1
+    at.button(key="cluster_0").click().run()
+    assert not at.exception
+    assert any(h.value.startswith(f"Cluster 1 · {int(model.sizes_[0])} images") for h in at.subheader)
+    shown = [c.value.split(" · ")[0] for c in at.caption if " · " in c.value]
+    assert shown == [app_env.paths[r] for r in model.members(0)]
+
+
+def test_odd_ones_out_view_ranks_and_exports(app_env):
+    at = new_app(tab="Odd ones out").run()
+    assert not at.exception
+    found = app_env.outliers(min(24, app_env.count))
+    captions = [c.value for c in at.caption if c.value.startswith("#")]
+    assert captions[0] == (f"#1 {app_env.paths[found[0].row]} · mean {found[0].score:.3f} · "
+                           f"nearest {found[0].nearest:.3f}")
+    assert len(captions) == len(found)
+    assert any(el.proto.label == "Download as CSV" for el in at.get("download_button"))
+    at.slider(key="odd_n").set_value(3).run()
+    assert len([c for c in at.caption if c.value.startswith("#")]) == 3
+    assert np.all(np.diff([o.score for o in found]) <= 0)
+
+
+@pytest.fixture(scope="module")
+def avg_index(tmp_path_factory, extractor_factory):
+    """A small index built with avg pooling (its explanations need the model)."""
+    from imgsim.build import build_index
+
+    root = tmp_path_factory.mktemp("avgphotos")
+    for i in range(5):
+        make_photo(root / f"p{i}.jpg", seed=700 + i)
+    index_dir = tmp_path_factory.mktemp("avgindex") / "avg.imgsim"
+    build_index(root, index_dir, weights="random", pooling="avg", extractor_factory=extractor_factory)
+    return root, index_dir
+
+
+def test_why_in_avg_mode_loads_the_model_and_matches_cells(app_env, avg_index, extractor_factory, monkeypatch):
+    from imgsim.extract import Weights
+
+    root, index_dir = avg_index
+    model = extractor_factory(Weights.parse("random"), "avg", 8)
+    builds = []
+
+    def counting_model(weights, pooling="flatten", batch_size=16):
+        builds.append(pooling)
+        return model
+
+    monkeypatch.setattr(imgsim.extract, "FeatureExtractor", counting_model)
+    monkeypatch.setenv("IMGSIM_INDEX", str(index_dir))
+    monkeypatch.setenv("IMGSIM_IMAGES", str(root))
+    col = Collection.open(index_dir)
+    at = new_app(q="p0.jpg").run()
+    assert not at.exception and builds == []  # browsing an avg index needs no model
+    second = col.neighbors_of_row(0, 8).neighbors[1]
+    at.button(key=f"more_why_{second.row}").click().run()
+    assert not at.exception, at.exception
+    assert builds == ["avg"]
+    page = texts(at)
+    assert "Each cell of the first image is matched with its most similar cell of the second" in page
+    assert "how well each cell of the query matches its best cell in the result" in page
