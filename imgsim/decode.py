@@ -163,6 +163,9 @@ def thumbnail(data: bytes, size: int = 256, square: str | None = None) -> Image.
 #: Largest upload accepted, in pixels: below Pillow's decompression-bomb warning (89.5 MP), and small
 #: enough that the worst case (4 bytes per pixel, e.g. RGBA PNG) decodes in about 160 MB.
 UPLOAD_MAX_PIXELS = 40_000_000
+#: Lower caps where the decoder cannot work at reduced scale and holds extra full-size buffers (Pillow's
+#: WebP decoder keeps libwebp's RGBA frame and its own copy: about 15 bytes a pixel, measured).
+UPLOAD_MAX_PIXELS_BY_FORMAT = {"WEBP": 16_000_000}
 #: Uploads up to this size decode exactly as :func:`model_input` (and ``load_img``); larger ones are
 #: sampled down first (JPEG: Pillow's draft mode, the decoder skips detail; others: nearest-neighbour),
 #: which keeps every model input a nearest-neighbour sample of the original image.
@@ -203,6 +206,7 @@ def _declared_size(data: bytes, max_pixels: int) -> tuple[int, int]:
         try:
             with Image.open(io.BytesIO(data)) as im:
                 width, height = im.size
+                max_pixels = min(max_pixels, UPLOAD_MAX_PIXELS_BY_FORMAT.get(im.format or "", max_pixels))
         except UnidentifiedImageError:
             raise DecodeError(SkipReason.NOT_IMAGE, "no image format recognised") from None
         except Image.DecompressionBombError as exc:
