@@ -32,6 +32,11 @@ DEMO_DIR = APP_DIR / "data" / "demo"
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff"]
 GALLERY_PAGE = 24
 LOG = logging.getLogger("imgsim.app")
+if not LOG.handlers:  # the script reruns; Streamlit configures only its own loggers
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    LOG.addHandler(_handler)
+    LOG.setLevel(logging.INFO)
 #: Server paths and the names visitors know them by; every message that reaches the page goes through it.
 _REDACT: dict[str, str] = {}
 
@@ -255,6 +260,8 @@ def start_indexing(folder: Path, index_dir: Path, weights: str, col: Collection 
                            extractor_factory=factory)
 
     snap = registry.start(str(index_dir), work)
+    if running is None or snap.number != running.number:
+        LOG.info("indexing job #%d started for %s", snap.number, index_dir)
     registry.wait(str(index_dir), timeout=3.0)  # a small folder finishes inside this run: no progress flash
     return registry.get(str(index_dir)) or snap
 
@@ -592,9 +599,26 @@ def sidebar(folder: Path, index_dir: Path, weights: str, col: Collection | None)
                          help="Extracts only new or changed images; deleted ones are dropped.")
 
 
+def login_gate() -> bool:
+    """With IMGSIM_REQUIRE_LOGIN=1, only visitors signed in through Streamlit's OIDC login (st.login, configured
+    in .streamlit/secrets.toml [auth]) see the collection; True when the page may go on."""
+    if (os.environ.get("IMGSIM_REQUIRE_LOGIN") or "").strip().lower() not in ("1", "true", "yes", "on"):
+        return True
+    if st.user.get("is_logged_in", False):  # the attribute exists only once [auth] is configured
+        with st.sidebar:
+            st.caption(f"Signed in as {plain(str(st.user.get('email') or st.user.get('name') or 'you'))}")
+            st.button("Log out", on_click=st.logout)
+        return True
+    st.info("This collection is private. Sign in to see it.")
+    st.button("Log in", on_click=st.login, type="primary")
+    return False
+
+
 def main() -> None:
     st.title("imgsim")
     st.caption("What looks like this? ResNet50 features, exact nearest neighbours and a t-SNE map of your images.")
+    if not login_gate():
+        return
     folder, index_dir, weights, automatic = settings()
     name = policy().display_name(folder)
     set_redactions(folder, index_dir, name)

@@ -253,3 +253,12 @@ def test_two_sessions_and_a_reload_share_one_indexing_job(monkeypatch, tmp_path,
         assert not at.exception and not at.error, [e.value for e in at.error]
         assert any(t.label == "Search" for t in at.tabs)
     assert len(runs) == 1
+
+
+def test_with_login_required_a_visitor_who_is_not_signed_in_sees_nothing(app_env, monkeypatch, photo_dir):
+    monkeypatch.setenv("IMGSIM_REQUIRE_LOGIN", "1")
+    at = new_app(q="reds/r1.jpg").run()
+    assert not at.exception
+    assert [i.value for i in at.info] == ["This collection is private. Sign in to see it."]
+    assert [b.label for b in at.button] == ["Log in"]
+    assert not at.tabs and not results(at) and "reds/r1.jpg" not in everything(at)
