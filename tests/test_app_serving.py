@@ -262,3 +262,15 @@ def test_with_login_required_a_visitor_who_is_not_signed_in_sees_nothing(app_env
     assert [i.value for i in at.info] == ["This collection is private. Sign in to see it."]
     assert [b.label for b in at.button] == ["Log in"]
     assert not at.tabs and not results(at) and "reds/r1.jpg" not in everything(at)
+
+
+def test_static_cache_holds_only_previews_of_collections_being_served(app_env):
+    cache = Path(APP).parent / "static" / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    left = cache / "0123456789ab-gen-000001.jpg"  # e.g. a folder a visitor indexed on an earlier server
+    left.write_bytes(b"old preview")
+    at = new_app(tab="Map").run()
+    assert not at.exception
+    assert not left.exists()
+    served = sorted(p.name for p in cache.iterdir())
+    assert len(served) <= 1 and all(p.endswith(".jpg") for p in served)
