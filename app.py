@@ -21,11 +21,11 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from imgsim import charts, decode, export, jobs, serving
-from imgsim.serving import plain
 from imgsim.collection import Collection, QueryResult, check_compatible, default_index_dir
 from imgsim.errors import ImgsimError
 from imgsim.extract import FeatureExtractor, WeightsError, how_to_supply_weights, weights_spec
-from imgsim.index import CURRENT, IndexFormatError, index_exists
+from imgsim.index import CURRENT, index_exists
+from imgsim.serving import plain
 
 APP_DIR = Path(__file__).resolve().parent
 DEMO_DIR = APP_DIR / "data" / "demo"
@@ -685,9 +685,7 @@ def main() -> None:
 
 try:
     main()
-except IndexFormatError as exc:  # includes an index changed under the running server
-    st.error(say(str(exc)))
-except ImgsimError as exc:
+except ImgsimError as exc:  # includes an index changed under the running server (IndexFormatError)
     st.error(say(str(exc)))
 except Exception as exc:  # the last line of defence: a message on the page, the traceback in the log
     LOG.exception("unexpected error")
