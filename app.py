@@ -283,6 +283,8 @@ def job_outcome(snap: jobs.JobSnapshot | None) -> None:
     if snap is None or snap.running:
         return
     if snap.state == jobs.FAILED:
+        if time.time() - (snap.finished or 0) > 300:  # an old failure is not news: don't show it forever
+            return
         if isinstance(snap.error, WeightsError):
             weights_help(snap.error)
         elif isinstance(snap.error, ImgsimError):
