@@ -16,9 +16,10 @@ from typing import Callable
 import numpy as np
 
 from . import decode, index as store
+from .backbone import RESNET50, BackboneSpec, default_dims, make_backbone
 from .discover import ImageFile, discover
 from .errors import ImgsimError, Skipped
-from .extract import BACKBONE, POOLINGS, FeatureExtractor, Weights, extract_pipelined, weights_spec
+from .extract import BACKBONE, FeatureExtractor, Weights, extract_pipelined, weights_spec
 from .map2d import MapBuilder
 from .progress import ProgressFn, no_progress
 from .projection import PCAProjection
@@ -63,8 +64,8 @@ class _Touched:
     sha256: str
 
 
-def _checkpoint_key(spec: Weights, pooling: str) -> str:
-    key = f"{BACKBONE}|{pooling}|{spec.mode}|{spec.seed}|{spec.path}"
+def _checkpoint_key(spec: Weights, pooling: str, backbone: str = BACKBONE) -> str:
+    key = f"{backbone}|{pooling}|{spec.mode}|{spec.seed}|{spec.path}"
     if spec.path and os.path.exists(spec.path):
         st = os.stat(spec.path)
         key += f"|{st.st_size}|{st.st_mtime_ns}"
@@ -74,11 +75,15 @@ def _checkpoint_key(spec: Weights, pooling: str) -> str:
 def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, weights: str | None = None,
                 pooling: str | None = None, batch_size: int = 16, rebuild: bool = False,
                 progress: ProgressFn | None = None, checkpoint_every: int = 256, workers: int = 2,
-                extractor_factory: Callable[[Weights, str, int], FeatureExtractor] | None = None) -> BuildReport:
+                extractor_factory: Callable[[Weights, str, int], FeatureExtractor] | None = None,
+                backbone: str | None = None, model_factory: Callable[[Weights, str, int], object] | None = None
+                ) -> BuildReport:
     """Index ``src_dir`` into ``index_dir`` incrementally; returns what was done.
 
-    ``weights`` and ``pooling`` default to those of the existing index (else ``imagenet`` and ``flatten``);
-    asking for different ones than the index was built with is refused unless ``rebuild`` is set.
+    ``backbone`` (``resnet50``, ``clip[:PRESET_OR_DIR]``), ``weights`` and ``pooling`` default to those of
+    the existing index (else ``resnet50``, ``imagenet`` and ``flatten``); asking for different ones than
+    the index was built with is refused unless ``rebuild`` is set. ``extractor_factory`` builds the ResNet50
+    model, ``model_factory`` any other backbone's.
     """
     started = time.perf_counter()
     progress = progress or no_progress
@@ -91,16 +96,15 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
         if old is not None and old.root != found.root:
             raise ImgsimError(f"The index at {index_dir} was built from {old.root}, not {found.root}. "
                               "Use another --index folder, or --rebuild to replace it.")
-        pooling = pooling or (old.pooling if old else "flatten")
-        if pooling not in POOLINGS:
-            raise ImgsimError(f"Unknown pooling '{pooling}': use one of {', '.join(POOLINGS)}.")
-        spec = Weights.parse(weights or (weights_spec(old.weights) if old else None))
+        bspec = _backbone_spec(backbone, old, index_dir)
+        pooling = bspec.check_pooling(pooling or (old.pooling if old else bspec.default_pooling()))
+        spec = bspec.parse_weights(weights or (weights_spec(old.weights) if old else None))
         if old is not None:
             _check_same_settings(old, spec, pooling, index_dir)
 
         report = BuildReport(index_dir=index_dir, root=found.root, pooling=pooling, ignored=found.ignored)
         # A rebuild keeps its own checkpoints apart, so a killed --rebuild resumes its work (and only its work).
-        ckpt_key = _checkpoint_key(spec, pooling) + ("|rebuild" if rebuild else "")
+        ckpt_key = _checkpoint_key(spec, pooling, bspec.spec) + ("|rebuild" if rebuild else "")
         resumable = store.read_checkpoints(index_dir, ckpt_key)
         old_by_path = {e.path: i for i, e in enumerate(old.entries)} if old else {}
         old_skips = {s.path: s for s in old.skipped} if old else {}
@@ -122,11 +126,17 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
                 work.append(f)
 
         resolved = old.meta["weights"] if old else None
+        preset = old.meta.get("preset") if old else bspec.preset
+        dims = old.dims if old else None
         thumbs: dict[str, bytes] = {}
         if work:
             progress("model", 0, None)
-            factory = extractor_factory or (lambda w, p, b: FeatureExtractor(w, p, b))
+            if bspec.name == RESNET50:
+                factory = extractor_factory or (lambda w, p, b: FeatureExtractor(w, p, b))
+            else:
+                factory = model_factory or (lambda w, p, b: make_backbone(bspec, w, p, b))
             extractor = factory(spec, pooling, batch_size)
+            preset, dims = getattr(extractor, "preset", None), extractor.dims
             if extractor.pooling != pooling:
                 raise ImgsimError(f"The model extracts {extractor.pooling} features but this index uses {pooling}.")
             recorded = old.weights.get("identity") if old is not None else None
@@ -152,15 +162,44 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
             return report
         if resolved is None:  # an empty collection: nothing was ever extracted
             resolved = {"mode": spec.mode, "identity": None, "label": spec.mode, "path": spec.path, "seed": spec.seed}
-        meta = {"backbone": BACKBONE, "weights": resolved, "pooling": pooling, "root": str(found.root),
+        meta = {"backbone": bspec.name, "weights": resolved, "pooling": pooling, "root": str(found.root),
                 "created": old.meta["created"] if old else store.now_iso(), "updated": store.now_iso(),
                 "ignored": found.ignored, "graph_k": None}
-        _write(index_dir, rows, skipped, meta, POOLINGS[pooling], old if same_vectors else None, old, progress,
+        if bspec.name != RESNET50:
+            meta["preset"] = preset or default_preset(bspec)
+        _write(index_dir, rows, skipped, meta, dims or default_dims(bspec, pooling), old if same_vectors else None, old, progress,
                thumbs, found.root)
         store.clear_checkpoints(index_dir)
         report.committed = True
         report.seconds = time.perf_counter() - started
         return report
+
+
+def _backbone_spec(asked: str | None, old: store.Index | None, index_dir: Path) -> BackboneSpec:
+    """The backbone to use: the one asked for, else the index's own; a different one needs --rebuild."""
+    recorded = BackboneSpec.from_meta(old.meta) if old is not None else None
+    if asked is None:
+        return recorded or BackboneSpec.parse(None)
+    spec = BackboneSpec.parse(asked)
+    if recorded is not None and (spec.name != recorded.name or (
+            spec.preset and recorded.preset and _same_preset(spec.preset) != recorded.preset)):
+        raise ImgsimError(f"The index at {index_dir} was built with the {recorded.spec} backbone (asked: {spec.spec}). "
+                          "Vectors of two models cannot be compared: use another --index folder, or add --rebuild "
+                          "to re-extract every image with the new backbone.")
+    return recorded if recorded is not None and recorded.name == spec.name and not spec.preset else spec
+
+
+def _same_preset(preset: str) -> str:
+    """A preset as an index records it (local folders as absolute paths)."""
+    from .clip import is_local_preset
+
+    return str(Path(preset).expanduser().resolve()) if is_local_preset(preset) else preset
+
+
+def default_preset(spec: BackboneSpec) -> str:
+    from .clip import DEFAULT_PRESET
+
+    return _same_preset(spec.preset) if spec.preset else DEFAULT_PRESET
 
 
 def _check_same_settings(old: store.Index, spec: Weights, pooling: str, index_dir: Path) -> None:

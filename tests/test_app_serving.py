@@ -23,6 +23,7 @@ from imgsim.serving import REFUSED, plain
 
 from .conftest import make_photo
 from .test_app import APP, app_env, new_app, results, texts  # noqa: F401  (app_env is a fixture)
+from .test_app_clip import clip_env  # noqa: F401  (a fixture)
 
 PAYLOAD = "**bold** [click here to log in](http://host/phish) ![t](http://host/track.png)"
 
@@ -274,3 +275,11 @@ def test_static_cache_holds_only_previews_of_collections_being_served(app_env):
     assert not left.exists()
     served = sorted(p.name for p in cache.iterdir())
     assert len(served) <= 1 and all(p.endswith(".jpg") for p in served)
+
+
+def test_a_description_in_a_shared_link_is_shown_as_plain_text(clip_env):
+    """The ?text= of a CLIP index is untrusted too."""
+    at = new_app(text=PAYLOAD).run()
+    assert not at.exception
+    [shown] = [m.value for m in at.markdown if m.value.startswith("**Described:**")]
+    assert shown == "**Described:**  \n“" + plain(PAYLOAD, 300) + "”"
