@@ -324,6 +324,7 @@ def set_query_path(path: str) -> None:
 
 def set_query_row(col: Collection, row: int) -> None:
     set_query_path(col.paths[int(row)])
+    st.session_state["query_row"] = int(row)  # for this generation only: current_query() derives it again
 
 
 def query_path() -> str | None:
