@@ -1,7 +1,8 @@
 """imgsim dashboard: pick or upload an image, see what looks like it, explore the collection's map.
 
 Layout, widgets and cache wrappers only; every behaviour lives in the ``imgsim`` package.
-Run with ``streamlit run app.py``. Settings: IMGSIM_IMAGES, IMGSIM_INDEX, IMGSIM_WEIGHTS (see README).
+Run with ``streamlit run app.py``. Settings: IMGSIM_IMAGES, IMGSIM_INDEX, IMGSIM_WEIGHTS, and for a shared
+server IMGSIM_ROOTS and IMGSIM_ALLOW_INDEXING (see README, "Running it for other people").
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import hashlib
 import io
 import logging
 import os
+import secrets
 import shutil
 import time
 from pathlib import Path
@@ -19,8 +21,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import streamlit as st
 
-from imgsim import charts, decode, export
-from imgsim import progress as prog
+from imgsim import charts, decode, export, jobs, serving
 from imgsim.backbone import BackboneSpec, make_backbone
 from imgsim.clusters import ClusterModel, SuggestedK
 from imgsim.collection import Collection, QueryResult, check_compatible, default_index_dir
@@ -28,6 +29,7 @@ from imgsim.errors import ImgsimError
 from imgsim.explain import Explanation, heat_overlay, matched_cells
 from imgsim.extract import FeatureExtractor, WeightsError, how_to_supply_weights, weights_spec
 from imgsim.index import CURRENT, index_exists
+from imgsim.serving import plain
 
 APP_DIR = Path(__file__).resolve().parent
 DEMO_DIR = APP_DIR / "data" / "demo"
@@ -35,6 +37,13 @@ UPLOAD_TYPES = ["jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff"]
 GALLERY_PAGE = 24
 DEMO_EXAMPLE = "mammals/tiger.jpg"  # the demo's first view: a photo with clear neighbours
 LOG = logging.getLogger("imgsim.app")
+if not LOG.handlers:  # the script reruns; Streamlit configures only its own loggers
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    LOG.addHandler(_handler)
+    LOG.setLevel(logging.INFO)
+#: Server paths and the names visitors know them by; every message that reaches the page goes through it.
+_REDACT: dict[str, str] = {}
 
 st.set_page_config(page_title="imgsim · what looks like this?", page_icon="🔎", layout="wide")
 
@@ -80,7 +89,7 @@ def hover_sprite(index_dir: str, generation: str) -> dict | None:
     if made is None:
         return None
     sprite, columns = made
-    prefix = hashlib.sha1(index_dir.encode()).hexdigest()[:12]
+    prefix = hashlib.sha1((sprite_secret() + index_dir).encode()).hexdigest()[:12]
     cache = APP_DIR / "static" / "cache"
     name = f"{prefix}-{generation}.jpg"
     try:
@@ -95,6 +104,24 @@ def hover_sprite(index_dir: str, generation: str) -> dict | None:
     except OSError:
         return None
     return {"url": f"app/static/cache/{name}", "columns": columns, "cell": cell}
+
+
+@st.cache_resource(show_spinner=False)
+def sprite_secret() -> str:
+    """A per-process secret in sprite names; first call empties static/cache/ of earlier processes' files,
+    so it only ever holds previews of collections this server is serving."""
+    cache = APP_DIR / "static" / "cache"
+    if cache.is_dir():
+        for old in cache.iterdir():
+            if old.is_file():
+                old.unlink(missing_ok=True)
+    return secrets.token_hex(16)
+
+
+@st.cache_resource(show_spinner=False)
+def job_registry() -> jobs.JobRegistry:
+    """Indexing jobs of this server process, shared by every session."""
+    return jobs.JobRegistry()
 
 
 @st.cache_data(show_spinner=False)
@@ -142,14 +169,29 @@ def map_component():
 
 # --- settings ---------------------------------------------------------------------------------------------
 
+def policy() -> serving.Policy:
+    """The operator's serving policy: which folders visitors may choose, whether they may index."""
+    env_images = os.environ.get("IMGSIM_IMAGES")
+    default = Path(env_images).expanduser() if env_images else DEMO_DIR
+    return serving.Policy.from_env(default, st.get_option("server.address"))
+
+
 def settings() -> tuple[Path, Path, str, bool]:
-    """(folder, index dir, weights, from environment or default) for this session."""
+    """(folder, index dir, weights, from environment or default) for this session.
+
+    A folder typed in the sidebar is used only when the operator's roots allow it (see imgsim.serving);
+    otherwise the session stays on the server's own collection and the sidebar says the folder is refused.
+    """
     weights = os.environ.get("IMGSIM_WEIGHTS") or "imagenet"
-    typed = st.session_state.get("folder_input", "").strip()
+    pol = policy()
+    typed = st.session_state.get("folder_input", "").strip() if pol.can_choose else ""
     env_index = os.environ.get("IMGSIM_INDEX")
+    st.session_state["_folder_refused"] = False
     if typed:
-        folder = Path(typed).expanduser()
-        return folder, default_index_dir(folder, weights), weights, False
+        folder = pol.resolve(typed)
+        if folder is not None:
+            return folder, default_index_dir(folder, weights), weights, False
+        st.session_state["_folder_refused"] = True
     env_images = os.environ.get("IMGSIM_IMAGES")
     if env_index and not env_images and index_exists(env_index):
         col = Collection.open(env_index)
@@ -163,56 +205,158 @@ def generation_of(index_dir: Path) -> str:
     return (index_dir / CURRENT).read_text(encoding="utf-8").strip()
 
 
+def current_collection(index_dir: Path) -> Collection:
+    """The served collection, checked cheaply (stat) against its files before this rerun touches them.
+
+    A memory-mapped file changed under the server would kill it (SIGBUS) on the next read: instead the
+    cached collection is dropped and the current generation is loaded again, which either works (a new
+    index) or raises the same clear message a fresh start gives.
+    """
+    col = open_collection(str(index_dir), generation_of(index_dir))
+    changed = col.index.changed_on_disk()
+    if changed:
+        LOG.warning("index files changed under the server (%s): reloading %s", ", ".join(changed), index_dir)
+        open_collection.clear()
+        st.cache_data.clear()
+        col = open_collection(str(index_dir), generation_of(index_dir))
+    return col
+
+
+def weights_name(weights: str) -> str:
+    """Weights as a visitor may see them: a file's path stays on the server."""
+    return weights if weights == "imagenet" or weights.startswith("random") else "a local weights file"
+
+
+def set_redactions(folder: Path, index_dir: Path, name: str) -> None:
+    """Server paths that messages must not show, and what to show instead."""
+    _REDACT.clear()
+    _REDACT.update({str(index_dir): "(the index)", os.path.realpath(index_dir): "(the index)",
+                    str(folder): name, os.path.realpath(folder): name, str(APP_DIR): "(the app)"})
+
+
+def say(text: str) -> str:
+    """A message of ours that may quote a server path, with those paths replaced by visitor names."""
+    return serving.redact(text, _REDACT)
+
+
 # --- indexing ---------------------------------------------------------------------------------------------
 
-def run_indexing(folder: Path, index_dir: Path, weights: str) -> None:
-    """Index (or update) a folder with a progress bar showing count, images/s and time left."""
-    bar = st.progress(0.0, text="Starting…")
-    started: dict[str, float] = {}
+def start_indexing(folder: Path, index_dir: Path, weights: str, col: Collection | None) -> jobs.JobSnapshot:
+    """Start (or attach to) the server-side indexing job of this index folder.
 
-    def report(stage: str, done: int, total: int | None) -> None:
-        started.setdefault(stage, time.perf_counter())
-        bar.progress(prog.fraction(done, total), text=prog.describe(stage, done, total,
-                                                                    time.perf_counter() - started[stage]))
+    The model is loaded here, in the script run, so missing weights show at once in this page; the job
+    itself runs in a server thread, so a reload or a closed tab neither stops nor restarts it.
+    """
+    registry = job_registry()
+    running = registry.get(str(index_dir))
+    if running is not None and running.running:
+        return running
+    new = col is None
+    if new:
+        model, pooling = get_extractor(weights, "flatten"), "flatten"
+    elif col.backbone.name == "resnet50":
+        model, pooling = get_extractor(weights_spec(col.index.weights), col.index.pooling), col.index.pooling
+    else:  # another backbone (CLIP): build_index builds it from the index's own settings
+        model, pooling = None, col.index.pooling
 
-    def factory(spec, pooling, batch_size):
-        return get_extractor(spec.spec, pooling)
+    def factory(w, p, batch_size):
+        return model if model is not None and p == pooling else FeatureExtractor(w, p, batch_size)
 
-    from imgsim.build import build_index  # indexing only: opening an existing index never imports it
+    def work(progress):
+        from imgsim.build import build_index  # indexing only: opening an existing index never imports it
 
-    try:
-        report_ = build_index(folder, index_dir, weights=weights if not index_exists(index_dir) else None,
-                              progress=report, extractor_factory=factory)
-    finally:
-        bar.empty()  # a failed run must not leave "Loading ResNet50…" on the page above its error
-    if report_.committed:
-        st.toast(f"Indexed {report_.indexed} images ({report_.extracted} extracted"
-                 + (f" at {report_.images_per_second:.1f} images/s" if report_.extracted else "") + ")")
+        return build_index(folder, index_dir, weights=weights if new else None, progress=progress,
+                           extractor_factory=factory)
+
+    snap = registry.start(str(index_dir), work)
+    if running is None or snap.number != running.number:
+        LOG.info("indexing job #%d started for %s", snap.number, index_dir)
+    registry.wait(str(index_dir), timeout=3.0)  # a small folder finishes inside this run: no progress flash
+    return registry.get(str(index_dir)) or snap
+
+
+@st.fragment(run_every=1.0)
+def indexing_progress(index_dir: str) -> None:
+    """The job's live progress, polled once a second; the whole page reruns when it has finished."""
+    snap = job_registry().get(index_dir)
+    if snap is None or not snap.running:
+        st.rerun()
+    st.progress(snap.fraction, text=snap.describe())
+    st.caption(f"Indexing job #{snap.number}, started {time.strftime('%H:%M:%S', time.gmtime(snap.started))} "
+               "UTC, runs on the server: every visitor of this collection sees it, and closing or reloading "
+               "this page neither stops nor restarts it.")
+
+
+def job_outcome(snap: jobs.JobSnapshot | None) -> None:
+    """What a finished job left for this session: a toast once when it committed, or its error."""
+    if snap is None or snap.running:
+        return
+    if snap.state == jobs.FAILED:
+        if time.time() - (snap.finished or 0) > 300:  # an old failure is not news: don't show it forever
+            return
+        if isinstance(snap.error, WeightsError):
+            weights_help(snap.error)
+        elif isinstance(snap.error, ImgsimError):
+            st.error(say(str(snap.error)))
+        else:
+            LOG.error("indexing job failed", exc_info=snap.error)
+            st.error(f"Indexing failed ({type(snap.error).__name__}). The details are in the server log.")
+        return
+    seen = st.session_state.setdefault("_jobs_seen", set())
+    report = snap.result
+    if snap.number not in seen and report is not None and report.committed:
+        st.toast(f"Indexed {report.indexed} images ({report.extracted} extracted"
+                 + (f" at {report.images_per_second:.1f} images/s" if report.extracted else "") + ")")
+    seen.add(snap.number)
 
 
 def weights_help(error: Exception) -> None:
-    st.error("**The model's weights cannot be loaded.** " + str(error).split("\n", 1)[0])
+    st.error("**The model's weights cannot be loaded.** " + say(str(error).split("\n", 1)[0]))
     how = getattr(error, "how_to", None)  # CLIP errors carry their own instructions
     st.markdown("**How to supply them**\n\n" + (how(markdown=True) if how else how_to_supply_weights(markdown=True)))
 
 
-# --- query state ------------------------------------------------------------------------------------------
+# --- query state: a relative path (session and URL), resolved to a row on every rerun ---------------------
 
-def set_query_row(col: Collection, row: int) -> None:
-    clear_more_like()
-    st.session_state["query_row"] = int(row)
-    st.query_params["q"] = col.paths[int(row)]
+def set_query_path(path: str) -> None:
+    """Make an indexed image the query; a path, not a row, so that it survives a re-index."""
+    st.session_state["query_path"] = path
+    st.session_state["query_from_link"] = False
+    st.query_params["q"] = path
     st.session_state["upload_key"] = st.session_state.get("upload_key", 0) + 1  # clears the uploader
 
 
+def set_query_row(col: Collection, row: int) -> None:
+    clear_more_like()
+    set_query_path(col.paths[int(row)])
+    st.session_state["query_row"] = int(row)  # for this generation only: current_query() derives it again
+
+
+def query_path() -> str | None:
+    """The query's relative path: this session's choice, else the shared link's ``q`` (read once)."""
+    if "query_path" not in st.session_state:
+        st.session_state["query_path"] = st.query_params.get("q") or None
+        st.session_state["query_from_link"] = True
+    return st.session_state["query_path"]
+
+
 def current_query(col: Collection) -> int | None:
-    row = st.session_state.get("query_row")
-    if "query_row" not in st.session_state and "q" in st.query_params:  # a shared link, read once per session
-        row = col.index.row_of(st.query_params["q"])
-        if row is None:
-            st.warning(f"The image in the link ({st.query_params['q']}) is not in this collection.")
-        st.session_state["query_row"] = row
-    return row if row is not None and 0 <= row < col.count else None
+    """The query's row in the collection as it is now, or None (no query, or the image is gone)."""
+    path = query_path()
+    row = col.index.row_of(path) if path else None
+    st.session_state["query_row"] = row  # derived on every rerun, never carried across index generations
+    return row
+
+
+def query_notice(col: Collection) -> None:
+    """Say so when the query's path is not (or no longer) in the collection."""
+    path = query_path()
+    if path and col.index.row_of(path) is None:
+        if st.session_state.get("query_from_link"):
+            st.warning(f"The image in the link ({plain(path)}) is not in this collection.")
+        else:
+            st.warning(f"The query image {plain(path)} is no longer in this collection (the index was updated "
+                       "and it was removed or renamed). Pick another image.")
 
 
 def thumb(col: Collection, row: int, size: int = 256, square: str | None = None) -> bytes | None:
@@ -232,19 +376,19 @@ def gallery(col: Collection) -> None:
     needle = st.text_input("Filter by file name", key="gallery_filter", placeholder="e.g. tiger, fruit/").strip().lower()
     rows = [r for r, p in enumerate(col.paths) if needle in p.lower()]
     if not rows:
-        st.info(f"No file name contains “{needle}”.")
+        st.info(f"No file name contains “{plain(needle)}”.")
         return
     pages = (len(rows) + GALLERY_PAGE - 1) // GALLERY_PAGE
     page = st.number_input(f"Page (of {pages})", 1, pages, 1, key="gallery_page") if pages > 1 else 1
     shown = rows[(page - 1) * GALLERY_PAGE: page * GALLERY_PAGE]
-    st.caption(f"{len(rows)} image(s)" + (f" matching “{needle}”" if needle else ""))
+    st.caption(f"{len(rows)} image(s)" + (f" matching “{plain(needle)}”" if needle else ""))
     for start in range(0, len(shown), 8):
         cols = st.columns(8)
         for c, row in zip(cols, shown[start:start + 8]):
             with c:
                 st.image(thumb(col, row, 160, square="pad") or _placeholder(), width="stretch")
-                if st.button(_short(col.paths[row].rsplit("/", 1)[-1], 18), key=f"pick_{row}", width="stretch",
-                             help=f"Search with {col.paths[row]}", type="tertiary"):
+                if st.button(plain(_short(col.paths[row].rsplit("/", 1)[-1], 18)), key=f"pick_{row}",
+                             width="stretch", help=f"Search with {plain(col.paths[row])}", type="tertiary"):
                     set_query_row(col, row)
                     st.rerun()
 
@@ -274,9 +418,9 @@ def results_grid(col: Collection, result: QueryResult, key: str, can_explain: bo
                 st.image(thumb(col, n.row, 256, square="pad") or _placeholder(), width="stretch")
                 st.markdown(f":small[**#{n.rank}**]  \n:small[distance **{n.distance:.3f}**]  \n"
                             f":small[cos {n.similarity:.3f}]")
-                st.caption(_short(n.path, 34))
+                st.caption(plain(_short(n.path, 34)))
                 if result.row != n.row and st.button("Similar", key=f"{key}_{n.row}", width="stretch",
-                                                     help=f"Search with {n.path}"):
+                                                     help=f"Search with {plain(n.path)}"):
                     set_query_row(col, n.row)
                     st.rerun()
                 card_actions(col, result, n.row, key, can_explain)
@@ -354,19 +498,19 @@ def search_tab(col: Collection, index_dir: Path, generation: str, weights: str) 
             try:
                 embedded = embed_text(str(index_dir), generation, text)
                 result = col.neighbors_of_vector(embedded.vector, k)
-                query_caption = f"text: “{embedded.text}”"
+                query_caption = f"text: “{plain(embedded.text, 300)}”"  # from the URL too: untrusted
                 if embedded.truncated:
                     st.info(embedded.note)
             except WeightsError as exc:
                 weights_help(exc)
             except ImgsimError as exc:
-                st.error(str(exc))
+                st.error(say(str(exc)))
         elif upload is not None:
             data = upload.getvalue()  # in memory only: never written to disk under its name
             try:
                 embedded = embed_upload(str(index_dir), generation, data)
                 result = col.query_embedded(embedded, k)
-                query_caption, query_data = f"uploaded: {upload.name}", upload_thumb(data)
+                query_caption, query_data = f"uploaded: {plain(upload.name)}", upload_thumb(data)
                 source = embedded[0] if embedded[0] is not None else data
             except decode.DecodeError as exc:
                 st.error(f"That upload cannot be used: {exc}.")
@@ -380,9 +524,9 @@ def search_tab(col: Collection, index_dir: Path, generation: str, weights: str) 
             row = example_row if row is None else row
             if row is not None:
                 result = col.neighbors_of_row(row, k)
-                query_caption, query_data, source = f"query: {col.paths[row]}", thumb(col, row, 256), row
+                query_caption, query_data, source = f"query: {plain(col.paths[row])}", thumb(col, row, 256), row
         if example_row is not None and result is not None:
-            st.info(f"An example to start with: the images nearest to `{col.paths[example_row]}`. "
+            st.info(f"An example to start with: the images nearest to {plain(col.paths[example_row])}. "
                     + ("Describe what you are looking for, pick" if col.supports_text else "Pick")
                     + " an image above, upload one, or click a point on the map.", icon=":material/lightbulb:")
         if result is None:
@@ -418,12 +562,12 @@ def search_tab(col: Collection, index_dir: Path, generation: str, weights: str) 
 def embed_upload(index_dir: str, generation: str, data: bytes):
     """An upload's vector (or its row, when it is an indexed file), computed once, not on every rerun."""
     col = open_collection(index_dir, generation)
-    return col.embed_bytes(data, extractor=lambda: upload_model(col))
+    return col.embed_bytes(data, extractor=lambda: upload_model(col), decoder=decode.upload_model_input)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def upload_thumb(data: bytes) -> bytes:
-    return _jpeg(decode.thumbnail(data, 256))
+    return _jpeg(decode.upload_thumbnail(data, 256))
 
 
 @st.cache_resource(show_spinner="Loading CLIP…")
@@ -452,7 +596,7 @@ def map_tab(col: Collection, index_dir: Path, generation: str) -> None:
         st.image(png, caption="t-SNE map snapped to a grid (up to 900 images)", width="stretch")
         return
     st.caption("Lasso or box-select points (toolbar at the top right) to list them below; scroll to zoom.")
-    query = st.session_state.get("query_row")
+    query = current_query(col)
     selection = draw_map(col, index_dir, generation, "full_map", 700, query, [])
     if selection:
         st.markdown(f"**{len(selection)} selected image(s)**")
@@ -467,7 +611,7 @@ def map_tab(col: Collection, index_dir: Path, generation: str) -> None:
             cols = st.columns(8)
             for c, row in zip(cols, selection[start:start + 8]):
                 with c:
-                    show_image(thumb(col, row, 160, square="pad"), col.paths[row])
+                    show_image(thumb(col, row, 160, square="pad"), plain(col.paths[row]))
         if len(selection) > 48:
             st.caption(f"… and {len(selection) - 48} more in the CSV.")
 
@@ -495,7 +639,7 @@ def duplicates_tab(col: Collection, index_dir: Path, generation: str) -> None:
         cols = st.columns(min(8, max(len(g.rows), 4)))
         for c, row, d in zip(cols, g.rows[:8], g.nearest[:8]):
             with c:
-                show_image(thumb(col, row, 160, square="pad"), f"{col.paths[row]} · nearest {d:.3f}")
+                show_image(thumb(col, row, 160, square="pad"), f"{plain(col.paths[row])} · nearest {d:.3f}")
         if len(g.rows) > 8:
             st.caption(f"… and {len(g.rows) - 8} more in the CSV.")
     if len(groups) > 40:
@@ -504,7 +648,7 @@ def duplicates_tab(col: Collection, index_dir: Path, generation: str) -> None:
 
 def about_tab(col: Collection, index_dir: Path, generation: str) -> None:
     meta = col.index.meta
-    st.markdown(f"**{col.count} images** from `{col.index.root}` · index `{index_dir}` · "
+    st.markdown(f"**{col.count} images** from {plain(policy().display_name(col.index.root))} · "
                 f"model {meta['backbone']}" + (f" (preset `{meta['preset']}`)" if meta.get("preset") else "")
                 + f" ({col.index.pooling}, {col.index.dims:,} values per image) · "
                 f"weights: {col.weights_label} · updated {meta['updated']}")
@@ -526,10 +670,11 @@ def about_tab(col: Collection, index_dir: Path, generation: str) -> None:
                       for s in ev.per_label], hide_index=True, width="stretch",
                      column_config={name: st.column_config.NumberColumn(format="%.3f")
                                     for name in (f"precision@{ev.k}", "1-NN accuracy", "random")})
-        st.caption(f"Same numbers as `python -m imgsim evaluate {index_dir} -k {ev.k}`.")
+        st.caption(f"Same numbers as `python -m imgsim evaluate INDEX_DIR -k {ev.k}`.")
     if col.index.skipped:
         st.subheader(f"Skipped files ({len(col.index.skipped)})")
-        st.dataframe([{"file": s.path, "reason": s.reason.value, "detail": s.detail} for s in col.index.skipped],
+        st.dataframe([{"file": serving.shorten(s.path), "reason": s.reason.value, "detail": serving.shorten(say(s.detail))}
+                      for s in col.index.skipped],
                      hide_index=True, width="stretch")
 
 
@@ -578,6 +723,7 @@ def set_more_like(col: Collection, positives: list[str], negatives: list[str]) -
             return
     st.session_state["more_like"] = {"q": positives, "not": negatives}
     st.session_state["query_row"] = None
+    st.session_state["query_path"] = None  # the one-image query gives way to these
     st.query_params["q"] = positives
     if negatives:
         st.query_params["not"] = negatives
@@ -599,7 +745,7 @@ def more_like(col: Collection) -> tuple[list[int], list[int]] | None:
         return None
     missing = [p for p in state["q"] + state["not"] if col.index.row_of(p) is None]
     if missing:
-        st.warning(f"Not in this collection, left out: {', '.join(missing)}.")
+        st.warning(f"Not in this collection, left out: {plain(', '.join(missing))}.")
     pos = [col.index.row_of(p) for p in state["q"] if col.index.row_of(p) is not None]
     neg = [col.index.row_of(p) for p in state["not"] if col.index.row_of(p) is not None]
     return (pos, neg) if pos else None
@@ -632,12 +778,12 @@ def card_actions(col: Collection, result: QueryResult, row: int, key: str, can_e
                                                           help="Which parts of the two images make them similar"):
             st.session_state["why"] = path
         if st.button("", key=f"{key}_pos_{row}", icon=":material/thumb_up:", type="tertiary",
-                     help=f"More like this: add {path} to the query"):
+                     help=f"More like this: add {plain(path)} to the query"):
             pos, neg = current_positives(col, result)
             set_more_like(col, pos + [path], [p for p in neg if p != path])
             st.rerun()
         if st.button("", key=f"{key}_neg_{row}", icon=":material/thumb_down:", type="tertiary",
-                     help=f"Less like this: results should not look like {path}"):
+                     help=f"Less like this: results should not look like {plain(path)}"):
             pos, neg = current_positives(col, result)
             if pos:
                 set_more_like(col, [p for p in pos if p != path] or pos, neg + [path])
@@ -692,7 +838,7 @@ def why_panel(col: Collection, index_dir: Path, generation: str, result: QueryRe
         return
     with st.container(border=True, key="why_panel"):
         head, close = st.columns([5, 1])
-        head.markdown(f"**Why is `{path}` similar to the query?**")
+        head.markdown(f"**Why is {plain(path)} similar to the query?**")
         if close.button("Close", key="why_close", width="stretch"):
             st.session_state["why"] = None
             st.rerun()
@@ -760,7 +906,7 @@ def clusters_tab(col: Collection, index_dir: Path, generation: str) -> None:
         st.metric("Clusters", model.k_)
         st.download_button("Download clusters as CSV", export.clusters_csv(col.paths, model.labels_, model.distances_),
                            file_name="imgsim-clusters.csv", mime="text/csv", on_click="ignore")
-        st.caption(f"`python -m imgsim cluster {index_dir} --k {model.k_} --out DIR --link` lays them out in "
+        st.caption(f"`python -m imgsim cluster INDEX_DIR --k {model.k_} --out DIR --link` lays them out in "
                    "folders (symlinks; originals untouched).")
     with right:
         st.plotly_chart(pio.from_json(cluster_map_json(str(index_dir), generation, model.k_, 420)),
@@ -773,7 +919,7 @@ def clusters_tab(col: Collection, index_dir: Path, generation: str) -> None:
         if close.button("Back to all clusters", key="cluster_close", width="stretch"):
             st.session_state["cluster_open"] = None
             st.rerun()
-        image_rows(col, members[:96], lambda r: f"{col.paths[r]} · {model.distances_[r]:.3f}", key="cl")
+        image_rows(col, members[:96], lambda r: f"{plain(col.paths[r])} · {model.distances_[r]:.3f}", key="cl")
         if len(members) > 96:
             st.caption(f"… and {len(members) - 96} more in the CSV.")
         return
@@ -783,7 +929,7 @@ def clusters_tab(col: Collection, index_dir: Path, generation: str) -> None:
         if action.button("Open", key=f"cluster_{c}", width="stretch", help="Show every image of this cluster"):
             st.session_state["cluster_open"] = c
             st.rerun()
-        image_rows(col, model.central(c, 8), lambda r: col.paths[r], key=f"c{c}", limit=8)
+        image_rows(col, model.central(c, 8), lambda r: plain(col.paths[r]), key=f"c{c}", limit=8)
 
 
 def image_rows(col: Collection, rows, caption, key: str, limit: int | None = None, per_row: int = 8) -> None:
@@ -805,49 +951,90 @@ def outliers_tab(col: Collection, index_dir: Path, generation: str) -> None:
                        mime="text/csv", on_click="ignore")
     by_row = {o.row: o for o in found}
     image_rows(col, [o.row for o in found],
-               lambda r: f"#{by_row[r].rank} {col.paths[r]} · mean {by_row[r].score:.3f} · nearest {by_row[r].nearest:.3f}",
+               lambda r: f"#{by_row[r].rank} {plain(col.paths[r])} · mean {by_row[r].score:.3f} · nearest {by_row[r].nearest:.3f}",
                key="odd")
 
 
 # --- page -------------------------------------------------------------------------------------------------
 
 def sidebar(folder: Path, index_dir: Path, weights: str, col: Collection | None) -> bool:
-    """Collection settings; returns True when the user asked to (re)index."""
+    """Collection settings; returns True when the user asked to (re)index (only where the operator allows it)."""
+    pol = policy()
     with st.sidebar:
         st.header("Collection")
-        st.text_input("Image folder", key="folder_input", placeholder=str(folder),
-                      help="Any folder of images; sub-folders become colours on the map and labels for the check.")
-        st.caption(f"Folder: `{folder}`  \nIndex: `{index_dir}`  \nWeights for new indexes: `{weights}`")
+        if pol.can_choose:
+            st.text_input("Image folder", key="folder_input", placeholder=pol.display_name(folder),
+                          help="A folder under " + ", ".join(plain(r.name) for r in pol.roots)
+                               + "; sub-folders become colours on the map and labels for the check.")
+            if st.session_state.get("_folder_refused"):
+                st.error(serving.REFUSED)
+        st.caption(f"Collection: {plain(pol.display_name(folder))}  \n"
+                   f"Weights for new indexes: {weights_name(weights)}")
         if col is not None:
             st.markdown(f"**{col.count}** images · {len(col.index.skipped)} skipped · pooling `{col.index.pooling}`")
             if col.is_random:
                 st.badge("random weights", color="orange", icon=":material/warning:")
+        if not pol.allow_indexing:
+            return False
         return st.button("Update index" if col is not None else "Index this folder", width="stretch",
                          help="Extracts only new or changed images; deleted ones are dropped.")
+
+
+def login_gate() -> bool:
+    """With IMGSIM_REQUIRE_LOGIN=1, only visitors signed in through Streamlit's OIDC login (st.login, configured
+    in .streamlit/secrets.toml [auth]) see the collection; True when the page may go on."""
+    if (os.environ.get("IMGSIM_REQUIRE_LOGIN") or "").strip().lower() not in ("1", "true", "yes", "on"):
+        return True
+    if st.user.get("is_logged_in", False):  # the attribute exists only once [auth] is configured
+        with st.sidebar:
+            st.caption(f"Signed in as {plain(str(st.user.get('email') or st.user.get('name') or 'you'))}")
+            st.button("Log out", on_click=st.logout)
+        return True
+    st.info("This collection is private. Sign in to see it.")
+    st.button("Log in", on_click=st.login, type="primary")
+    return False
 
 
 def main() -> None:
     st.title("imgsim")
     st.caption("What looks like this? ResNet50 features, exact nearest neighbours and a t-SNE map of your images.")
+    sprite_secret()  # first run of this process: previews left in static/cache/ by earlier servers are removed
+    if not login_gate():
+        return
     folder, index_dir, weights, automatic = settings()
+    name = policy().display_name(folder)
+    set_redactions(folder, index_dir, name)
     exists = index_exists(index_dir)
-    col = open_collection(str(index_dir), generation_of(index_dir)) if exists else None
+    col = current_collection(index_dir) if exists else None
     wants_index = sidebar(folder, index_dir, weights, col)
     if not folder.is_dir():
-        st.error(f"Image folder not found: {folder}. Type an existing folder in the sidebar.")
+        st.error(f"The collection's image folder ({plain(name)}) is not available on this server.")
         return
-    if (not exists and automatic) or wants_index:
+    job = job_registry().get(str(index_dir))
+    retry_failed = job is None or job.state != jobs.FAILED or time.time() - (job.finished or 0) > 30
+    if wants_index or (not exists and automatic and retry_failed and not (job and job.state == jobs.DONE)):
         try:
-            run_indexing(folder, index_dir, weights)
+            job = start_indexing(folder, index_dir, weights, col)
         except WeightsError as exc:
             weights_help(exc)
             if not exists:
                 return
-        exists = index_exists(index_dir)
-        if exists:
-            col = open_collection(str(index_dir), generation_of(index_dir))
+    if job is not None and job.running:
+        indexing_progress(str(index_dir))
+        if not exists:
+            return
+    job_outcome(job)
+    exists = index_exists(index_dir)
+    if exists:
+        col = current_collection(index_dir)
     if not exists:
-        st.info(f"`{folder}` has no index yet. Press **Index this folder** in the sidebar.")
+        if job is not None and job.state == jobs.FAILED:
+            return
+        if policy().allow_indexing:
+            st.info(f"{plain(name)} has no index yet. Press **Index this folder** in the sidebar.")
+        else:
+            st.info(f"{plain(name)} has no index yet, and indexing from the page is turned off on this server. "
+                    "Its operator can build one with `python -m imgsim index`.")
         return
     generation = generation_of(index_dir)
     if col.is_random:
@@ -855,11 +1042,12 @@ def main() -> None:
                    "everything runs, but the similarities are not meaningful. See the README to use ImageNet "
                    "weights.", icon=":material/warning:")
     if col.count == 0:
-        st.info(f"No usable images in `{folder}`: {len(col.index.skipped)} skipped, "
+        st.info(f"No usable images in {serving.code(name)}: {len(col.index.skipped)} skipped, "
                 f"{col.index.meta.get('ignored', 0)} other files ignored.")
         for s in col.index.skipped[:50]:
-            st.caption(f"{s.path}: {s.reason.value}")
+            st.caption(f"{plain(s.path)}: {s.reason.value}")
         return
+    query_notice(col)
     search, map_, clusters, dups, odd, about = st.tabs(
         ["Search", "Map", "Clusters", "Duplicates", "Odd ones out", "About this collection"], key="tab",
         bind="query-params")
@@ -885,8 +1073,8 @@ def main() -> None:
 
 try:
     main()
-except ImgsimError as exc:
-    st.error(str(exc))
+except ImgsimError as exc:  # includes an index changed under the running server (IndexFormatError)
+    st.error(say(str(exc)))
 except Exception as exc:  # the last line of defence: a message on the page, the traceback in the log
     LOG.exception("unexpected error")
-    st.error(f"Something went wrong ({type(exc).__name__}: {exc}). The details are in the server log.")
+    st.error(say(f"Something went wrong ({type(exc).__name__}: {exc}). The details are in the server log."))

@@ -94,8 +94,6 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
         found = discover(src_dir, exclude=(index_dir,))
         progress("scan", len(found.files), len(found.files))
         old = store.load_index(index_dir) if store.index_exists(index_dir) and not rebuild else None
-        if rebuild:
-            store.clear_checkpoints(index_dir)
         if old is not None and old.root != found.root:
             raise ImgsimError(f"The index at {index_dir} was built from {old.root}, not {found.root}. "
                               "Use another --index folder, or --rebuild to replace it.")
@@ -108,7 +106,8 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
         report = BuildReport(index_dir=index_dir, root=found.root, pooling=pooling, ignored=found.ignored,
                              timings=clock.timings)
         clock.lap("scan and read the old index")
-        ckpt_key = _checkpoint_key(spec, pooling, bspec.spec)
+        # A rebuild keeps its own checkpoints apart, so a killed --rebuild resumes its work (and only its work).
+        ckpt_key = _checkpoint_key(spec, pooling, bspec.spec) + ("|rebuild" if rebuild else "")
         resumable = store.read_checkpoints(index_dir, ckpt_key)
         old_by_path = {e.path: i for i, e in enumerate(old.entries)} if old else {}
         old_skips = {s.path: s for s in old.skipped} if old else {}

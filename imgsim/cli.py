@@ -172,7 +172,7 @@ def _weights_fields(col: Collection) -> dict:
 
 def cmd_index(args: argparse.Namespace) -> int:
     weights = args.weights
-    if weights is None and not index_exists(args.index):
+    if weights is None and (args.rebuild or not index_exists(args.index)):  # a rebuild has no index to ask
         weights = os.environ.get("IMGSIM_WEIGHTS") or None
     progress = TqdmProgress(enabled=not args.quiet)
     if args.ray_address and args.engine != "ray":

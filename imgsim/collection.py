@@ -220,13 +220,17 @@ class Collection:
         """Neighbours of an image given as bytes (an upload); decoded in memory, never written to disk."""
         return self.query_embedded(self.embed_bytes(data, extractor), k)
 
-    def embed_bytes(self, data: bytes, extractor: Callable[[], FeatureExtractor] | None = None
+    def embed_bytes(self, data: bytes, extractor: Callable[[], FeatureExtractor] | None = None,
+                    decoder: Callable[[bytes], np.ndarray] = decode.model_input
                     ) -> tuple[int | None, np.ndarray | None]:
-        """``(row, None)`` when these bytes are an indexed file, else ``(None, vector)`` from the model."""
+        """``(row, None)`` when these bytes are an indexed file, else ``(None, vector)`` from the model.
+
+        ``decoder`` turns bytes into the model input; a server passes :func:`decode.upload_model_input`.
+        """
         row = self.index.row_with_hash(hashlib.sha256(data).hexdigest())
         if row is not None:
             return row, None
-        pixels = decode.model_input(data)  # a bad upload fails here, before any model is built
+        pixels = decoder(data)  # a bad upload fails here, before any model is built
         model = (extractor or self.extractor)()
         return None, model.embed(pixels[None])[0]
 

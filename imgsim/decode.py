@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 import warnings
 import zlib
 from pathlib import Path
@@ -33,6 +34,7 @@ class DecodeError(ImgsimError):
     """A file or upload that cannot be used as an image, with its typed reason."""
 
     def __init__(self, reason: SkipReason, detail: str):
+        detail = detail.rstrip(". ")  # messages add their own full stop (Pillow's end with one: no "..")
         super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
         self.reason = reason
         self.detail = detail
@@ -154,3 +156,87 @@ def thumbnail(data: bytes, size: int = 256, square: str | None = None) -> Image.
         return ImageOps.pad(im, (size, size), Image.Resampling.LANCZOS, color=(255, 255, 255))
     im.thumbnail((size, size), Image.Resampling.LANCZOS)
     return im
+
+
+# --- uploads: bounded memory per request -------------------------------------------------------------------
+
+#: Largest upload accepted, in pixels: below Pillow's decompression-bomb warning (89.5 MP), and small
+#: enough that the worst case (4 bytes per pixel, e.g. RGBA PNG) decodes in about 160 MB.
+UPLOAD_MAX_PIXELS = 40_000_000
+#: Lower caps where the decoder cannot work at reduced scale and holds extra full-size buffers (Pillow's
+#: WebP decoder keeps libwebp's RGBA frame and its own copy: about 15 bytes a pixel, measured).
+UPLOAD_MAX_PIXELS_BY_FORMAT = {"WEBP": 16_000_000}
+#: Uploads up to this size decode exactly as :func:`model_input` (and ``load_img``); larger ones are
+#: sampled down first (JPEG: Pillow's draft mode, the decoder skips detail; others: nearest-neighbour),
+#: which keeps every model input a nearest-neighbour sample of the original image.
+EXACT_UPLOAD_PIXELS = 8_000_000
+#: Longest side kept from a large upload: enough for the 224 x 224 model input and a 256 px thumbnail.
+UPLOAD_WORKING_SIDE = 1024
+#: Large decodes running at once in one process (each may hold ~160 MB while it runs).
+LARGE_DECODES = 2
+_large_decodes = threading.BoundedSemaphore(LARGE_DECODES)
+
+
+def open_upload(data: bytes, max_pixels: int = UPLOAD_MAX_PIXELS) -> Image.Image:
+    """Decode an upload to an upright RGB image with bounded memory; small ones exactly as :func:`open_rgb`."""
+    width, height = _declared_size(data, max_pixels)
+    if width * height <= EXACT_UPLOAD_PIXELS:
+        return open_rgb(data, max_pixels=max_pixels)
+    with _large_decodes:
+        return _open_reduced(data, max_pixels)
+
+
+def upload_model_input(data: bytes) -> np.ndarray:
+    """The 224x224x3 model input of an upload, decoded with bounded memory."""
+    return resize_for_model(open_upload(data))
+
+
+def upload_thumbnail(data: bytes, size: int = 256) -> Image.Image:
+    """A display thumbnail of an upload (longest side ``size``), decoded with bounded memory."""
+    im = open_upload(data)
+    im.thumbnail((size, size), Image.Resampling.LANCZOS)
+    return im
+
+
+def _declared_size(data: bytes, max_pixels: int) -> tuple[int, int]:
+    """Width and height from the header only; too-large and unreadable data are refused here."""
+    check_size(len(data), max_bytes=max(len(data), 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                width, height = im.size
+                max_pixels = min(max_pixels, UPLOAD_MAX_PIXELS_BY_FORMAT.get(im.format or "", max_pixels))
+        except UnidentifiedImageError:
+            raise DecodeError(SkipReason.NOT_IMAGE, "no image format recognised") from None
+        except Image.DecompressionBombError as exc:
+            raise DecodeError(SkipReason.TOO_LARGE, str(exc)) from None
+        except _DECODE_ERRORS as exc:
+            raise DecodeError(SkipReason.CORRUPT, str(exc) or type(exc).__name__) from None
+    if width * height > max_pixels:
+        raise DecodeError(SkipReason.TOO_LARGE, f"{width}x{height} pixels exceeds the upload limit of {max_pixels:,}")
+    return width, height
+
+
+def _open_reduced(data: bytes, max_pixels: int) -> Image.Image:
+    """A large upload at most :data:`UPLOAD_WORKING_SIDE` on its longest side, converted only once small."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        warnings.filterwarnings("ignore", "Corrupt EXIF data", UserWarning)
+        im = Image.open(io.BytesIO(data))
+        try:
+            im.seek(0)
+            if im.format == "JPEG":
+                im.draft(im.mode if im.mode in ("RGB", "L", "CMYK") else "RGB",
+                         (UPLOAD_WORKING_SIDE, UPLOAD_WORKING_SIDE))
+            im.load()
+            scale = UPLOAD_WORKING_SIDE / max(im.size)
+            if scale < 1:
+                size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+                exif = im.getexif()
+                im = im.resize(size, Image.Resampling.NEAREST)  # in the file's own mode: no full-size copy
+                if exif:
+                    im.info["exif"] = exif.tobytes()
+        except _DECODE_ERRORS as exc:
+            raise DecodeError(SkipReason.CORRUPT, str(exc) or type(exc).__name__) from None
+        return _to_rgb(_upright(im))

@@ -86,6 +86,7 @@ class Index:
     _rows: dict[str, int] = field(default_factory=dict, repr=False)
     _hashes: dict[str, int] = field(default_factory=dict, repr=False)
     _paths: list[str] = field(default_factory=list, repr=False)
+    _stats: dict[str, tuple[int, int, int]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self._paths = [e.path for e in self.entries]  # read on every rerun of the dashboard: built once
@@ -130,6 +131,19 @@ class Index:
         """The first row whose file has this content hash, or None."""
         return self._hashes.get(sha256)
 
+    def record_files(self) -> None:
+        """Remember size, mtime and inode of this generation's files, as they are when it is opened."""
+        self._stats = _file_stats(self.directory / self.generation)
+
+    def changed_on_disk(self) -> list[str]:
+        """Files of this generation that changed, vanished or appeared since it was opened (a few stat calls).
+
+        A memory-mapped file truncated under a running process kills it with SIGBUS on the next read, so a
+        server checks this before touching the arrays again.
+        """
+        now = _file_stats(self.directory / self.generation)
+        return sorted(name for name in set(now) | set(self._stats) if now.get(name) != self._stats.get(name))
+
     def has_array(self, name: str) -> bool:
         return name in self.meta.get("arrays", [])
 
@@ -150,6 +164,21 @@ def pack_blobs(blobs: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
 def unpack_blob(blob: np.ndarray, offsets: np.ndarray, row: int) -> bytes:
     """One byte string stored with :func:`pack_blobs`."""
     return bytes(blob[offsets[row]:offsets[row + 1]])
+
+
+def _file_stats(gen_dir: Path) -> dict[str, tuple[int, int, int]]:
+    out = {}
+    try:
+        with os.scandir(gen_dir) as it:
+            for e in it:
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                out[e.name] = (st.st_size, st.st_mtime_ns, st.st_ino)
+    except OSError:
+        pass
+    return out
 
 
 def _load_npy(path: Path, index_dir: Path) -> np.ndarray:
@@ -188,6 +217,7 @@ def load_index(directory: str | os.PathLike) -> Index:
     gen_dir = d / generation
     if not _GEN.match(generation) or not gen_dir.is_dir():
         raise IndexCorruptError(f"Index at {d} points to a missing generation '{generation}'. {rebuild}")
+    opened = _file_stats(gen_dir)  # before the size checks: a change after them is then still detected
     meta = _read_json(gen_dir / "meta.json", d)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise IndexCorruptError(f"{gen_dir / 'meta.json'} is not imgsim index metadata. {rebuild}")
@@ -213,7 +243,9 @@ def load_index(directory: str | os.PathLike) -> Index:
     if vectors.shape != expected or len(entries) != meta["count"] or vectors.dtype != np.float32:
         raise IndexCorruptError(f"Index at {d} is inconsistent: {len(entries)} manifest entries, vectors "
                                 f"{vectors.shape} {vectors.dtype}, metadata says {expected}. {rebuild}")
-    return Index(d, generation, meta, entries, skipped, vectors)
+    index = Index(d, generation, meta, entries, skipped, vectors)
+    index._stats = opened
+    return index
 
 
 def _fsync(path: Path) -> None:

@@ -220,7 +220,9 @@ def test_empty_folder_says_so(app_env, monkeypatch, tmp_path, random_extractor):
     monkeypatch.delenv("IMGSIM_INDEX")
     at = new_app().run()
     assert not at.exception
-    assert f"No usable images in `{empty}`: 0 skipped, 1 other files ignored." in texts(at)
+    # Visitors see the collection's name, never the server path (issue 11).
+    assert "No usable images in `empty`: 0 skipped, 1 other files ignored." in texts(at)
+    assert str(empty) not in texts(at)
 
 
 def test_streamlit_config_hides_tracebacks_and_caps_uploads():

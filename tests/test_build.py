@@ -166,3 +166,17 @@ def test_empty_folder_gives_an_empty_index_that_can_grow(tmp_path, random_extrac
     grown = run(tmp_path / "empty", tmp_path / "ix", Counting(random_extractor), weights=None)
     assert grown.added == 1 and load_index(tmp_path / "ix").paths == ["first.jpg"]
     assert load_index(tmp_path / "ix").weights["identity"] == "random:0"
+
+
+def test_killed_rebuild_resumes_its_own_work(folder, tmp_path, random_extractor):
+    ix_dir = tmp_path / "ix"
+    run(folder, ix_dir, Counting(random_extractor))
+    dying = Counting(random_extractor, batch_size=2, die_on_call=3)
+    with pytest.raises(KeyboardInterrupt):
+        run(folder, ix_dir, dying, checkpoint_every=2, rebuild=True)
+    assert dying.embedded == 4
+    assert load_index(ix_dir).count == 6  # the old index is still served while the rebuild is unfinished
+    fresh = Counting(random_extractor, batch_size=2)
+    report = run(folder, ix_dir, fresh, checkpoint_every=2, rebuild=True)
+    assert report.resumed == 4 and report.extracted == 2 and fresh.embedded == 2 and report.committed
+    assert load_index(ix_dir).count == 6 and not (ix_dir / "pending").exists()

@@ -143,3 +143,25 @@ def test_evaluate_on_the_demo_collection_reports_random_weights(capsys, tmp_path
     assert main(["evaluate", str(tmp_path / "demo")]) == 0
     text = capsys.readouterr().out
     assert text.splitlines()[0] == "Random weights: similarities are not meaningful (use ImageNet weights for real results)."
+
+
+def test_rebuild_without_weights_uses_imgsim_weights(capsys, tmp_path, random_extractor, monkeypatch):
+    import imgsim.build
+
+    src = tmp_path / "src"
+    for i in range(3):
+        make_photo(src / f"p{i}.jpg", seed=90 + i)
+    asked = []
+
+    def model(weights, pooling="flatten", batch_size=16):
+        asked.append((weights.mode, weights.seed))
+        return random_extractor
+
+    monkeypatch.setattr(imgsim.build, "FeatureExtractor", model)
+    monkeypatch.setenv("IMGSIM_WEIGHTS", "random")
+    assert main(["index", str(src), "--index", str(tmp_path / "ix"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["index", str(src), "--index", str(tmp_path / "ix"), "--rebuild", "--quiet"]) == 0
+    assert asked == [("random", 0), ("random", 0)]  # not ImageNet, which this machine cannot download
+    assert "weights: random (seed 0)" in capsys.readouterr().out
+    assert run_json(capsys, "info", str(tmp_path / "ix"))["random_weights"] is True

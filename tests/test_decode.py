@@ -199,3 +199,62 @@ def test_thumbnail_square_and_bounded():
     padded = decode.thumbnail(data, 64, square="pad")
     assert padded.size == (64, 64) and padded.getpixel((32, 2)) == (255, 255, 255)
     assert max(decode.thumbnail(data, 100).size) == 100
+
+
+# --- uploads: bounded memory -----------------------------------------------------------------------------
+
+def test_ordinary_upload_decodes_exactly_as_model_input():
+    for im in (Image.new("RGB", (1600, 1200), (20, 90, 200)), Image.new("RGBA", (640, 480), (1, 2, 3, 100))):
+        data = _png_bytes(im)
+        np.testing.assert_array_equal(decode.upload_model_input(data), decode.model_input(data))
+    photo = _jpeg_bytes(Image.effect_noise((3000, 2000), 60).convert("RGB"))
+    np.testing.assert_array_equal(decode.upload_model_input(photo), decode.model_input(photo))
+
+
+def test_large_upload_is_sampled_down_and_still_matches_the_picture():
+    # Left half red, right half blue: the model input must show the same halves.
+    im = Image.new("RGB", (6000, 4000), (220, 10, 10))
+    im.paste((10, 10, 220), (3000, 0, 6000, 4000))
+    for data in (_jpeg_bytes(im), _png_bytes(im)):
+        out = decode.upload_model_input(data)
+        assert out.shape == (224, 224, 3)
+        assert out[:, :100, 0].mean() > 180 and out[:, 124:, 2].mean() > 180
+        assert decode.upload_thumbnail(data, 256).size == (256, 171)
+
+
+def test_upload_over_the_pixel_cap_is_refused_from_the_header():
+    data = bomb_png(8000, 6000)  # 48 MP: under Pillow's limit, over the upload cap
+    tracemalloc.start()
+    with pytest.raises(DecodeError, match=r"^too large: 8000x6000 pixels exceeds the upload limit of 40,000,000$"):
+        decode.upload_model_input(data)
+    assert tracemalloc.get_traced_memory()[1] < 5 * 2**20
+    tracemalloc.stop()
+    assert decode.UPLOAD_MAX_PIXELS < Image.MAX_IMAGE_PIXELS
+
+
+def test_pillow_bomb_message_does_not_end_with_two_full_stops():
+    with pytest.raises(DecodeError) as info:
+        decode.upload_model_input(bomb_png(40000, 40000))
+    message = f"That upload cannot be used: {info.value}."  # how the dashboard words it
+    assert not message.endswith("..") and message.endswith("attack.")
+
+
+def test_worst_case_upload_adds_at_most_300_mb_to_peak_rss(tmp_path):
+    """A 40 MP RGBA PNG (the largest accepted, 4 bytes a pixel) decoded in a fresh process."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "worst.png"
+    Image.new("RGBA", (8000, 5000), (10, 200, 30, 128)).save(path)
+    script = f"""
+from imgsim import decode
+data = open({str(path)!r}, "rb").read()
+hwm = lambda: int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
+before = hwm()  # not ru_maxrss: Linux carries the parent's peak across fork and exec
+decode.upload_model_input(data)
+decode.upload_thumbnail(data)
+print((hwm() - before) / 1024)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
+    added_mb = float(out.stdout.strip().splitlines()[-1])
+    assert added_mb <= 300, added_mb

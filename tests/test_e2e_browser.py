@@ -214,15 +214,32 @@ def test_pick_click_map_and_upload_in_a_real_browser(browser_page, built_index, 
 
 
 def test_first_run_indexes_the_demo_collection_with_progress(browser_page, tmp_path):
-    """The first-run promise: a fresh cache, IMGSIM_WEIGHTS=random, the demo collection indexed in the page."""
+    """The first-run promise: a fresh cache, IMGSIM_WEIGHTS=random, the demo collection indexed in the page.
+
+    Issue 11: a second visitor and a reload during the run attach to the same server-side job (one run, the
+    same live progress), and both pages show the collection when it commits, without a manual reload.
+    """
     server = Server({"IMGSIM_WEIGHTS": "random", "IMGSIM_CACHE": str(tmp_path / "cache")},
                     ARTIFACTS / "server-demo.log")
     page = browser_page
+    other = page.context.browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
+    other.set_default_timeout(90_000)
+    job = re.compile(r"Indexing job #\d+, started \d\d:\d\d:\d\d UTC")
     try:
         page.goto(server.url)
         page.get_by_text(re.compile(r"Extracting features: \d+ / 373")).first.wait_for(timeout=120_000)
         page.screenshot(path=str(ARTIFACTS / "demo-indexing.png"))
-        page.wait_for_selector(".imgsim-map[data-ready='1']", timeout=300_000)
+        first_job = job.search(page.get_by_text(job).first.inner_text()).group(0)
+        other.goto(server.url)  # a second visitor during the run
+        other.get_by_text(re.compile(r"Extracting features: \d+ / 373")).first.wait_for(timeout=60_000)
+        assert job.search(other.get_by_text(job).first.inner_text()).group(0) == first_job
+        page.reload()  # the first visitor reloads: the run goes on, it does not restart
+        page.get_by_text(job).first.wait_for(timeout=60_000)
+        assert job.search(page.get_by_text(job).first.inner_text()).group(0) == first_job
+        assert "Another imgsim run" not in page.content() + other.content()
+        page.wait_for_selector(".imgsim-map[data-ready='1']", timeout=600_000)  # 373 images on a shared CPU
+        other.wait_for_selector(".imgsim-map[data-ready='1']", timeout=60_000)  # no manual reload needed
+        assert "Another imgsim run" not in other.content()
         # The first view answers an example query (the tiger) without a click.
         cards = results_for(page, "query: mammals/tiger.jpg")
         page.wait_for_timeout(1000)
@@ -236,5 +253,46 @@ def test_first_run_indexes_the_demo_collection_with_progress(browser_page, tmp_p
         page.get_by_role("button", name="zebra.jpg", exact=True).click()
         cards = results_for(page, "query: mammals/zebra.jpg")
         assert [r for r, _ in cards] == list(range(1, 9))
+        assert server.log.read_text().count("indexing job #") == 1, "one run for two visitors and a reload"
+    finally:
+        other.context.close()
+        server.stop()
+
+
+PAYLOAD = "**bold** [click here to log in](http://host/phish) ![t](http://host/track.png)"
+
+
+def test_hostile_link_renders_as_text_and_a_truncated_index_does_not_kill_the_server(browser_page, index_copy,
+                                                                                    photo_dir, tmp_path):
+    """Issue 11: a shared link's Markdown shows as typed (no live link, no remote image); truncating the served
+    vectors.npy between two interactions gives the clear message, and the server stays up (no SIGBUS)."""
+    import urllib.parse
+
+    server = Server({"IMGSIM_INDEX": str(index_copy), "IMGSIM_IMAGES": str(photo_dir), "IMGSIM_WEIGHTS": "random",
+                     "IMGSIM_CACHE": str(tmp_path / "cache")}, ARTIFACTS / "server-hostile.log")
+    page = browser_page
+    remote = []
+    page.on("request", lambda r: remote.append(r.url) if urllib.parse.urlparse(r.url).hostname == "host" else None)
+    try:
+        page.goto(server.url + "?q=" + urllib.parse.quote(PAYLOAD))
+        page.get_by_text("is not in this collection").first.wait_for()
+        settled(page)
+        alert = page.get_by_text("is not in this collection").first.inner_text()
+        assert PAYLOAD in alert.replace("\u2060", "")  # the visitor sees exactly what the link carried
+        assert page.locator("a[href*='phish']").count() == 0 and page.locator("img[src*='track']").count() == 0
+        assert not remote
+        page.screenshot(path=str(ARTIFACTS / "hostile-link.png"))
+
+        page.goto(server.url + "?q=reds%2Fr1.jpg")
+        results_for(page, "query: reds/r1.jpg")
+        generation = (index_copy / "CURRENT").read_text().strip()
+        with open(index_copy / generation / "vectors.npy", "r+b") as fh:
+            fh.truncate(128)
+        page.get_by_role("button", name=re.compile("Similar")).first.click()  # the next interaction
+        page.get_by_text("is truncated or altered").first.wait_for()
+        assert server.proc.poll() is None, "the server died"
+        assert urllib.request.urlopen(server.url + "_stcore/health", timeout=5).read() == b"ok"
+        assert str(index_copy) not in page.content()
+        page.screenshot(path=str(ARTIFACTS / "truncated-index.png"))
     finally:
         server.stop()
