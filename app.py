@@ -485,7 +485,7 @@ def search_tab(col: Collection, index_dir: Path, generation: str, weights: str) 
     examples = more_like(col)
     example_row = None
     typed = st.session_state.get("text", "") if col.supports_text else ""
-    if upload is None and text is None and not typed and examples is None and current_query(col) is None:
+    if upload is None and text is None and not typed and examples is None and query_path() is None:
         example_row = first_view_row(col)  # the first view is already answered (until the visitor types)
     with st.expander("Pick an image from the collection", expanded=upload is None and text is None
                      and examples is None and current_query(col) is None and example_row is None):

@@ -23,7 +23,7 @@ def test_first_view_is_already_answered_with_the_most_central_image(app_env):
     assert [r for r, _, _ in found] == list(range(1, 9))
     assert any(c.value == f"query: {app_env.paths[central]}" for c in at.caption)
     assert [i.value for i in at.info] == [
-        f"An example to start with: the images nearest to `{app_env.paths[central]}`. "
+        f"An example to start with: the images nearest to {app_env.paths[central]}. "
         "Pick an image above, upload one, or click a point on the map."]
     expected = app_env.neighbors_of_row(central, 8)
     assert [d for _, d, _ in found] == [round(n.distance, 3) for n in expected.neighbors]
@@ -36,7 +36,7 @@ def test_why_shows_the_cells_and_their_share(app_env):
     at.button(key=f"more_why_{second.row}").click().run()
     assert not at.exception
     page = texts(at)
-    assert f"**Why is `{second.path}` similar to the query?**" in page
+    assert f"**Why is {second.path} similar to the query?**" in page
     e = app_env.explain(query, second.row)
     assert e.describe() in page and "The 49 parts add up to the cosine exactly." in page
     assert abs(float(e.cells.sum()) - second.similarity) < 1e-5
