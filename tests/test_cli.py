@@ -146,18 +146,18 @@ def test_evaluate_on_the_demo_collection_reports_random_weights(capsys, tmp_path
 
 
 def test_rebuild_without_weights_uses_imgsim_weights(capsys, tmp_path, random_extractor, monkeypatch):
-    import imgsim.build
+    import imgsim.engine
 
     src = tmp_path / "src"
     for i in range(3):
         make_photo(src / f"p{i}.jpg", seed=90 + i)
     asked = []
 
-    def model(weights, pooling="flatten", batch_size=16):
+    def model(weights, pooling="flatten", batch_size=16, **options):
         asked.append((weights.mode, weights.seed))
         return random_extractor
 
-    monkeypatch.setattr(imgsim.build, "FeatureExtractor", model)
+    monkeypatch.setattr(imgsim.engine, "FeatureExtractor", model)
     monkeypatch.setenv("IMGSIM_WEIGHTS", "random")
     assert main(["index", str(src), "--index", str(tmp_path / "ix"), "--quiet"]) == 0
     capsys.readouterr()
