@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import decode, index as store
+from . import ann_build, decode, index as store
 from .discover import ImageFile, discover
 from .errors import ImgsimError, Skipped
 from .extract import BACKBONE, POOLINGS, FeatureExtractor, Weights, extract_pipelined, weights_spec
@@ -74,11 +75,14 @@ def _checkpoint_key(spec: Weights, pooling: str) -> str:
 def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, weights: str | None = None,
                 pooling: str | None = None, batch_size: int = 16, rebuild: bool = False,
                 progress: ProgressFn | None = None, checkpoint_every: int = 256, workers: int = 2,
-                extractor_factory: Callable[[Weights, str, int], FeatureExtractor] | None = None) -> BuildReport:
+                extractor_factory: Callable[[Weights, str, int], FeatureExtractor] | None = None,
+                search: str | None = None, allow_large: bool = False) -> BuildReport:
     """Index ``src_dir`` into ``index_dir`` incrementally; returns what was done.
 
     ``weights`` and ``pooling`` default to those of the existing index (else ``imagenet`` and ``flatten``);
     asking for different ones than the index was built with is refused unless ``rebuild`` is set.
+    ``search`` is ``exact`` or ``ann`` (default: the index's earlier explicit choice, else ``ann`` above
+    50,000 images). A ``flatten`` index estimated above 20 GB is refused up front unless ``allow_large``.
     """
     started = time.perf_counter()
     progress = progress or no_progress
@@ -99,6 +103,8 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
         spec = Weights.parse(weights or (weights_spec(old.weights) if old else None))
         if old is not None:
             _check_same_settings(old, spec, pooling, index_dir)
+        if not allow_large:
+            check_storage(len(found.files), pooling)
 
         report = BuildReport(index_dir=index_dir, root=found.root, pooling=pooling, ignored=found.ignored)
         ckpt_key = _checkpoint_key(spec, pooling)
@@ -144,10 +150,12 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
         report.skipped = skipped
         report.indexed = len(rows)
 
-        same_vectors = old is not None and [e.path for e in old.entries] == sorted(rows) and all(
-            isinstance(rows[e.path][1], int) and rows[e.path][1] == i for i, e in enumerate(old.entries))
+        method = ann_build.choose_method(search, old.meta if old else None, len(rows))
+        same_vectors = old is not None and old.paths == sorted(rows) and all(
+            isinstance(rows[p][1], int) and rows[p][1] == i for i, p in enumerate(old.paths))
         unchanged = same_vectors and all(rows[e.path][0] == e for e in old.entries)
-        if unchanged and [s.to_json() for s in old.skipped] == [s.to_json() for s in skipped]:
+        same_method = old is not None and ann_build.is_ann(old.meta) == (method[0] == "ann")
+        if unchanged and same_method and [s.to_json() for s in old.skipped] == [s.to_json() for s in skipped]:
             store.clear_checkpoints(index_dir)
             report.seconds = time.perf_counter() - started
             return report
@@ -156,8 +164,8 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
         meta = {"backbone": BACKBONE, "weights": resolved, "pooling": pooling, "root": str(found.root),
                 "created": old.meta["created"] if old else store.now_iso(), "updated": store.now_iso(),
                 "ignored": found.ignored, "graph_k": None}
-        _write(index_dir, rows, skipped, meta, POOLINGS[pooling], old if same_vectors else None, old, progress,
-               thumbs, found.root)
+        _write(index_dir, rows, skipped, meta, POOLINGS[pooling], old if same_vectors and same_method else None, old,
+               progress, thumbs, found.root, method)
         store.clear_checkpoints(index_dir)
         report.committed = True
         report.seconds = time.perf_counter() - started
@@ -231,17 +239,15 @@ def _extract(extractor: FeatureExtractor, work: list[ImageFile], old: store.Inde
 
 def _write(index_dir: Path, rows: dict, skipped: list[Skipped], meta: dict, dims: int,
            same_vectors_as: store.Index | None, old: store.Index | None, progress: ProgressFn,
-           thumbs: dict[str, bytes], root: Path) -> None:
+           thumbs: dict[str, bytes], root: Path, method: tuple[str, str] = ("exact", "auto")) -> None:
     order = sorted(rows)
     entries = [rows[p][0] for p in order]
     writer = store.GenerationWriter(index_dir, len(order), dims)
     try:
         progress("save", 0, len(order))
         sources = [rows[p][1] for p in order]
-        old_rows = [(i, s) for i, s in enumerate(sources) if isinstance(s, (int, np.integer))]
-        for start in range(0, len(old_rows), 256):
-            chunk = old_rows[start:start + 256]
-            writer.vectors[[i for i, _ in chunk]] = old.vectors[[s for _, s in chunk]]
+        writer.copy_rows(old.vectors if old is not None else None,
+                         [(i, s) for i, s in enumerate(sources) if isinstance(s, (int, np.integer))])
         for i, s in enumerate(sources):
             if not isinstance(s, (int, np.integer)):
                 writer.vectors[i] = s
@@ -253,9 +259,12 @@ def _write(index_dir: Path, rows: dict, skipped: list[Skipped], meta: dict, dims
             for name in same_vectors_as.meta.get("arrays", []):
                 if not name.startswith("thumb_"):
                     writer.save_array(name, same_vectors_as.array(name))
-            meta.update({k: same_vectors_as.meta.get(k) for k in ("projection", "map", "graph_k")})
+            if ann_build.is_ann(same_vectors_as.meta):
+                old_ann = same_vectors_as.directory / same_vectors_as.generation / ann_build.ANN_FILE
+                writer.save_file(ann_build.ANN_FILE, lambda path: shutil.copyfile(old_ann, path))
+            meta.update({k: same_vectors_as.meta.get(k) for k in ("projection", "map", "graph_k", "search")})
         else:
-            meta.update(derive_arrays(writer, progress))
+            meta.update(derive_for(writer, progress, method, old, sources))
         writer.commit(meta, entries, skipped)
     except BaseException:
         writer.abort()
@@ -281,6 +290,38 @@ def _thumbnails(order: list[str], sources: list, fresh: dict[str, bytes], old: s
             except decode.DecodeError:
                 out.append(b"")
     return out
+
+
+def derive_for(writer: store.GenerationWriter, progress: ProgressFn, method: tuple[str, str],
+               old: store.Index | None = None, sources: list | None = None) -> dict:
+    """Derived data for the vectors being written, by the search method chosen: ANN (updating the previous
+    generation's ANN index when it has one) or exact (the reference pipeline, re-derived in full)."""
+    name, chosen = method
+    if name == "ann":
+        if sources is not None and ann_build.can_update(old, writer.dims):
+            return ann_build.update_ann(writer, progress, old, sources, chosen, GRAPH_K)
+        return ann_build.derive_ann(writer, progress, chosen, GRAPH_K)
+    return dict(derive_arrays(writer, progress), search={"method": "exact", "chosen": chosen})
+
+
+#: Above this estimated size a flatten index is refused until the user confirms (``--allow-large``).
+FLATTEN_LIMIT_BYTES = 20 * 10**9
+
+
+def estimate_bytes(count: int, pooling: str) -> int:
+    """Index bytes for ``count`` images: float32 vectors plus about 3 KiB per image of previews and derived data."""
+    return count * (POOLINGS[pooling] * 4 + 3 * 1024)
+
+
+def check_storage(count: int, pooling: str) -> None:
+    """Refuse, before any work, a flatten index that would exceed 20 GB, with the estimate and the way out."""
+    size = estimate_bytes(count, pooling)
+    if pooling == "flatten" and size > FLATTEN_LIMIT_BYTES:
+        raise ImgsimError(
+            f"Indexing {count:,} images with --pooling flatten would need about {size / 1e9:,.0f} GB "
+            f"({POOLINGS[pooling] * 4 / 1024:,.0f} KiB per image). With --pooling avg it would be about "
+            f"{estimate_bytes(count, 'avg') / 1e9:,.1f} GB. Choose --pooling avg, or add --allow-large to "
+            "index in flatten mode anyway.")
 
 
 def derive_arrays(writer: store.GenerationWriter, progress: ProgressFn) -> dict:

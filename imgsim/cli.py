@@ -80,6 +80,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--pooling", choices=sorted(POOLINGS), help="flatten: 7x7x2048 (the reference); avg: 2048 values")
     p.add_argument("--batch-size", type=_positive_int, default=16, metavar="N")
     p.add_argument("--rebuild", action="store_true", help="discard the existing index and extract everything again")
+    p.add_argument("--search", choices=["exact", "ann"],
+                   help="exact k-NN, or approximate (IVF) with exact re-ranking; default: ann above 50,000 images")
+    p.add_argument("--allow-large", action="store_true",
+                   help="index in flatten mode even when the index is estimated above 20 GB")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("query", help="nearest neighbours of an image (indexed or not)")
@@ -128,7 +132,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     progress = TqdmProgress(enabled=not args.quiet)
     try:
         report = build_index(args.src_dir, args.index, weights=weights, pooling=args.pooling,
-                             batch_size=args.batch_size, rebuild=args.rebuild, progress=progress)
+                             batch_size=args.batch_size, rebuild=args.rebuild, progress=progress,
+                             search=args.search, allow_large=args.allow_large)
     finally:
         progress.close()
     _print_report(report)
@@ -233,7 +238,16 @@ def info_dict(col: Collection) -> dict:
         "generation": col.index.generation,
         "projection": meta.get("projection"),
         "map": meta.get("map"),
+        "search": search_info(meta),
     }
+
+
+def search_info(meta: dict) -> dict:
+    """Which search method answers queries and, for ANN, recall@10 against exact measured at build time."""
+    search = dict(meta.get("search") or {"method": "exact", "chosen": "auto"})
+    if search["method"] == "exact":
+        search["recall_at_10"] = 1.0
+    return search
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -249,6 +263,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"  model:    {data['backbone']}, pooling {data['pooling']} ({data['dims']:,} values per image)")
     print(f"  weights:  {data['weights_label']}")
     print(f"  updated:  {data['updated']} (created {data['created']})")
+    s = data["search"]
+    print("  search:   " + ("exact" if s["method"] == "exact" else
+                          f"approximate ({s.get('engine')}, {s.get('n_lists')} lists, {s.get('n_probe')} probed, "
+                          f"{s.get('candidates')} re-ranked exactly); recall@10 vs exact {s.get('recall_at_10')} "
+                          f"on {s.get('queries')} queries measured at build time"))
     for s in data["skipped"]:
         print(f"  skipped {s['path']}: {s['reason']}" + (f" ({s['detail']})" if s["detail"] else ""))
     return 0

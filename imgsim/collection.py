@@ -23,6 +23,8 @@ from .extract import FeatureExtractor, Weights, WeightsError, weights_spec
 from .index import Index, load_index, unpack_blob
 from .map2d import GridLayout, grid_layout, render_grid
 from .projection import PCAProjection
+from .ann import AnnSearch
+from .ann_build import is_ann, open_search
 from .search import ExactSearch, Neighbors, cosine_from_distance
 
 
@@ -146,7 +148,14 @@ class Collection:
         return nearest_distances(self.index.array("nn_distances"))
 
     @property
-    def search(self) -> ExactSearch:
+    def search_method(self) -> str:
+        """``exact`` or ``ann`` (approximate candidates, exact distances)."""
+        return "ann" if is_ann(self.index.meta) else "exact"
+
+    @property
+    def search(self) -> ExactSearch | AnnSearch:
+        if self._search is None and self.search_method == "ann":
+            self._search = open_search(self.index)
         if self._search is None:
             ix = self.index
             projection = PCAProjection.from_arrays(ix.array("pca_components"), ix.array("pca_mean"))
