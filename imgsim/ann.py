@@ -1,7 +1,9 @@
 """Approximate k-NN for large collections: a faiss IVF index over PCA-reduced vectors, exact re-ranking.
 
 The IVF index (inverted lists over k-means cells of the PCA coordinates) proposes ``candidates`` rows per
-query; their exact Euclidean distances are then computed from the memory-mapped full vectors, so every
+query. Each indexed row is stored as its PCA coordinates plus one more: the norm of its residual outside
+the basis (queries get 0 there), so the IVF distance is ``|P(x-q)|^2 + |R x|^2``, which ranks like the
+true distance when residuals are uncorrelated (PCA coordinates alone rank near-equidistant points badly); their exact Euclidean distances are then computed from the memory-mapped full vectors, so every
 distance shown is exact and only the *set* of neighbours is approximate. Rows are addressed in the IVF
 index by a stable key (``keys_[row]``), so an incremental update removes and adds keys instead of
 rebuilding. Recall against exact search is measured, never assumed: :func:`recall_at_k`.
@@ -31,8 +33,8 @@ def _faiss():
 
 
 def default_lists(n: int) -> int:
-    """IVF cells for ``n`` vectors: about 4·sqrt(n), at least 1, at most n/39 (faiss' training minimum)."""
-    return int(max(1, min(4 * math.sqrt(max(n, 1)), max(n, 1) // 39)))
+    """IVF cells for ``n`` vectors: about 3·sqrt(n), at least 1, at most n/39 (faiss' training minimum)."""
+    return int(max(1, min(3 * math.sqrt(max(n, 1)), max(n, 1) // 39)))
 
 
 class AnnSearch:
@@ -42,7 +44,7 @@ class AnnSearch:
     stored one. ``graph`` (stored neighbour rows and distances) answers :meth:`pairs_within`.
     """
 
-    def __init__(self, n_lists: int | None = None, n_probe: int = 16, candidates: int = 64,
+    def __init__(self, n_lists: int | None = None, n_probe: int = 24, candidates: int = 100,
                  random_state: int = 0):
         self.n_lists = n_lists
         self.n_probe = n_probe
@@ -54,19 +56,19 @@ class AnnSearch:
     # --- building ------------------------------------------------------------------------------------
 
     def fit(self, vectors: np.ndarray, projection: PCAProjection, projected: np.ndarray | None = None,
-            keys: np.ndarray | None = None) -> "AnnSearch":
-        """Train the IVF cells on a sample of the projections and add every row under its key."""
+            residual: np.ndarray | None = None, keys: np.ndarray | None = None) -> "AnnSearch":
+        """Train the IVF cells on a sample of the rows' coordinates and add every row under its key."""
         faiss = _faiss()
-        if projected is None:
-            projected, _ = projection.transform(vectors, precise=False)
-        projected = np.ascontiguousarray(projected, dtype=np.float32)
+        if projected is None or residual is None:
+            projected, residual = projection.transform(vectors, precise=False)
+        projected = stored_coords(projected, residual)
         n, d = projected.shape
         self.n_lists_ = int(self.n_lists or default_lists(n))
         quantizer = faiss.IndexFlatL2(d)
         index = faiss.IndexIVFFlat(quantizer, d, self.n_lists_)
         train = projected
-        if n > 64 * self.n_lists_:
-            rows = np.sort(np.random.default_rng(self.random_state).choice(n, 64 * self.n_lists_, replace=False))
+        if n > 40 * self.n_lists_:
+            rows = np.sort(np.random.default_rng(self.random_state).choice(n, 40 * self.n_lists_, replace=False))
             train = projected[rows]
         index.cp.seed = self.random_state
         index.train(train)
@@ -89,13 +91,14 @@ class AnnSearch:
             raise ValueError(f"ANN index holds {self.index_.ntotal} vectors for {len(self.keys_)} rows")
         return self
 
-    def update(self, remove_keys: np.ndarray, add_keys: np.ndarray, add_projected: np.ndarray) -> None:
+    def update(self, remove_keys: np.ndarray, add_keys: np.ndarray, add_projected: np.ndarray,
+               add_residual: np.ndarray) -> None:
         """Remove and add vectors by key (an incremental re-index); call :meth:`attach` afterwards."""
         faiss = _faiss()
         if len(remove_keys):
             self.index_.remove_ids(faiss.IDSelectorBatch(np.asarray(remove_keys, dtype=np.int64)))
         if len(add_keys):
-            self.index_.add_with_ids(np.ascontiguousarray(add_projected, dtype=np.float32),
+            self.index_.add_with_ids(stored_coords(add_projected, add_residual),
                                      np.asarray(add_keys, dtype=np.int64))
 
     def save(self, path: str | Path) -> None:
@@ -125,7 +128,7 @@ class AnnSearch:
 
     def candidates_of(self, projected: np.ndarray, count: int) -> np.ndarray:
         """Candidate rows (m, count) from the IVF index; -1 where fewer were found."""
-        _, keys = self.index_.search(np.ascontiguousarray(projected, dtype=np.float32), int(count))
+        _, keys = self.index_.search(query_coords(projected), int(count))
         return self.rows_of_keys(keys)
 
     def kneighbors(self, queries: np.ndarray, k: int, prefer: int | None = None) -> Neighbors:
@@ -222,6 +225,18 @@ class AnnSearch:
         distances = np.sqrt(top_d2)
         self.last_exact_fraction_ = len(cols) / max(1, self.n)
         return Neighbors(indices, distances)
+
+
+def stored_coords(projected: np.ndarray, residual: np.ndarray) -> np.ndarray:
+    """What the IVF index stores for a row: PCA coordinates, then the residual norm."""
+    return np.ascontiguousarray(np.hstack([np.asarray(projected, dtype=np.float32),
+                                           np.asarray(residual, dtype=np.float32).reshape(-1, 1)]))
+
+
+def query_coords(projected: np.ndarray) -> np.ndarray:
+    """What the IVF index is asked with: PCA coordinates, then 0."""
+    p = np.asarray(projected, dtype=np.float32)
+    return np.ascontiguousarray(np.hstack([p, np.zeros((len(p), 1), dtype=np.float32)]))
 
 
 def exact_kneighbors(vectors: np.ndarray, queries: np.ndarray, k: int, chunk_rows: int = 16384) -> Neighbors:

@@ -52,7 +52,7 @@ def open_search(ix: store.Index) -> AnnSearch:
     """The ANN search of a loaded generation (IVF index memory-mapped, graph attached for duplicates)."""
     projection = PCAProjection.from_arrays(ix.array("pca_components"), ix.array("pca_mean"))
     info = ix.meta["search"]
-    search = AnnSearch(n_probe=info.get("n_probe", 16), candidates=info.get("candidates", 64))
+    search = AnnSearch(n_probe=info.get("n_probe", 24), candidates=info.get("candidates", 100))
     search.attach(ix.vectors, projection, AnnSearch.read(ix.directory / ix.generation / ANN_FILE),
                   ix.array("ann_keys"))
     search.graph_ = (ix.array("nn_indices"), ix.array("nn_distances"))
@@ -77,7 +77,7 @@ def _graph(search: AnnSearch, rows: np.ndarray, k: int, progress: ProgressFn,
 
 
 def _search_meta(search: AnnSearch, recall: dict, chosen: str, seconds: dict) -> dict:
-    return {"method": "ann", "chosen": chosen, "engine": "faiss IndexIVFFlat", "dims": int(search.index_.d),
+    return {"method": "ann", "chosen": chosen, "engine": "faiss IndexIVFFlat", "dims": int(search.index_.d) - 1,
             "n_lists": search.n_lists_, "n_probe": int(search.index_.nprobe), "candidates": search.candidates,
             "threshold": ANN_THRESHOLD, **recall, "seconds": seconds}
 
@@ -90,14 +90,15 @@ def derive_ann(writer: store.GenerationWriter, progress: ProgressFn, chosen: str
     t = time.perf_counter()
     progress("compress", 0, None)
     projection = PCAProjection(n_components=ANN_DIMS, sample_size=PCA_SAMPLE).fit(vectors)
-    projected, _ = projection.transform(vectors, chunk_rows=4096, precise=False)
+    projected, residual = projection.transform(vectors, chunk_rows=4096, precise=False)
     writer.save_array("pca_components", projection.components_)
     writer.save_array("pca_mean", projection.mean_)
     seconds["pca"] = time.perf_counter() - t
 
     t = time.perf_counter()
     progress("ann", 0, None)
-    search = AnnSearch().fit(vectors, projection, projected)
+    search = AnnSearch().fit(vectors, projection, projected, residual)
+    del residual
     writer.save_file(ANN_FILE, search.save)
     writer.save_array("ann_keys", search.keys_)
     seconds["ann_build"] = time.perf_counter() - t
@@ -163,7 +164,7 @@ def update_ann(writer: store.GenerationWriter, progress: ProgressFn, old: store.
     projection = PCAProjection.from_arrays(components, mean)
     writer.save_array("pca_components", components)
     writer.save_array("pca_mean", mean)
-    new_projected = projection.transform(np.asarray(vectors[new_rows]), precise=False)[0] if len(new_rows) else None
+    new_projected, new_residual = projection.transform(np.asarray(vectors[new_rows]), precise=False)
     seconds["pca"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -172,11 +173,10 @@ def update_ann(writer: store.GenerationWriter, progress: ProgressFn, old: store.
     keys = np.empty(n, dtype=np.int64)
     keys[kept] = old_keys[src[kept]]
     keys[new_rows] = old_keys.max(initial=-1) + 1 + np.arange(len(new_rows))
-    search = AnnSearch(n_probe=old.meta["search"].get("n_probe", 16),
-                       candidates=old.meta["search"].get("candidates", 64))
+    search = AnnSearch(n_probe=old.meta["search"].get("n_probe", 24),
+                       candidates=old.meta["search"].get("candidates", 100))
     search.index_ = AnnSearch.read(old.directory / old.generation / ANN_FILE, mmap=False)
-    search.update(old_keys[removed_old], keys[new_rows],
-                  new_projected if new_projected is not None else np.zeros((0, components.shape[0]), np.float32))
+    search.update(old_keys[removed_old], keys[new_rows], new_projected, new_residual)
     search.attach(vectors, projection, search.index_, keys)
     writer.save_file(ANN_FILE, search.save)
     writer.save_array("ann_keys", keys)

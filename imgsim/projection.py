@@ -52,17 +52,21 @@ class PCAProjection:
                   ) -> tuple[np.ndarray, np.ndarray]:
         """Projections ``(n, n_components_)`` and residual norms ``(n,)`` (computed in float64, stored float32).
 
-        ``precise=False`` computes in float32 and skips the residuals (returned as zeros): approximate search
-        needs no guaranteed bounds, and it is several times faster on millions of rows.
+        ``precise=False`` computes in float32: approximate search needs no guaranteed bounds, and it is
+        several times faster on millions of rows.
         """
         n = len(vectors)
         if not precise:
             projected = np.empty((n, self.n_components_), dtype=np.float32)
+            residual = np.empty(n, dtype=np.float32)
             basis32 = np.ascontiguousarray(self.components_.T, dtype=np.float32)
             for start in range(0, n, chunk_rows):
                 block = np.asarray(vectors[start:start + chunk_rows], dtype=np.float32) - self.mean_
-                projected[start:start + len(block)] = block @ basis32
-            return projected, np.zeros(n, dtype=np.float32)
+                coords = block @ basis32
+                projected[start:start + len(block)] = coords
+                rest = np.einsum("ij,ij->i", block, block) - np.einsum("ij,ij->i", coords, coords)
+                residual[start:start + len(block)] = np.sqrt(np.maximum(rest, 0.0))
+            return projected, residual
         projected = np.empty((n, self.n_components_), dtype=np.float32)
         residual = np.empty(n, dtype=np.float32)
         if getattr(self, "_basis64", None) is None:
