@@ -238,16 +238,11 @@ def info_dict(col: Collection) -> dict:
         "generation": col.index.generation,
         "projection": meta.get("projection"),
         "map": meta.get("map"),
-        "search": search_info(meta),
+        "search": col.search_info(),
     }
 
 
-def search_info(meta: dict) -> dict:
-    """Which search method answers queries and, for ANN, recall@10 against exact measured at build time."""
-    search = dict(meta.get("search") or {"method": "exact", "chosen": "auto"})
-    if search["method"] == "exact":
-        search["recall_at_10"] = 1.0
-    return search
+
 
 
 def cmd_info(args: argparse.Namespace) -> int:
