@@ -32,11 +32,17 @@ from imgsim.collection import Collection
 
 
 def synthetic_chunks(n: int, d: int, seed: int = 0, clusters: int = 2000, latent: int = 64, spread: float = 0.5,
-                     noise: float = 0.02, chunk: int = 8192, start_id: int = 0):
-    """Yield (start, vectors) chunks of clustered unit vectors, float32, never all in memory."""
+                     noise: float = 0.02, chunk: int = 8192, sample_seed: int | None = None):
+    """Yield (start, vectors, cluster labels) chunks of clustered unit vectors, float32, never all in memory.
+
+    ``seed`` fixes the clusters; ``sample_seed`` (default: the same) draws the points, so later additions
+    come from the same distribution without repeating earlier points.
+    """
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(clusters, latent)).astype(np.float32)
     mixing = rng.normal(size=(latent, d)).astype(np.float32) / np.sqrt(latent)
+    if sample_seed is not None:
+        rng = np.random.default_rng(sample_seed)
     labels = rng.integers(0, clusters, n)
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
@@ -66,13 +72,35 @@ def main() -> int:
     ap.add_argument("--queries", type=int, default=200, help="ANN queries timed (one at a time)")
     ap.add_argument("--exact-queries", type=int, default=20, help="brute-force queries timed (one at a time)")
     ap.add_argument("--add", type=int, default=1000, help="images added afterwards through the incremental path")
+    ap.add_argument("--measure-only", action="store_true",
+                    help="skip building: measure queries, recall and exact search on the index already in --out")
     args = ap.parse_args()
     out: Path = args.out
-    if out.exists():
-        shutil.rmtree(out)
     stages: dict[str, float] = {}
     log = (lambda *a: print(*a, file=sys.stderr, flush=True))
     pooling = {2048: "avg", 100352: "flatten"}.get(args.dims, "avg")
+    if not args.measure_only:
+        if out.exists():
+            shutil.rmtree(out)
+        build_synthetic(args, out, stages, log, pooling)
+    else:
+        args.n = store.load_index(out).count
+    result = measure(args, out, stages, pooling)
+    if args.add:
+        add_images(args, out, stages, result)
+    result["stages"] = {k: round(v, 2) for k, v in stages.items()}
+    result["peak_rss_mib"] = round(peak_rss_mib(), 1)
+    result["machine"] = machine()
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        for k, v in result.items():
+            print(f"{k}: {v}")
+    return 0
+
+
+def build_synthetic(args, out: Path, stages: dict, log, pooling: str) -> None:
+    """Vectors and manifest written as `imgsim index` writes them, then the same derived data."""
 
     # 1. vectors and manifest, written as `imgsim index` writes them (minus decoding and the model).
     t = time.perf_counter()
@@ -108,7 +136,9 @@ def main() -> int:
         stages[f"derive.{name}"] = sec
     del paths, entries, writer
 
-    # 3. open as the dashboard does, then query one at a time.
+
+def measure(args, out: Path, stages: dict, pooling: str) -> dict:
+    """Open as the dashboard does, then query one at a time; recall and exact search in the same run."""
     t = time.perf_counter()
     col = Collection.open(out)
     col.search  # noqa: B018  (loads the search structures, as the first query would)
@@ -147,41 +177,35 @@ def main() -> int:
     result["speedup_vs_exact"] = (round(result["exact_query_ms_p50"] / result["query_ms_p50"], 1)
                                   if result["exact_query_ms_p50"] else None)
     del col
+    return result
 
-    # 4. +N images through the incremental path of `imgsim index`.
-    if args.add:
-        t = time.perf_counter()
-        old = store.load_index(out)
-        rows_map = {p: (None, i) for i, p in enumerate(old.paths)}
-        add_entries = {}
-        for start, x, labels in synthetic_chunks(args.add, args.dims, seed=7, chunk=args.add):
-            for i, (v, l) in enumerate(zip(x, labels)):
-                rel = synthetic_path(int(rng.integers(0, args.n)), prefix=f"new{i:04d}")
-                rows_map[rel] = (store.Entry(rel, 0, 0, f"{args.n + i:064x}"), v)
-                add_entries[rel] = b""
-        order = sorted(rows_map)
-        manifest = old.entries
-        for p in order:  # old entries are materialised only for the rows kept, as `imgsim index` does
-            if rows_map[p][0] is None:
-                rows_map[p] = (manifest[rows_map[p][1]], rows_map[p][1])
-        meta2 = dict(old.meta)
-        for key in ("format", "version", "generation", "count", "dims", "arrays", "files"):
-            meta2.pop(key, None)
-        meta2["updated"] = store.now_iso()
-        build._write(out, rows_map, [], meta2, args.dims, None, old, lambda *a: None, add_entries, old.root,
-                     build.ann_build.choose_method(None, old.meta, len(rows_map)))
-        stages[f"add_{args.add}"] = time.perf_counter() - t
-        after = store.load_index(out)
-        result["after_add"] = {"count": after.count, "search": after.meta.get("search")}
-    result["stages"] = {k: round(v, 2) for k, v in stages.items()}
-    result["peak_rss_mib"] = round(peak_rss_mib(), 1)
-    result["machine"] = machine()
-    if args.json:
-        print(json.dumps(result, indent=1))
-    else:
-        for k, v in result.items():
-            print(f"{k}: {v}")
-    return 0
+
+def add_images(args, out: Path, stages: dict, result: dict) -> None:
+    """+N images through the incremental path of `imgsim index`."""
+    rng = np.random.default_rng(2)
+    t = time.perf_counter()
+    old = store.load_index(out)
+    rows_map = {p: (None, i) for i, p in enumerate(old.paths)}
+    add_entries = {}
+    for start, x, labels in synthetic_chunks(args.add, args.dims, sample_seed=7, chunk=args.add):
+        for i, (v, l) in enumerate(zip(x, labels)):
+            rel = synthetic_path(int(rng.integers(0, args.n)), prefix=f"new{i:04d}")
+            rows_map[rel] = (store.Entry(rel, 0, 0, f"{args.n + i:064x}"), v)
+            add_entries[rel] = b""
+    order = sorted(rows_map)
+    manifest = old.entries
+    for p in order:  # old entries are materialised only for the rows kept, as `imgsim index` does
+        if rows_map[p][0] is None:
+            rows_map[p] = (manifest[rows_map[p][1]], rows_map[p][1])
+    meta2 = dict(old.meta)
+    for key in ("format", "version", "generation", "count", "dims", "arrays", "files"):
+        meta2.pop(key, None)
+    meta2["updated"] = store.now_iso()
+    build._write(out, rows_map, [], meta2, args.dims, None, old, lambda *a: None, add_entries, old.root,
+                 build.ann_build.choose_method(None, old.meta, len(rows_map)))
+    stages[f"add_{args.add}"] = time.perf_counter() - t
+    after = store.load_index(out)
+    result["after_add"] = {"count": after.count, "search": after.meta.get("search")}
 
 
 if __name__ == "__main__":
