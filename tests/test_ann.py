@@ -217,7 +217,7 @@ def test_flatten_index_over_20_gb_is_refused_up_front_with_the_estimate():
                                           r"Choose --pooling avg, or add --allow-large"):
         check_storage(60_000, "flatten")
     check_storage(60_000, "avg")
-    check_storage(50_000, "flatten")
+    check_storage(45_000, "flatten")
 
 
 def test_columnar_manifest_round_trips_and_finds_hashes(tmp_path):
