@@ -123,7 +123,9 @@ def build_synthetic(args, out: Path, stages: dict, log, pooling: str) -> None:
         if total and done == total or total is None:
             log(f"  {stage} {done}/{total} at {time.perf_counter() - t:.0f} s")
 
-    meta = {"backbone": "resnet50", "pooling": pooling, "root": str((out / "images").resolve()),
+    root = out.resolve().with_name(out.name + "-images")  # the (empty) collection folder the app opens
+    root.mkdir(parents=True, exist_ok=True)
+    meta = {"backbone": "resnet50", "pooling": pooling, "root": str(root),
             "weights": {"mode": "random", "identity": None, "label": "synthetic vectors (bench/scale.py)",
                         "path": None, "seed": 0},
             "created": store.now_iso(), "updated": store.now_iso(), "ignored": 0, "graph_k": None}
