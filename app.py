@@ -20,6 +20,7 @@ import streamlit as st
 
 from imgsim import charts, decode, export, mapview
 from imgsim import progress as prog
+from imgsim.backbone import BackboneSpec, make_backbone
 from imgsim.collection import Collection, QueryResult, check_compatible, default_index_dir
 from imgsim.errors import ImgsimError
 from imgsim.extract import FeatureExtractor, WeightsError, how_to_supply_weights, weights_spec
@@ -208,7 +209,8 @@ def run_indexing(folder: Path, index_dir: Path, weights: str) -> None:
 
 def weights_help(error: Exception) -> None:
     st.error("**The model's weights cannot be loaded.** " + str(error).split("\n", 1)[0])
-    st.markdown("**How to supply them**\n\n" + how_to_supply_weights(markdown=True))
+    how = getattr(error, "how_to", None)  # CLIP errors carry their own instructions
+    st.markdown("**How to supply them**\n\n" + (how(markdown=True) if how else how_to_supply_weights(markdown=True)))
 
 
 # --- query state ------------------------------------------------------------------------------------------
@@ -309,19 +311,60 @@ def draw_map(col: Collection, index_dir: Path, generation: str, key: str, height
     return [int(r) for r in (result.selection or []) if 0 <= int(r) < col.count]
 
 
+# --- search by describing (CLIP indexes) -------------------------------------------------------------------
+
+def _text_changed() -> None:
+    """Typing a description makes it the query: remember which image query it replaces, clear the upload."""
+    st.session_state["text_over_row"] = st.session_state.get("query_row")
+    st.session_state["upload_key"] = st.session_state.get("upload_key", 0) + 1
+
+
+def text_box(col: Collection) -> str | None:
+    """The description to search with, or None; picking an image afterwards clears it (and ?text= with it)."""
+    if "text_over_row" in st.session_state and st.session_state["text_over_row"] != st.session_state.get("query_row"):
+        st.session_state["text"] = ""  # an image was picked since the text was typed: the image is the query
+        del st.session_state["text_over_row"]
+    text = st.text_input("Describe what you are looking for", key="text", bind="query-params",
+                         on_change=_text_changed, placeholder="e.g. a red car at night",
+                         help=f"Search by text with this index's {col.backbone.spec} model; press Enter.")
+    text = " ".join((text or "").split())
+    if text and "text_over_row" not in st.session_state:  # from a shared link
+        st.session_state["text_over_row"] = st.session_state.get("query_row")
+    return text or None
+
+
+@st.cache_data(show_spinner="Embedding the description…", max_entries=64)
+def embed_text(index_dir: str, generation: str, text: str):
+    """A description's vector from the index's own CLIP model, computed once per text."""
+    col = open_collection(index_dir, generation)
+    return col.embed_text(text, model=lambda: upload_model(col))
+
+
 def search_tab(col: Collection, index_dir: Path, generation: str, weights: str) -> None:
+    text = text_box(col) if col.supports_text else None
     top_left, top_right = st.columns([1, 1], gap="large")
     with top_left:
         upload = st.file_uploader("Upload an image to search with", type=UPLOAD_TYPES,
                                   key=f"upload_{st.session_state.get('upload_key', 0)}")
     with top_right:
         k = st.slider("Number of results (k)", 1, 50, 8, key="k", bind="query-params")
-    with st.expander("Pick an image from the collection", expanded=upload is None and current_query(col) is None):
+    with st.expander("Pick an image from the collection", expanded=upload is None and text is None and current_query(col) is None):
         gallery(col)
     left, right = st.columns([3, 2], gap="large")
     with left:
         result, query_caption, query_data = None, "", None
-        if upload is not None:
+        if text is not None and upload is None:
+            try:
+                embedded = embed_text(str(index_dir), generation, text)
+                result = col.neighbors_of_vector(embedded.vector, k)
+                query_caption = f"text: “{embedded.text}”"
+                if embedded.truncated:
+                    st.info(embedded.note)
+            except WeightsError as exc:
+                weights_help(exc)
+            except ImgsimError as exc:
+                st.error(str(exc))
+        elif upload is not None:
             data = upload.getvalue()  # in memory only: never written to disk under its name
             try:
                 result = col.query_embedded(embed_upload(str(index_dir), generation, data), k)
@@ -336,11 +379,15 @@ def search_tab(col: Collection, index_dir: Path, generation: str, weights: str) 
                 result = col.neighbors_of_row(row, k)
                 query_caption, query_data = f"query: {col.paths[row]}", thumb(col, row, 256)
         if result is None:
-            st.info("Pick an image above, upload one, or click a point on the map.")
+            st.info(("Describe what you are looking for, pick" if col.supports_text else "Pick")
+                    + " an image above, upload one, or click a point on the map.")
         else:
             q1, q2 = st.columns([1, 3])
             with q1:
-                show_image(query_data, query_caption)
+                if query_caption.startswith("text: "):
+                    st.markdown(f"**Described:**  \n{query_caption[6:]}")
+                else:
+                    show_image(query_data, query_caption)
             with q2:
                 st.markdown(f"**{len(result.neighbors)} nearest images** (k = {result.k}"
                             + (f", clamped from {k}" if result.k < k else "") + ").")
@@ -366,8 +413,18 @@ def upload_thumb(data: bytes) -> bytes:
     return _jpeg(decode.thumbnail(data, 256))
 
 
+@st.cache_resource(show_spinner="Loading CLIP…")
+def get_backbone_model(backbone: str, weights: str, pooling: str):
+    """A non-ResNet50 backbone (CLIP), built once per process when an upload or a description needs it."""
+    return make_backbone(BackboneSpec.parse(backbone), weights, pooling)
+
+
 def upload_model(col: Collection) -> FeatureExtractor:
-    """The cached model with this index's weights and pooling (refused if its weights differ)."""
+    """The cached model with this index's backbone, weights and pooling (refused if its weights differ)."""
+    if col.backbone.name != "resnet50":
+        model = get_backbone_model(col.backbone.spec, weights_spec(col.index.weights), col.index.pooling)
+        check_compatible(col, model)
+        return model
     model = get_extractor(weights_spec(col.index.weights), col.index.pooling)
     check_compatible(col, model)
     return model
@@ -431,7 +488,8 @@ def duplicates_tab(col: Collection, index_dir: Path, generation: str) -> None:
 def about_tab(col: Collection, index_dir: Path, generation: str) -> None:
     meta = col.index.meta
     st.markdown(f"**{col.count} images** from `{col.index.root}` · index `{index_dir}` · "
-                f"model {meta['backbone']} ({col.index.pooling}, {col.index.dims:,} values per image) · "
+                f"model {meta['backbone']}" + (f" (preset `{meta['preset']}`)" if meta.get("preset") else "")
+                + f" ({col.index.pooling}, {col.index.dims:,} values per image) · "
                 f"weights: {col.weights_label} · updated {meta['updated']}")
     st.markdown(col.search_summary())
     ev = evaluation(str(index_dir), generation, 5)

@@ -6,7 +6,6 @@ hash), drops deleted files, and resumes from the checkpoints of a run that was k
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import time
@@ -17,9 +16,11 @@ from typing import Callable
 import numpy as np
 
 from . import ann_build, decode, index as store
+from .backbone import RESNET50, BackboneSpec, default_dims, make_backbone
 from .discover import ImageFile, discover
 from .errors import ImgsimError, Skipped
-from .extract import BACKBONE, POOLINGS, FeatureExtractor, Weights, extract_pipelined, weights_spec
+from .engine import Embedded, Engine, ExtractSettings, LocalEngine, Unchanged
+from .extract import BACKBONE, POOLINGS, FeatureExtractor, Weights, weights_spec
 from .map2d import MapBuilder
 from .progress import ProgressFn, no_progress
 from .projection import PCAProjection
@@ -51,21 +52,18 @@ class BuildReport:
     weights_label: str = ""
     pooling: str = ""
     device: str = ""
+    engine: str = "local"
+    runtime: str = ""
+    #: Seconds per step of the whole run (scan, model, extraction, derived data, write), in order.
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def images_per_second(self) -> float:
         return self.extracted / self.extract_seconds if self.extract_seconds > 0 else 0.0
 
 
-@dataclass(frozen=True)
-class _Touched:
-    """A file whose mtime changed but whose content hash did not: its old vector still holds."""
-
-    sha256: str
-
-
-def _checkpoint_key(spec: Weights, pooling: str) -> str:
-    key = f"{BACKBONE}|{pooling}|{spec.mode}|{spec.seed}|{spec.path}"
+def _checkpoint_key(spec: Weights, pooling: str, backbone: str = BACKBONE) -> str:
+    key = f"{backbone}|{pooling}|{spec.mode}|{spec.seed}|{spec.path}"
     if spec.path and os.path.exists(spec.path):
         st = os.stat(spec.path)
         key += f"|{st.st_size}|{st.st_mtime_ns}"
@@ -73,18 +71,25 @@ def _checkpoint_key(spec: Weights, pooling: str) -> str:
 
 
 def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, weights: str | None = None,
-                pooling: str | None = None, batch_size: int = 16, rebuild: bool = False,
-                progress: ProgressFn | None = None, checkpoint_every: int = 256, workers: int = 2,
+                pooling: str | None = None, batch_size: int | None = None, rebuild: bool = False,
+                progress: ProgressFn | None = None, checkpoint_every: int = 256, workers: int | None = None,
                 extractor_factory: Callable[[Weights, str, int], FeatureExtractor] | None = None,
-                search: str | None = None, allow_large: bool = False) -> BuildReport:
+                backbone: str | None = None, model_factory: Callable[[Weights, str, int], object] | None = None,
+                engine: Engine | None = None, runtime: str | None = None,
+                precision: str | None = None, search: str | None = None, allow_large: bool = False) -> BuildReport:
     """Index ``src_dir`` into ``index_dir`` incrementally; returns what was done.
 
-    ``weights`` and ``pooling`` default to those of the existing index (else ``imagenet`` and ``flatten``);
-    asking for different ones than the index was built with is refused unless ``rebuild`` is set.
-    ``search`` is ``exact`` or ``ann`` (default: the index's earlier explicit choice, else ``ann`` above
-    50,000 images). A ``flatten`` index estimated above 20 GB is refused up front unless ``allow_large``.
+    ``backbone`` (``resnet50``, ``clip[:PRESET_OR_DIR]``), ``weights`` and ``pooling`` default to those of
+    the existing index (else ``resnet50``, ``imagenet`` and ``flatten``); asking for different ones than
+    the index was built with is refused unless ``rebuild`` is set. ``extractor_factory`` builds the ResNet50
+    model, ``model_factory`` any other backbone's. ``engine`` runs the extraction (default: this process, see
+    :mod:`imgsim.engine`); ``batch_size=None`` lets it pick one for the device; ``runtime`` and ``precision``
+    choose ResNet50's forward pass (:mod:`imgsim.runtime`). ``search`` is ``exact`` or ``ann`` (default: the
+    index's earlier explicit choice, else ``ann`` above 50,000 images). A ``flatten`` index estimated above
+    20 GB is refused up front unless ``allow_large``.
     """
     started = time.perf_counter()
+    clock = _Clock()
     progress = progress or no_progress
     index_dir = Path(index_dir).expanduser()
     with store.locked(index_dir):
@@ -97,17 +102,18 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
         if old is not None and old.root != found.root:
             raise ImgsimError(f"The index at {index_dir} was built from {old.root}, not {found.root}. "
                               "Use another --index folder, or --rebuild to replace it.")
-        pooling = pooling or (old.pooling if old else "flatten")
-        if pooling not in POOLINGS:
-            raise ImgsimError(f"Unknown pooling '{pooling}': use one of {', '.join(POOLINGS)}.")
-        spec = Weights.parse(weights or (weights_spec(old.weights) if old else None))
+        bspec = _backbone_spec(backbone, old, index_dir)
+        pooling = bspec.check_pooling(pooling or (old.pooling if old else bspec.default_pooling()))
+        spec = bspec.parse_weights(weights or (weights_spec(old.weights) if old else None))
         if old is not None:
             _check_same_settings(old, spec, pooling, index_dir)
         if not allow_large:
             check_storage(len(found.files), pooling)
 
-        report = BuildReport(index_dir=index_dir, root=found.root, pooling=pooling, ignored=found.ignored)
-        ckpt_key = _checkpoint_key(spec, pooling)
+        report = BuildReport(index_dir=index_dir, root=found.root, pooling=pooling, ignored=found.ignored,
+                             timings=clock.timings)
+        clock.lap("scan and read the old index")
+        ckpt_key = _checkpoint_key(spec, pooling, bspec.spec)
         resumable = store.read_checkpoints(index_dir, ckpt_key)
         old_by_path = {e.path: i for i, e in enumerate(old.entries)} if old else {}
         old_skips = {s.path: s for s in old.skipped} if old else {}
@@ -129,21 +135,40 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
                 work.append(f)
 
         resolved = old.meta["weights"] if old else None
+        preset = old.meta.get("preset") if old else bspec.preset
+        dims = old.dims if old else None
         thumbs: dict[str, bytes] = {}
         if work:
             progress("model", 0, None)
-            factory = extractor_factory or (lambda w, p, b: FeatureExtractor(w, p, b))
-            extractor = factory(spec, pooling, batch_size)
-            if extractor.pooling != pooling:
-                raise ImgsimError(f"The model extracts {extractor.pooling} features but this index uses {pooling}.")
+            if bspec.name == RESNET50:
+                factory = extractor_factory  # None: the engine builds FeatureExtractor with runtime/precision
+            else:
+                if engine is not None and engine.name != "local":
+                    raise ImgsimError(f"--engine {engine.name} runs the resnet50 backbone only; index {bspec.spec} "
+                                      "with the local engine.")
+                factory = model_factory or (lambda w, p, b: make_backbone(bspec, w, p, b or 16))
+            engine = engine or LocalEngine(factory, workers)
+            report.engine = engine.name
+            ready = engine.start(ExtractSettings(spec, pooling, batch_size, runtime, precision))
+            for step, seconds in ready.timings.items():
+                clock.add(step, seconds)
+            clock.lap("model (other)", min_seconds=0.05)
+            preset, dims = ready.preset, ready.dims
+            if ready.pooling != pooling:
+                raise ImgsimError(f"The model extracts {ready.pooling} features but this index uses {pooling}.")
             recorded = old.weights.get("identity") if old is not None else None
-            if recorded is not None and extractor.weights.identity != recorded:
+            if recorded is not None and ready.weights.identity != recorded:
                 raise ImgsimError(f"The weights now at {spec.path or spec.mode} differ from those that built the index "
                                   f"at {index_dir}. Re-run with --rebuild to re-extract every image.")
-            resolved = extractor.weights.to_json()
-            report.device = extractor.device
-            _extract(extractor, work, old, old_by_path, rows, skipped, report, index_dir, ckpt_key,
-                     checkpoint_every, workers, progress, thumbs)
+            resolved = ready.weights.to_json()
+            report.device = ready.device
+            report.runtime = ready.runtime
+            try:
+                _extract(engine, work, old, old_by_path, rows, skipped, report, index_dir, ckpt_key,
+                         checkpoint_every, progress, thumbs)
+            finally:
+                engine.close()
+            clock.lap("extraction")
         report.weights_label = (resolved or {}).get("label") or spec.mode
         report.removed = len(set(old_by_path) - set(rows)) if old else 0
         skipped.sort(key=lambda s: s.path)
@@ -158,18 +183,67 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
         if unchanged and same_method and [s.to_json() for s in old.skipped] == [s.to_json() for s in skipped]:
             store.clear_checkpoints(index_dir)
             report.seconds = time.perf_counter() - started
+            clock.lap("write")
             return report
         if resolved is None:  # an empty collection: nothing was ever extracted
             resolved = {"mode": spec.mode, "identity": None, "label": spec.mode, "path": spec.path, "seed": spec.seed}
-        meta = {"backbone": BACKBONE, "weights": resolved, "pooling": pooling, "root": str(found.root),
+        meta = {"backbone": bspec.name, "weights": resolved, "pooling": pooling, "root": str(found.root),
                 "created": old.meta["created"] if old else store.now_iso(), "updated": store.now_iso(),
                 "ignored": found.ignored, "graph_k": None}
-        _write(index_dir, rows, skipped, meta, POOLINGS[pooling], old if same_vectors and same_method else None, old,
-               progress, thumbs, found.root, method)
+        if bspec.name != RESNET50:
+            meta["preset"] = preset or default_preset(bspec)
+        _write(index_dir, rows, skipped, meta, dims or default_dims(bspec, pooling), old if same_vectors and same_method else None,
+               old, progress, thumbs, found.root, clock, method)
         store.clear_checkpoints(index_dir)
+        clock.lap("write")
         report.committed = True
         report.seconds = time.perf_counter() - started
         return report
+
+
+class _Clock:
+    """Adds up where a build's time goes: ``lap(step)`` books the time since the previous lap to ``step``."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def add(self, step: str, seconds: float) -> None:
+        self.timings[step] = self.timings.get(step, 0.0) + seconds
+        self._last += seconds
+
+    def lap(self, step: str, min_seconds: float = 0.0) -> None:
+        now = time.perf_counter()
+        if now - self._last >= min_seconds:
+            self.add(step, max(0.0, now - self._last))
+        self._last = now
+
+
+def _backbone_spec(asked: str | None, old: store.Index | None, index_dir: Path) -> BackboneSpec:
+    """The backbone to use: the one asked for, else the index's own; a different one needs --rebuild."""
+    recorded = BackboneSpec.from_meta(old.meta) if old is not None else None
+    if asked is None:
+        return recorded or BackboneSpec.parse(None)
+    spec = BackboneSpec.parse(asked)
+    if recorded is not None and (spec.name != recorded.name or (
+            spec.preset and recorded.preset and _same_preset(spec.preset) != recorded.preset)):
+        raise ImgsimError(f"The index at {index_dir} was built with the {recorded.spec} backbone (asked: {spec.spec}). "
+                          "Vectors of two models cannot be compared: use another --index folder, or add --rebuild "
+                          "to re-extract every image with the new backbone.")
+    return recorded if recorded is not None and recorded.name == spec.name and not spec.preset else spec
+
+
+def _same_preset(preset: str) -> str:
+    """A preset as an index records it (local folders as absolute paths)."""
+    from .clip import is_local_preset
+
+    return str(Path(preset).expanduser().resolve()) if is_local_preset(preset) else preset
+
+
+def default_preset(spec: BackboneSpec) -> str:
+    from .clip import DEFAULT_PRESET
+
+    return _same_preset(spec.preset) if spec.preset else DEFAULT_PRESET
 
 
 def _check_same_settings(old: store.Index, spec: Weights, pooling: str, index_dir: Path) -> None:
@@ -186,42 +260,31 @@ def _check_same_settings(old: store.Index, spec: Weights, pooling: str, index_di
                           "settings, or add --rebuild to re-extract every image with the new ones.")
 
 
-def _extract(extractor: FeatureExtractor, work: list[ImageFile], old: store.Index | None, old_by_path: dict,
+def _extract(engine: Engine, work: list[ImageFile], old: store.Index | None, old_by_path: dict,
              rows: dict, skipped: list[Skipped], report: BuildReport, index_dir: Path, ckpt_key: str,
-             checkpoint_every: int, workers: int, progress: ProgressFn, thumbs: dict[str, bytes]) -> None:
-    hashes: dict[str, str] = {}
-
-    def load(f: ImageFile):
-        data = decode.read_bytes(f.path)
-        sha = hashlib.sha256(data).hexdigest()
-        hashes[f.rel] = sha
-        row = old_by_path.get(f.rel)
-        if row is not None and old.entries[row].sha256 == sha:
-            return _Touched(sha)
-        im = decode.open_rgb(data)
-        thumbs[f.rel] = decode.small_jpeg(im)
-        return decode.resize_for_model(im)
-
+             checkpoint_every: int, progress: ProgressFn, thumbs: dict[str, bytes]) -> None:
+    known = {f.rel: old.entries[old_by_path[f.rel]].sha256 for f in work if f.rel in old_by_path}
     pending_entries: list[store.Entry] = []
     pending_vectors: list[np.ndarray] = []
     done = 0
     t0 = time.perf_counter()
     progress("extract", 0, len(work))
-    for f, outcome in extract_pipelined(extractor.embed, work, load, extractor.batch_size, workers):
+    for f, outcome in engine.extract(work, known):
         row = old_by_path.get(f.rel)
         if isinstance(outcome, ImgsimError):
             reason = getattr(outcome, "reason", None)
             if reason is None:
                 raise outcome
             skipped.append(Skipped(f.rel, reason, getattr(outcome, "detail", ""), f.size, f.mtime_ns))
-        elif isinstance(outcome, _Touched):
+        elif isinstance(outcome, Unchanged):
             rows[f.rel] = (store.Entry(f.rel, f.size, f.mtime_ns, outcome.sha256), row)
             report.unchanged += 1
-        else:
-            entry = store.Entry(f.rel, f.size, f.mtime_ns, hashes[f.rel])
-            rows[f.rel] = (entry, outcome)
+        elif isinstance(outcome, Embedded):
+            entry = store.Entry(f.rel, f.size, f.mtime_ns, outcome.sha256)
+            thumbs[f.rel] = outcome.thumb
+            rows[f.rel] = (entry, outcome.vector)
             pending_entries.append(entry)
-            pending_vectors.append(outcome)
+            pending_vectors.append(outcome.vector)
             report.extracted += 1
             if row is None:
                 report.added += 1
@@ -239,7 +302,8 @@ def _extract(extractor: FeatureExtractor, work: list[ImageFile], old: store.Inde
 
 def _write(index_dir: Path, rows: dict, skipped: list[Skipped], meta: dict, dims: int,
            same_vectors_as: store.Index | None, old: store.Index | None, progress: ProgressFn,
-           thumbs: dict[str, bytes], root: Path, method: tuple[str, str] = ("exact", "auto")) -> None:
+           thumbs: dict[str, bytes], root: Path, clock: _Clock | None = None,
+           method: tuple[str, str] = ("exact", "auto")) -> None:
     order = sorted(rows)
     entries = [rows[p][0] for p in order]
     writer = store.GenerationWriter(index_dir, len(order), dims)
@@ -264,7 +328,11 @@ def _write(index_dir: Path, rows: dict, skipped: list[Skipped], meta: dict, dims
                 writer.save_file(ann_build.ANN_FILE, lambda path: shutil.copyfile(old_ann, path))
             meta.update({k: same_vectors_as.meta.get(k) for k in ("projection", "map", "graph_k", "search")})
         else:
+            if clock is not None:
+                clock.lap("write")
             meta.update(derive_for(writer, progress, method, old, sources))
+            if clock is not None:
+                clock.lap("derived data (projection, neighbour graph, map)")
         writer.commit(meta, entries, skipped)
     except BaseException:
         writer.abort()
@@ -310,7 +378,7 @@ FLATTEN_LIMIT_BYTES = 20 * 10**9
 
 def estimate_bytes(count: int, pooling: str) -> int:
     """Index bytes for ``count`` images: float32 vectors plus about 3 KiB per image of previews and derived data."""
-    return count * (POOLINGS[pooling] * 4 + 3 * 1024)
+    return count * (POOLINGS.get(pooling, 2048) * 4 + 3 * 1024)
 
 
 def check_storage(count: int, pooling: str) -> None:

@@ -75,20 +75,37 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("src_dir", metavar="SRC_DIR")
     p.add_argument("--index", required=True, metavar="INDEX_DIR", help="folder where the index is kept")
     p.add_argument("--weights", metavar="imagenet|random|PATH",
-                   help="ImageNet weights (Keras download/cache), seeded random weights, or a local weights file; "
+                   help="ImageNet weights (Keras download/cache), seeded random weights, or a local weights file "
+                        "(CLIP: pretrained, the preset's own, or random); "
                         "default: the index's own, else $IMGSIM_WEIGHTS, else imagenet")
     p.add_argument("--pooling", choices=sorted(POOLINGS), help="flatten: 7x7x2048 (the reference); avg: 2048 values")
-    p.add_argument("--batch-size", type=_positive_int, default=16, metavar="N")
+    p.add_argument("--backbone", metavar="resnet50|clip[:PRESET_OR_DIR]",
+                   help="the model: resnet50 (default) or CLIP from keras-hub (default preset clip_vit_base_patch32, "
+                        "or a local preset folder), which also allows search by text; default: the index's own")
+    p.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+                   help="images per model call (default: chosen for the device: 16 on CPU, 64 on GPU)")
     p.add_argument("--rebuild", action="store_true", help="discard the existing index and extract everything again")
     p.add_argument("--search", choices=["exact", "ann"],
                    help="exact k-NN, or approximate (IVF) with exact re-ranking; default: ann above 50,000 images")
     p.add_argument("--allow-large", action="store_true",
                    help="index in flatten mode even when the index is estimated above 20 GB")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: this process; ray: a Ray Data job (pip install -r requirements-ray.txt)")
+    p.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to run on (e.g. auto, ray://head:10001); "
+                   "default: a local Ray instance")
+    p.add_argument("--precision", choices=("float32", "float16"), default="float32",
+                   help="model arithmetic: float32 (the reference) or float16 (mixed precision, for GPUs)")
+    p.add_argument("--runtime", choices=("auto", "openvino", "keras"), default=None,
+                   help="forward pass: auto (OpenVINO on CPU when installed, else Keras), openvino or keras "
+                        "(default: $IMGSIM_RUNTIME, else auto)")
+    p.add_argument("--verbose", action="store_true", help="print where the time went (import, model, "
+                   "extraction, derived data, write)")
 
-    p = sub.add_parser("query", help="nearest neighbours of an image (indexed or not)")
+    p = sub.add_parser("query", help="nearest neighbours of an image (indexed or not), or of a description (CLIP)")
     p.add_argument("index_dir", metavar="INDEX_DIR")
-    p.add_argument("image", metavar="IMAGE_PATH")
+    p.add_argument("image", metavar="IMAGE_PATH", nargs="?")
+    p.add_argument("--text", metavar="TEXT", help="search by describing (CLIP indexes), e.g. \"a red car at night\"")
     p.add_argument("-k", type=_positive_int, default=5, help="how many results (clamped to the collection size)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--weights", metavar="imagenet|random|PATH", help="weights for an image that is not indexed "
@@ -122,7 +139,10 @@ def _print_json(data: dict) -> None:
 
 
 def _weights_fields(col: Collection) -> dict:
-    return {"weights": weights_spec(col.index.weights), "random_weights": col.is_random}
+    spec = weights_spec(col.index.weights)
+    if col.backbone.name != "resnet50" and not col.is_random:
+        spec = "pretrained"  # the preset's own weights, not ImageNet's ResNet50 file
+    return {"weights": spec, "random_weights": col.is_random}
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -130,14 +150,35 @@ def cmd_index(args: argparse.Namespace) -> int:
     if weights is None and not index_exists(args.index):
         weights = os.environ.get("IMGSIM_WEIGHTS") or None
     progress = TqdmProgress(enabled=not args.quiet)
+    if args.ray_address and args.engine != "ray":
+        raise ImgsimError("--ray-address needs --engine ray.")
+    engine = None
+    if args.engine == "ray":
+        from .engine_ray import RayEngine, import_ray
+
+        import_ray()  # says how to install Ray before any work starts
+        engine = RayEngine(address=args.ray_address)
     try:
         report = build_index(args.src_dir, args.index, weights=weights, pooling=args.pooling,
                              batch_size=args.batch_size, rebuild=args.rebuild, progress=progress,
+                             backbone=args.backbone, engine=engine, runtime=args.runtime, precision=args.precision,
                              search=args.search, allow_large=args.allow_large)
     finally:
         progress.close()
     _print_report(report)
+    if args.verbose:
+        print(format_timings(report))
     return 0
+
+
+def format_timings(r: BuildReport) -> str:
+    """Where an indexing run's time went, one step a line, with each step's share of the total."""
+    total = sum(r.timings.values()) or 1.0
+    lines = [f"  time: {total:.1f} s in all (engine: {r.engine}" + (f", runtime: {r.runtime}" if r.runtime else "")
+             + ")"]
+    for step, seconds in r.timings.items():
+        lines.append(f"    {step:<48} {seconds:7.1f} s  {100 * seconds / total:5.1f} %")
+    return "\n".join(lines)
 
 
 def _print_report(r: BuildReport) -> None:
@@ -150,6 +191,8 @@ def _print_report(r: BuildReport) -> None:
     if r.extracted:
         lines.append(f"  extracted {r.extracted} in {r.extract_seconds:.1f} s ({r.images_per_second:.1f} images/s "
                      f"on {r.device}); weights: {r.weights_label}; pooling: {r.pooling}")
+        if r.runtime:
+            lines.append(f"  forward pass: {r.runtime}" + (f" (engine: {r.engine})" if r.engine != "local" else ""))
     if r.skipped:
         lines.append(f"  skipped {len(r.skipped)} file(s):")
         for s in r.skipped[:20]:
@@ -170,6 +213,12 @@ def cmd_query(args: argparse.Namespace) -> int:
     def model():
         return col.extractor(weights)
 
+    if args.text is not None:
+        if args.image is not None:
+            raise ImgsimError("Give either an IMAGE_PATH or --text, not both.")
+        return _text_query(col, args, model)
+    if args.image is None:
+        raise ImgsimError("Give an IMAGE_PATH to search with, or --text \"a description\" (CLIP indexes).")
     result = col.query_file(args.image, args.k, extractor=model)
     if args.json:
         _print_json({"query": args.image, "neighbors": [n.to_json() for n in result.neighbors], "k": result.k,
@@ -179,6 +228,24 @@ def cmd_query(args: argparse.Namespace) -> int:
         print(RANDOM_NOTE, file=sys.stderr)
     where = "indexed" if result.row is not None else "not indexed: embedded with the model"
     print(f"Query: {args.image} ({where})")
+    print(f"{'rank':>4}  {'distance':>8}  {'cosine':>7}  path")
+    for n in result.neighbors:
+        print(f"{n.rank:>4}  {n.distance:8.4f}  {n.similarity:7.4f}  {n.path}")
+    return 0
+
+
+def _text_query(col: Collection, args: argparse.Namespace, model) -> int:
+    result, embedded = col.query_text(args.text, args.k, model=model)
+    if args.json:
+        _print_json({"query": {"text": embedded.text}, "neighbors": [n.to_json() for n in result.neighbors],
+                     "k": result.k, "tokens": embedded.tokens, "truncated": embedded.truncated,
+                     **({"note": embedded.note} if embedded.truncated else {}), **_weights_fields(col)})
+        return 0
+    if col.is_random:
+        print(RANDOM_NOTE, file=sys.stderr)
+    if embedded.truncated:
+        print(f"note: {embedded.note}", file=sys.stderr)
+    print(f"Query: text “{embedded.text}” ({col.backbone.spec}, {embedded.tokens} tokens)")
     print(f"{'rank':>4}  {'distance':>8}  {'cosine':>7}  path")
     for n in result.neighbors:
         print(f"{n.rank:>4}  {n.distance:8.4f}  {n.similarity:7.4f}  {n.path}")
@@ -231,6 +298,7 @@ def info_dict(col: Collection) -> dict:
         "dims": col.index.dims,
         "version": meta["version"],
         "backbone": meta["backbone"],
+        "preset": meta.get("preset"),
         "root": meta["root"],
         "created": meta["created"],
         "updated": meta["updated"],
@@ -255,7 +323,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"Index {col.index.directory} (format {data['version']}, {col.index.generation}, {size / 2**20:.1f} MiB)")
     print(f"  folder:   {data['root']}")
     print(f"  images:   {data['indexed']} indexed, {len(data['skipped'])} skipped, {data['ignored']} ignored")
-    print(f"  model:    {data['backbone']}, pooling {data['pooling']} ({data['dims']:,} values per image)")
+    model = data["backbone"] + (f" (preset {data['preset']})" if data.get("preset") else "")
+    print(f"  model:    {model}, pooling {data['pooling']} ({data['dims']:,} values per image)")
     print(f"  weights:  {data['weights_label']}")
     print(f"  updated:  {data['updated']} (created {data['created']})")
     s = data["search"]

@@ -16,6 +16,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from . import decode
+from .backbone import (RESNET50, BackboneSpec, TextEmbedding, TextSearchUnavailable, backbone_name, make_backbone,
+                       text_search_help)
 from .duplicates import DuplicateGroup, duplicate_groups, nearest_distances
 from .errors import ImgsimError
 from .evaluate import Evaluation, evaluate
@@ -91,6 +93,15 @@ class Collection:
     @property
     def weights_label(self) -> str:
         return self.index.weights["label"]
+
+    @property
+    def backbone(self) -> BackboneSpec:
+        """The model that built this index (and the only one its queries may be embedded with)."""
+        return BackboneSpec.from_meta(self.index.meta)
+
+    @property
+    def supports_text(self) -> bool:
+        return self.backbone.supports_text
 
     @functools.cached_property
     def labels(self) -> list[str]:
@@ -267,11 +278,28 @@ class Collection:
         return self.neighbors_of_row(row, k) if row is not None else self.neighbors_of_vector(vector, k)
 
     def extractor(self, weights: str | None = None, batch_size: int = 16) -> FeatureExtractor:
-        """A feature extractor matching this index's weights and pooling (checked by content hash)."""
-        spec = Weights.parse(weights or weights_spec(self.index.weights))
-        model = FeatureExtractor(spec, self.index.pooling, batch_size)
+        """A model matching this index's backbone, weights and pooling (weights checked by content hash)."""
+        spec = self.backbone.parse_weights(weights or weights_spec(self.index.weights))
+        if self.backbone.name == RESNET50:
+            model = FeatureExtractor(spec, self.index.pooling, batch_size)
+        else:
+            model = make_backbone(self.backbone, spec, self.index.pooling, batch_size)
         check_compatible(self, model)
         return model
+
+    def embed_text(self, text: str, model: Callable[[], object] | None = None) -> TextEmbedding:
+        """A text query's unit vector from this index's own CLIP model (refused on image-only indexes)."""
+        if not self.supports_text:
+            raise TextSearchUnavailable(text_search_help(self.backbone.spec, str(self.index.directory)))
+        if not " ".join(str(text).split()):
+            raise ImgsimError("The text is empty: describe what you are looking for, e.g. \"a red car at night\".")
+        return (model or self.extractor)().embed_text(text)
+
+    def query_text(self, text: str, k: int, model: Callable[[], object] | None = None
+                   ) -> tuple[QueryResult, TextEmbedding]:
+        """The k images nearest to a description (CLIP indexes), and the text as the model read it."""
+        embedded = self.embed_text(text, model)
+        return self.neighbors_of_vector(embedded.vector, k), embedded
 
     def neighbor_table(self, k: int) -> np.ndarray:
         """Rows of each image's k nearest other images (from the stored graph when it is deep enough)."""
@@ -291,6 +319,9 @@ class Collection:
 def check_compatible(collection: Collection, model: FeatureExtractor) -> None:
     """Refuse a model whose vectors could not be compared with the index's."""
     ix = collection.index
+    if backbone_name(model) != collection.backbone.name:
+        raise ImgsimError(f"The model is {backbone_name(model)} but the index was built with "
+                          f"{collection.backbone.spec}: their vectors cannot be compared.")
     if model.pooling != ix.pooling:
         raise ImgsimError(f"The model uses pooling {model.pooling} but the index was built with {ix.pooling}.")
     expected = ix.weights.get("identity")

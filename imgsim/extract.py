@@ -13,6 +13,7 @@ import re
 import socket
 import sys
 import tempfile
+import time
 import urllib.error
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -235,48 +236,89 @@ def device_name() -> str:
     return "CPU"
 
 
-def build_resnet50(weights: ResolvedWeights) -> Any:
-    """Build ``keras.applications.ResNet50(include_top=False, input_shape=(224, 224, 3))`` with these weights."""
+def build_resnet50(weights: ResolvedWeights, dtype_policy: str | None = None) -> Any:
+    """Build ``keras.applications.ResNet50(include_top=False, input_shape=(224, 224, 3))`` with these weights.
+
+    ``dtype_policy="mixed_float16"`` computes in float16 with the same float32 variables (GPU precision option).
+    """
     keras = import_keras()
+    previous = keras.config.dtype_policy()
     with _filtered_native_stderr():
-        if weights.is_random:
-            keras.utils.set_random_seed(weights.seed)
-            return keras.applications.ResNet50(include_top=False, weights=None, input_shape=(224, 224, 3))
+        if dtype_policy:
+            keras.config.set_dtype_policy(dtype_policy)
         try:
-            return keras.applications.ResNet50(include_top=False, weights=weights.path, input_shape=(224, 224, 3))
-        except (ValueError, OSError, KeyError) as exc:
-            raise WeightsError(
-                f"Could not load ResNet50 weights from {weights.path}: {exc}\n"
-                f"Expected the Keras no-top file {WEIGHTS_FILE}.\n" + how_to_supply_weights()) from None
+            if weights.is_random:
+                keras.utils.set_random_seed(weights.seed)
+                return keras.applications.ResNet50(include_top=False, weights=None, input_shape=(224, 224, 3))
+            try:
+                return keras.applications.ResNet50(include_top=False, weights=weights.path, input_shape=(224, 224, 3))
+            except (ValueError, OSError, KeyError) as exc:
+                raise WeightsError(
+                    f"Could not load ResNet50 weights from {weights.path}: {exc}\n"
+                    f"Expected the Keras no-top file {WEIGHTS_FILE}.\n" + how_to_supply_weights()) from None
+        finally:
+            if dtype_policy:
+                keras.config.set_dtype_policy(previous)
+
+
+#: Images per model call by device: 16 saturates 2-4 CPU cores (bench/extract_speed.py); a GPU needs more
+#: in flight. GPU sizes are chosen, not measured here (no GPU was at hand): they fit 8 GiB with room to spare.
+BATCH_SIZES = {"CPU": 16, "GPU": {"float32": 64, "float16": 128}}
+
+
+def default_batch_size(device: str, precision: str = "float32") -> int:
+    """Images per model call for this device and precision."""
+    size = BATCH_SIZES.get(device, 16)
+    return size[precision] if isinstance(size, dict) else size
+
+
+def default_workers(device: str) -> int:
+    """Decoding threads: 2 keep ahead of a CPU model (the model is the slow part); a GPU needs every core."""
+    return 2 if device == "CPU" else max(2, min(16, os.cpu_count() or 2))
 
 
 class FeatureExtractor:
     """ResNet50 features for 224x224 RGB arrays: ``flatten`` (7x7x2048, the reference) or ``avg`` (2048)."""
 
-    def __init__(self, weights: Weights | str | None = "imagenet", pooling: str = "flatten", batch_size: int = 16):
+    def __init__(self, weights: Weights | str | None = "imagenet", pooling: str = "flatten",
+                 batch_size: int | None = 16, runtime: str | None = None, precision: str | None = None):
+        """``batch_size=None`` picks one for the device; ``runtime``: ``auto`` (OpenVINO on CPU when installed,
+        Keras on GPU), ``openvino`` or ``keras`` (default ``$IMGSIM_RUNTIME``, else ``auto``); ``precision``:
+        ``float32`` (default, the reference) or ``float16``."""
+        from .runtime import check_runtime
+
         if pooling not in POOLINGS:
             raise ImgsimError(f"Unknown pooling '{pooling}': use one of {', '.join(POOLINGS)}.")
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise ImgsimError(f"Batch size must be at least 1 (got {batch_size}).")
+        runtime, precision = check_runtime(runtime, precision)
         spec = weights if isinstance(weights, Weights) else Weights.parse(weights)
         self.pooling = pooling
         self.dims = POOLINGS[pooling]
-        self.batch_size = batch_size
         self.weights = resolve_weights(spec)
-        self.model = build_resnet50(self.weights)
         self.device = device_name()
-        self._forward = self._make_forward()
+        self.batch_size = batch_size or default_batch_size(self.device, precision)
+        self.workers = default_workers(self.device)
+        keras_runs = runtime == "keras" or (runtime == "auto" and self.device != "CPU")
+        started = time.perf_counter()
+        self.model = build_resnet50(self.weights)
+        # float16 on the Keras path: a mixed-precision twin with the same float32 variables (``self.model``
+        # stays the float32 reference); OpenVINO takes the precision as a compile hint instead.
+        self._fp16_model = (build_resnet50(self.weights, "mixed_float16")
+                            if keras_runs and precision == "float16" else None)
+        built = time.perf_counter()
+        self._forward = self._make_forward(runtime, precision)
+        #: Seconds spent building the Keras model and preparing its runtime (conversion or cached load).
+        self.timings = {"model build": built - started, "runtime setup": time.perf_counter() - built}
+        self.runtime = self._forward.name
+        self.precision = self._forward.precision
 
-    def _make_forward(self) -> Callable[[np.ndarray], np.ndarray]:
-        keras = import_keras()
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
+    def _make_forward(self, runtime: str = "auto", precision: str = "float32"):
+        from .runtime import keras_forward, make_forward
 
-            # One trace for every batch size; predict() would rebuild its pipeline per call.
-            fn = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True,
-                             input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32)])
-            return lambda x: fn(x).numpy()
-        return lambda x: np.asarray(self.model.predict_on_batch(x))
+        if self._fp16_model is not None:
+            return keras_forward(self._fp16_model)
+        return make_forward(self.model, self.weights.identity, runtime, precision, self.device)
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         """Unit-length feature vectors (float32, ``(n, dims)``) for uint8 images of shape ``(n, 224, 224, 3)``."""

@@ -74,6 +74,24 @@ def built_index(tmp_path_factory, photo_dir, extractor_factory) -> Path:
     return index_dir
 
 
+@pytest.fixture(scope="session")
+def random_clip():
+    """CLIP ViT-B/32 (keras-hub) with seeded random weights and the run-time vocabulary, built once per session."""
+    from imgsim.clip import ClipBackbone
+
+    return ClipBackbone(None, "random", batch_size=8)
+
+
+@pytest.fixture(scope="session")
+def clip_index(tmp_path_factory, photo_dir, random_clip) -> Path:
+    """A CLIP index of ``photo_dir`` (random weights) built once; tests must not modify it."""
+    from imgsim.build import build_index
+
+    index_dir = tmp_path_factory.mktemp("clip") / "photos-clip.imgsim"
+    build_index(photo_dir, index_dir, weights="random", backbone="clip", model_factory=lambda w, p, b: random_clip)
+    return index_dir
+
+
 @pytest.fixture
 def index_copy(built_index, tmp_path) -> Path:
     """A private copy of the built index that a test may damage."""

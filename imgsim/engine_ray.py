@@ -1,0 +1,182 @@
+"""Ray Data engine: extraction as a batch-inference job over one machine or a cluster.
+
+The files come from imgsim's own discovery (so the same skips and reasons); Ray Data decodes them in CPU
+tasks and embeds them in an actor pool that holds one model per actor (one GPU per actor on GPU nodes).
+Outcomes stream back to the driver, which writes them as checkpoint shards and assembles the same versioned
+index as the local engine: incremental and resumable exactly like it (``build.py`` holds that logic).
+Every node must be able to read the images at the same path, and the weights file when one is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from .discover import ImageFile
+from .engine import Embedded, ExtractSettings, Outcome, Started, Unchanged, decode_file
+from .errors import ImgsimError, SkipReason
+from .extract import POOLINGS, FeatureExtractor, Weights, default_batch_size, resolve_weights
+
+INSTALL_HINT = "python -m pip install -r requirements-ray.txt   (that is: pip install 'ray[data]>=2.40,<3')"
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+_BLANK = np.zeros((224, 224, 3), dtype=np.uint8)
+
+
+def import_ray() -> Any:
+    """Import Ray (with Ray Data), or say how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401 - the engine needs Ray Data, not only Ray core
+    except ImportError as exc:
+        raise ImgsimError(f"--engine ray needs Ray Data, which is not installed here ({exc}). Install it with:\n"
+                          f"  {INSTALL_HINT}\nor run without --engine ray (the local engine).") from None
+    return ray
+
+
+def _decode_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Ray task: one file to the model's input, or to a typed skip / "unchanged" (failures are values)."""
+    f = ImageFile(row["rel"], Path(row["path"]), int(row["size"]), int(row["mtime_ns"]))
+    out = {"rel": row["rel"], "status": "ok", "sha256": "", "thumb": b"", "reason": "", "detail": "",
+           "pixels": _BLANK}
+    try:
+        got = decode_file(f, row["known"] or None)
+    except ImgsimError as exc:
+        reason = getattr(exc, "reason", None)
+        if reason is None:
+            raise
+        out.update(status="skipped", reason=reason.value, detail=getattr(exc, "detail", ""))
+        return out
+    if isinstance(got, Unchanged):
+        out.update(status="unchanged", sha256=got.sha256)
+    else:
+        sha, thumb, pixels = got
+        out.update(sha256=sha, thumb=thumb, pixels=pixels)
+    return out
+
+
+class _Embedder:
+    """Ray actor: one model per actor, built once; embeds the decoded rows of each batch."""
+
+    def __init__(self, weights: Weights, pooling: str, batch_size: int, identity: str, runtime: str | None,
+                 precision: str | None):
+        self.extractor = FeatureExtractor(weights, pooling, batch_size, runtime=runtime, precision=precision)
+        if self.extractor.weights.identity != identity:
+            raise ImgsimError(f"The weights on this Ray node ({self.extractor.weights.identity}) differ from the "
+                              f"driver's ({identity}): every node must read the same weights file.")
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ok = np.asarray(batch["status"]) == "ok"
+        vectors = np.zeros((len(ok), self.extractor.dims), dtype=np.float32)
+        if ok.any():
+            vectors[ok] = self.extractor.embed(np.stack(list(batch["pixels"][ok])))
+        out = {k: v for k, v in batch.items() if k != "pixels"}
+        out["vector"] = vectors
+        return out
+
+
+class RayEngine:
+    """Extraction as a Ray Data job: decoding in CPU tasks, an actor pool with one model per actor."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, actors: int | None = None, actor_cpus: float | None = None,
+                 ship_code: bool = True, num_cpus: int | None = None):
+        """``address``: a running cluster's (``auto``, ``ray://host:10001``...); none starts a local instance.
+
+        ``actors``/``actor_cpus`` default to one actor per GPU, or on CPU-only clusters to actors of up to
+        4 CPUs that leave CPUs free for decoding. ``ship_code`` sends this imgsim package to the workers of a
+        Ray instance that this engine starts (a host that started Ray itself passes ``runtime_env`` there);
+        ``num_cpus`` sizes a local instance.
+        """
+        self.num_cpus = num_cpus
+        self.address = address
+        self.actors = actors
+        self.actor_cpus = actor_cpus
+        self.ship_code = ship_code
+        self._settings: ExtractSettings | None = None
+        self._started_ray = False
+
+    def start(self, settings: ExtractSettings) -> Started:
+        t0 = time.perf_counter()
+        ray = import_ray()
+        if not ray.is_initialized():
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+            try:
+                # The package travels with the job, so workers need no imgsim install (only its dependencies).
+                env = {"py_modules": [_PACKAGE_DIR]} if self.ship_code else None
+                ray.init(address=self.address, num_cpus=None if self.address else self.num_cpus,
+                         include_dashboard=False, log_to_driver=False, logging_level="ERROR", runtime_env=env)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise ImgsimError(f"Could not connect to the Ray cluster at {self.address}: {exc}") from None
+            self._started_ray = True
+        t1 = time.perf_counter()
+        weights = resolve_weights(settings.weights)
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        device = "GPU" if gpus else "CPU"
+        batch_size = settings.batch_size or default_batch_size(device, settings.precision or "float32")
+        self._settings = ExtractSettings(settings.weights, settings.pooling, batch_size, settings.runtime,
+                                         settings.precision)
+        self._identity = weights.identity
+        self._gpus = gpus
+        self._cpus = float(resources.get("CPU", 1))
+        where = f"{self._cpus:g} CPU" + (f", {gpus} GPU" if gpus else "")
+        return Started(weights, settings.pooling, f"{device} (Ray: {where})", batch_size,
+                       f"Ray Data actors ({settings.runtime or 'auto'} runtime)", settings.precision or "float32",
+                       {"start Ray": t1 - t0, "resolve weights": time.perf_counter() - t1}, POOLINGS[settings.pooling])
+
+    def _pool(self) -> tuple[int, float, float]:
+        """(actors, CPUs per actor, GPUs per actor) for this cluster."""
+        if self._gpus:
+            return self.actors or self._gpus, self.actor_cpus or 1.0, 1.0
+        cpus = self.actor_cpus or max(1.0, min(4.0, self._cpus - 1))
+        return self.actors or max(1, int((self._cpus - 1) // cpus)), cpus, 0.0
+
+    def extract(self, work: list[ImageFile], known_sha256: dict[str, str]) -> Iterator[tuple[ImageFile, Outcome]]:
+        if self._settings is None:
+            raise RuntimeError("RayEngine.extract() before start()")
+        if not work:
+            return
+        ray = import_ray()
+        from .decode import DecodeError
+
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        ray.data.DataContext.get_current().enable_progress_bars = False  # imgsim reports progress itself
+
+        s = self._settings
+        by_rel = {f.rel: f for f in work}
+        items = [{"rel": f.rel, "path": str(f.path), "size": f.size, "mtime_ns": f.mtime_ns,
+                  "known": known_sha256.get(f.rel, "")} for f in work]
+        actors, actor_cpus, actor_gpus = self._pool()
+        ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4 * int(self._cpus))))
+        # Half a CPU per decode task: unlike the actors' resources, so Ray Data keeps decoding in its own
+        # CPU tasks instead of fusing it into the model actors (which would leave a GPU waiting on JPEGs).
+        ds = ds.map(_decode_row, num_cpus=0.5)
+        ds = ds.map_batches(_Embedder, batch_size=s.batch_size, batch_format="numpy",
+                            compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=actor_cpus,
+                            num_gpus=actor_gpus or None,
+                            fn_constructor_kwargs={"weights": s.weights, "pooling": s.pooling,
+                                                   "batch_size": s.batch_size, "identity": self._identity,
+                                                   "runtime": s.runtime, "precision": s.precision})
+        dims = POOLINGS[s.pooling]
+        for batch in ds.iter_batches(batch_size=s.batch_size, batch_format="numpy"):
+            for i, rel in enumerate(batch["rel"]):
+                f = by_rel[str(rel)]
+                status = str(batch["status"][i])
+                if status == "skipped":
+                    yield f, DecodeError(SkipReason(str(batch["reason"][i])), str(batch["detail"][i]))
+                elif status == "unchanged":
+                    yield f, Unchanged(str(batch["sha256"][i]))
+                else:
+                    vector = np.asarray(batch["vector"][i], dtype=np.float32).reshape(dims)
+                    yield f, Embedded(str(batch["sha256"][i]), bytes(batch["thumb"][i]), vector.copy())
+
+    def close(self) -> None:
+        if self._started_ray:
+            import_ray().shutdown()
+            self._started_ray = False

@@ -1,0 +1,251 @@
+"""Forward-pass runtimes for the Keras ResNet50: OpenVINO on CPU (fastest measured here), else Keras itself.
+
+Keras' ResNet50 stays the one definition of the model and its weights. On a CPU the same model is converted
+once per weights identity to OpenVINO IR (``model.export(format="openvino")``), cached next to Keras' own
+cache under ``$KERAS_HOME/imgsim/openvino/`` and written atomically, so a killed conversion leaves no half
+file. A runtime that is missing or fails gives way to the plain Keras path with a one-line note.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from .errors import ImgsimError
+
+RUNTIMES = ("auto", "openvino", "keras")
+PRECISIONS = ("float32", "float16")
+#: Bump when the cached artefact's layout or the conversion recipe changes.
+CACHE_FORMAT = 1
+
+NoteFn = Callable[[str], None]
+
+
+def stderr_note(text: str) -> None:
+    """Print a one-line note for a person on stderr."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def check_runtime(runtime: str | None, precision: str | None) -> tuple[str, str]:
+    """Validate the runtime and precision names (``None`` means ``$IMGSIM_RUNTIME`` or ``auto``; ``float32``)."""
+    runtime = (runtime or os.environ.get("IMGSIM_RUNTIME") or "auto").strip().lower()
+    precision = (precision or "float32").strip().lower()
+    if runtime not in RUNTIMES:
+        raise ImgsimError(f"Unknown runtime '{runtime}': use one of {', '.join(RUNTIMES)}.")
+    if precision not in PRECISIONS:
+        raise ImgsimError(f"Unknown precision '{precision}': use one of {', '.join(PRECISIONS)}.")
+    return runtime, precision
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """A conversion that ran in this process: how long it took and the process' peak memory meanwhile."""
+
+    seconds: float
+    peak_rss_bytes: int
+    path: Path
+
+    def describe(self) -> str:
+        return (f"converted ResNet50 to OpenVINO once for these weights in {self.seconds:.1f} s "
+                f"(peak memory {self.peak_rss_bytes / 2**30:.2f} GiB); cached at {self.path}")
+
+
+@dataclass
+class Forward:
+    """A callable forward pass: preprocessed ``(n, 224, 224, 3)`` float32 in, ``(n, 7, 7, 2048)`` float32 out."""
+
+    name: str
+    run: Callable[[np.ndarray], np.ndarray]
+    precision: str = "float32"
+    conversion: Conversion | None = None
+    fallback_reason: str | None = None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.run(x)
+
+
+def cache_root() -> Path:
+    """Where converted models live: beside Keras' own cache (``$KERAS_HOME``, default ``~/.keras``)."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(home) / "imgsim" / "openvino"
+
+
+def cache_key(identity: str) -> str:
+    """A file-name-safe key for one weights identity under the installed Keras/TensorFlow/OpenVINO versions."""
+    import keras
+    import openvino
+
+    parts = [f"format {CACHE_FORMAT}", "resnet50 include_top=False 224x224x3", identity,
+             f"keras {keras.__version__}", f"backend {keras.backend.backend()}",
+             f"openvino {openvino.__version__}"]
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        parts.append(f"tensorflow {tf.__version__}")  # seeded random initialisers may differ between versions
+    return "resnet50-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
+
+
+class _PeakRSS:
+    """Samples this process' resident memory on a thread while a block runs (Linux ``/proc``; else ru_maxrss)."""
+
+    def __enter__(self) -> "_PeakRSS":
+        self.peak = self._now()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _now(self) -> int:
+        try:
+            with open("/proc/self/statm", encoding="ascii") as fh:
+                return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self._now())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._now())
+
+
+@contextlib.contextmanager
+def _silenced() -> Iterator[None]:
+    """Swallow what the converter prints on fds 1 and 2 (a page of settings and "[ SUCCESS ]" lines)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(os.devnull, "w", encoding="utf-8") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def _remove_stale_temporaries(root: Path, max_age_s: float = 3600.0) -> None:
+    """Delete what killed conversions left behind (hidden ``.tmp-*`` folders older than an hour)."""
+    now = time.time()
+    for tmp in root.glob(".tmp-*"):
+        try:
+            if now - tmp.stat().st_mtime > max_age_s:
+                shutil.rmtree(tmp, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def convert_to_openvino(model: Any, identity: str, root: Path | None = None) -> tuple[Path, Conversion | None]:
+    """The cached OpenVINO IR of ``model`` for this weights identity, converting it (atomically) if needed.
+
+    Returns the ``model.xml`` path and, when this call converted it, how long that took and its peak memory.
+    The IR is written into a hidden temporary folder and renamed into place only once complete.
+    """
+    root = root or cache_root()
+    final = root / cache_key(identity)
+    xml = final / "model.xml"
+    if xml.is_file() and (final / "model.bin").is_file():
+        return xml, None
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(root)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=root))
+    try:
+        started = time.perf_counter()
+        with _PeakRSS() as peak, _silenced():
+            model.export(str(tmp / "model.xml"), format="openvino", verbose=False)
+        seconds = time.perf_counter() - started
+        (tmp / "identity.txt").write_text(identity + "\n", encoding="utf-8")
+        try:
+            os.rename(tmp, final)  # atomic: a reader sees the whole folder or none of it
+        except OSError:
+            if not xml.is_file():  # pragma: no cover - not a lost race: a real failure
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another process finished the same conversion first
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return xml, Conversion(seconds, peak.peak, xml)
+
+
+def keras_forward(model: Any) -> Forward:
+    """The model's own forward pass: one traced call for every batch size on TensorFlow, else predict_on_batch."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        # One trace for every batch size; predict() would rebuild its pipeline per call.
+        fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True,
+                         input_signature=[tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)])
+        run = lambda x: np.asarray(fn(x).numpy(), dtype=np.float32)
+    else:
+        run = lambda x: np.asarray(model.predict_on_batch(x), dtype=np.float32)
+    precision = "float16" if str(getattr(model, "compute_dtype", "float32")) == "float16" else "float32"
+    return Forward(f"keras ({keras.backend.backend()})", run, precision)
+
+
+def openvino_forward(model: Any, identity: str, precision: str = "float32", root: Path | None = None,
+                     note: NoteFn = stderr_note) -> Forward:
+    """The model converted to OpenVINO IR (cached) and compiled for the CPU at the asked precision."""
+    import openvino as ov
+
+    xml, conversion = convert_to_openvino(model, identity, root)
+    if conversion is not None:
+        note(f"note: {conversion.describe()}")
+    core = ov.Core()
+    # OpenVINO would run in bfloat16 on CPUs that have it (AVX512_BF16, AMX) unless told otherwise;
+    # float32 keeps the vectors within 1e-4 of Keras. float16 lets the CPU pick f16 or bf16.
+    hint = "f32" if precision == "float32" else "f16"
+    compiled = core.compile_model(core.read_model(xml), "CPU",
+                                  {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint})
+    actual = compiled.get_property("INFERENCE_PRECISION_HINT")
+    actual = actual.get_type_name() if hasattr(actual, "get_type_name") else str(actual)
+    lock = threading.Lock()  # one compiled model's implicit infer request serves one call at a time
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with lock:
+            return np.array(compiled(np.ascontiguousarray(x, dtype=np.float32))[0], dtype=np.float32)
+
+    label = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}.get(actual, actual)
+    return Forward(f"openvino {ov.__version__.split('-')[0]} (CPU, {label})", run, precision, conversion)
+
+
+def make_forward(model: Any, identity: str, runtime: str = "auto", precision: str = "float32",
+                 device: str = "CPU", note: NoteFn = stderr_note, root: Path | None = None) -> Forward:
+    """The fastest available forward pass for this model: OpenVINO on a CPU, Keras on a GPU or as the fallback.
+
+    ``runtime``: ``auto`` (OpenVINO on CPU, Keras on GPU), ``openvino`` or ``keras``. A missing or failing
+    OpenVINO gives the Keras path and one note line, never an exception.
+    """
+    runtime, precision = check_runtime(runtime, precision)
+    if runtime == "keras" or (runtime == "auto" and device != "CPU"):
+        return keras_forward(model)
+    try:
+        return openvino_forward(model, identity, precision, root, note)
+    except ImportError as exc:
+        reason = f"OpenVINO is not installed ({exc})"
+    except Exception as exc:  # noqa: BLE001 - any converter/runtime failure must leave the Keras path working
+        reason = f"OpenVINO failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    note(f"note: {reason}; using the plain Keras forward pass (slower on CPU).")
+    forward = keras_forward(model)
+    forward.fallback_reason = reason
+    return forward

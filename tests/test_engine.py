@@ -1,0 +1,64 @@
+"""Engines behind one interface: the local engine's outcomes, the choice of engine, Ray's install hint."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from imgsim import decode
+from imgsim.cli import main
+from imgsim.discover import discover
+from imgsim.engine import Embedded, ExtractSettings, LocalEngine, Unchanged, make_engine
+from imgsim.errors import ImgsimError
+from imgsim.extract import Weights
+
+
+def test_local_engine_yields_vectors_hashes_previews_and_typed_failures(extractor_factory, photo_dir):
+    engine = LocalEngine(extractor_factory)
+    started = engine.start(ExtractSettings(Weights.parse("random"), "flatten"))
+    assert started.weights.identity == "random:0" and started.device == "CPU" and started.batch_size == 8
+    assert "import Keras/TensorFlow" in started.timings
+    files = discover(photo_dir).files
+    r2 = next(f for f in files if f.rel == "reds/r2.jpg")
+    r2_sha = __import__("hashlib").sha256(r2.path.read_bytes()).hexdigest()
+    out = dict(engine.extract(files + [], {"reds/r2.jpg": r2_sha}))
+    assert isinstance(out[r2], Unchanged) and out[r2].sha256 == r2_sha
+    top = next(f for f in files if f.rel == "top.jpg")
+    assert isinstance(out[top], Embedded) and out[top].vector.shape == (100352,)
+    assert out[top].thumb[:2] == b"\xff\xd8"  # a JPEG preview
+    np.testing.assert_allclose(out[top].vector, engine.extractor.embed(
+        decode.model_input(top.path.read_bytes())[None])[0], atol=1e-6)
+
+
+def test_unknown_engine_and_stray_ray_address_are_refused():
+    with pytest.raises(ImgsimError, match="Unknown engine 'spark': use one of local, ray."):
+        make_engine("spark")
+    with pytest.raises(ImgsimError, match="--ray-address needs --engine ray."):
+        make_engine("local", address="auto")
+
+
+def test_cli_without_ray_says_how_to_install_it(monkeypatch, capsys, photo_dir, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    assert main(["index", str(photo_dir), "--index", str(tmp_path / "ix"), "--engine", "ray", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --engine ray needs Ray Data, which is not installed here")
+    assert "python -m pip install -r requirements-ray.txt" in err
+    assert not (tmp_path / "ix").exists()
+
+
+def test_cli_refuses_ray_address_with_the_local_engine(capsys, photo_dir, tmp_path):
+    assert main(["index", str(photo_dir), "--index", str(tmp_path / "ix"), "--ray-address", "auto"]) == 1
+    assert capsys.readouterr().err == "error: --ray-address needs --engine ray.\n"
+
+
+def test_verbose_index_reports_where_the_time_went(capsys, photo_dir, tmp_path):
+    assert main(["index", str(photo_dir), "--index", str(tmp_path / "ix"), "--weights", "random", "--pooling",
+                 "avg", "--quiet", "--verbose"]) == 0
+    out = capsys.readouterr().out
+    assert "  forward pass: openvino" in out or "  forward pass: keras" in out
+    assert "  time: " in out and "s in all (engine: local, runtime: " in out
+    for step in ("import Keras/TensorFlow", "model build", "runtime setup", "extraction",
+                 "derived data (projection, neighbour graph, map)", "write"):
+        assert f"    {step} " in out

@@ -1,0 +1,97 @@
+"""The Ray Data engine on a local Ray instance: the same vectors, skips, neighbours and distances as the
+single-process path; incremental and resumable like it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imgsim.build import build_index
+from imgsim.collection import Collection
+from imgsim.index import load_index
+
+from .conftest import make_photo
+
+ray = pytest.importorskip("ray")
+# Ray Data's own DataContext warns about its own deprecated fields; nothing imgsim sets.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
+
+from imgsim.engine_ray import RayEngine  # noqa: E402 - only with Ray installed
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray instance with 2 CPUs, no dashboard, no usage stats; imgsim shipped to its workers."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    import imgsim
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR",
+             runtime_env={"py_modules": [str(Path(imgsim.__file__).parent)]})
+    yield ray
+    ray.shutdown()
+
+
+def _rows(index_dir: Path) -> dict[str, np.ndarray]:
+    ix = load_index(index_dir)
+    return {e.path: np.asarray(ix.vectors[i]) for i, e in enumerate(ix.entries)}
+
+
+def test_ray_engine_equals_the_single_process_path(local_ray, photo_dir, built_index, tmp_path):
+    src = tmp_path / "photos"
+    shutil.copytree(photo_dir, src)
+    report = build_index(src, tmp_path / "ray.imgsim", weights="random", engine=RayEngine())
+    assert report.engine == "ray" and report.extracted == 12 and report.committed
+    assert report.device.startswith("CPU (Ray: 2 CPU")
+
+    ours, theirs = _rows(tmp_path / "ray.imgsim"), _rows(built_index)
+    assert sorted(ours) == sorted(theirs)
+    assert max(float(np.abs(ours[p] - theirs[p]).max()) for p in ours) <= 1e-5
+    assert ([s.to_json() | {"mtime_ns": 0} for s in load_index(tmp_path / "ray.imgsim").skipped]
+            == [s.to_json() | {"mtime_ns": 0} for s in load_index(built_index).skipped])
+
+    a, b = Collection.open(tmp_path / "ray.imgsim"), Collection.open(built_index)
+    for row in range(a.count):
+        got = a.neighbors_of_row(row, 5)
+        want = b.neighbors_of_row(b.paths.index(a.paths[row]), 5)
+        assert [n.path for n in got.neighbors] == [n.path for n in want.neighbors]
+        np.testing.assert_allclose([n.distance for n in got.neighbors], [n.distance for n in want.neighbors],
+                                   atol=1e-5)
+
+    # Incremental like the local path: one new file, one removed, the rest untouched.
+    make_photo(src / "reds" / "new.jpg", seed=901)
+    (src / "blues" / "b0.png").unlink()
+    again = build_index(src, tmp_path / "ray.imgsim", engine=RayEngine())
+    assert (again.extracted, again.added, again.removed, again.unchanged) == (1, 1, 1, 11)
+    assert load_index(tmp_path / "ray.imgsim").count == 12
+
+
+class _KilledAfter:
+    """Wraps an engine; raises KeyboardInterrupt after ``n`` outcomes, like a run killed part-way."""
+
+    def __init__(self, engine, n: int):
+        self.engine, self.n, self.name = engine, n, engine.name
+
+    def start(self, settings):
+        return self.engine.start(settings)
+
+    def extract(self, work, known):
+        for i, item in enumerate(self.engine.extract(work, known)):
+            if i == self.n:
+                raise KeyboardInterrupt
+            yield item
+
+    def close(self):
+        self.engine.close()
+
+
+def test_ray_engine_resumes_a_killed_run(local_ray, photo_dir, tmp_path):
+    ix = tmp_path / "ray.imgsim"
+    with pytest.raises(KeyboardInterrupt):
+        build_index(photo_dir, ix, weights="random", engine=_KilledAfter(RayEngine(), 7), checkpoint_every=2)
+    report = build_index(photo_dir, ix, weights="random", engine=RayEngine())
+    assert report.resumed >= 6 and report.resumed + report.extracted == 12
+    assert load_index(ix).count == 12

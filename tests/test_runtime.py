@@ -1,0 +1,159 @@
+"""The forward-pass runtime: OpenVINO faithful to Keras, converted once per weights identity, cached
+atomically, and a missing or failing runtime falls back to Keras with one note line."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from imgsim import decode, runtime
+from imgsim.errors import ImgsimError
+from imgsim.extract import FeatureExtractor, import_keras
+
+from .conftest import make_photo
+from .test_extract import reference_vector
+
+ov = pytest.importorskip("openvino")
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runtime")
+    return [make_photo(root / f"q{i}.jpg", seed=70 + i, size=(180 + 17 * i, 140)) for i in range(5)]
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    """A small Keras model: the cache mechanics do not depend on the model's size."""
+    keras = import_keras()
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    return keras.Model(inputs, keras.layers.Conv2D(2, 1)(x))
+
+
+def test_default_cpu_runtime_is_openvino_and_faithful_to_the_reference_loop(random_extractor, photos):
+    assert random_extractor.runtime.startswith("openvino") and random_extractor.runtime.endswith("(CPU, float32)")
+    batch = np.stack([decode.model_input(p.read_bytes()) for p in photos])
+    ours = random_extractor.embed(batch)
+    ref = np.stack([reference_vector(random_extractor.model, p) for p in photos])
+    assert np.abs(ours - ref).max() <= 1e-4
+
+
+def test_keras_runtime_is_available_on_request(photos):
+    keras_path = FeatureExtractor("random", "avg", runtime="keras")
+    assert keras_path.runtime == "keras (tensorflow)" and keras_path.precision == "float32"
+    openvino_path = FeatureExtractor("random", "avg", runtime="openvino")
+    batch = np.stack([decode.model_input(p.read_bytes()) for p in photos])
+    assert np.abs(keras_path.embed(batch) - openvino_path.embed(batch)).max() <= 1e-4
+
+
+@pytest.mark.parametrize("backend_runtime", ["keras", "openvino"])
+def test_float16_precision_stays_within_cosine_0_999_of_float32(backend_runtime, random_extractor, photos):
+    half = FeatureExtractor("random", "flatten", runtime=backend_runtime, precision="float16")
+    assert half.precision == "float16"
+    if backend_runtime == "openvino":  # the CPU picks float16 or bfloat16 and says which
+        assert half.runtime.startswith("openvino") and ("float16" in half.runtime or "bfloat16" in half.runtime)
+    else:
+        assert half._fp16_model.compute_dtype == "float16"
+        for a, b in zip(half._fp16_model.get_weights()[:6], random_extractor.model.get_weights()[:6]):
+            np.testing.assert_array_equal(a, b)  # same variables, float16 arithmetic
+    batch = np.stack([decode.model_input(p.read_bytes()) for p in photos])
+    cosine = np.sum(half.embed(batch) * random_extractor.embed(batch), axis=1)
+    assert cosine.min() >= 0.999, cosine
+
+
+def test_conversion_runs_once_per_weights_identity_and_reports_time_and_memory(tiny_model, tmp_path):
+    notes: list[str] = []
+    first = runtime.openvino_forward(tiny_model, "random:1", root=tmp_path, note=notes.append)
+    assert first.conversion is not None and len(notes) == 1
+    assert notes[0].startswith("note: converted ResNet50 to OpenVINO once for these weights in ")
+    assert "s (peak memory " in notes[0] and "GiB); cached at " + str(tmp_path) in notes[0]
+    assert first.conversion.peak_rss_bytes > 0 and first.conversion.seconds > 0
+    again = runtime.openvino_forward(tiny_model, "random:1", root=tmp_path, note=notes.append)
+    assert again.conversion is None and len(notes) == 1  # read from the cache, silently
+    other = runtime.openvino_forward(tiny_model, "sha256:" + "0" * 64, root=tmp_path, note=notes.append)
+    assert other.conversion is not None and len(notes) == 2
+    folders = sorted(p.name for p in tmp_path.iterdir())
+    assert len(folders) == 2 and all(f.startswith("resnet50-") for f in folders)
+    assert (tmp_path / folders[0] / "model.xml").is_file() and (tmp_path / folders[0] / "model.bin").is_file()
+    x = np.random.default_rng(0).normal(size=(3, 8, 8, 3)).astype(np.float32)
+    np.testing.assert_allclose(again(x), np.asarray(tiny_model(x)), atol=1e-5)
+
+
+def test_cache_lives_beside_the_keras_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+    assert runtime.cache_root() == tmp_path / "kh" / "imgsim" / "openvino"
+
+
+class _KilledExport:
+    """A model whose export writes part of its output and then dies, like a conversion killed half-way."""
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+    def export(self, filepath, format, verbose):
+        with open(filepath, "w") as fh:
+            fh.write("<?xml half")
+        raise self.exc
+
+
+def test_killed_conversion_leaves_no_half_file(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        runtime.convert_to_openvino(_KilledExport(KeyboardInterrupt()), "random:9", tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_leftovers_of_a_killed_process_are_removed_later(tiny_model, tmp_path):
+    stale = tmp_path / ".tmp-resnet50-abc-xyz"
+    stale.mkdir()
+    (stale / "model.xml").write_text("half")
+    old = time.time() - 7200
+    os.utime(stale, (old, old))
+    runtime.convert_to_openvino(tiny_model, "random:1", tmp_path)
+    assert not stale.exists()
+
+
+def test_failing_conversion_falls_back_to_keras_with_one_note(monkeypatch, tmp_path, tiny_model):
+    notes: list[str] = []
+    monkeypatch.setattr(tiny_model, "export", _KilledExport(RuntimeError("converter exploded\nsecond line")).export)
+    forward = runtime.make_forward(tiny_model, "random:9", "auto", "float32", "CPU", note=notes.append,
+                                   root=tmp_path)
+    assert notes == ["note: OpenVINO failed: RuntimeError: converter exploded; using the plain Keras forward pass "
+                     "(slower on CPU)."]
+    assert forward.fallback_reason == "OpenVINO failed: RuntimeError: converter exploded"
+    assert list(tmp_path.iterdir()) == []
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype(np.float32)
+    np.testing.assert_allclose(forward(x), np.asarray(tiny_model(x)), atol=1e-6)
+
+
+def test_missing_openvino_falls_back_to_keras_with_one_note(monkeypatch, tiny_model, tmp_path):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # what an absent package looks like to import
+    notes: list[str] = []
+    forward = runtime.make_forward(tiny_model, "random:1", "auto", "float32", "CPU", note=notes.append,
+                                   root=tmp_path)
+    assert forward.name == "keras (tensorflow)"
+    assert len(notes) == 1 and notes[0].startswith("note: OpenVINO is not installed (")
+    assert notes[0].endswith("; using the plain Keras forward pass (slower on CPU).")
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype(np.float32)
+    np.testing.assert_allclose(forward(x), np.asarray(tiny_model(x)), atol=1e-6)
+
+
+def test_gpu_device_uses_keras_without_converting(tiny_model, tmp_path):
+    notes: list[str] = []
+    forward = runtime.make_forward(tiny_model, "random:1", "auto", "float32", "GPU", note=notes.append,
+                                   root=tmp_path)
+    assert forward.name.startswith("keras") and notes == [] and list(tmp_path.iterdir()) == []
+
+
+def test_runtime_and_precision_names_are_checked(monkeypatch):
+    with pytest.raises(ImgsimError, match="Unknown runtime 'tensorrt': use one of auto, openvino, keras."):
+        runtime.check_runtime("tensorrt", None)
+    with pytest.raises(ImgsimError, match="Unknown precision 'int8': use one of float32, float16."):
+        FeatureExtractor("random", "avg", precision="int8")
+    monkeypatch.setenv("IMGSIM_RUNTIME", "keras")
+    assert runtime.check_runtime(None, None) == ("keras", "float32")
