@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import streamlit as st
 
-from imgsim import charts, decode, export, jobs, serving
+from imgsim import charts, decode, export, jobs, mapview, serving
 from imgsim.backbone import BackboneSpec, make_backbone
 from imgsim.clusters import ClusterModel, SuggestedK
 from imgsim.collection import Collection, QueryResult, check_compatible, default_index_dir
@@ -79,31 +79,49 @@ def _jpeg(im) -> bytes:
 
 @st.cache_data(show_spinner=False)
 def hover_sprite(index_dir: str, generation: str) -> dict | None:
-    """Publish the index's previews as one static image (static/cache/), fetched once by the browser.
+    """Publish the previews of the drawn points as sprite-sheet tiles (static/cache/), each fetched by the
+    browser only when a point on it is first hovered; the first tile is written now, the others in the
+    background, so the first render does not grow with the collection.
 
     None when the index has no previews or the app folder is read-only: hovering then shows names only.
     """
     col = open_collection(index_dir, generation)
-    cell = 64 if col.count <= 10000 else 40
-    made = col.preview_sprite(cell)
-    if made is None:
+    if not col.has_previews():
         return None
-    sprite, columns = made
+    rows = mapview.drawn_rows(col.count)
+    cell = 64 if len(rows) <= 10000 else 40
+    tiles = mapview.tiles_for(rows)
     prefix = hashlib.sha1((sprite_secret() + index_dir).encode()).hexdigest()[:12]
     cache = APP_DIR / "static" / "cache"
-    name = f"{prefix}-{generation}.jpg"
+    names = [f"{prefix}-{generation}.jpg"] + [f"{prefix}-{generation}-t{t:04d}.jpg" for t in range(1, len(tiles))]
+
+    def write(t: int) -> None:
+        if not (cache / names[t]).exists():
+            tmp = cache / f".{names[t]}.tmp"
+            col.preview_tile(tiles[t], cell, mapview.TILE_COLUMNS).save(tmp, format="JPEG", quality=80)
+            os.replace(tmp, cache / names[t])
+
     try:
         cache.mkdir(parents=True, exist_ok=True)
-        if not (cache / name).exists():
-            tmp = cache / f".{name}.tmp"
-            sprite.save(tmp, format="JPEG", quality=80)
-            os.replace(tmp, cache / name)
+        write(0)
         for old in cache.glob(f"{prefix}-*.jpg"):
-            if old.name != name:
+            if old.name not in names:
                 old.unlink(missing_ok=True)
     except OSError:
         return None
-    return {"url": f"app/static/cache/{name}", "columns": columns, "cell": cell}
+    if len(tiles) > 1:
+        import threading
+
+        def rest() -> None:
+            try:
+                for t in range(1, len(tiles)):
+                    write(t)
+            except OSError:
+                LOG.warning("could not write preview tiles to %s", cache)
+
+        threading.Thread(target=rest, daemon=True, name="imgsim-preview-tiles").start()
+    return {"urls": [f"app/static/cache/{name}" for name in names], "per_tile": mapview.TILE_ROWS,
+            "columns": mapview.TILE_COLUMNS, "cell": cell}
 
 
 @st.cache_resource(show_spinner=False)
@@ -128,7 +146,10 @@ def job_registry() -> jobs.JobRegistry:
 def map_base_json(index_dir: str, generation: str, height: int) -> str:
     """The collection's scatter as Plotly JSON, built once per index generation (queries only add overlays)."""
     col = open_collection(index_dir, generation)
-    return charts.map_base(col.map_xy(), col.labels, col.paths, height=height, native_hover=False).to_json()
+    rows = mapview.drawn_rows(col.count)
+    density = mapview.density(col.map_xy()) if len(rows) < col.count else None
+    return charts.map_base(col.map_xy(), col.labels, col.paths, height=height, native_hover=False, rows=rows,
+                           density=density).to_json()
 
 
 @st.cache_data(show_spinner="Checking neighbours against folder labels…")
@@ -432,7 +453,8 @@ def draw_map(col: Collection, index_dir: Path, generation: str, key: str, height
     overlay = charts.map_overlay(col.map_xy(), col.paths, query, neighbours, native_hover=False)
     result = map_component()(key=key, data={"base": map_base_json(str(index_dir), generation, height),
                                             "overlay": go.Figure(data=overlay).to_json(),
-                                            "paths": col.paths, "height": height,
+                                            "paths": col.paths if col.count <= mapview.MAP_POINTS else [],
+                                            "points": int(min(col.count, mapview.MAP_POINTS)), "height": height,
                                             "sprite": hover_sprite(str(index_dir), generation)},
                              default={"selection": []}, height=height + 10,
                              on_clicked_change=lambda: None, on_selection_change=lambda: None)
@@ -652,6 +674,7 @@ def about_tab(col: Collection, index_dir: Path, generation: str) -> None:
                 f"model {meta['backbone']}" + (f" (preset `{meta['preset']}`)" if meta.get("preset") else "")
                 + f" ({col.index.pooling}, {col.index.dims:,} values per image) · "
                 f"weights: {col.weights_label} · updated {meta['updated']}")
+    st.markdown(col.search_summary())
     ev = evaluation(str(index_dir), generation, 5)
     st.subheader("Do neighbours share a folder?")
     if ev.queries == 0:

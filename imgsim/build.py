@@ -7,6 +7,7 @@ hash), drops deleted files, and resumes from the checkpoints of a run that was k
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,12 +15,12 @@ from typing import Callable
 
 import numpy as np
 
-from . import decode, index as store
+from . import ann_build, decode, index as store
 from .backbone import RESNET50, BackboneSpec, default_dims, make_backbone
 from .discover import ImageFile, discover
 from .errors import ImgsimError, Skipped
 from .engine import Embedded, Engine, ExtractSettings, LocalEngine, Unchanged
-from .extract import BACKBONE, FeatureExtractor, Weights, weights_spec
+from .extract import BACKBONE, POOLINGS, FeatureExtractor, Weights, weights_spec
 from .map2d import MapBuilder
 from .progress import ProgressFn, no_progress
 from .projection import PCAProjection
@@ -75,7 +76,7 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
                 extractor_factory: Callable[[Weights, str, int], FeatureExtractor] | None = None,
                 backbone: str | None = None, model_factory: Callable[[Weights, str, int], object] | None = None,
                 engine: Engine | None = None, runtime: str | None = None,
-                precision: str | None = None) -> BuildReport:
+                precision: str | None = None, search: str | None = None, allow_large: bool = False) -> BuildReport:
     """Index ``src_dir`` into ``index_dir`` incrementally; returns what was done.
 
     ``backbone`` (``resnet50``, ``clip[:PRESET_OR_DIR]``), ``weights`` and ``pooling`` default to those of
@@ -83,7 +84,9 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
     the index was built with is refused unless ``rebuild`` is set. ``extractor_factory`` builds the ResNet50
     model, ``model_factory`` any other backbone's. ``engine`` runs the extraction (default: this process, see
     :mod:`imgsim.engine`); ``batch_size=None`` lets it pick one for the device; ``runtime`` and ``precision``
-    choose ResNet50's forward pass (:mod:`imgsim.runtime`).
+    choose ResNet50's forward pass (:mod:`imgsim.runtime`). ``search`` is ``exact`` or ``ann`` (default: the
+    index's earlier explicit choice, else ``ann`` above 50,000 images). A ``flatten`` index estimated above
+    20 GB is refused up front unless ``allow_large``.
     """
     started = time.perf_counter()
     clock = _Clock()
@@ -102,6 +105,8 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
         spec = bspec.parse_weights(weights or (weights_spec(old.weights) if old else None))
         if old is not None:
             _check_same_settings(old, spec, pooling, index_dir)
+        if not allow_large:
+            check_storage(len(found.files), pooling)
 
         report = BuildReport(index_dir=index_dir, root=found.root, pooling=pooling, ignored=found.ignored,
                              timings=clock.timings)
@@ -169,10 +174,12 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
         report.skipped = skipped
         report.indexed = len(rows)
 
-        same_vectors = old is not None and [e.path for e in old.entries] == sorted(rows) and all(
-            isinstance(rows[e.path][1], int) and rows[e.path][1] == i for i, e in enumerate(old.entries))
+        method = ann_build.choose_method(search, old.meta if old else None, len(rows))
+        same_vectors = old is not None and old.paths == sorted(rows) and all(
+            isinstance(rows[p][1], int) and rows[p][1] == i for i, p in enumerate(old.paths))
         unchanged = same_vectors and all(rows[e.path][0] == e for e in old.entries)
-        if unchanged and [s.to_json() for s in old.skipped] == [s.to_json() for s in skipped]:
+        same_method = old is not None and ann_build.is_ann(old.meta) == (method[0] == "ann")
+        if unchanged and same_method and [s.to_json() for s in old.skipped] == [s.to_json() for s in skipped]:
             store.clear_checkpoints(index_dir)
             report.seconds = time.perf_counter() - started
             clock.lap("write")
@@ -184,8 +191,8 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
                 "ignored": found.ignored, "graph_k": None}
         if bspec.name != RESNET50:
             meta["preset"] = preset or default_preset(bspec)
-        _write(index_dir, rows, skipped, meta, dims or default_dims(bspec, pooling), old if same_vectors else None,
-               old, progress, thumbs, found.root, clock)
+        _write(index_dir, rows, skipped, meta, dims or default_dims(bspec, pooling), old if same_vectors and same_method else None,
+               old, progress, thumbs, found.root, clock, method)
         store.clear_checkpoints(index_dir)
         clock.lap("write")
         report.committed = True
@@ -294,17 +301,16 @@ def _extract(engine: Engine, work: list[ImageFile], old: store.Index | None, old
 
 def _write(index_dir: Path, rows: dict, skipped: list[Skipped], meta: dict, dims: int,
            same_vectors_as: store.Index | None, old: store.Index | None, progress: ProgressFn,
-           thumbs: dict[str, bytes], root: Path, clock: _Clock | None = None) -> None:
+           thumbs: dict[str, bytes], root: Path, clock: _Clock | None = None,
+           method: tuple[str, str] = ("exact", "auto")) -> None:
     order = sorted(rows)
     entries = [rows[p][0] for p in order]
     writer = store.GenerationWriter(index_dir, len(order), dims)
     try:
         progress("save", 0, len(order))
         sources = [rows[p][1] for p in order]
-        old_rows = [(i, s) for i, s in enumerate(sources) if isinstance(s, (int, np.integer))]
-        for start in range(0, len(old_rows), 256):
-            chunk = old_rows[start:start + 256]
-            writer.vectors[[i for i, _ in chunk]] = old.vectors[[s for _, s in chunk]]
+        writer.copy_rows(old.vectors if old is not None else None,
+                         [(i, s) for i, s in enumerate(sources) if isinstance(s, (int, np.integer))])
         for i, s in enumerate(sources):
             if not isinstance(s, (int, np.integer)):
                 writer.vectors[i] = s
@@ -316,11 +322,14 @@ def _write(index_dir: Path, rows: dict, skipped: list[Skipped], meta: dict, dims
             for name in same_vectors_as.meta.get("arrays", []):
                 if not name.startswith("thumb_"):
                     writer.save_array(name, same_vectors_as.array(name))
-            meta.update({k: same_vectors_as.meta.get(k) for k in ("projection", "map", "graph_k")})
+            if ann_build.is_ann(same_vectors_as.meta):
+                old_ann = same_vectors_as.directory / same_vectors_as.generation / ann_build.ANN_FILE
+                writer.save_file(ann_build.ANN_FILE, lambda path: shutil.copyfile(old_ann, path))
+            meta.update({k: same_vectors_as.meta.get(k) for k in ("projection", "map", "graph_k", "search")})
         else:
             if clock is not None:
                 clock.lap("write")
-            meta.update(derive_arrays(writer, progress))
+            meta.update(derive_for(writer, progress, method, old, sources))
             if clock is not None:
                 clock.lap("derived data (projection, neighbour graph, map)")
         writer.commit(meta, entries, skipped)
@@ -348,6 +357,38 @@ def _thumbnails(order: list[str], sources: list, fresh: dict[str, bytes], old: s
             except decode.DecodeError:
                 out.append(b"")
     return out
+
+
+def derive_for(writer: store.GenerationWriter, progress: ProgressFn, method: tuple[str, str],
+               old: store.Index | None = None, sources: list | None = None) -> dict:
+    """Derived data for the vectors being written, by the search method chosen: ANN (updating the previous
+    generation's ANN index when it has one) or exact (the reference pipeline, re-derived in full)."""
+    name, chosen = method
+    if name == "ann":
+        if sources is not None and ann_build.can_update(old, writer.dims):
+            return ann_build.update_ann(writer, progress, old, sources, chosen, GRAPH_K)
+        return ann_build.derive_ann(writer, progress, chosen, GRAPH_K)
+    return dict(derive_arrays(writer, progress), search={"method": "exact", "chosen": chosen})
+
+
+#: Above this estimated size a flatten index is refused until the user confirms (``--allow-large``).
+FLATTEN_LIMIT_BYTES = 20 * 10**9
+
+
+def estimate_bytes(count: int, pooling: str) -> int:
+    """Index bytes for ``count`` images: float32 vectors plus about 3 KiB per image of previews and derived data."""
+    return count * (POOLINGS.get(pooling, 2048) * 4 + 3 * 1024)
+
+
+def check_storage(count: int, pooling: str) -> None:
+    """Refuse, before any work, a flatten index that would exceed 20 GB, with the estimate and the way out."""
+    size = estimate_bytes(count, pooling)
+    if pooling == "flatten" and size > FLATTEN_LIMIT_BYTES:
+        raise ImgsimError(
+            f"Indexing {count:,} images with --pooling flatten would need about {size / 1e9:,.0f} GB "
+            f"({POOLINGS[pooling] * 4 / 1024:,.0f} KiB per image). With --pooling avg it would be about "
+            f"{estimate_bytes(count, 'avg') / 1e9:,.1f} GB. Choose --pooling avg, or add --allow-large to "
+            "index in flatten mode anyway.")
 
 
 def derive_arrays(writer: store.GenerationWriter, progress: ProgressFn) -> dict:

@@ -22,27 +22,36 @@ def palette(n: int) -> list[str]:
 
 
 def map_base(xy: np.ndarray, labels: Sequence[str], paths: Sequence[str], height: int = 520,
-             native_hover: bool = True) -> go.Figure:
+             native_hover: bool = True, rows: np.ndarray | None = None,
+             density: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> go.Figure:
     """Scatter of the collection; each point's ``customdata`` is its row, so events map back to images.
 
     One WebGL trace per sub-folder when there are several (the legend lists the folders).
     ``native_hover=False`` leaves hover to the host page (the dashboard shows a thumbnail instead).
+    ``rows`` limits the points drawn (a large collection's sample); ``density`` (x, y, counts from
+    :func:`imgsim.mapview.density`) is drawn underneath so the undrawn points still show where they are.
     """
     xy = np.asarray(xy, dtype=float)
-    labels = list(labels)
-    names = sorted(set(labels))
+    drawn = np.arange(len(xy)) if rows is None else np.asarray(rows)
+    names = sorted({labels[int(i)] for i in drawn})
     fig = go.Figure()
+    if density is not None:
+        dx, dy, counts = density
+        fig.add_trace(go.Heatmap(x=dx, y=dy, z=np.log1p(counts), colorscale=[[0, "rgba(255,255,255,0)"],
+                                 [1, "rgba(60,70,110,0.55)"]], showscale=False, hoverinfo="skip", zsmooth="best",
+                                 name="density"))
     colours = dict(zip(names, palette(len(names))))
     rows_of: dict[str, list[int]] = {name: [] for name in names}
-    for i, lab in enumerate(labels):
-        rows_of[lab].append(i)
+    for i in drawn:
+        rows_of[labels[int(i)]].append(int(i))
     for name in names:
         rows = rows_of[name]
         fig.add_trace(go.Scattergl(
             x=xy[rows, 0], y=xy[rows, 1], mode="markers", name=name or "(top folder)",
             customdata=rows, text=[paths[r] for r in rows], hovertemplate="%{text}<extra></extra>",
-            marker={"size": 7, "color": colours[name], "opacity": 0.85, "line": {"width": 0}},
-            showlegend=len(names) > 1))
+            marker={"size": 7 if len(drawn) <= 5000 else 4, "color": colours[name], "opacity": 0.85,
+                    "line": {"width": 0}},
+            showlegend=1 < len(names) <= 40))
     if not native_hover:
         fig.update_traces(hoverinfo="none", hovertemplate=None)
     fig.update_layout(
@@ -91,8 +100,14 @@ def map_figure(xy: np.ndarray, labels: Sequence[str], paths: Sequence[str], quer
 def distance_histogram(distances: np.ndarray, threshold: float, height: int = 320) -> go.Figure:
     """Histogram of each image's distance to its nearest other image, with the threshold marked."""
     d = np.asarray(distances, dtype=float)
-    fig = go.Figure(go.Histogram(x=d, nbinsx=min(60, max(10, len(d) // 5)), marker={"color": "#4c78a8"},
-                                 hovertemplate="distance %{x}<br>%{y} images<extra></extra>"))
+    d = d[np.isfinite(d)]
+    if len(d) > 50_000:  # a large collection: the browser gets 60 bars, not a million values
+        counts, edges = np.histogram(d, bins=60)
+        fig = go.Figure(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=counts, width=np.diff(edges),
+                               marker={"color": "#4c78a8"}, hovertemplate="distance %{x:.3f}<br>%{y} images<extra></extra>"))
+    else:
+        fig = go.Figure(go.Histogram(x=d, nbinsx=min(60, max(10, len(d) // 5)), marker={"color": "#4c78a8"},
+                                     hovertemplate="distance %{x}<br>%{y} images<extra></extra>"))
     within = int(np.sum(d <= threshold))
     fig.add_vline(x=threshold, line={"color": QUERY_COLOUR, "width": 2, "dash": "dash"},
                   annotation_text=f"threshold {threshold:.2f}: {within} image(s) have a neighbour this close",

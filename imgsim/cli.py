@@ -87,6 +87,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
                    help="images per model call (default: chosen for the device: 16 on CPU, 64 on GPU)")
     p.add_argument("--rebuild", action="store_true", help="discard the existing index and extract everything again")
+    p.add_argument("--search", choices=["exact", "ann"],
+                   help="exact k-NN, or approximate (IVF) with exact re-ranking; default: ann above 50,000 images")
+    p.add_argument("--allow-large", action="store_true",
+                   help="index in flatten mode even when the index is estimated above 20 GB")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local: this process; ray: a Ray Data job (pip install -r requirements-ray.txt)")
@@ -186,7 +190,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     try:
         report = build_index(args.src_dir, args.index, weights=weights, pooling=args.pooling,
                              batch_size=args.batch_size, rebuild=args.rebuild, progress=progress,
-                             backbone=args.backbone, engine=engine, runtime=args.runtime, precision=args.precision)
+                             backbone=args.backbone, engine=engine, runtime=args.runtime, precision=args.precision,
+                             search=args.search, allow_large=args.allow_large)
     finally:
         progress.close()
     _print_report(report)
@@ -351,7 +356,11 @@ def info_dict(col: Collection) -> dict:
         "generation": col.index.generation,
         "projection": meta.get("projection"),
         "map": meta.get("map"),
+        "search": col.search_info(),
     }
+
+
+
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -368,6 +377,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"  model:    {model}, pooling {data['pooling']} ({data['dims']:,} values per image)")
     print(f"  weights:  {data['weights_label']}")
     print(f"  updated:  {data['updated']} (created {data['created']})")
+    s = data["search"]
+    print("  search:   " + ("exact" if s["method"] == "exact" else
+                          f"approximate ({s.get('engine')}, {s.get('n_lists')} lists, {s.get('n_probe')} probed, "
+                          f"{s.get('candidates')} re-ranked exactly); recall@10 vs exact {s.get('recall_at_10')} "
+                          f"on {s.get('queries')} queries measured at build time"))
     for s in data["skipped"]:
         print(f"  skipped {s['path']}: {s['reason']}" + (f" ({s['detail']})" if s["detail"] else ""))
     return 0

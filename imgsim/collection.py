@@ -25,6 +25,8 @@ from .extract import FeatureExtractor, Weights, WeightsError, weights_spec
 from .index import Index, load_index, unpack_blob
 from .map2d import GridLayout, grid_layout, render_grid
 from .projection import PCAProjection
+from .ann import AnnSearch
+from .ann_build import is_ann, open_search
 from .search import ExactSearch, Neighbors, cosine_from_distance
 from .clusters import ClusterModel, SuggestedK, suggest_k
 from .explain import Explanation, explain_flatten, explain_maps
@@ -139,6 +141,26 @@ class Collection:
 
         return render_grid(layout, tile, cell_px=cell), side
 
+    def has_previews(self) -> bool:
+        """Whether any row has a stored preview (indexes built without image files have none)."""
+        return self.index.has_array("thumb_offsets") and self.count > 0 and int(self.index.array("thumb_offsets")[-1]) > 0
+
+    def preview_tile(self, rows: np.ndarray, cell: int = 64, columns: int = 32) -> Image.Image:
+        """The stored previews of ``rows`` in one sprite sheet: row ``rows[p]`` at cell (p // columns, p % columns)."""
+        rows = np.asarray(rows)
+        positions = np.arange(len(rows))
+        side = max(1, math.ceil(len(rows) / columns))
+        layout = GridLayout(positions, np.stack([positions // columns, positions % columns], axis=1), columns)
+
+        def tile(position: int) -> Image.Image | None:
+            data = self.preview(int(rows[position]))
+            if data is None:
+                return None
+            return ImageOps.pad(Image.open(io.BytesIO(data)).convert("RGB"), (cell, cell), color=(255, 255, 255))
+
+        sheet = render_grid(layout, tile, cell_px=cell)
+        return sheet.crop((0, 0, columns * cell, side * cell))
+
     def grid_image(self, cell: int = 64, max_items: int = 1024) -> tuple[Image.Image, int]:
         """The t-SNE map snapped to a grid of square thumbnails; also returns how many images it shows.
 
@@ -161,7 +183,31 @@ class Collection:
         return nearest_distances(self.index.array("nn_distances"))
 
     @property
-    def search(self) -> ExactSearch:
+    def search_method(self) -> str:
+        """``exact`` or ``ann`` (approximate candidates, exact distances)."""
+        return "ann" if is_ann(self.index.meta) else "exact"
+
+    def search_info(self) -> dict:
+        """Which search method answers queries and, for ANN, recall@10 against exact measured at build time."""
+        search = dict(self.index.meta.get("search") or {"method": "exact", "chosen": "auto"})
+        if search["method"] == "exact":
+            search["recall_at_10"] = 1.0
+        return search
+
+    def search_summary(self) -> str:
+        """One sentence for people: how neighbours are found, and how well, as measured."""
+        s = self.search_info()
+        if s["method"] == "exact":
+            return "Search: exact nearest neighbours (every result is the true nearest)."
+        return (f"Search: approximate for this large collection ({s.get('engine')}, {s.get('n_lists'):,} lists, "
+                f"{s.get('n_probe')} probed, {s.get('candidates')} candidates re-ranked with exact distances). "
+                f"recall@10 against exact search, measured at build time on {s.get('queries')} sample queries: "
+                f"{s.get('recall_at_10')}. Distances shown are always exact.")
+
+    @property
+    def search(self) -> ExactSearch | AnnSearch:
+        if self._search is None and self.search_method == "ann":
+            self._search = open_search(self.index)
         if self._search is None:
             ix = self.index
             projection = PCAProjection.from_arrays(ix.array("pca_components"), ix.array("pca_mean"))

@@ -96,3 +96,73 @@ def render_grid(layout: GridLayout, thumbnail: Callable[[int], Image.Image | Non
                 thumb = thumb.resize((cell_px, cell_px), Image.Resampling.LANCZOS)
             canvas.paste(thumb, (int(j) * cell_px, int(i) * cell_px))
     return canvas
+
+
+def place_by_neighbors(neighbor_rows: np.ndarray, neighbor_distances: np.ndarray, xy: np.ndarray,
+                       known: np.ndarray) -> np.ndarray:
+    """Positions for new points: the inverse-distance weighted mean of their already placed neighbours.
+
+    ``neighbor_rows`` (m, k) index ``xy``; only rows where ``known`` is True count. A point with no placed
+    neighbour goes to the centre of the map. Placed points never move, so the map stays stable as it grows.
+    """
+    rows = np.asarray(neighbor_rows, dtype=np.int64)
+    d = np.asarray(neighbor_distances, dtype=np.float64)
+    ok = (rows >= 0) & np.asarray(known, dtype=bool)[np.clip(rows, 0, None)]
+    w = np.where(ok, 1.0 / (d + 1e-3), 0.0)
+    total = w.sum(axis=1, keepdims=True)
+    pts = np.asarray(xy, dtype=np.float64)[np.clip(rows, 0, None)]
+    centre = np.asarray(xy, dtype=np.float64)[np.asarray(known, dtype=bool)].mean(axis=0) if np.any(known) \
+        else np.zeros(2)
+    out = np.where(total > 0, (w[:, :, None] * pts).sum(axis=1) / np.where(total > 0, total, 1.0), centre)
+    return out.astype(np.float32)
+
+
+class SampledMap:
+    """The 2-D map of a large collection: t-SNE (:class:`MapBuilder`) on a sample of at most ``sample_size``
+    rows, every other row placed among its nearest sampled rows (:func:`place_by_neighbors`).
+
+    Cost is linear in the number of rows beyond the sample; ``sample_rows_`` are the rows t-SNE laid out.
+    """
+
+    def __init__(self, sample_size: int = 10_000, n_components: int = 100, neighbors: int = 10,
+                 random_state: int = 0, max_iter: int = 1000):
+        self.sample_size = sample_size
+        self.n_components = n_components
+        self.neighbors = neighbors
+        self.random_state = random_state
+        self.max_iter = max_iter
+
+    def fit(self, pca_coords: np.ndarray, progress: Callable[[int, int], None] | None = None) -> "SampledMap":
+        x = np.asarray(pca_coords, dtype=np.float32)
+        n = len(x)
+        self.n_components_ = int(min(self.n_components, x.shape[1]))
+        x = np.ascontiguousarray(x[:, :self.n_components_])
+        rows = np.arange(n)
+        if n > self.sample_size:
+            rows = np.sort(np.random.default_rng(self.random_state).choice(n, self.sample_size, replace=False))
+        self.sample_rows_ = rows
+        inner = MapBuilder(self.n_components_, random_state=self.random_state, max_iter=self.max_iter).fit(x[rows])
+        self.perplexity_ = inner.perplexity_
+        xy = np.zeros((n, 2), dtype=np.float32)
+        xy[rows] = inner.embedding_
+        rest = np.setdiff1d(np.arange(n), rows)
+        if len(rest):
+            import faiss  # the large-collection path only
+
+            ref = np.ascontiguousarray(x[rows])
+            lists = int(max(1, min(256, len(rows) // 39)))
+            index = faiss.IndexIVFFlat(faiss.IndexFlatL2(ref.shape[1]), ref.shape[1], lists)
+            index.train(ref)
+            index.add(ref)
+            index.nprobe = min(8, lists)
+            known = np.zeros(n, dtype=bool)
+            known[rows] = True
+            for start in range(0, len(rest), 65536):
+                r = rest[start:start + 65536]
+                d2, near = index.search(np.ascontiguousarray(x[r]), self.neighbors)
+                near_rows = np.where(near >= 0, rows[np.clip(near, 0, None)], -1)
+                xy[r] = place_by_neighbors(near_rows, np.sqrt(np.maximum(d2, 0)), xy, known)
+                if progress:
+                    progress(start + len(r), len(rest))
+        self.embedding_ = xy
+        return self

@@ -19,6 +19,7 @@ STAGE_LABELS = {
     "compress": "Fitting search projection",
     "neighbors": "Finding nearest neighbours",
     "map": "Building 2-D map (t-SNE)",
+    "ann": "Building approximate-search index",
     "model": "Loading ResNet50 (on first use Keras downloads its ImageNet weights, 94.7 MB)",
 }
 

@@ -48,9 +48,25 @@ class PCAProjection:
         self.n_components_ = len(components)
         return self
 
-    def transform(self, vectors: np.ndarray, chunk_rows: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        """Projections ``(n, n_components_)`` and residual norms ``(n,)`` (computed in float64, stored float32)."""
+    def transform(self, vectors: np.ndarray, chunk_rows: int = 256, precise: bool = True
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """Projections ``(n, n_components_)`` and residual norms ``(n,)`` (computed in float64, stored float32).
+
+        ``precise=False`` computes in float32: approximate search needs no guaranteed bounds, and it is
+        several times faster on millions of rows.
+        """
         n = len(vectors)
+        if not precise:
+            projected = np.empty((n, self.n_components_), dtype=np.float32)
+            residual = np.empty(n, dtype=np.float32)
+            basis32 = np.ascontiguousarray(self.components_.T, dtype=np.float32)
+            for start in range(0, n, chunk_rows):
+                block = np.asarray(vectors[start:start + chunk_rows], dtype=np.float32) - self.mean_
+                coords = block @ basis32
+                projected[start:start + len(block)] = coords
+                rest = np.einsum("ij,ij->i", block, block) - np.einsum("ij,ij->i", coords, coords)
+                residual[start:start + len(block)] = np.sqrt(np.maximum(rest, 0.0))
+            return projected, residual
         projected = np.empty((n, self.n_components_), dtype=np.float32)
         residual = np.empty(n, dtype=np.float32)
         if getattr(self, "_basis64", None) is None:

@@ -11,10 +11,11 @@ export default async function (component) {
   const plot = parentElement.querySelector(".imgsim-plot");
   const tip = parentElement.querySelector(".imgsim-tip");
   const preview = tip.querySelector(".imgsim-preview");
-  const sprite = data.sprite;  // every preview in one image: {url, columns, cell}, or null
+  // Previews of the drawn points, in sprite-sheet tiles: {urls, per_tile, columns, cell}, or null.
+  // A tile is fetched by the browser the first time one of its points is hovered.
+  const sprite = data.sprite;
   if (sprite) {
     const scale = 128 / sprite.cell;
-    preview.style.backgroundImage = `url("${new URL(sprite.url, window.location.href).href}")`;
     preview.style.backgroundSize = `${sprite.columns * sprite.cell * scale}px auto`;
   }
   const tipText = tip.querySelector("span");
@@ -31,15 +32,28 @@ export default async function (component) {
     plot.removeAllListeners(name);
   }
   const rowOf = (point) => (Array.isArray(point.customdata) ? point.customdata[0] : point.customdata);
+  // Position of each drawn row in the drawn order (= its place in the preview tiles).
+  const position = new Map();
+  for (const trace of base.data) {
+    if (trace.type !== "scattergl" || !trace.customdata) continue;
+    for (const row of trace.customdata) position.set(Array.isArray(row) ? row[0] : row, position.size);
+  }
+  const ordered = [...position.keys()].sort((a, b) => a - b);
+  ordered.forEach((row, i) => position.set(row, i));
   plot.on("plotly_hover", (ev) => {
-    const row = rowOf(ev.points[0]);
-    preview.style.display = sprite ? "block" : "none";
-    if (sprite) {
-      const size = 128;
+    const point = ev.points[0];
+    const row = rowOf(point);
+    if (row === undefined) return;  // the density layer
+    const pos = position.has(row) ? position.get(row) : -1;
+    preview.style.display = sprite && pos >= 0 ? "block" : "none";
+    if (sprite && pos >= 0) {
+      const size = 128, cell = pos % sprite.per_tile;
+      const url = new URL(sprite.urls[Math.floor(pos / sprite.per_tile)], window.location.href).href;
+      preview.style.backgroundImage = `url("${url}")`;
       preview.style.backgroundPosition =
-        `-${(row % sprite.columns) * size}px -${Math.floor(row / sprite.columns) * size}px`;
+        `-${(cell % sprite.columns) * size}px -${Math.floor(cell / sprite.columns) * size}px`;
     }
-    tipText.textContent = data.paths[row];
+    tipText.textContent = point.hovertext || data.paths[row] || point.text || "";
     const box = root.getBoundingClientRect();
     const x = ev.event.clientX - box.left, y = ev.event.clientY - box.top;
     tip.style.left = `${Math.min(x + 16, box.width - 180)}px`;
@@ -48,15 +62,16 @@ export default async function (component) {
   });
   plot.on("plotly_unhover", () => { tip.style.display = "none"; });
   plot.on("plotly_click", (ev) => {
-    if (ev.points && ev.points.length) setTriggerValue("clicked", rowOf(ev.points[0]));
+    const row = ev.points && ev.points.length ? rowOf(ev.points[0]) : undefined;
+    if (row !== undefined) setTriggerValue("clicked", row);
   });
   plot.on("plotly_selected", (ev) => {
     if (!ev || !ev.points) return;
-    const rows = [...new Set(ev.points.map(rowOf))].sort((a, b) => a - b);
+    const rows = [...new Set(ev.points.map(rowOf).filter((r) => r !== undefined))].sort((a, b) => a - b);
     setStateValue("selection", rows);
   });
   plot.on("plotly_deselect", () => setStateValue("selection", []));
   root.dataset.ready = "1";
-  plot.dataset.points = String(data.paths.length);
+  plot.dataset.points = String(data.points !== undefined ? data.points : data.paths.length);
   return () => {};
 }

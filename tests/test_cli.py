@@ -13,6 +13,7 @@ from PIL import Image
 
 from imgsim import extract
 from imgsim.cli import main
+from imgsim.index import FORMAT_VERSION  # 2 since the columnar manifest and the ANN index (reads 1 too)
 
 from .conftest import make_photo
 
@@ -55,7 +56,7 @@ def test_info_json(capsys, built_index, photo_dir):
     out = run_json(capsys, "info", str(built_index))
     assert out["indexed"] == 12
     assert out["skipped"] == [{"path": "broken.jpg", "reason": "not an image", "detail": "no image format recognised"}]
-    assert (out["weights"], out["pooling"], out["dims"], out["version"]) == ("random", "flatten", 100352, 1)
+    assert (out["weights"], out["pooling"], out["dims"], out["version"]) == ("random", "flatten", 100352, FORMAT_VERSION)
     assert out["random_weights"] is True and out["ignored"] == 1
     assert out["root"] == str(photo_dir.resolve())
 

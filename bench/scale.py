@@ -1,0 +1,214 @@
+"""A real index of N synthetic images, built by the same code as ``imgsim index`` minus extraction.
+
+    python bench/scale.py --n 1000000 --dims 2048 --out DIR [--json] [--add 1000] [--search ann|exact]
+
+Vectors: synthetic clustered unit vectors (non-negative, 64 latent dimensions, 2,000 clusters, a little
+isotropic noise), written chunk by chunk straight into a new index generation; paths are synthetic relative
+paths (``c0123/img_0000042.jpg``) whose files do not exist (the app shows placeholders). Then the derived
+data (PCA, ANN index, neighbour graph, map, recall) come from ``imgsim.build.derive_for`` and the
+generation is committed with ``GenerationWriter.commit`` exactly as ``imgsim index`` does. Queries are
+indexed rows, k = 10, one at a time, through ``Collection`` (what the dashboard calls); recall@10 and the
+exact p50 are measured against brute force in the same run. ``--add`` then adds that many images through
+``imgsim.build._write`` (the incremental path). DIR opens in the app: ``IMGSIM_INDEX=DIR streamlit run app.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import machine
+
+from imgsim import build, index as store
+from imgsim.ann import exact_kneighbors, recall_at_k
+from imgsim.collection import Collection
+
+
+def synthetic_chunks(n: int, d: int, seed: int = 0, clusters: int = 2000, latent: int = 64, spread: float = 0.5,
+                     noise: float = 0.02, chunk: int = 8192, sample_seed: int | None = None):
+    """Yield (start, vectors, cluster labels) chunks of clustered unit vectors, float32, never all in memory.
+
+    ``seed`` fixes the clusters; ``sample_seed`` (default: the same) draws the points, so later additions
+    come from the same distribution without repeating earlier points.
+    """
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, latent)).astype(np.float32)
+    mixing = rng.normal(size=(latent, d)).astype(np.float32) / np.sqrt(latent)
+    if sample_seed is not None:
+        rng = np.random.default_rng(sample_seed)
+    labels = rng.integers(0, clusters, n)
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        z = centres[labels[start:start + m]] + spread * rng.standard_normal(size=(m, latent), dtype=np.float32)
+        x = z @ mixing + noise * rng.standard_normal(size=(m, d), dtype=np.float32)
+        np.maximum(x, 0, out=x)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        yield start, x, labels[start:start + m]
+
+
+def synthetic_path(i: int, prefix: str = "img") -> str:
+    """Folders of 10,000 by arrival (unrelated to the clusters, like photos filed by date); sorted by ``i``."""
+    return f"b{i // 10000:03d}/{prefix}_{i:07d}.jpg"
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, required=True)
+    ap.add_argument("--dims", type=int, default=2048)
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--search", choices=["exact", "ann"], default=None, help="default: ann above 50,000")
+    ap.add_argument("--queries", type=int, default=200, help="ANN queries timed (one at a time)")
+    ap.add_argument("--exact-queries", type=int, default=20, help="brute-force queries timed (one at a time)")
+    ap.add_argument("--add", type=int, default=1000, help="images added afterwards through the incremental path")
+    ap.add_argument("--measure-only", action="store_true",
+                    help="skip building: measure queries, recall and exact search on the index already in --out")
+    args = ap.parse_args()
+    out: Path = args.out
+    stages: dict[str, float] = {}
+    log = (lambda *a: print(*a, file=sys.stderr, flush=True))
+    pooling = {2048: "avg", 100352: "flatten"}.get(args.dims, "avg")
+    if not args.measure_only:
+        if out.exists():
+            shutil.rmtree(out)
+        build_synthetic(args, out, stages, log, pooling)
+    else:
+        args.n = store.load_index(out).count
+    result = measure(args, out, stages, pooling)
+    if args.add:
+        add_images(args, out, stages, result)
+    result["stages"] = {k: round(v, 2) for k, v in stages.items()}
+    result["peak_rss_mib"] = round(peak_rss_mib(), 1)
+    result["machine"] = machine()
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        for k, v in result.items():
+            print(f"{k}: {v}")
+    return 0
+
+
+def build_synthetic(args, out: Path, stages: dict, log, pooling: str) -> None:
+    """Vectors and manifest written as `imgsim index` writes them, then the same derived data."""
+
+    # 1. vectors and manifest, written as `imgsim index` writes them (minus decoding and the model).
+    t = time.perf_counter()
+    writer = store.GenerationWriter(out, args.n, args.dims)
+    paths: list = [None] * args.n
+    for start, x, labels in synthetic_chunks(args.n, args.dims):
+        writer.vectors[start:start + len(x)] = x
+        paths[start:start + len(x)] = [synthetic_path(start + i) for i in range(len(x))]
+    stages["synthetic_vectors"] = time.perf_counter() - t
+    log(f"vectors written: {stages['synthetic_vectors']:.1f} s")
+
+    # 2. derived data: the same function `imgsim index` calls after extraction.
+    t = time.perf_counter()
+    method = build.ann_build.choose_method(args.search, None, args.n)
+    blob, offsets = store.pack_blobs([b""] * args.n)  # no previews: the files do not exist
+    writer.save_array("thumb_blob", blob)
+    writer.save_array("thumb_offsets", offsets)
+
+    def progress(stage, done, total):
+        if total and done == total or total is None:
+            log(f"  {stage} {done}/{total} at {time.perf_counter() - t:.0f} s")
+
+    root = out.resolve().with_name(out.name + "-images")  # the (empty) collection folder the app opens
+    root.mkdir(parents=True, exist_ok=True)
+    meta = {"backbone": "resnet50", "pooling": pooling, "root": str(root),
+            "weights": {"mode": "random", "identity": None, "label": "synthetic vectors (bench/scale.py)",
+                        "path": None, "seed": 0},
+            "created": store.now_iso(), "updated": store.now_iso(), "ignored": 0, "graph_k": None}
+    meta.update(build.derive_for(writer, progress, method))
+    entries = store.Manifest(paths, np.zeros(args.n, dtype=store.Manifest.DTYPE))
+    entries.table["sha256"] = [f"{i:064x}".encode() for i in range(args.n)]
+    writer.commit(meta, entries, [])
+    stages["derive_and_commit"] = time.perf_counter() - t
+    for name, sec in (meta.get("search") or {}).get("seconds", {}).items():
+        stages[f"derive.{name}"] = sec
+    del paths, entries, writer
+
+
+def measure(args, out: Path, stages: dict, pooling: str) -> dict:
+    """Open as the dashboard does, then query one at a time; recall and exact search in the same run."""
+    t = time.perf_counter()
+    col = Collection.open(out)
+    col.search  # noqa: B018  (loads the search structures, as the first query would)
+    stages["open_index"] = time.perf_counter() - t
+    rng = np.random.default_rng(1)
+    rows = rng.choice(args.n, args.queries, replace=False)
+    col.neighbors_of_row(int(rows[0]), 10)
+    times, found = [], []
+    for r in rows:
+        t0 = time.perf_counter()
+        res = col.neighbors_of_row(int(r), 10)
+        times.append(time.perf_counter() - t0)
+        found.append([n.row for n in res.neighbors])
+    t = time.perf_counter()
+    truth = exact_kneighbors(col.index.vectors, np.asarray(col.index.vectors[np.sort(rows)]), 10)
+    truth_by_row = dict(zip(np.sort(rows).tolist(), truth.indices))
+    recall = recall_at_k(np.array(found), np.array([truth_by_row[int(r)] for r in rows]))
+    stages["recall_ground_truth"] = time.perf_counter() - t
+    exact_times = []
+    for r in rows[:args.exact_queries]:
+        t0 = time.perf_counter()
+        exact_kneighbors(col.index.vectors, np.asarray(col.index.vectors[int(r)])[None], 10)
+        exact_times.append(time.perf_counter() - t0)
+    gen_dir = out / col.index.generation
+    files = {p.name: p.stat().st_size for p in gen_dir.iterdir()}
+    result = {
+        "n": args.n, "dims": args.dims, "pooling": pooling, "search": col.search_method,
+        "query_ms_p50": round(float(np.percentile(times, 50)) * 1e3, 3),
+        "query_ms_p99": round(float(np.percentile(times, 99)) * 1e3, 3),
+        "exact_query_ms_p50": round(float(np.percentile(exact_times, 50)) * 1e3, 3) if exact_times else None,
+        "recall_at_10": round(recall, 4),
+        "recall_at_10_recorded_at_build": (col.index.meta.get("search") or {}).get("recall_at_10"),
+        "bytes_per_image": round(sum(files.values()) / args.n, 1),
+        "bytes_per_image_by_file": {k: round(v / args.n, 1) for k, v in sorted(files.items())},
+    }
+    result["speedup_vs_exact"] = (round(result["exact_query_ms_p50"] / result["query_ms_p50"], 1)
+                                  if result["exact_query_ms_p50"] else None)
+    del col
+    return result
+
+
+def add_images(args, out: Path, stages: dict, result: dict) -> None:
+    """+N images through the incremental path of `imgsim index`."""
+    rng = np.random.default_rng(2)
+    t = time.perf_counter()
+    old = store.load_index(out)
+    rows_map = {p: (None, i) for i, p in enumerate(old.paths)}
+    add_entries = {}
+    for start, x, labels in synthetic_chunks(args.add, args.dims, sample_seed=7, chunk=args.add):
+        for i, (v, l) in enumerate(zip(x, labels)):
+            rel = synthetic_path(int(rng.integers(0, args.n)), prefix=f"new{i:04d}")
+            rows_map[rel] = (store.Entry(rel, 0, 0, f"{args.n + i:064x}"), v)
+            add_entries[rel] = b""
+    order = sorted(rows_map)
+    manifest = old.entries
+    for p in order:  # old entries are materialised only for the rows kept, as `imgsim index` does
+        if rows_map[p][0] is None:
+            rows_map[p] = (manifest[rows_map[p][1]], rows_map[p][1])
+    meta2 = dict(old.meta)
+    for key in ("format", "version", "generation", "count", "dims", "arrays", "files"):
+        meta2.pop(key, None)
+    meta2["updated"] = store.now_iso()
+    build._write(out, rows_map, [], meta2, args.dims, None, old, lambda *a: None, add_entries, old.root,
+                 build.ann_build.choose_method(None, old.meta, len(rows_map)))
+    stages[f"add_{args.add}"] = time.perf_counter() - t
+    after = store.load_index(out)
+    result["after_add"] = {"count": after.count, "search": after.meta.get("search")}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,287 @@
+"""Approximate k-NN for large collections: a faiss IVF index over PCA-reduced vectors, exact re-ranking.
+
+The IVF index (inverted lists over k-means cells of the PCA coordinates) proposes ``candidates`` rows per
+query. Each indexed row is stored as its PCA coordinates plus one more: the norm of its residual outside
+the basis (queries get 0 there), so the IVF distance is ``|P(x-q)|^2 + |R x|^2``, which ranks like the
+true distance when residuals are uncorrelated (PCA coordinates alone rank near-equidistant points badly); their exact Euclidean distances are then computed from the memory-mapped full vectors, so every
+distance shown is exact and only the *set* of neighbours is approximate. Rows are addressed in the IVF
+index by a stable key (``keys_[row]``), so an incremental update removes and adds keys instead of
+rebuilding. Recall against exact search is measured, never assumed: :func:`recall_at_k`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .projection import PCAProjection
+from .search import Neighbors
+
+#: Above this many images an index uses approximate search unless told otherwise.
+ANN_THRESHOLD = 50_000
+#: PCA dimensions the IVF index works in.
+ANN_DIMS = 128
+ANN_FILE = "ann.faiss"
+
+
+def _faiss():
+    import faiss  # imported on use: exact-mode collections never load it
+
+    return faiss
+
+
+def default_lists(n: int) -> int:
+    """IVF cells for ``n`` vectors: about 3·sqrt(n), at least 1, at most n/39 (faiss' training minimum)."""
+    return int(max(1, min(3 * math.sqrt(max(n, 1)), max(n, 1) // 39)))
+
+
+class AnnSearch:
+    """Approximate Euclidean k-NN over unit vectors with exact re-ranking (same interface as ExactSearch).
+
+    ``fit(vectors, projection, projected, keys)`` trains and fills the IVF index; ``attach`` reuses a
+    stored one. ``graph`` (stored neighbour rows and distances) answers :meth:`pairs_within`.
+    """
+
+    def __init__(self, n_lists: int | None = None, n_probe: int = 24, candidates: int = 100,
+                 random_state: int = 0):
+        self.n_lists = n_lists
+        self.n_probe = n_probe
+        self.candidates = candidates
+        self.random_state = random_state
+        self.graph_: tuple[np.ndarray, np.ndarray] | None = None
+        self.last_exact_fraction_ = 0.0
+
+    # --- building ------------------------------------------------------------------------------------
+
+    def fit(self, vectors: np.ndarray, projection: PCAProjection, projected: np.ndarray | None = None,
+            residual: np.ndarray | None = None, keys: np.ndarray | None = None) -> "AnnSearch":
+        """Train the IVF cells on a sample of the rows' coordinates and add every row under its key."""
+        faiss = _faiss()
+        if projected is None or residual is None:
+            projected, residual = projection.transform(vectors, precise=False)
+        projected = stored_coords(projected, residual)
+        n, d = projected.shape
+        self.n_lists_ = int(self.n_lists or default_lists(n))
+        quantizer = faiss.IndexFlatL2(d)
+        index = faiss.IndexIVFFlat(quantizer, d, self.n_lists_)
+        train = projected
+        if n > 40 * self.n_lists_:
+            rows = np.sort(np.random.default_rng(self.random_state).choice(n, 40 * self.n_lists_, replace=False))
+            train = projected[rows]
+        index.cp.seed = self.random_state
+        index.train(train)
+        keys = np.arange(n, dtype=np.int64) if keys is None else np.asarray(keys, dtype=np.int64)
+        for start in range(0, n, 65536):
+            index.add_with_ids(projected[start:start + 65536], keys[start:start + 65536])
+        return self.attach(vectors, projection, index, keys)
+
+    def attach(self, vectors: np.ndarray, projection: PCAProjection, index, keys: np.ndarray) -> "AnnSearch":
+        """Use an already built IVF index whose key for row ``i`` is ``keys[i]``."""
+        self.vectors_ = vectors
+        self.projection_ = projection
+        self.index_ = index
+        self.index_.nprobe = int(min(self.n_probe, index.nlist))
+        self.n_lists_ = int(index.nlist)
+        self.keys_ = np.asarray(keys, dtype=np.int64)
+        self._key_order = np.argsort(self.keys_, kind="stable")
+        self._sorted_keys = self.keys_[self._key_order]
+        if self.index_.ntotal != len(self.keys_):
+            raise ValueError(f"ANN index holds {self.index_.ntotal} vectors for {len(self.keys_)} rows")
+        return self
+
+    def update(self, remove_keys: np.ndarray, add_keys: np.ndarray, add_projected: np.ndarray,
+               add_residual: np.ndarray) -> None:
+        """Remove and add vectors by key (an incremental re-index); call :meth:`attach` afterwards."""
+        faiss = _faiss()
+        if len(remove_keys):
+            self.index_.remove_ids(faiss.IDSelectorBatch(np.asarray(remove_keys, dtype=np.int64)))
+        if len(add_keys):
+            self.index_.add_with_ids(stored_coords(add_projected, add_residual),
+                                     np.asarray(add_keys, dtype=np.int64))
+
+    def save(self, path: str | Path) -> None:
+        _faiss().write_index(self.index_, str(path))
+
+    @staticmethod
+    def read(path: str | Path, mmap: bool = True):
+        """A stored IVF index; memory-mapped (read-only use) unless ``mmap`` is False."""
+        faiss = _faiss()
+        flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
+        return faiss.read_index(str(path), flags)
+
+    @property
+    def n(self) -> int:
+        return len(self.keys_)
+
+    # --- queries -------------------------------------------------------------------------------------
+
+    def rows_of_keys(self, keys: np.ndarray) -> np.ndarray:
+        """Rows for IVF keys (-1 for faiss' "no result")."""
+        keys = np.asarray(keys, dtype=np.int64)
+        pos = np.clip(np.searchsorted(self._sorted_keys, keys), 0, max(len(self._sorted_keys) - 1, 0))
+        if not len(self._sorted_keys):
+            return np.full(keys.shape, -1, dtype=np.int64)
+        found = self._sorted_keys[pos] == keys
+        return np.where(found & (keys >= 0), self._key_order[pos], -1)
+
+    def candidates_of(self, projected: np.ndarray, count: int) -> np.ndarray:
+        """Candidate rows (m, count) from the IVF index; -1 where fewer were found."""
+        _, keys = self.index_.search(query_coords(projected), int(count))
+        return self.rows_of_keys(keys)
+
+    def kneighbors(self, queries: np.ndarray, k: int, prefer: int | None = None) -> Neighbors:
+        """The ``k`` nearest rows to each query vector, exact distances; ``prefer`` wins ties."""
+        q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        pq, _ = self.projection_.transform(q, precise=False)
+        prefer_rows = np.full(len(q), -1 if prefer is None else prefer)
+        return self._rerank(q, pq, k, exclude=np.full(len(q), -1), prefer=prefer_rows, refine=len(q) <= 16)
+
+    def kneighbors_rows(self, rows: np.ndarray, k: int, exclude_self: bool = True, candidates: int | None = None,
+                        projected: np.ndarray | None = None, block: int = 1024) -> Neighbors:
+        """Neighbours of indexed rows; ``projected`` (their PCA coordinates) saves re-projecting them."""
+        rows = np.asarray(rows, dtype=np.int64)
+        m = len(rows)
+        k = max(0, min(int(k), self.n - (1 if exclude_self else 0)))
+        indices = np.zeros((m, k), dtype=np.int64)
+        distances = np.zeros((m, k), dtype=np.float64)
+        for start in range(0, m, block):
+            r = rows[start:start + block]
+            order = np.argsort(r)
+            q = np.empty((len(r), self.vectors_.shape[1]), dtype=np.float32)
+            q[order] = self.vectors_[r[order]]
+            pq = projected[start:start + block] if projected is not None else \
+                self.projection_.transform(q, precise=False)[0]
+            found = self._rerank(q, pq, k, exclude=r if exclude_self else np.full(len(r), -1), prefer=r,
+                                 refine=False, count=candidates)
+            indices[start:start + len(r)] = found.indices
+            distances[start:start + len(r)] = found.distances
+        return Neighbors(indices, distances)
+
+    def pairs_within(self, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Pairs ``i < j`` at distance ``<= threshold`` among each image's stored nearest neighbours."""
+        if self.graph_ is None:
+            raise ValueError("pairs_within needs the stored neighbour graph (AnnSearch.graph_)")
+        idx, dist = self.graph_
+        a, b = np.nonzero(np.asarray(dist) <= threshold)
+        i, j, d = a.astype(np.int64), np.asarray(idx)[a, b].astype(np.int64), np.asarray(dist)[a, b].astype(np.float64)
+        lo, hi = np.minimum(i, j), np.maximum(i, j)
+        keep = lo != hi
+        pair = lo[keep] * max(self.n, 1) + hi[keep]
+        _, first = np.unique(pair, return_index=True)
+        return lo[keep][first], hi[keep][first], d[keep][first]
+
+    # --- internals -----------------------------------------------------------------------------------
+
+    def _rerank(self, q: np.ndarray, pq: np.ndarray, k: int, exclude: np.ndarray, prefer: np.ndarray,
+                refine: bool, count: int | None = None) -> Neighbors:
+        m = len(q)
+        k = max(0, min(int(k), self.n - (1 if (exclude >= 0).any() else 0)))
+        indices = np.zeros((m, k), dtype=np.int64)
+        distances = np.zeros((m, k), dtype=np.float64)
+        if k == 0 or m == 0:
+            return Neighbors(indices, distances)
+        count = min(self.n, max(int(count or self.candidates), k + 1))
+        cand = self.candidates_of(pq, count)
+        # The query row itself (an indexed image) always competes, so it comes first at distance 0.
+        cand = np.concatenate([cand, np.where(prefer >= 0, prefer, -1)[:, None]], axis=1)
+        cand = np.where(cand == exclude[:, None], -1, cand)
+        # Faiss returns each row once per query; the appended query row may repeat one: keep one copy.
+        cand = np.sort(cand, axis=1)
+        cand[:, 1:][cand[:, 1:] == cand[:, :-1]] = -1
+        cols = np.unique(cand[cand >= 0])
+        valid = cand >= 0
+        d2 = np.full(cand.shape, np.inf, dtype=np.float64)
+        qsq = np.einsum("ij,ij->i", q, q)
+        step = 64  # query rows whose candidates are gathered at once
+        for a in range(0, m, step):
+            sub = cand[a:a + step]
+            rows = np.unique(sub[sub >= 0])
+            if not len(rows):
+                continue
+            x = np.asarray(self.vectors_[rows], dtype=np.float32)
+            pos = np.searchsorted(rows, np.where(sub >= 0, sub, rows[0]))
+            qb = q[a:a + step]
+            dots = np.einsum("bcd,bd->bc", x[pos], qb)  # a gather beats a BLAS product with every candidate
+            xsq = np.einsum("ij,ij->i", x, x)[pos]
+            block = np.maximum(qsq[a:a + step, None] + xsq - 2.0 * dots, 0.0)
+            # Near-duplicates: the expanded form loses precision close to 0, so recompute those from differences.
+            for i, j in zip(*np.nonzero(block < 1e-3)):
+                diff = x[pos[i, j]] - qb[i]
+                block[i, j] = float(diff @ diff)
+            d2[a:a + step] = np.where(valid[a:a + step], block, np.inf)
+        order = np.lexsort((cand, cand != prefer[:, None], d2), axis=1)[:, :k]
+        indices = np.take_along_axis(cand, order, axis=1)
+        top_d2 = np.take_along_axis(d2, order, axis=1)
+        if refine:
+            for i in range(m):
+                top = indices[i][np.isfinite(top_d2[i])]
+                exact = np.asarray(self.vectors_[np.sort(top)], dtype=np.float64)[np.argsort(np.argsort(top))]
+                diff = exact - q[i].astype(np.float64)
+                e2 = np.einsum("ij,ij->i", diff, diff)
+                final = np.lexsort((top, top != prefer[i], e2))
+                indices[i, :len(top)], top_d2[i, :len(top)] = top[final], e2[final]
+        distances = np.sqrt(top_d2)
+        self.last_exact_fraction_ = len(cols) / max(1, self.n)
+        return Neighbors(indices, distances)
+
+
+def stored_coords(projected: np.ndarray, residual: np.ndarray) -> np.ndarray:
+    """What the IVF index stores for a row: PCA coordinates, then the residual norm."""
+    return np.ascontiguousarray(np.hstack([np.asarray(projected, dtype=np.float32),
+                                           np.asarray(residual, dtype=np.float32).reshape(-1, 1)]))
+
+
+def query_coords(projected: np.ndarray) -> np.ndarray:
+    """What the IVF index is asked with: PCA coordinates, then 0."""
+    p = np.asarray(projected, dtype=np.float32)
+    return np.ascontiguousarray(np.hstack([p, np.zeros((len(p), 1), dtype=np.float32)]))
+
+
+def exact_kneighbors(vectors: np.ndarray, queries: np.ndarray, k: int, chunk_rows: int = 16384) -> Neighbors:
+    """Brute-force k-NN (ground truth for recall): one pass over the (memory-mapped) vectors in chunks."""
+    q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+    n = len(vectors)
+    k = min(k, n)
+    best_d = np.full((len(q), 0), np.inf)
+    best_i = np.zeros((len(q), 0), dtype=np.int64)
+    qsq = np.einsum("ij,ij->i", q, q)[:, None]
+    for start in range(0, n, chunk_rows):
+        x = np.asarray(vectors[start:start + chunk_rows], dtype=np.float32)
+        d2 = qsq + np.einsum("ij,ij->i", x, x)[None, :] - 2.0 * (q @ x.T)
+        d = np.concatenate([best_d, d2], axis=1)
+        i = np.concatenate([best_i, np.broadcast_to(np.arange(start, start + len(x)), d2.shape)], axis=1)
+        top = np.argpartition(d, min(k, d.shape[1] - 1), axis=1)[:, :k] if d.shape[1] > k else np.argsort(d, axis=1)
+        best_d = np.take_along_axis(d, top, axis=1)
+        best_i = np.take_along_axis(i, top, axis=1)
+    order = np.lexsort((best_i, best_d), axis=1) if best_d.size else np.zeros_like(best_i)
+    best_i = np.take_along_axis(best_i, order, axis=1)
+    # Final distances from differences (the expanded form above loses precision near 0).
+    flat = best_i.ravel()
+    rows = np.asarray(vectors[np.sort(np.unique(flat))], dtype=np.float32)
+    diff = rows[np.searchsorted(np.unique(flat), best_i)] - q[:, None, :]
+    return Neighbors(best_i, np.sqrt(np.einsum("mkd,mkd->mk", diff, diff).astype(np.float64)))
+
+
+def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
+    """Mean share of the exact k nearest rows that the approximate search also returned."""
+    exact = np.asarray(exact)
+    if exact.size == 0:
+        return 1.0
+    hits = [len(set(a.tolist()) & set(e.tolist())) / len(e) for a, e in zip(np.asarray(approx), exact)]
+    return float(np.mean(hits))
+
+
+def measure_recall(search: AnnSearch, vectors: np.ndarray, k: int = 10, queries: int = 100,
+                   random_state: int = 0) -> dict:
+    """recall@k of ``search`` against brute force on a sample of indexed rows (each row's own vector)."""
+    n = len(vectors)
+    m = min(queries, n)
+    rows = np.sort(np.random.default_rng(random_state).choice(n, m, replace=False)) if m else np.zeros(0, int)
+    if m == 0:
+        return {"recall_at_10": None, "queries": 0, "k": k}
+    q = np.asarray(vectors[rows], dtype=np.float32)
+    truth = exact_kneighbors(vectors, q, k)
+    found = search.kneighbors(q, k)
+    return {"recall_at_10": round(recall_at_k(found.indices, truth.indices), 4), "queries": int(m), "k": int(k)}

@@ -1,0 +1,234 @@
+"""Approximate search: recall against exact search, incremental add/remove, crash safety, stable map."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from imgsim import ann_build, build, index as store
+from imgsim.ann import AnnSearch, exact_kneighbors, measure_recall, recall_at_k
+from imgsim.build import build_index, check_storage
+from imgsim.cli import main as cli_main
+from imgsim.collection import Collection
+from imgsim.errors import ImgsimError
+from imgsim.extract import ResolvedWeights
+from imgsim.projection import PCAProjection
+
+from .conftest import make_photo
+
+DIMS = 2048
+
+
+def clustered(n: int, d: int = DIMS, seed: int = 0, clusters: int = 40) -> np.ndarray:
+    """Clustered non-negative unit vectors, the shape of pooled CNN features."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, 32)).astype(np.float32)
+    mixing = rng.normal(size=(32, d)).astype(np.float32)
+    z = centres[rng.integers(0, clusters, n)] + 0.5 * rng.normal(size=(n, 32)).astype(np.float32)
+    x = np.maximum(z @ mixing + 0.05 * rng.normal(size=(n, d)).astype(np.float32), 0)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_recall_at_10_against_exact_is_at_least_095_and_distances_are_exact():
+    x = clustered(3000)
+    projection = PCAProjection(n_components=128).fit(x)
+    search = AnnSearch().fit(x, projection)
+    queries = x[::97]
+    truth = exact_kneighbors(x, queries, 10)
+    found = search.kneighbors(queries, 10)
+    assert recall_at_k(found.indices, truth.indices) >= 0.95
+    # Distances shown are exact (re-ranked from the full vectors), whatever the candidates were.
+    recomputed = np.linalg.norm(x[found.indices] - queries[:, None, :], axis=2)
+    np.testing.assert_allclose(found.distances, recomputed, atol=1e-5)
+    assert measure_recall(search, x, 10, 50)["recall_at_10"] >= 0.95
+    # An indexed image is its own first result at distance 0.
+    one = search.kneighbors(x[5][None], 4, prefer=5)
+    assert one.indices[0, 0] == 5 and one.distances[0, 0] == pytest.approx(0, abs=1e-6)
+
+
+def test_exact_kneighbors_matches_sklearn_brute_force():
+    from sklearn.neighbors import NearestNeighbors
+
+    x = clustered(500, d=64, seed=3)
+    d, i = NearestNeighbors(n_neighbors=5, algorithm="brute").fit(x).kneighbors(x[:20])
+    found = exact_kneighbors(x, x[:20], 5, chunk_rows=128)
+    np.testing.assert_array_equal(found.indices, i)
+    np.testing.assert_allclose(found.distances, d, atol=1e-5)
+
+
+class VectorModel:
+    """A stand-in extractor (avg pooling, 2,048-D): each file's vector is fixed by its pixels' mean colour
+    and a hash of its content, so neighbours are meaningful and re-running gives the same vectors."""
+
+    def __init__(self, batch_size: int = 32):
+        self.batch_size, self.pooling, self.dims, self.device = batch_size, "avg", DIMS, "cpu"
+        self.weights = ResolvedWeights("random", "random-seed-0", "random weights (seed 0)", None, 0)
+        self.calls = 0
+        self._mix = np.random.default_rng(0).normal(size=(3, DIMS)).astype(np.float32)
+
+    def embed(self, images):
+        self.calls += 1
+        out = []
+        for im in np.asarray(images, dtype=np.float32):
+            seed = int(abs(float(im[::7, ::7].sum())) * 1000) % (2**32)
+            v = np.maximum(im.mean(axis=(0, 1)) @ self._mix, 0) + 0.3 * np.random.default_rng(seed).random(DIMS)
+            out.append(v / np.linalg.norm(v))
+        return np.stack(out).astype(np.float32)
+
+
+def run(folder, ix, model, **kw):
+    return build_index(folder, ix, weights="random", pooling="avg", search="ann",
+                       extractor_factory=lambda w, p, b: model, **kw)
+
+
+@pytest.fixture
+def photos(tmp_path):
+    root = tmp_path / "photos"
+    for i in range(60):
+        make_photo(root / f"g{i % 3}" / f"p{i:03d}.jpg", seed=1000 + i, size=(48, 40))
+    return root
+
+
+def test_ann_index_add_remove_updates_in_place_keeps_rows_paths_aligned_and_old_map_points(photos, tmp_path):
+    ix_dir = tmp_path / "ix"
+    model = VectorModel()
+    run(photos, ix_dir, model)
+    first = store.load_index(ix_dir)
+    assert first.meta["search"]["method"] == "ann" and first.meta["search"]["chosen"] == "asked"
+    assert 0.0 <= first.meta["search"]["recall_at_10"] <= 1.0
+    old_xy = {p: first.array("map_xy")[i].copy() for i, p in enumerate(first.paths)}
+    old_vec = {p: np.array(first.vectors[i]) for i, p in enumerate(first.paths)}
+
+    for i in range(5):  # new files sort among the old ones, so every later row shifts
+        make_photo(photos / "g1" / f"p{i:03d}b.jpg", seed=5000 + i, size=(48, 40))
+    for name in ("g0/p000.jpg", "g2/p059.jpg"):
+        (photos / name).unlink()
+    second_report = run(photos, ix_dir, model)
+    assert (second_report.added, second_report.removed) == (5, 2)
+    second = store.load_index(ix_dir)
+    info = second.meta["search"]
+    assert info["incremental"] == {"added": 5, "removed": 2, "graph_rows_recomputed": info["incremental"][
+        "graph_rows_recomputed"]}
+    assert info["incremental"]["graph_rows_recomputed"] < second.count  # not a rebuild
+    assert second.paths == sorted(second.paths) and len(second.paths) == second.count == 63
+
+    col = Collection(second)
+    search = col.search
+    assert search.index_.ntotal == second.count
+    # Each row's IVF key finds that row, and each row's vector is still its file's vector.
+    for row, path in enumerate(second.paths):
+        if path in old_vec:
+            np.testing.assert_array_equal(second.vectors[row], old_vec[path])
+            np.testing.assert_array_equal(second.array("map_xy")[row], old_xy[path])  # old points stay put
+        hit = col.neighbors_of_row(row, 3)
+        assert hit.neighbors[0].path == path and hit.neighbors[0].distance == pytest.approx(0, abs=1e-6)
+    # The neighbour graph names existing rows only, nearest first, with exact distances.
+    nn_i, nn_d = second.array("nn_indices"), second.array("nn_distances")
+    assert nn_i.min() >= 0 and nn_i.max() < second.count and (np.diff(nn_d, axis=1) >= -1e-6).all()
+    for row in (0, 17, 62):
+        exact = np.linalg.norm(second.vectors[nn_i[row]] - second.vectors[row], axis=1)
+        np.testing.assert_allclose(nn_d[row], exact, atol=1e-5)
+    # New points were placed inside the existing map, not at the origin of a re-fit.
+    new_rows = [second.row_of(f"g1/p{i:03d}b.jpg") for i in range(5)]
+    xy = second.array("map_xy")
+    lo, hi = np.array(list(old_xy.values())).min(axis=0), np.array(list(old_xy.values())).max(axis=0)
+    assert ((xy[new_rows] >= lo) & (xy[new_rows] <= hi)).all()
+
+
+def test_query_cli_info_and_duplicates_work_on_an_ann_index(photos, tmp_path, capsys):
+    ix_dir = tmp_path / "ix"
+    shutil_copy = photos / "g0" / "p003 copy.jpg"
+    shutil_copy.write_bytes((photos / "g0" / "p003.jpg").read_bytes())
+    run(photos, ix_dir, VectorModel())
+    assert cli_main(["info", str(ix_dir), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["search"]["method"] == "ann" and info["search"]["queries"] > 0
+    assert cli_main(["dedup", str(ix_dir), "--threshold", "0.001", "--json"]) == 0
+    groups = json.loads(capsys.readouterr().out)["groups"]
+    assert ["g0/p003 copy.jpg", "g0/p003.jpg"] in groups
+    assert cli_main(["query", str(ix_dir), str(photos / "g0" / "p003.jpg"), "-k", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["neighbors"][0] == {"path": "g0/p003.jpg", "distance": 0.0, "similarity": 1.0}
+
+
+def test_small_collections_stay_exact_by_default(photos, tmp_path):
+    build_index(photos, tmp_path / "ix", weights="random", pooling="avg", extractor_factory=lambda w, p, b: VectorModel())
+    ix = store.load_index(tmp_path / "ix")
+    assert ix.meta["search"] == {"method": "exact", "chosen": "auto"}
+    assert isinstance(Collection(ix).search, build.ExactSearch)
+    assert ann_build.choose_method(None, None, 50_001) == ("ann", "auto")
+    assert ann_build.choose_method(None, None, 50_000) == ("exact", "auto")
+
+
+def test_killed_ann_update_leaves_previous_generation_loadable(photos, tmp_path):
+    ix_dir = tmp_path / "ix"
+    run(photos, ix_dir, VectorModel())
+    before = store.load_index(ix_dir)
+    make_photo(photos / "g0" / "zz.jpg", seed=77, size=(48, 40))
+
+    def die(stage, done, total):
+        if stage == "neighbors":
+            raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        run(photos, ix_dir, VectorModel(), progress=die)
+    after = store.load_index(ix_dir)
+    assert after.generation == before.generation and after.count == before.count
+    assert Collection(after).neighbors_of_row(0, 2).neighbors[0].row == 0
+    assert not [p for p in ix_dir.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_process_killed_during_ann_update_leaves_previous_generation(photos, tmp_path):
+    ix_dir = tmp_path / "ix"
+    run(photos, ix_dir, VectorModel())
+    before = store.load_index(ix_dir).generation
+    make_photo(photos / "g0" / "zz.jpg", seed=77, size=(48, 40))
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {os.getcwd()!r})
+        from imgsim import ann_build
+        real = ann_build.AnnSearch.save
+        def save_then_die(self, path):
+            real(self, path)
+            os.kill(os.getpid(), signal.SIGKILL)
+        ann_build.AnnSearch.save = save_then_die
+        from tests.test_ann import VectorModel, run
+        from pathlib import Path
+        run(Path({str(photos)!r}), Path({str(ix_dir)!r}), VectorModel())
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=os.getcwd(), capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    after = store.load_index(ix_dir)
+    assert after.generation == before and Collection(after).neighbors_of_row(1, 2).neighbors[0].row == 1
+    run(photos, ix_dir, VectorModel())  # the next run cleans up and finishes the update
+    assert store.load_index(ix_dir).row_of("g0/zz.jpg") is not None
+
+
+def test_flatten_index_over_20_gb_is_refused_up_front_with_the_estimate():
+    with pytest.raises(ImgsimError, match=r"Indexing 60,000 images with --pooling flatten would need about 24 GB "
+                                          r"\(392 KiB per image\)\. With --pooling avg it would be about 0\.7 GB\. "
+                                          r"Choose --pooling avg, or add --allow-large"):
+        check_storage(60_000, "flatten")
+    check_storage(60_000, "avg")
+    check_storage(45_000, "flatten")
+
+
+def test_columnar_manifest_round_trips_and_finds_hashes(tmp_path):
+    n = store.COLUMNAR_FROM
+    writer = store.GenerationWriter(tmp_path / "ix", n, 4)
+    writer.vectors[:] = np.eye(4, dtype=np.float32)[np.arange(n) % 4]
+    entries = [store.Entry(f"d/{i:06d}.jpg", i, 10 * i, f"{i:064x}") for i in range(n)]
+    writer.commit({"root": "/x", "pooling": "avg", "weights": {"mode": "random"}}, entries, [])
+    ix = store.load_index(tmp_path / "ix")
+    assert (tmp_path / "ix" / ix.generation / "paths.txt").exists()
+    assert not (tmp_path / "ix" / ix.generation / "manifest.json").exists()
+    assert ix.entries[1234] == entries[1234] and ix.paths[-1] == entries[-1].path
+    assert ix.row_of("d/000042.jpg") == 42 and ix.row_with_hash(f"{77:064x}") == 77
+    assert ix.row_with_hash("0" * 63 + "z") is None

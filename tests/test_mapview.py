@@ -1,0 +1,59 @@
+"""The map of a large collection: bounded drawn sample, density layer, preview tiles, sampled t-SNE."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from imgsim import charts, mapview
+from imgsim.map2d import SampledMap, place_by_neighbors
+
+
+def test_drawn_rows_are_bounded_deterministic_and_all_when_small():
+    assert mapview.drawn_rows(10, limit=20).tolist() == list(range(10))
+    a, b = mapview.drawn_rows(1_000_000), mapview.drawn_rows(1_000_000)
+    assert len(a) == mapview.MAP_POINTS and (a == b).all() and (np.diff(a) > 0).all()
+
+
+def test_tiles_cover_the_drawn_rows_in_order():
+    tiles = mapview.tiles_for(np.arange(2500) * 3, per_tile=1024)
+    assert [len(t) for t in tiles] == [1024, 1024, 452] and tiles[1][0] == 1024 * 3
+
+
+def test_large_map_figure_draws_the_sample_over_a_density_of_everything():
+    rng = np.random.default_rng(0)
+    xy = rng.normal(size=(60_000, 2))
+    labels = [f"f{i % 3}" for i in range(60_000)]
+    rows = mapview.drawn_rows(60_000, limit=2000)
+    fig = charts.map_base(xy, labels, [f"p{i}" for i in range(60_000)], rows=rows, density=mapview.density(xy))
+    heat = [t for t in fig.data if t.type == "heatmap"]
+    points = [t for t in fig.data if t.type == "scattergl"]
+    assert len(heat) == 1 and heat[0].hoverinfo == "skip" and np.isclose(np.expm1(np.array(heat[0].z)).sum(), 60_000)
+    assert sum(len(t.customdata) for t in points) == 2000
+    assert sorted(r for t in points for r in t.customdata) == rows.tolist()
+    # The query's neighbours are highlighted from the full coordinates, drawn or not.
+    hidden = int(np.setdiff1d(np.arange(60_000), rows)[0])
+    overlay = charts.map_overlay(xy, [f"p{i}" for i in range(60_000)], query=hidden, neighbours=[hidden + 1])
+    assert [t.name for t in overlay] == ["neighbours", "query"] and overlay[1].x[0] == xy[hidden, 0]
+
+
+def test_sampled_map_fits_tsne_on_the_sample_and_places_the_rest_near_their_neighbours():
+    rng = np.random.default_rng(1)
+    centres = rng.normal(scale=10, size=(4, 20))
+    label = rng.integers(0, 4, 1200)
+    x = centres[label] + rng.normal(size=(1200, 20))
+    m = SampledMap(sample_size=300, max_iter=500).fit(x)
+    assert len(m.sample_rows_) == 300 and m.embedding_.shape == (1200, 2)
+    # Placed points land among the sampled points of their own cluster.
+    xy = m.embedding_
+    centroid = np.array([xy[m.sample_rows_][label[m.sample_rows_] == c].mean(axis=0) for c in range(4)])
+    rest = np.setdiff1d(np.arange(1200), m.sample_rows_)
+    nearest = np.argmin(((xy[rest, None, :] - centroid[None]) ** 2).sum(-1), axis=1)
+    assert (nearest == label[rest]).mean() > 0.95
+
+
+def test_place_by_neighbors_uses_only_placed_points_and_weights_by_distance():
+    xy = np.array([[0.0, 0.0], [10.0, 0.0], [99.0, 99.0]], dtype=np.float32)
+    known = np.array([True, True, False])
+    out = place_by_neighbors(np.array([[0, 1, 2], [2, -1, -1]]), np.array([[1.0, 3.0, 0.0], [0.1, 0, 0]]), xy, known)
+    assert out[0, 0] == np.float32(10 / 3.001 / (1 / 1.001 + 1 / 3.001))
+    assert out[0, 1] == 0 and (out[1] == np.array([5.0, 0.0])).all()  # no placed neighbour: the centre
