@@ -1020,7 +1020,7 @@ def login_gate() -> bool:
 
 def main() -> None:
     st.title("imgsim")
-    st.caption("What looks like this? ResNet50 features, exact nearest neighbours and a t-SNE map of your images.")
+    st.caption("What looks like this? Nearest neighbours by ResNet50 or CLIP features, and a t-SNE map of your images.")
     sprite_secret()  # first run of this process: previews left in static/cache/ by earlier servers are removed
     if not login_gate():
         return

@@ -105,6 +105,7 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
         spec = bspec.parse_weights(weights or (weights_spec(old.weights) if old else None))
         if old is not None:
             _check_same_settings(old, spec, pooling, index_dir)
+        precision = _precision(precision, old, index_dir)
         if not allow_large:
             check_storage(len(found.files), pooling)
 
@@ -112,7 +113,8 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
                              timings=clock.timings)
         clock.lap("scan and read the old index")
         # A rebuild keeps its own checkpoints apart, so a killed --rebuild resumes its work (and only its work).
-        ckpt_key = _checkpoint_key(spec, pooling, bspec.spec) + ("|rebuild" if rebuild else "")
+        ckpt_key = (_checkpoint_key(spec, pooling, bspec.spec) + ("|rebuild" if rebuild else "")
+                    + ("|float16" if precision == "float16" else ""))
         resumable = store.read_checkpoints(index_dir, ckpt_key)
         old_by_path = {e.path: i for i, e in enumerate(old.entries)} if old else {}
         old_skips = {s.path: s for s in old.skipped} if old else {}
@@ -188,7 +190,7 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
             resolved = {"mode": spec.mode, "identity": None, "label": spec.mode, "path": spec.path, "seed": spec.seed}
         meta = {"backbone": bspec.name, "weights": resolved, "pooling": pooling, "root": str(found.root),
                 "created": old.meta["created"] if old else store.now_iso(), "updated": store.now_iso(),
-                "ignored": found.ignored, "graph_k": None}
+                "ignored": found.ignored, "graph_k": None, "precision": precision}
         if bspec.name != RESNET50:
             meta["preset"] = preset or default_preset(bspec)
         _write(index_dir, rows, skipped, meta, dims or default_dims(bspec, pooling), old if same_vectors and same_method else None,
@@ -198,6 +200,21 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
         report.committed = True
         report.seconds = time.perf_counter() - started
         return report
+
+
+def _precision(asked: str | None, old: store.Index | None, index_dir: Path) -> str:
+    """The precision to extract with: the one asked for, else the index's own (float32 for older indexes).
+
+    float16 and float32 vectors differ slightly, so one index never mixes them.
+    """
+    recorded = (old.meta.get("precision") or "float32") if old is not None else None
+    if asked is None:
+        return recorded or "float32"
+    if recorded is not None and asked != recorded:
+        raise ImgsimError(f"The index at {index_dir} was built with --precision {recorded} (asked: {asked}); the "
+                          f"vectors of the two cannot be mixed. Re-run with --precision {recorded}, or add --rebuild "
+                          "to re-extract every image.")
+    return asked
 
 
 class _Clock:

@@ -180,3 +180,16 @@ def test_killed_rebuild_resumes_its_own_work(folder, tmp_path, random_extractor)
     report = run(folder, ix_dir, fresh, checkpoint_every=2, rebuild=True)
     assert report.resumed == 4 and report.extracted == 2 and fresh.embedded == 2 and report.committed
     assert load_index(ix_dir).count == 6 and not (ix_dir / "pending").exists()
+
+
+def test_an_index_never_mixes_float16_and_float32_vectors(folder, tmp_path, random_extractor):
+    ix_dir = tmp_path / "ix"
+    run(folder, ix_dir, Counting(random_extractor))
+    assert load_index(ix_dir).meta["precision"] == "float32"
+    make_photo(folder / "cats" / "new.jpg", seed=999)
+    with pytest.raises(ImgsimError, match=r"was built with --precision float32 \(asked: float16\); the vectors of "
+                                          r"the two cannot be mixed\. Re-run with --precision float32, or add --rebuild"):
+        run(folder, ix_dir, Counting(random_extractor), precision="float16")
+    model = Counting(random_extractor)
+    run(folder, ix_dir, model)  # no --precision: the index's own
+    assert model.embedded == 1 and load_index(ix_dir).meta["precision"] == "float32"
