@@ -273,21 +273,18 @@ def start_indexing(folder: Path, index_dir: Path, weights: str, col: Collection 
     if running is not None and running.running:
         return running
     new = col is None
-    if new:
-        model, pooling = get_extractor(weights, "flatten"), "flatten"
-    elif col.backbone.name == "resnet50":
-        model, pooling = get_extractor(weights_spec(col.index.weights), col.index.pooling), col.index.pooling
-    else:  # another backbone (CLIP): build_index builds it from the index's own settings
-        model, pooling = None, col.index.pooling
+    # The process's cached model (ResNet50 or CLIP, as the index says): an update never builds another one.
+    model = get_extractor(weights, "flatten") if new else upload_model(col)
+    pooling = "flatten" if new else col.index.pooling
 
     def factory(w, p, batch_size):
-        return model if model is not None and p == pooling else FeatureExtractor(w, p, batch_size)
+        return model if p == pooling else FeatureExtractor(w, p, batch_size)
 
     def work(progress):
         from imgsim.build import build_index  # indexing only: opening an existing index never imports it
 
         return build_index(folder, index_dir, weights=weights if new else None, progress=progress,
-                           extractor_factory=factory)
+                           extractor_factory=factory, model_factory=factory)
 
     snap = registry.start(str(index_dir), work)
     if running is None or snap.number != running.number:
@@ -671,7 +668,8 @@ def duplicates_tab(col: Collection, index_dir: Path, generation: str) -> None:
 def about_tab(col: Collection, index_dir: Path, generation: str) -> None:
     meta = col.index.meta
     st.markdown(f"**{col.count} images** from {plain(policy().display_name(col.index.root))} · "
-                f"model {meta['backbone']}" + (f" (preset `{meta['preset']}`)" if meta.get("preset") else "")
+                f"model {meta['backbone']}"
+                + (f" (preset {serving.code(Path(meta['preset']).name)})" if meta.get("preset") else "")
                 + f" ({col.index.pooling}, {col.index.dims:,} values per image) · "
                 f"weights: {col.weights_label} · updated {meta['updated']}")
     st.markdown(col.search_summary())

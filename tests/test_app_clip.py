@@ -90,3 +90,33 @@ def test_no_text_box_on_a_resnet50_index(monkeypatch, built_index, photo_dir, tm
     at = new_app().run()
     assert not at.exception
     assert not [t for t in at.text_input if t.key == "text"]
+
+
+def test_update_index_on_a_clip_index_uses_the_cached_model(clip_env, monkeypatch, tmp_path, random_clip):
+    import time
+
+    from imgsim.build import build_index
+    from imgsim.index import load_index
+
+    from .conftest import make_photo
+
+    src = tmp_path / "src"
+    for i in range(3):
+        make_photo(src / f"p{i}.jpg", seed=500 + i)
+    ix = tmp_path / "ix.imgsim"
+    build_index(src, ix, backbone="clip", weights="random", model_factory=lambda w, p, b: random_clip)
+    monkeypatch.setenv("IMGSIM_INDEX", str(ix))
+    monkeypatch.setenv("IMGSIM_IMAGES", str(src))
+    monkeypatch.setenv("IMGSIM_ALLOW_INDEXING", "1")
+    at = new_app().run()
+    assert not at.exception
+    make_photo(src / "p3.jpg", seed=503)
+    [b for b in at.button if b.label == "Update index"][0].click().run()
+    for _ in range(120):
+        if load_index(ix).count == 4:
+            break
+        time.sleep(0.5)
+    assert load_index(ix).count == 4 and load_index(ix).meta["backbone"] == "clip"
+    at.run()
+    assert not at.exception and not at.error
+    assert clip_env.builds == [("clip:clip_vit_base_patch32", "random", "projection")]  # the cached one, once
