@@ -204,7 +204,7 @@ def add_images(args, out: Path, stages: dict, result: dict) -> None:
         meta2.pop(key, None)
     meta2["updated"] = store.now_iso()
     build._write(out, rows_map, [], meta2, args.dims, None, old, lambda *a: None, add_entries, old.root,
-                 build.ann_build.choose_method(None, old.meta, len(rows_map)))
+                 method=build.ann_build.choose_method(None, old.meta, len(rows_map)))
     stages[f"add_{args.add}"] = time.perf_counter() - t
     after = store.load_index(out)
     result["after_add"] = {"count": after.count, "search": after.meta.get("search")}

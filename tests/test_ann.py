@@ -232,3 +232,20 @@ def test_columnar_manifest_round_trips_and_finds_hashes(tmp_path):
     assert ix.entries[1234] == entries[1234] and ix.paths[-1] == entries[-1].path
     assert ix.row_of("d/000042.jpg") == 42 and ix.row_with_hash(f"{77:064x}") == 77
     assert ix.row_with_hash("0" * 63 + "z") is None
+
+
+def test_the_scale_benchmark_runs_end_to_end_on_a_small_index(tmp_path):
+    """bench/scale.py builds, measures and grows a real ANN index (the 1M figures come from this script)."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "bench/scale.py", "--n", "3000", "--dims", "64", "--out",
+                          str(tmp_path / "s"), "--json", "--search", "ann", "--queries", "20", "--exact-queries", "5",
+                          "--add", "50"], cwd=repo, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout)
+    for key in ("n", "query_ms_p50", "query_ms_p99", "exact_query_ms_p50", "recall_at_10", "bytes_per_image",
+                "stages", "peak_rss_mib"):
+        assert key in result
+    assert result["n"] == 3000 and result["search"] == "ann" and result["recall_at_10"] >= 0.95
+    assert result["after_add"]["count"] == 3050
