@@ -28,13 +28,14 @@ from imgsim.collection import Collection, QueryResult, check_compatible, default
 from imgsim.errors import ImgsimError
 from imgsim.explain import Explanation, heat_overlay, matched_cells
 from imgsim.extract import FeatureExtractor, WeightsError, how_to_supply_weights, weights_spec
-from imgsim.index import CURRENT, index_exists
+from imgsim.index import CURRENT, index_exists, index_root
 from imgsim.serving import plain
 
 APP_DIR = Path(__file__).resolve().parent
 DEMO_DIR = APP_DIR / "data" / "demo"
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff"]
 GALLERY_PAGE = 24
+PICKER_OPTIONS = 2000  # names offered by the more-like-these picker at once
 DEMO_EXAMPLE = "mammals/tiger.jpg"  # the demo's first view: a photo with clear neighbours
 LOG = logging.getLogger("imgsim.app")
 if not LOG.handlers:  # the script reruns; Streamlit configures only its own loggers
@@ -215,8 +216,7 @@ def settings() -> tuple[Path, Path, str, bool]:
         st.session_state["_folder_refused"] = True
     env_images = os.environ.get("IMGSIM_IMAGES")
     if env_index and not env_images and index_exists(env_index):
-        col = Collection.open(env_index)
-        return col.index.root, Path(env_index), weights, True
+        return index_root(env_index), Path(env_index), weights, True  # metadata only, not the whole index
     folder = Path(env_images).expanduser() if env_images else DEMO_DIR
     index_dir = Path(env_index).expanduser() if env_index else default_index_dir(folder, weights)
     return folder, index_dir, weights, True
@@ -818,12 +818,20 @@ def more_like_picker(col: Collection, examples: tuple[list[int], list[int]] | No
         st.caption("The query becomes the normalised mean of the images to look like, minus half the mean of the "
                    "images to avoid (Rocchio). 👍/👎 under a result, or **More like these** after a lasso "
                    "selection on the Map tab, add to these lists.")
+        chosen_pos = [p for p in state.get("q", []) if col.index.row_of(p) is not None]
+        chosen_neg = [p for p in state.get("not", []) if col.index.row_of(p) is not None]
+        options = col.paths
+        if col.count > PICKER_OPTIONS:  # every option travels to the browser on each rerun: offer a bounded list
+            needle = st.session_state.get("gallery_filter", "").strip().lower()
+            matches = [p for p in col.paths if needle in p.lower()][:PICKER_OPTIONS] if needle else []
+            options = list(dict.fromkeys(chosen_pos + chosen_neg + matches))
+            st.caption(f"{col.count:,} images: type part of a name in the gallery's filter above to list them here.")
         a, b = st.columns(2)
         with a:
-            pos = st.multiselect("Look like", col.paths, default=[p for p in state.get("q", []) if col.index.row_of(p) is not None],
+            pos = st.multiselect("Look like", options, default=chosen_pos,
                                  key=f"ml_pos_{st.session_state.get('ml_key', 0)}")
         with b:
-            neg = st.multiselect("Not like", col.paths, default=[p for p in state.get("not", []) if col.index.row_of(p) is not None],
+            neg = st.multiselect("Not like", options, default=chosen_neg,
                                  key=f"ml_neg_{st.session_state.get('ml_key', 0)}")
         c1, c2 = st.columns(2)
         if c1.button("Search with these", key="ml_go", disabled=not pos, width="stretch"):

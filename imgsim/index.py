@@ -248,6 +248,17 @@ def index_exists(directory: str | os.PathLike) -> bool:
     return (Path(directory) / CURRENT).is_file()
 
 
+def index_root(directory: str | os.PathLike) -> Path:
+    """The folder an index was built from, read from its live generation's metadata alone (cheap at any size)."""
+    d = Path(directory).expanduser()
+    generation = (d / CURRENT).read_text(encoding="utf-8").strip()
+    meta = _read_json(d / generation / "meta.json", d)
+    if not isinstance(meta, dict) or "root" not in meta:
+        raise IndexCorruptError(f"{d / generation / 'meta.json'} is not imgsim index metadata. Rebuild it with "
+                                f"`python -m imgsim index SRC_DIR --index {d} --rebuild`.")
+    return Path(meta["root"])
+
+
 def load_index(directory: str | os.PathLike) -> Index:
     """Load the live generation, checking version, file sizes and shapes before trusting anything."""
     d = Path(directory).expanduser()
