@@ -922,6 +922,11 @@ def clusters_tab(col: Collection, index_dir: Path, generation: str) -> None:
     if col.count < 2:
         st.info("Clusters need at least two images.")
         return
+    if not col.can_cluster:
+        st.info(f"Clusters need the PCA coordinates of every image, which this index does not keep: it answers "
+                f"queries with approximate search ({col.count:,} images). Build an index with `--search exact` "
+                "to cluster it.")
+        return
     suggestion = suggested_k(str(index_dir), generation)
     left, right = st.columns([1, 2], gap="large")
     with left:

@@ -325,25 +325,38 @@ class Collection:
 
     # --- exploration: clusters, why similar, more like these, odd ones out ---------------------------
 
+    @property
+    def can_cluster(self) -> bool:
+        """Clusters use the stored PCA coordinates of every image, which approximate-search indexes do not keep."""
+        return self.index.has_array("projected")
+
+    def _cluster_coords(self) -> np.ndarray:
+        if not self.can_cluster:
+            raise ImgsimError(f"Clusters need the PCA coordinates of every image, which this index does not store: it "
+                              f"answers queries with approximate search ({self.count:,} images). To cluster it, build "
+                              "an index with exact search: python -m imgsim index SRC_DIR --index NEW_INDEX_DIR "
+                              "--search exact")
+        return self.index.array("projected")
+
     def clusters(self, k: int, random_state: int = 0) -> ClusterModel:
         """k-means on the stored PCA projections (k clamped to the collection size)."""
-        return ClusterModel(k, random_state=random_state).fit(self.index.array("projected"))
+        return ClusterModel(k, random_state=random_state).fit(self._cluster_coords())
 
     def suggest_k(self, k_max: int = 12) -> SuggestedK:
         """The k with the best silhouette score on a sample of the PCA projections."""
-        return suggest_k(self.index.array("projected"), k_max=k_max)
+        return suggest_k(self._cluster_coords(), k_max=k_max)
 
     def outliers(self, n: int = 20, k: int = 5) -> list[Outlier]:
         """The images farthest from their ``k`` nearest neighbours, oddest first (from the stored graph)."""
         return find_outliers(self.index.array("nn_distances"), n, k)
 
     def central_row(self) -> int | None:
-        """The image nearest to the collection's mean vector (``|projection|^2 + residual^2``, exactly)."""
+        """The image nearest to the collection's mean vector (the stored PCA mean), found by the index's own
+        search: exact for exact indexes, and no scan of every vector on approximate ones."""
         if self.count == 0:
             return None
-        projected = np.asarray(self.index.array("projected"), dtype=np.float64)
-        residual = np.asarray(self.index.array("residual"), dtype=np.float64)
-        return int(np.argmin(np.einsum("ij,ij->i", projected, projected) + residual ** 2))
+        mean = np.asarray(self.index.array("pca_mean"), dtype=np.float32)
+        return self.neighbors_of_vector(mean, 1).neighbors[0].row
 
     def embed_file(self, path: str | os.PathLike, extractor: Callable[[], FeatureExtractor] | None = None
                    ) -> tuple[int | None, np.ndarray | None]:

@@ -11,6 +11,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from imgsim.build import build_index
+from imgsim.errors import ImgsimError
 
 from .conftest import make_photo
 from .test_ann import VectorModel
@@ -56,3 +57,26 @@ def test_about_panel_names_the_search_method_and_measured_recall(ann_index_witho
     assert "Search: approximate for this large collection (faiss IndexIVFFlat" in text
     assert "recall@10 against exact search, measured at build time on 40 sample queries" in text
     assert "Distances shown are always exact." in text
+
+
+def test_an_approximate_index_opens_on_its_central_image_and_says_why_it_has_no_clusters(ann_index_without_files):
+    """No query in the link: the first view answers with the image nearest the mean (found by the index's
+    search, not a scan of every vector); the Clusters tab says what it needs instead of failing."""
+    import numpy as np
+
+    from imgsim.collection import Collection
+
+    col = Collection.open(ann_index_without_files)
+    mean = np.asarray(col.index.array("pca_mean"), dtype=np.float64)
+    brute = int(np.argmin(((np.asarray(col.index.vectors, dtype=np.float64) - mean) ** 2).sum(axis=1)))
+    assert col.central_row() == brute
+    at = AppTest.from_file(APP, default_timeout=180).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(c.value.startswith(f"query: {col.paths[brute]}") for c in at.caption)
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params["tab"] = "Clusters"
+    at.run()
+    assert not at.exception and not at.error
+    assert any("Clusters need the PCA coordinates of every image" in i.value for i in at.info)
+    with pytest.raises(ImgsimError, match=r"build an index with exact search: python -m imgsim index SRC_DIR"):
+        col.clusters(3)
