@@ -445,9 +445,11 @@ def results_grid(col: Collection, result: QueryResult, key: str, can_explain: bo
 
 
 def draw_map(col: Collection, index_dir: Path, generation: str, key: str, height: int,
-             query: int | list[int] | None, neighbours: list[int]) -> list[int]:
-    """The interactive map; a click makes that image the query. Returns the lasso/box selection."""
-    overlay = charts.map_overlay(col.map_xy(), col.paths, query, neighbours, native_hover=False)
+             query: int | list[int] | None, neighbours: list[int], ranks: list[int] | None = None) -> list[int]:
+    """The interactive map; a click makes that image the query. Returns the lasso/box selection.
+
+    ``ranks`` number the neighbours' rings as their result cards are numbered."""
+    overlay = charts.map_overlay(col.map_xy(), col.paths, query, neighbours, native_hover=False, ranks=ranks)
     result = map_component()(key=key, data={"base": map_base_json(str(index_dir), generation, height),
                                             "overlay": go.Figure(data=overlay).to_json(),
                                             "paths": col.paths if col.count <= mapview.MAP_POINTS else [],
@@ -572,9 +574,10 @@ def search_tab(col: Collection, index_dir: Path, generation: str, weights: str) 
     with right:
         st.markdown("**Map of the collection** · hover for a preview, click a point to search with it")
         query_row = result.row if result is not None else None
-        neighbours = [n.row for n in result.neighbors if n.row != query_row] if result is not None else []
+        shown = [n for n in result.neighbors if n.row != query_row] if result is not None else []
         stars = examples[0] if examples is not None and upload is None else query_row
-        draw_map(col, index_dir, generation, "search_map", 560, stars, neighbours)
+        draw_map(col, index_dir, generation, "search_map", 560, stars, [n.row for n in shown],
+                 ranks=[n.rank for n in shown])
 
 
 @st.cache_data(show_spinner="Embedding the upload…", max_entries=32)

@@ -64,16 +64,17 @@ def map_base(xy: np.ndarray, labels: Sequence[str], paths: Sequence[str], height
 
 
 def map_overlay(xy: np.ndarray, paths: Sequence[str], query: int | Sequence[int] | None = None,
-                neighbours: Sequence[int] = (), native_hover: bool = True) -> list[go.Scattergl]:
-    """Highlight traces drawn over :func:`map_base`: numbered rings on the neighbours, a star on the query
-    (one star per image of a 'more like these' query)."""
+                neighbours: Sequence[int] = (), native_hover: bool = True,
+                ranks: Sequence[int] | None = None) -> list[go.Scattergl]:
+    """Highlight traces drawn over :func:`map_base`: rings on the neighbours numbered with their ``ranks`` in
+    the results (1, 2, … when not given), a star on the query (one per image of a 'more like these' query)."""
     xy = np.asarray(xy, dtype=float)
     traces = []
     if len(neighbours):
         rows = [int(r) for r in neighbours]
         traces.append(go.Scattergl(
             x=xy[rows, 0], y=xy[rows, 1], mode="markers+text", name="neighbours", customdata=rows,
-            text=[str(i) for i in range(1, len(rows) + 1)], textposition="top center",
+            text=[str(i) for i in (ranks if ranks is not None else range(1, len(rows) + 1))], textposition="top center",
             textfont={"size": 11, "color": NEIGHBOUR_COLOUR}, hovertext=[paths[r] for r in rows],
             hovertemplate="%{hovertext}<extra></extra>",
             marker={"size": 13, "color": "rgba(0,0,0,0)", "line": {"width": 2, "color": NEIGHBOUR_COLOUR}}))

@@ -26,6 +26,14 @@ def test_map_has_one_webgl_trace_per_folder_with_rows_as_customdata():
     assert list(by_name["query"].customdata) == [2] and by_name["query"].marker.symbol == "star"
 
 
+def test_neighbour_rings_carry_the_result_cards_ranks():
+    """An indexed query is result #1 (distance 0) and drawn as the star: its neighbours' rings read 2, 3, …"""
+    traces = charts.map_overlay(np.arange(8.0).reshape(4, 2), ["a", "b", "c", "d"], query=3, neighbours=[1, 0],
+                                ranks=[2, 3])
+    rings = next(t for t in traces if t.name == "neighbours")
+    assert list(rings.customdata) == [1, 0] and list(rings.text) == ["2", "3"]
+
+
 def test_map_without_native_hover_leaves_hover_to_the_page():
     fig = charts.map_figure(np.zeros((2, 2)), ["a", "a"], ["a/1", "a/2"], query=0, native_hover=False)
     assert all(t.hoverinfo == "none" for t in fig.data)
