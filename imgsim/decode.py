@@ -59,6 +59,18 @@ def check_size(n_bytes: int, max_bytes: int = MAX_BYTES) -> None:
         raise DecodeError(SkipReason.TOO_LARGE, f"larger than {max_bytes // (1024 * 1024)} MiB")
 
 
+def _open_image(data: bytes) -> Image.Image:
+    """Open image bytes lazily (header only), turning Pillow's failures into typed skip reasons."""
+    try:
+        return Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise DecodeError(SkipReason.NOT_IMAGE, "no image format recognised") from None
+    except Image.DecompressionBombError as exc:
+        raise DecodeError(SkipReason.TOO_LARGE, str(exc)) from None
+    except _DECODE_ERRORS as exc:
+        raise DecodeError(SkipReason.CORRUPT, str(exc) or type(exc).__name__) from None
+
+
 def open_rgb(data: bytes, max_pixels: int = MAX_PIXELS, draft: tuple[int, int] | None = None) -> Image.Image:
     """Decode image bytes to an upright RGB image (first frame; transparency on white).
 
@@ -69,14 +81,7 @@ def open_rgb(data: bytes, max_pixels: int = MAX_PIXELS, draft: tuple[int, int] |
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         warnings.filterwarnings("ignore", "Corrupt EXIF data", UserWarning)  # we fall back to no rotation
-        try:
-            im = Image.open(io.BytesIO(data))
-        except UnidentifiedImageError:
-            raise DecodeError(SkipReason.NOT_IMAGE, "no image format recognised") from None
-        except Image.DecompressionBombError as exc:
-            raise DecodeError(SkipReason.TOO_LARGE, str(exc)) from None
-        except _DECODE_ERRORS as exc:
-            raise DecodeError(SkipReason.CORRUPT, str(exc) or type(exc).__name__) from None
+        im = _open_image(data)
         width, height = im.size
         if width * height > max_pixels:
             raise DecodeError(SkipReason.TOO_LARGE,
@@ -203,16 +208,9 @@ def _declared_size(data: bytes, max_pixels: int) -> tuple[int, int]:
     check_size(len(data), max_bytes=max(len(data), 1))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                width, height = im.size
-                max_pixels = min(max_pixels, UPLOAD_MAX_PIXELS_BY_FORMAT.get(im.format or "", max_pixels))
-        except UnidentifiedImageError:
-            raise DecodeError(SkipReason.NOT_IMAGE, "no image format recognised") from None
-        except Image.DecompressionBombError as exc:
-            raise DecodeError(SkipReason.TOO_LARGE, str(exc)) from None
-        except _DECODE_ERRORS as exc:
-            raise DecodeError(SkipReason.CORRUPT, str(exc) or type(exc).__name__) from None
+        with _open_image(data) as im:
+            width, height = im.size
+            max_pixels = min(max_pixels, UPLOAD_MAX_PIXELS_BY_FORMAT.get(im.format or "", max_pixels))
     if width * height > max_pixels:
         raise DecodeError(SkipReason.TOO_LARGE, f"{width}x{height} pixels exceeds the upload limit of {max_pixels:,}")
     return width, height
