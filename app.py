@@ -539,7 +539,7 @@ def search_tab(col: Collection, index_dir: Path, generation: str, weights: str) 
                 weights_help(exc)
         elif examples is not None:
             result = more_like_result(col, examples, k)
-            query_caption, query_data = more_like_caption(examples), thumb(col, examples[0][0], 256)
+            query_caption, query_data = more_like_caption(col, examples), thumb(col, examples[0][0], 256)
         else:
             row = current_query(col)
             row = example_row if row is None else row
@@ -780,10 +780,12 @@ def more_like_result(col: Collection, examples: tuple[list[int], list[int]], k: 
     return col.query_examples([(r, None) for r in pos], [(r, None) for r in neg], k)
 
 
-def more_like_caption(examples: tuple[list[int], list[int]]) -> str:
-    """'more like: a, b · not like: c', from the paths in the session (as in the URL)."""
-    state = st.session_state["more_like"]
-    return "more like: " + ", ".join(state["q"]) + (" · not like: " + ", ".join(state["not"]) if examples[1] else "")
+def more_like_caption(col: Collection, examples: tuple[list[int], list[int]]) -> str:
+    """'more like: a, b · not like: c': the images the query was made of (a link's names left out are not),
+    escaped, since the names come from the URL or the folder."""
+    pos, neg = examples
+    return ("more like: " + ", ".join(plain(col.paths[r]) for r in pos)
+            + (" · not like: " + ", ".join(plain(col.paths[r]) for r in neg) if neg else ""))
 
 
 def current_positives(col: Collection, result: QueryResult) -> tuple[list[str], list[str]]:

@@ -1,0 +1,62 @@
+"""Untrusted text on the dashboard (review of issue 11): file names, URL values and error messages reach the
+page as text, never as Markdown, links or images, and error messages carry no server path."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+import streamlit as st
+
+from imgsim.build import build_index
+from imgsim.collection import Collection
+from imgsim.serving import plain
+
+from .conftest import make_photo
+from .test_app import app_env, new_app, texts  # noqa: F401  (app_env is a fixture)
+from .test_app_serving import PAYLOAD, everything
+
+#: A file name (no slash) that renders as a link, bold text and a remote image when taken as Markdown.
+HOSTILE = "[log in](https:evil.example) **b** ![t](https:evil.example)"
+#: The payloads' Markdown that must not appear unescaped: a link or image, their bold text, an autolink.
+MARKUP = (r"(?<!\\)\]\(", r"(?<!\\)!(?<!\\)\[", r"(?<!\\)\*\*b", r"https?://")
+
+
+def rendered_markup(text: str) -> list[str]:
+    return [m for m in MARKUP if re.search(m, text)]
+
+
+@pytest.fixture
+def hostile_env(monkeypatch, tmp_path, photo_dir, extractor_factory):
+    """The photos plus one image whose name is Markdown, indexed; the app serves them."""
+    folder = tmp_path / "hostile"
+    shutil.copytree(photo_dir, folder)
+    make_photo(folder / "reds" / f"{HOSTILE}.jpg", seed=3)  # a near copy of reds/r3.jpg: close neighbours
+    index_dir = tmp_path / "hostile.imgsim"
+    build_index(folder, index_dir, weights="random", extractor_factory=extractor_factory)
+    monkeypatch.setenv("IMGSIM_IMAGES", str(folder))
+    monkeypatch.setenv("IMGSIM_INDEX", str(index_dir))
+    monkeypatch.setenv("IMGSIM_WEIGHTS", "random")
+    monkeypatch.setenv("IMGSIM_CACHE", str(tmp_path / "cache"))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    return Collection.open(index_dir)
+
+
+def test_more_like_these_caption_from_a_link_is_plain_text_and_names_only_the_images_used(app_env):
+    at = new_app(q=["reds/r0.jpg", PAYLOAD], **{"not": "blues/b1.png"}).run()
+    assert not at.exception
+    captions = [c.value for c in at.caption if c.value.startswith("more like: ")]
+    assert captions == ["more like: reds/r0.jpg · not like: blues/b1.png"]
+    assert any(w.value.startswith("Not in this collection, left out: ") for w in at.warning)
+    assert not rendered_markup(everything(at)), everything(at)
+
+
+def test_more_like_these_caption_escapes_indexed_file_names(hostile_env):
+    name = f"reds/{HOSTILE}.jpg"
+    at = new_app(q=["reds/r0.jpg", name]).run()
+    assert not at.exception
+    captions = [c.value for c in at.caption if c.value.startswith("more like: ")]
+    assert captions == [f"more like: reds/r0.jpg, {plain(name)}"]
+    assert not rendered_markup(everything(at)), everything(at)
