@@ -892,7 +892,7 @@ def why_panel(col: Collection, index_dir: Path, generation: str, result: QueryRe
             return
         a, b = st.columns(2)
         a.image(heat_overlay(left_img, e.cells), caption="query", width="stretch")
-        b.image(heat_overlay(right_img, matched_cells(e)), caption=path, width="stretch")
+        b.image(heat_overlay(right_img, matched_cells(e)), caption=plain(path), width="stretch")  # Markdown
         st.markdown(e.describe())
         if e.mode == "flatten":
             st.caption("Red: each of the 7×7 cells' part of the cosine (the same cell in both images). The 49 "

@@ -60,3 +60,18 @@ def test_more_like_these_caption_escapes_indexed_file_names(hostile_env):
     captions = [c.value for c in at.caption if c.value.startswith("more like: ")]
     assert captions == [f"more like: reds/r0.jpg, {plain(name)}"]
     assert not rendered_markup(everything(at)), everything(at)
+
+
+def image_captions(at) -> list[str]:
+    return [img.caption for el in at.get("image") for img in el.proto.imgs if img.caption]
+
+
+def test_why_panel_names_the_result_as_text(hostile_env):
+    name = f"reds/{HOSTILE}.jpg"
+    row = hostile_env.paths.index(name)
+    at = new_app(q="reds/r3.jpg").run()
+    at.button(key=f"more_why_{row}").click().run()
+    assert not at.exception
+    assert f"**Why is {plain(name)} similar to the query?**" in texts(at)
+    assert image_captions(at)[-2:] == ["query", plain(name)]
+    assert not rendered_markup(everything(at) + "\n".join(image_captions(at)))
