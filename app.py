@@ -243,6 +243,12 @@ def current_collection(index_dir: Path) -> Collection:
     return col
 
 
+def model_shown(col: Collection) -> str:
+    """The index's backbone as visitors may see it: a local preset folder by its name, not its server path."""
+    spec = col.backbone
+    return plain(f"{spec.name}:{Path(spec.preset).name}" if spec.preset else spec.name)
+
+
 def weights_name(weights: str) -> str:
     """Weights as a visitor may see them: a file's path stays on the server."""
     return weights if weights == "imagenet" or weights.startswith("random") else "a local weights file"
@@ -481,7 +487,7 @@ def text_box(col: Collection) -> str | None:
         del st.session_state["text_over_row"]
     text = st.text_input("Describe what you are looking for", key="text", bind="query-params",
                          on_change=_text_changed, placeholder="e.g. a red car at night",
-                         help=f"Search by text with this index's {col.backbone.spec} model; press Enter.")
+                         help=f"Search by text with this index's {model_shown(col)} model; press Enter.")
     text = " ".join((text or "").split())
     if text and "text_over_row" not in st.session_state:  # from a shared link
         st.session_state["text_over_row"] = st.session_state.get("query_row")

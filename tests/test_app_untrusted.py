@@ -15,6 +15,7 @@ from imgsim.serving import plain
 
 from .conftest import make_photo
 from .test_app import app_env, new_app, texts  # noqa: F401  (app_env is a fixture)
+from .test_app_clip import clip_env  # noqa: F401  (a fixture)
 from .test_app_serving import PAYLOAD, everything
 
 #: A file name (no slash) that renders as a link, bold text and a remote image when taken as Markdown.
@@ -75,3 +76,21 @@ def test_why_panel_names_the_result_as_text(hostile_env):
     assert f"**Why is {plain(name)} similar to the query?**" in texts(at)
     assert image_captions(at)[-2:] == ["query", plain(name)]
     assert not rendered_markup(everything(at) + "\n".join(image_captions(at)))
+
+
+def test_a_local_clip_preset_folder_is_not_named_in_the_text_box_help(clip_env, tmp_path, monkeypatch):
+    """An index built from a local preset folder records its server path; the page names the folder only."""
+    import json
+
+    ix = tmp_path / "local-preset.imgsim"
+    shutil.copytree(clip_env.index.directory, ix)
+    meta_path = ix / (ix / "CURRENT").read_text().strip() / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["preset"] = "/srv/models/clip-finetuned"
+    meta_path.write_text(json.dumps(meta))
+    monkeypatch.setenv("IMGSIM_INDEX", str(ix))
+    at = new_app().run()
+    assert not at.exception
+    help_text = at.text_input(key="text").help
+    assert "/srv/models" not in help_text and "clip-finetuned" in help_text
+    assert "/srv/models" not in everything(at)
