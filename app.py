@@ -527,7 +527,7 @@ def search_tab(col: Collection, index_dir: Path, generation: str, weights: str) 
                 result = col.neighbors_of_vector(embedded.vector, k)
                 query_caption = f"text: “{plain(embedded.text, 300)}”"  # from the URL too: untrusted
                 if embedded.truncated:
-                    st.info(embedded.note)
+                    st.info(plain(embedded.note, 1000))  # it quotes the text, which may come from the URL
             except WeightsError as exc:
                 weights_help(exc)
             except ImgsimError as exc:

@@ -78,6 +78,15 @@ def test_why_panel_names_the_result_as_text(hostile_env):
     assert not rendered_markup(everything(at) + "\n".join(image_captions(at)))
 
 
+def test_a_long_description_from_a_link_is_plain_text_in_the_truncation_note(clip_env):
+    """The note that CLIP read only the beginning quotes that beginning: the URL's ?text=, untrusted."""
+    at = new_app(text=PAYLOAD + " and then" * 60).run()
+    assert not at.exception
+    notes = [i.value for i in at.info if "CLIP reads at most" in i.value]
+    assert len(notes) == 1
+    assert not rendered_markup(everything(at)), everything(at)
+
+
 def test_a_local_clip_preset_folder_is_not_named_in_the_text_box_help(clip_env, tmp_path, monkeypatch):
     """An index built from a local preset folder records its server path; the page names the folder only."""
     import json
