@@ -262,8 +262,9 @@ def set_redactions(folder: Path, index_dir: Path, name: str) -> None:
 
 
 def say(text: str) -> str:
-    """A message of ours that may quote a server path, with those paths replaced by visitor names."""
-    return serving.redact(text, _REDACT)
+    """A message for the page that may quote a server path: those paths replaced by visitor names, and the whole
+    shown as text, since it may also quote folder and file names (and what the visitor typed)."""
+    return plain(serving.redact(text, _REDACT), 2000)
 
 
 # --- indexing ---------------------------------------------------------------------------------------------
@@ -540,7 +541,7 @@ def search_tab(col: Collection, index_dir: Path, generation: str, weights: str) 
                 query_caption, query_data = f"uploaded: {plain(upload.name)}", upload_thumb(data)
                 source = embedded[0] if embedded[0] is not None else data
             except decode.DecodeError as exc:
-                st.error(f"That upload cannot be used: {exc}.")
+                st.error(say(f"That upload cannot be used: {exc}."))
             except WeightsError as exc:
                 weights_help(exc)
         elif examples is not None:
@@ -703,7 +704,7 @@ def about_tab(col: Collection, index_dir: Path, generation: str) -> None:
         st.caption(f"Same numbers as `python -m imgsim evaluate INDEX_DIR -k {ev.k}`.")
     if col.index.skipped:
         st.subheader(f"Skipped files ({len(col.index.skipped)})")
-        st.dataframe([{"file": serving.shorten(s.path), "reason": s.reason.value, "detail": serving.shorten(say(s.detail))}
+        st.dataframe([{"file": serving.shorten(s.path), "reason": s.reason.value, "detail": serving.shorten(serving.redact(s.detail, _REDACT))}
                       for s in col.index.skipped],
                      hide_index=True, width="stretch")
 
@@ -894,7 +895,7 @@ def why_panel(col: Collection, index_dir: Path, generation: str, result: QueryRe
             weights_help(exc)
             return
         except decode.DecodeError as exc:
-            st.error(f"The image cannot be read again: {exc}.")
+            st.error(say(f"The image cannot be read again: {exc}."))
             return
         a, b = st.columns(2)
         a.image(heat_overlay(left_img, e.cells), caption="query", width="stretch")
@@ -1121,5 +1122,5 @@ try:
 except ImgsimError as exc:  # includes an index changed under the running server (IndexFormatError)
     st.error(say(str(exc)))
 except Exception as exc:  # the last line of defence: a message on the page, the traceback in the log
-    LOG.exception("unexpected error")
-    st.error(say(f"Something went wrong ({type(exc).__name__}: {exc}). The details are in the server log."))
+    LOG.exception("unexpected error")  # its text stays there too: it may quote any server path
+    st.error(f"Something went wrong ({type(exc).__name__}). The details are in the server log.")

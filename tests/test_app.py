@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 import imgsim.collection
 import imgsim.extract
 from imgsim.collection import Collection
+from imgsim.serving import plain
 
 from .conftest import make_photo
 
@@ -179,7 +180,7 @@ def test_unusable_upload_gets_a_one_line_message(app_env, monkeypatch, random_ex
     at = new_app().run()
     at.file_uploader[0].set_value(("notes.jpg", b"definitely not an image", "image/jpeg")).run()
     assert not at.exception
-    assert [e.value for e in at.error] == ["That upload cannot be used: not an image: no image format recognised."]
+    assert [e.value for e in at.error] == [plain("That upload cannot be used: not an image: no image format recognised.")]
 
 
 def test_missing_weights_explain_what_to_do_and_existing_index_still_browses(app_env, monkeypatch, tmp_path):
@@ -203,10 +204,10 @@ def test_missing_weights_explain_what_to_do_and_existing_index_still_browses(app
     monkeypatch.delenv("IMGSIM_INDEX")
     at = new_app().run()
     assert not at.exception
-    assert at.error[0].value == (
-        "**The model's weights cannot be loaded.** ImageNet weights for ResNet50 are not available: "
+    assert at.error[0].value == "**The model's weights cannot be loaded.** " + plain(
+        "ImageNet weights for ResNet50 are not available: "
         f"{imgsim.extract.keras_cache_path()} does not exist and the download failed "
-        "([Errno -2] Name or service not known).")
+        "([Errno -2] Name or service not known).", 2000)
     assert not at.get("progress"), "the indexing progress bar must not stay on the page above the error"
     assert "IMGSIM_WEIGHTS=/path/to/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in texts(at)
 

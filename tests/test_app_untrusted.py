@@ -103,3 +103,40 @@ def test_a_local_clip_preset_folder_is_not_named_in_the_text_box_help(clip_env, 
     help_text = at.text_input(key="text").help
     assert "/srv/models" not in help_text and "clip-finetuned" in help_text
     assert "/srv/models" not in everything(at)
+
+
+def test_an_indexing_error_quoting_a_folder_name_is_plain_text(monkeypatch, tmp_path, photo_dir):
+    """Error messages quote folder and file names (redacted to the names visitors know): they are text too."""
+    import imgsim.build
+    from imgsim.errors import ImgsimError
+
+    folder = tmp_path / HOSTILE
+    shutil.copytree(photo_dir, folder)
+    monkeypatch.setenv("IMGSIM_IMAGES", str(folder))
+    monkeypatch.delenv("IMGSIM_INDEX", raising=False)
+    monkeypatch.setenv("IMGSIM_WEIGHTS", "random")
+    monkeypatch.setenv("IMGSIM_CACHE", str(tmp_path / "cache"))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+    def failing_build(src, *args, **kwargs):
+        raise ImgsimError(f"Image folder not found: {src}. Check the path (it must be a folder).")
+
+    monkeypatch.setattr(imgsim.build, "build_index", failing_build)
+    at = new_app().run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert errors == [f"Image folder not found\\: {plain(HOSTILE)}. Check the path (it must be a folder)."]
+    assert str(tmp_path) not in everything(at) and not rendered_markup(everything(at))
+
+
+def test_an_unexpected_error_shows_neither_its_message_nor_a_server_path(app_env, monkeypatch):
+    """The last line of defence: an exception's text may quote any server path (and untrusted names in it)."""
+    def broken(self, row, k):
+        raise OSError(5, "Input/output error", f"/srv/private/disk/{HOSTILE}.jpg")
+
+    monkeypatch.setattr(Collection, "neighbors_of_row", broken)
+    at = new_app(q="reds/r1.jpg").run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["Something went wrong (OSError). The details are in the server log."]
+    assert "/srv/private" not in everything(at) and not rendered_markup(everything(at))
