@@ -254,11 +254,20 @@ def weights_name(weights: str) -> str:
     return weights if weights == "imagenet" or weights.startswith("random") else "a local weights file"
 
 
-def set_redactions(folder: Path, index_dir: Path, name: str) -> None:
+def set_redactions(folder: Path, index_dir: Path, name: str, weights: str) -> None:
     """Server paths that messages must not show, and what to show instead."""
     _REDACT.clear()
     _REDACT.update({str(index_dir): "(the index)", os.path.realpath(index_dir): "(the index)",
                     str(folder): name, os.path.realpath(folder): name, str(APP_DIR): "(the app)"})
+    redact_weights(weights)
+
+
+def redact_weights(weights: str) -> None:
+    """A weights file (IMGSIM_WEIGHTS=PATH, or the one an index records) stays on the server: errors quote it."""
+    if weights_name(weights) != weights:
+        file = Path(weights.strip()).expanduser()
+        _REDACT.update({weights.strip(): "(the weights file)", str(file): "(the weights file)",
+                        os.path.realpath(file): "(the weights file)"})
 
 
 def say(text: str) -> str:
@@ -1049,7 +1058,7 @@ def main() -> None:
         return
     folder, index_dir, weights, automatic = settings()
     name = policy().display_name(folder)
-    set_redactions(folder, index_dir, name)
+    set_redactions(folder, index_dir, name, weights)
     exists = index_exists(index_dir)
     col = current_collection(index_dir) if exists else None
     wants_index = sidebar(folder, index_dir, weights, col)
@@ -1083,6 +1092,7 @@ def main() -> None:
                     "Its operator can build one with `python -m imgsim index`.")
         return
     generation = generation_of(index_dir)
+    redact_weights(weights_spec(col.index.weights))  # an upload loads these
     if col.is_random:
         st.warning("**Random weights.** This index was built with seeded random weights (IMGSIM_WEIGHTS=random): "
                    "everything runs, but the similarities are not meaningful. See the README to use ImageNet "

@@ -140,3 +140,38 @@ def test_an_unexpected_error_shows_neither_its_message_nor_a_server_path(app_env
     assert not at.exception
     assert [e.value for e in at.error] == ["Something went wrong (OSError). The details are in the server log."]
     assert "/srv/private" not in everything(at) and not rendered_markup(everything(at))
+
+
+def test_a_missing_weights_file_is_not_named_by_its_server_path(monkeypatch, tmp_path, photo_dir):
+    """IMGSIM_WEIGHTS=PATH stays on the server (the sidebar says "a local weights file"): its errors too."""
+    weights = tmp_path / "operator-secrets" / "resnet50.h5"
+    monkeypatch.setenv("IMGSIM_IMAGES", str(photo_dir))
+    monkeypatch.delenv("IMGSIM_INDEX", raising=False)
+    monkeypatch.setenv("IMGSIM_WEIGHTS", str(weights))
+    monkeypatch.setenv("IMGSIM_CACHE", str(tmp_path / "cache"))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    at = new_app().run()
+    assert not at.exception
+    assert at.error and at.error[0].value.startswith("**The model's weights cannot be loaded.** Weights file not found")
+    assert "operator-secrets" not in everything(at)
+
+
+def test_the_weights_file_an_index_records_is_not_named_by_its_server_path(app_env, monkeypatch, tmp_path):
+    """An upload loads the weights the index was built with; a file that has gone is not named by its path."""
+    import json
+
+    ix = tmp_path / "file-weights.imgsim"
+    shutil.copytree(app_env.index.directory, ix)
+    meta_path = ix / (ix / "CURRENT").read_text().strip() / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["weights"] = {"mode": "file", "identity": "sha256:0", "label": "file resnet50.h5",
+                       "path": str(tmp_path / "operator-secrets" / "resnet50.h5"), "seed": None}
+    meta_path.write_text(json.dumps(meta))
+    monkeypatch.setenv("IMGSIM_INDEX", str(ix))
+    monkeypatch.setenv("IMGSIM_WEIGHTS", "imagenet")
+    at = new_app().run()
+    at.file_uploader[0].set_value(("u.jpg", make_photo(tmp_path / "u.jpg", seed=99).read_bytes(), "image/jpeg")).run()
+    assert not at.exception
+    assert at.error and at.error[0].value.startswith("**The model's weights cannot be loaded.** Weights file not found")
+    assert "operator-secrets" not in everything(at)
