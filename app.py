@@ -8,6 +8,7 @@ server IMGSIM_ROOTS and IMGSIM_ALLOW_INDEXING (see README, "Running it for other
 from __future__ import annotations
 
 import hashlib
+import html
 import io
 import logging
 import os
@@ -149,7 +150,8 @@ def map_base_json(index_dir: str, generation: str, height: int) -> str:
     col = open_collection(index_dir, generation)
     rows = mapview.drawn_rows(col.count)
     density = mapview.density(col.map_xy()) if len(rows) < col.count else None
-    return charts.map_base(col.map_xy(), col.labels, col.paths, height=height, native_hover=False, rows=rows,
+    labels = [html.escape(label, quote=False) for label in col.labels]  # legend: Plotly's HTML subset
+    return charts.map_base(col.map_xy(), labels, col.paths, height=height, native_hover=False, rows=rows,
                            density=density).to_json()
 
 
@@ -936,7 +938,8 @@ def cluster_map_json(index_dir: str, generation: str, k: int, height: int) -> st
     model = cluster_model(index_dir, generation, k)
     width = len(str(model.k_))
     names = [f"cluster {int(c) + 1:0{width}d}" for c in model.labels_]
-    return charts.map_base(col.map_xy(), names, col.paths, height=height).to_json()
+    paths = [html.escape(p, quote=False) for p in col.paths]  # Plotly's hover reads its HTML subset
+    return charts.map_base(col.map_xy(), names, paths, height=height).to_json()
 
 
 def clusters_tab(col: Collection, index_dir: Path, generation: str) -> None:

@@ -21,6 +21,8 @@ from .test_app_serving import PAYLOAD, everything
 #: A file name (no slash) that renders as a link, bold text and a remote image when taken as Markdown.
 HOSTILE = "[log in](https:evil.example) **b** ![t](https:evil.example)"
 #: The payloads' Markdown that must not appear unescaped: a link or image, their bold text, an autolink.
+#: A folder name (no slash) that Plotly draws as a clickable link in the map's legend.
+HOSTILE_FOLDER = '<a href="https:evil.example">Sign in here'
 MARKUP = (r"(?<!\\)\]\(", r"(?<!\\)!(?<!\\)\[", r"(?<!\\)\*\*b", r"https?://")
 
 
@@ -34,6 +36,7 @@ def hostile_env(monkeypatch, tmp_path, photo_dir, extractor_factory):
     folder = tmp_path / "hostile"
     shutil.copytree(photo_dir, folder)
     make_photo(folder / "reds" / f"{HOSTILE}.jpg", seed=3)  # a near copy of reds/r3.jpg: close neighbours
+    make_photo(folder / HOSTILE_FOLDER / "<b>x</b>.jpg", seed=300)
     index_dir = tmp_path / "hostile.imgsim"
     build_index(folder, index_dir, weights="random", extractor_factory=extractor_factory)
     monkeypatch.setenv("IMGSIM_IMAGES", str(folder))
@@ -175,3 +178,20 @@ def test_the_weights_file_an_index_records_is_not_named_by_its_server_path(app_e
     assert not at.exception
     assert at.error and at.error[0].value.startswith("**The model's weights cannot be loaded.** Weights file not found")
     assert "operator-secrets" not in everything(at)
+
+
+def test_plotly_maps_show_folder_and_file_names_as_text(hostile_env):
+    """Plotly reads trace names and hover text as its HTML subset: a folder name became a link in the legend."""
+    import html
+    import json
+
+    at = new_app(q="reds/r3.jpg").run()
+    assert not at.exception
+    base = json.loads(json.loads(at.get("bidi_component")[0].proto.json)["base"])
+    names = {t.get("name") for t in base["data"]}
+    assert html.escape(HOSTILE_FOLDER, quote=False) in names and HOSTILE_FOLDER not in names
+    at = new_app(tab="Clusters").run()
+    assert not at.exception
+    hover = [text for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"] for text in t.get("text", [])]
+    assert html.escape(f"{HOSTILE_FOLDER}/<b>x</b>.jpg", quote=False) in hover
+    assert not [t for t in hover if "<" in t]
