@@ -583,6 +583,10 @@ def search_tab(col: Collection, index_dir: Path, generation: str, weights: str) 
                     st.caption(query_caption if query_data else f"{query_caption} (image file unavailable)")
                 st.markdown(f"**{len(result.neighbors)} nearest images** (k = {result.k}"
                             + (f", clamped from {k}" if result.k < k else "") + ").")
+                if col.search_method == "ann":  # "nearest" is a claim only exact search makes
+                    st.caption(f"Found by approximate search: usually, not always, the true nearest (recall@10 "
+                               f"{col.search_info().get('recall_at_10')}, measured when the index was built). "
+                               "The distances are exact.")
                 st.caption("Distance: Euclidean between unit feature vectors (0 = identical, 2 = opposite). "
                            "cos: cosine similarity.")
             why_slot = st.container()  # above the cards, filled after them: a card's Why? sets what it shows

@@ -16,6 +16,7 @@ from imgsim.serving import plain
 from .conftest import make_photo
 from .test_app import app_env, new_app, texts  # noqa: F401  (app_env is a fixture)
 from .test_app_clip import clip_env  # noqa: F401  (a fixture)
+from .test_app_scale import ann_index_without_files  # noqa: F401  (a fixture)
 from .test_app_serving import PAYLOAD, everything
 
 #: A file name (no slash) that renders as a link, bold text and a remote image when taken as Markdown.
@@ -195,3 +196,16 @@ def test_plotly_maps_show_folder_and_file_names_as_text(hostile_env):
     hover = [text for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"] for text in t.get("text", [])]
     assert html.escape(f"{HOSTILE_FOLDER}/<b>x</b>.jpg", quote=False) in hover
     assert not [t for t in hover if "<" in t]
+
+
+def test_results_of_an_approximate_index_say_so(ann_index_without_files):
+    """'8 nearest images' is a claim that only exact search makes: an ANN index's results say they are approximate."""
+    at = new_app(q="g1/p03.jpg").run()
+    assert not at.exception
+    [note] = [c.value for c in at.caption if c.value.startswith("Found by approximate search")]
+    assert "recall@10" in note and "The distances are exact." in note
+
+
+def test_results_of_an_exact_index_are_not_called_approximate(app_env):
+    at = new_app(q="reds/r1.jpg").run()
+    assert not at.exception and "approximate" not in texts(at)
