@@ -674,7 +674,7 @@ def duplicates_tab(col: Collection, index_dir: Path, generation: str) -> None:
             st.info(f"No two images are within {threshold:.2f} of each other: the closest pair is "
                     f"{float(nearest.min()):.3f} apart. Raise the threshold to see groups.")
         if groups:
-            st.download_button("Download groups as CSV", export.groups_csv(col.paths, groups, threshold),
+            st.download_button("Download groups as CSV", lambda: export.groups_csv(col.paths, groups, threshold),
                                file_name="imgsim-duplicates.csv", mime="text/csv", on_click="ignore")
     with right:
         st.plotly_chart(charts.distance_histogram(nearest, threshold), width="stretch", key="dup_hist")
@@ -966,7 +966,8 @@ def clusters_tab(col: Collection, index_dir: Path, generation: str) -> None:
                        f"{min(suggestion.scores)} to {max(suggestion.scores)} on {suggestion.sample_size} images.")
         model = cluster_model(str(index_dir), generation, int(k))
         st.metric("Clusters", model.k_)
-        st.download_button("Download clusters as CSV", export.clusters_csv(col.paths, model.labels_, model.distances_),
+        st.download_button("Download clusters as CSV",  # made when pressed: every image, one line each
+                           lambda: export.clusters_csv(col.paths, model.labels_, model.distances_),
                            file_name="imgsim-clusters.csv", mime="text/csv", on_click="ignore")
         st.caption(f"`python -m imgsim cluster INDEX_DIR --k {model.k_} --out DIR --link` lays them out in "
                    "folders (symlinks; originals untouched).")

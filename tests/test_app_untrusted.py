@@ -209,3 +209,22 @@ def test_results_of_an_approximate_index_say_so(ann_index_without_files):
 def test_results_of_an_exact_index_are_not_called_approximate(app_env):
     at = new_app(q="reds/r1.jpg").run()
     assert not at.exception and "approximate" not in texts(at)
+
+
+def test_csv_of_every_image_is_made_when_asked_not_on_every_rerun(app_env, monkeypatch):
+    """The clusters and duplicate-groups CSVs list every image: a rerun of their tab must not build them."""
+    from imgsim import export
+
+    made = []
+    for name in ("clusters_csv", "groups_csv"):
+        real = getattr(export, name)
+        monkeypatch.setattr(export, name, lambda *a, _real=real, _name=name: made.append(_name) or _real(*a))
+    at = new_app(tab="Clusters").run()
+    at.run()
+    assert not at.exception
+    assert any(el.proto.label == "Download clusters as CSV" for el in at.get("download_button"))
+    at = new_app(tab="Duplicates", t="0.9").run()
+    at.run()
+    assert not at.exception
+    assert any(el.proto.label == "Download groups as CSV" for el in at.get("download_button"))
+    assert made == []
