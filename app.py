@@ -696,7 +696,7 @@ def about_tab(col: Collection, index_dir: Path, generation: str) -> None:
                 f"model {meta['backbone']}"
                 + (f" (preset {serving.code(Path(meta['preset']).name)})" if meta.get("preset") else "")
                 + f" ({col.index.pooling}, {col.index.dims:,} values per image) · "
-                f"weights: {col.weights_label} · updated {meta['updated']}")
+                f"weights: {say(col.weights_label)} · updated {meta['updated']}")  # may name a local preset
     st.markdown(col.search_summary())
     ev = evaluation(str(index_dir), generation, 5)
     st.subheader("Do neighbours share a folder?")
@@ -1101,6 +1101,8 @@ def main() -> None:
         return
     generation = generation_of(index_dir)
     redact_weights(weights_spec(col.index.weights))  # an upload loads these
+    if col.backbone.preset and os.sep in col.backbone.preset:  # a local CLIP preset: the index records its path
+        _REDACT[col.backbone.preset] = Path(col.backbone.preset).name
     if col.is_random:
         st.warning("**Random weights.** This index was built with seeded random weights (IMGSIM_WEIGHTS=random): "
                    "everything runs, but the similarities are not meaningful. See the README to use ImageNet "

@@ -109,6 +109,24 @@ def test_a_local_clip_preset_folder_is_not_named_in_the_text_box_help(clip_env, 
     assert "/srv/models" not in everything(at)
 
 
+def test_a_local_clip_preset_folder_is_not_named_on_the_about_tab(clip_env, tmp_path, monkeypatch):
+    """Its weights label ("CLIP local preset PATH") is recorded in the index too."""
+    import json
+
+    ix = tmp_path / "local-preset.imgsim"
+    shutil.copytree(clip_env.index.directory, ix)
+    meta_path = ix / (ix / "CURRENT").read_text().strip() / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["preset"] = "/srv/models/clip-finetuned"
+    meta["weights"]["label"] = "CLIP local preset /srv/models/clip-finetuned"
+    meta_path.write_text(json.dumps(meta))
+    monkeypatch.setenv("IMGSIM_INDEX", str(ix))
+    at = new_app(tab="About this collection").run()
+    assert not at.exception
+    page = everything(at)
+    assert "weights: CLIP local preset clip-finetuned" in page and "/srv/models" not in page
+
+
 def test_an_indexing_error_quoting_a_folder_name_is_plain_text(monkeypatch, tmp_path, photo_dir):
     """Error messages quote folder and file names (redacted to the names visitors know): they are text too."""
     import imgsim.build
