@@ -874,15 +874,19 @@ def more_like_picker(col: Collection, examples: tuple[list[int], list[int]] | No
 def explanation(index_dir: str, generation: str, a: int | bytes, b: int) -> Explanation:
     """The per-cell explanation of a query (row or upload bytes) and a result row."""
     col = open_collection(index_dir, generation)
-    return col.explain(a, b, extractor=lambda: upload_model(col))
+    return col.explain(a, b, extractor=lambda: upload_model(col), decoder=decode.upload_model_input)
 
 
-def _model_view(col: Collection, source: int | bytes):
-    """The image as the model sees it (squashed to 224x224), for drawing the 7x7 grid on."""
+@st.cache_data(show_spinner=False, max_entries=16)
+def model_view(index_dir: str, generation: str, source: int | bytes):
+    """The image as the model sees it (squashed to 224x224), for drawing the 7x7 grid on: decoded once, an
+    upload with the bounded-memory decoder every upload goes through."""
     from PIL import Image
 
-    data = source if isinstance(source, bytes) else decode.read_bytes(col.image_path(int(source)))
-    return Image.fromarray(decode.model_input(data))
+    if isinstance(source, bytes):
+        return Image.fromarray(decode.upload_model_input(source))
+    col = open_collection(index_dir, generation)
+    return Image.fromarray(decode.model_input(decode.read_bytes(col.image_path(int(source)))))
 
 
 def why_panel(col: Collection, index_dir: Path, generation: str, result: QueryResult, source: int | bytes | None
@@ -905,7 +909,8 @@ def why_panel(col: Collection, index_dir: Path, generation: str, result: QueryRe
                     e = explanation(str(index_dir), generation, source, row)
             else:
                 e = explanation(str(index_dir), generation, source, row)
-            left_img, right_img = _model_view(col, source), _model_view(col, row)
+            left_img = model_view(str(index_dir), generation, source)
+            right_img = model_view(str(index_dir), generation, row)
         except WeightsError as exc:
             weights_help(exc)
             return

@@ -392,26 +392,29 @@ class Collection:
         return self.backbone.name == RESNET50 and self.index.pooling in ("flatten", "avg")
 
     def explain(self, a: int | bytes, b: int | bytes,
-                extractor: Callable[[], FeatureExtractor] | None = None) -> Explanation:
+                extractor: Callable[[], FeatureExtractor] | None = None,
+                decoder: Callable[[bytes], np.ndarray] = decode.model_input) -> Explanation:
         """Why ``a`` and ``b`` (rows, or image bytes) are similar, cell by cell of the 7x7 grid.
 
         ``flatten``: from the stored vectors (the model only for bytes that are not indexed).
         ``avg``: the 7x7x2048 maps are computed again, so the model is always needed.
+        ``decoder`` turns bytes into the model input; a server passes :func:`decode.upload_model_input`.
         """
         if not self.can_explain:
             raise ImgsimError(f"Per-cell explanations need a ResNet50 index (flatten or avg); this one was built "
                               f"with {self.backbone.name} ({self.index.pooling}), which has no 7x7 grid.")
 
         def vector(x: int | bytes) -> np.ndarray:
-            return self._vector((x, None) if isinstance(x, (int, np.integer)) else self.embed_bytes(x, extractor))
+            return self._vector((x, None) if isinstance(x, (int, np.integer)) else self.embed_bytes(x, extractor, decoder))
 
         va, vb = vector(a), vector(b)
         if self.index.pooling == "flatten":
             return explain_flatten(va, vb)
 
         def pixels(x: int | bytes) -> np.ndarray:
-            data = decode.read_bytes(self.image_path(int(x))) if isinstance(x, (int, np.integer)) else x
-            return decode.model_input(data)
+            if isinstance(x, (int, np.integer)):
+                return decode.model_input(decode.read_bytes(self.image_path(int(x))))
+            return decoder(x)
 
         model = (extractor or self.extractor)()
         maps = model.feature_maps(np.stack([pixels(a), pixels(b)]))

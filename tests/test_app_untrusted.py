@@ -246,3 +246,37 @@ def test_csv_of_every_image_is_made_when_asked_not_on_every_rerun(app_env, monke
     assert not at.exception
     assert any(el.proto.label == "Download groups as CSV" for el in at.get("download_button"))
     assert made == []
+
+
+def test_why_on_an_upload_decodes_it_with_the_bounded_upload_decoder_once(app_env, monkeypatch, random_extractor,
+                                                                         tmp_path):
+    """Uploads are decoded with bounded memory (decode.open_upload); Why? decoded them again, unbounded, on
+    every rerun while the panel was open."""
+    import imgsim.extract
+    from imgsim import decode
+
+    monkeypatch.setattr(imgsim.extract, "FeatureExtractor", lambda *a, **k: random_extractor)
+    data = make_photo(tmp_path / "u.jpg", seed=77).read_bytes()
+    unbounded, bounded = [], []
+    real_model_input, real_upload_input = decode.model_input, decode.upload_model_input
+    monkeypatch.setattr(decode, "model_input", lambda d, *a, **k: unbounded.append(d == data) or
+                        real_model_input(d, *a, **k))
+    monkeypatch.setattr(decode, "upload_model_input", lambda d: bounded.append(d == data) or real_upload_input(d))
+    real_embed = Collection.embed_bytes
+    decoders = []
+
+    def spying_embed(self, d, extractor=None, decoder=None):
+        decoders.append(decoder)
+        return real_embed(self, d, extractor, decoder) if decoder else real_embed(self, d, extractor)
+
+    monkeypatch.setattr(Collection, "embed_bytes", spying_embed)
+    at = new_app().run()
+    at.file_uploader[0].set_value(("u.jpg", data, "image/jpeg")).run()
+    [why, *_] = [b for b in at.button if b.key and b.key.startswith("more_why_")]
+    why.click().run()
+    for _ in range(3):
+        at.run()
+    assert not at.exception and "similar to the query?" in texts(at)
+    assert True not in unbounded
+    assert None not in decoders
+    assert bounded.count(True) <= 3  # the upload's vector, its explanation, its 224x224 view: once each
