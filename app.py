@@ -260,7 +260,8 @@ def set_redactions(folder: Path, index_dir: Path, name: str, weights: str) -> No
     """Server paths that messages must not show, and what to show instead."""
     _REDACT.clear()
     _REDACT.update({str(index_dir): "(the index)", os.path.realpath(index_dir): "(the index)",
-                    str(folder): name, os.path.realpath(folder): name, str(APP_DIR): "(the app)"})
+                    str(folder): name, os.path.realpath(folder): name, str(APP_DIR): "(the app)",
+                    str(Path.home()): "~"})  # the weights help names the Keras cache under it
     redact_weights(weights)
 
 
@@ -349,7 +350,8 @@ def job_outcome(snap: jobs.JobSnapshot | None) -> None:
 def weights_help(error: Exception) -> None:
     st.error("**The model's weights cannot be loaded.** " + say(str(error).split("\n", 1)[0]))
     how = getattr(error, "how_to", None)  # CLIP errors carry their own instructions
-    st.markdown("**How to supply them**\n\n" + (how(markdown=True) if how else how_to_supply_weights(markdown=True)))
+    st.markdown("**How to supply them**\n\n"
+                + serving.redact(how(markdown=True) if how else how_to_supply_weights(markdown=True), _REDACT))
 
 
 # --- query state: a relative path (session and URL), resolved to a row on every rerun ---------------------
