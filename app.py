@@ -599,7 +599,7 @@ def search_tab(col: Collection, index_dir: Path, generation: str, weights: str) 
         st.markdown("**Map of the collection** · hover for a preview, click a point to search with it")
         query_row = result.row if result is not None else None
         shown = [n for n in result.neighbors if n.row != query_row] if result is not None else []
-        stars = examples[0] if examples is not None and upload is None else query_row
+        stars = examples[0] if examples is not None and upload is None and text is None else query_row
         draw_map(col, index_dir, generation, "search_map", 560, stars, [n.row for n in shown],
                  ranks=[n.rank for n in shown])
 

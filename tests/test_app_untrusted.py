@@ -280,3 +280,15 @@ def test_why_on_an_upload_decodes_it_with_the_bounded_upload_decoder_once(app_en
     assert True not in unbounded
     assert None not in decoders
     assert bounded.count(True) <= 3  # the upload's vector, its explanation, its 224x224 view: once each
+
+
+def test_the_map_stars_the_images_of_the_query_shown_not_an_earlier_one(clip_env):
+    """A description is the query (its results are listed): the map must not star 'more like these' images
+    that the results are not about."""
+    import json
+
+    at = new_app(q=["reds/r0.jpg", "reds/r3.jpg"], text="a red square").run()
+    assert not at.exception
+    assert any(m.value.startswith("**Described:**") for m in at.markdown)
+    overlay = json.loads(json.loads(at.get("bidi_component")[0].proto.json)["overlay"])
+    assert not [t for t in overlay["data"] if t.get("name") == "query"]
