@@ -425,10 +425,16 @@ def gallery(col: Collection) -> None:
         for c, row in zip(cols, shown[start:start + 8]):
             with c:
                 st.image(thumb(col, row, 160, square="pad") or _placeholder(), width="stretch")
-                if st.button(plain(_short(col.paths[row].rsplit("/", 1)[-1], 18)), key=f"pick_{row}",
-                             width="stretch", help=f"Search with {plain(col.paths[row])}", type="tertiary"):
-                    set_query_row(col, row)
-                    st.rerun()
+                st.button(plain(_short(col.paths[row].rsplit("/", 1)[-1], 18)), key=f"pick_{row}",
+                          width="stretch", help=f"Search with {plain(col.paths[row])}", type="tertiary",
+                          on_click=choose_query, args=(col.paths[row],))
+
+
+def choose_query(path: str) -> None:
+    """Button callback: the image the button showed becomes the query. Its arguments are bound when the button
+    is drawn, so a click still means that image after a re-index has moved it to another row (the key's)."""
+    clear_more_like()
+    set_query_path(path)
 
 
 def _short(name: str, limit: int = 16) -> str:
@@ -457,10 +463,9 @@ def results_grid(col: Collection, result: QueryResult, key: str, can_explain: bo
                 st.markdown(f":small[**#{n.rank}**]  \n:small[distance **{n.distance:.3f}**]  \n"
                             f":small[cos {n.similarity:.3f}]")
                 st.caption(plain(_short(n.path, 34)))
-                if result.row != n.row and st.button("Similar", key=f"{key}_{n.row}", width="stretch",
-                                                     help=f"Search with {plain(n.path)}"):
-                    set_query_row(col, n.row)
-                    st.rerun()
+                if result.row != n.row:
+                    st.button("Similar", key=f"{key}_{n.row}", width="stretch", help=f"Search with {plain(n.path)}",
+                              on_click=choose_query, args=(n.path,))
                 card_actions(col, result, n.row, key, can_explain)
 
 
@@ -823,21 +828,23 @@ def current_positives(col: Collection, result: QueryResult) -> tuple[list[str], 
 def card_actions(col: Collection, result: QueryResult, row: int, key: str, can_explain: bool) -> None:
     """Why? (a per-cell explanation) and more/less like this, under one result."""
     path = col.paths[row]
+    pos, neg = current_positives(col, result)
+    # Callbacks with the paths bound now (see choose_query): the keys are rows, which a re-index moves.
     with st.container(horizontal=True, gap=None, key=f"actions_{key}_{row}"):
-        if can_explain and result.row != row and st.button("Why?", key=f"{key}_why_{row}", type="tertiary",
-                                                          help="Which parts of the two images make them similar"):
-            st.session_state["why"] = path
-        if st.button("", key=f"{key}_pos_{row}", icon=":material/thumb_up:", type="tertiary",
-                     help=f"More like this: add {plain(path)} to the query"):
-            pos, neg = current_positives(col, result)
-            set_more_like(col, pos + [path], [p for p in neg if p != path])
-            st.rerun()
-        if st.button("", key=f"{key}_neg_{row}", icon=":material/thumb_down:", type="tertiary",
-                     help=f"Less like this: results should not look like {plain(path)}"):
-            pos, neg = current_positives(col, result)
-            if pos:
-                set_more_like(col, [p for p in pos if p != path] or pos, neg + [path])
-                st.rerun()
+        if can_explain and result.row != row:
+            st.button("Why?", key=f"{key}_why_{row}", type="tertiary",
+                      help="Which parts of the two images make them similar", on_click=show_why, args=(path,))
+        st.button("", key=f"{key}_pos_{row}", icon=":material/thumb_up:", type="tertiary",
+                  help=f"More like this: add {plain(path)} to the query",
+                  on_click=set_more_like, args=(col, pos + [path], [p for p in neg if p != path]))
+        st.button("", key=f"{key}_neg_{row}", icon=":material/thumb_down:", type="tertiary",
+                  help=f"Less like this: results should not look like {plain(path)}",
+                  on_click=set_more_like if pos else None,
+                  args=(col, [p for p in pos if p != path] or pos, neg + [path]))
+
+
+def show_why(path: str) -> None:
+    st.session_state["why"] = path
 
 
 def more_like_picker(col: Collection, examples: tuple[list[int], list[int]] | None) -> None:

@@ -292,3 +292,38 @@ def test_the_map_stars_the_images_of_the_query_shown_not_an_earlier_one(clip_env
     assert any(m.value.startswith("**Described:**") for m in at.markdown)
     overlay = json.loads(json.loads(at.get("bidi_component")[0].proto.json)["overlay"])
     assert not [t for t in overlay["data"] if t.get("name") == "query"]
+
+
+def test_a_click_after_a_re_index_acts_on_the_image_that_was_shown(tmp_path, photo_dir, extractor_factory,
+                                                                  monkeypatch):
+    """Buttons are keyed by row; after a re-index the same row is another image, and a click rendered before
+    it must still act on the image the visitor saw."""
+    folder = tmp_path / "live"
+    shutil.copytree(photo_dir, folder)
+    index_dir = tmp_path / "live.imgsim"
+    build_index(folder, index_dir, weights="random", extractor_factory=extractor_factory)
+    monkeypatch.setenv("IMGSIM_IMAGES", str(folder))
+    monkeypatch.setenv("IMGSIM_INDEX", str(index_dir))
+    monkeypatch.setenv("IMGSIM_WEIGHTS", "random")
+    monkeypatch.setenv("IMGSIM_CACHE", str(tmp_path / "cache"))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    at = new_app(q="blues/b2.png").run()
+    before = Collection.open(index_dir)
+    picked = before.paths.index("blues/b4.png")
+    (folder / "blues" / "b0.png").unlink()  # rows after it move up
+    build_index(folder, index_dir, extractor_factory=extractor_factory)
+    assert Collection.open(index_dir).paths[picked] != "blues/b4.png"
+    at.button(key=f"pick_{picked}").click().run()
+    assert not at.exception
+    assert at.query_params["q"] in ("blues/b4.png", ["blues/b4.png"])
+    assert any(c.value == "query: blues/b4.png" for c in at.caption)
+    after = Collection.open(index_dir)
+    row = after.paths.index("blues/b4.png")
+    gone = after.paths.index("blues/b1.png")
+    target = next(n for n in after.neighbors_of_row(row, 8).neighbors[1:] if n.row > gone)  # it will move up
+    (folder / "blues" / "b1.png").unlink()
+    build_index(folder, index_dir, extractor_factory=extractor_factory)
+    at.button(key=f"more_{target.row}").click().run()
+    assert not at.exception
+    assert at.query_params["q"] in (target.path, [target.path])
