@@ -365,6 +365,8 @@ def set_query_path(path: str) -> None:
 
 
 def set_query_row(col: Collection, row: int) -> None:
+    """Also a button callback: its arguments are bound when the button is drawn (the collection as shown), so a
+    click still means the image it showed after a re-index has moved that image to another row (the key's)."""
     clear_more_like()
     set_query_path(col.paths[int(row)])
     st.session_state["query_row"] = int(row)  # for this generation only: current_query() derives it again
@@ -427,14 +429,7 @@ def gallery(col: Collection) -> None:
                 st.image(thumb(col, row, 160, square="pad") or _placeholder(), width="stretch")
                 st.button(plain(_short(col.paths[row].rsplit("/", 1)[-1], 18)), key=f"pick_{row}",
                           width="stretch", help=f"Search with {plain(col.paths[row])}", type="tertiary",
-                          on_click=choose_query, args=(col.paths[row],))
-
-
-def choose_query(path: str) -> None:
-    """Button callback: the image the button showed becomes the query. Its arguments are bound when the button
-    is drawn, so a click still means that image after a re-index has moved it to another row (the key's)."""
-    clear_more_like()
-    set_query_path(path)
+                          on_click=set_query_row, args=(col, row))
 
 
 def _short(name: str, limit: int = 16) -> str:
@@ -465,7 +460,7 @@ def results_grid(col: Collection, result: QueryResult, key: str, can_explain: bo
                 st.caption(plain(_short(n.path, 34)))
                 if result.row != n.row:
                     st.button("Similar", key=f"{key}_{n.row}", width="stretch", help=f"Search with {plain(n.path)}",
-                              on_click=choose_query, args=(n.path,))
+                              on_click=set_query_row, args=(col, n.row))
                 card_actions(col, result, n.row, key, can_explain)
 
 
@@ -829,7 +824,7 @@ def card_actions(col: Collection, result: QueryResult, row: int, key: str, can_e
     """Why? (a per-cell explanation) and more/less like this, under one result."""
     path = col.paths[row]
     pos, neg = current_positives(col, result)
-    # Callbacks with the paths bound now (see choose_query): the keys are rows, which a re-index moves.
+    # Callbacks with the paths bound now (see set_query_row): the keys are rows, which a re-index moves.
     with st.container(horizontal=True, gap=None, key=f"actions_{key}_{row}"):
         if can_explain and result.row != row:
             st.button("Why?", key=f"{key}_why_{row}", type="tertiary",
