@@ -112,6 +112,30 @@ class Collection:
         """Each image's sub-folder (its first path component), or '' for files at the top level."""
         return [p.split("/", 1)[0] if "/" in p else "" for p in self.paths]
 
+    @functools.cached_property
+    def _folded_paths(self) -> list[str]:
+        return [p.casefold() for p in self.paths]
+
+    def rows_matching(self, needle: str, limit: int | None = None) -> np.ndarray:
+        """Rows whose relative path contains ``needle`` (case-insensitive), in row order; ``limit`` keeps the
+        first ones. Every row for an empty needle, without a scan; the last few answers are kept, so reruns
+        with the same filter do not scan a large collection again."""
+        needle = needle.strip().casefold()
+        if not needle:
+            return np.arange(self.count if limit is None else min(limit, self.count))
+        cache = self.__dict__.setdefault("_matches", {})
+        if (needle, limit) not in cache:
+            rows = []
+            for r, p in enumerate(self._folded_paths):
+                if needle in p:
+                    rows.append(r)
+                    if limit is not None and len(rows) >= limit:
+                        break
+            if len(cache) >= 8:
+                cache.pop(next(iter(cache), None), None)
+            cache[(needle, limit)] = np.asarray(rows, dtype=np.int64)
+        return cache[(needle, limit)]
+
     def image_path(self, row: int) -> Path:
         return self.index.root / self.paths[row]
 
