@@ -96,8 +96,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="local: this process; ray: a Ray Data job (pip install -r requirements-ray.txt)")
     p.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to run on (e.g. auto, ray://head:10001); "
                    "default: a local Ray instance")
-    p.add_argument("--precision", choices=("float32", "float16"), default="float32",
-                   help="model arithmetic: float32 (the reference) or float16 (mixed precision, for GPUs)")
+    p.add_argument("--precision", choices=("float32", "float16"), default=None,
+                   help="model arithmetic: float32 (the reference) or float16 (mixed precision, for GPUs); "
+                        "default: the index's own, else float32")
     p.add_argument("--runtime", choices=("auto", "openvino", "keras"), default=None,
                    help="forward pass: auto (OpenVINO on CPU when installed, else Keras), openvino or keras "
                         "(default: $IMGSIM_RUNTIME, else auto)")
