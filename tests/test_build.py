@@ -193,3 +193,15 @@ def test_an_index_never_mixes_float16_and_float32_vectors(folder, tmp_path, rand
     model = Counting(random_extractor)
     run(folder, ix_dir, model)  # no --precision: the index's own
     assert model.embedded == 1 and load_index(ix_dir).meta["precision"] == "float32"
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_and_the_run_commits(folder, tmp_path, random_extractor):
+    bad = os.fsencode(str(folder)) + b"/cats/caf\xe9.jpg"
+    with open(bad, "wb") as fh:
+        fh.write((folder / "cats" / "img 1 é.jpg").read_bytes())
+    report = run(folder, tmp_path / "ix", Counting(random_extractor))
+    assert report.committed and report.indexed == 6
+    ix = load_index(tmp_path / "ix")
+    assert [(s.path, s.reason) for s in ix.skipped] == [("cats/caf\ufffd.jpg", SkipReason.UNREADABLE)]
+    again = run(folder, tmp_path / "ix", Counting(random_extractor))
+    assert again.committed is False  # the skip is stable: nothing is rewritten
