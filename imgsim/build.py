@@ -162,6 +162,7 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
                 raise ImgsimError(f"The weights now at {spec.path or spec.mode} differ from those that built the index "
                                   f"at {index_dir}. Re-run with --rebuild to re-extract every image.")
             resolved = ready.weights.to_json()
+            store.write_checkpoint_settings(index_dir, ckpt_key, {"weights": resolved, "preset": preset, "dims": dims})
             report.device = ready.device
             report.runtime = ready.runtime
             try:
@@ -170,6 +171,12 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
             finally:
                 engine.close()
             clock.lap("extraction")
+        if resolved is None and report.resumed:
+            # Every image came from checkpoints (a run killed after extracting): the model that made them
+            # recorded its weights identity, label and shape; the index must record the same.
+            recorded = store.read_checkpoint_settings(index_dir, ckpt_key)
+            if recorded is not None:
+                resolved, preset, dims = recorded["weights"], recorded.get("preset"), recorded.get("dims")
         report.weights_label = (resolved or {}).get("label") or spec.mode
         report.removed = len(set(old_by_path) - set(rows)) if old else 0
         skipped.sort(key=lambda s: s.path)

@@ -17,6 +17,7 @@ Layout of ``INDEX_DIR``::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -478,6 +479,30 @@ def write_checkpoint(directory: str | os.PathLike, config: str, entries: list[En
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, pending / f"{name}.npz")
+
+
+def _settings_file(directory: str | os.PathLike, config: str) -> Path:
+    return Path(directory) / PENDING / f"settings-{hashlib.sha1(config.encode('utf-8')).hexdigest()[:16]}.json"
+
+
+def write_checkpoint_settings(directory: str | os.PathLike, config: str, settings: dict) -> None:
+    """Record what the model of a running build resolved to (weights identity and label, dims, preset), so that
+    a resumed run whose work is all in checkpoints records them too, without building the model again."""
+    path = _settings_file(directory, config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    _write_json(tmp, {"config": config, **settings})
+    _fsync(tmp)
+    os.replace(tmp, path)
+
+
+def read_checkpoint_settings(directory: str | os.PathLike, config: str) -> dict | None:
+    """What :func:`write_checkpoint_settings` recorded for these model settings, or None."""
+    try:
+        data = json.loads(_settings_file(directory, config).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("config") == config else None
 
 
 def read_checkpoints(directory: str | os.PathLike, config: str) -> dict[tuple[str, int, int], tuple[Entry, np.ndarray]]:

@@ -205,3 +205,25 @@ def test_a_file_name_that_is_not_utf8_is_skipped_and_the_run_commits(folder, tmp
     assert [(s.path, s.reason) for s in ix.skipped] == [("cats/caf\ufffd.jpg", SkipReason.UNREADABLE)]
     again = run(folder, tmp_path / "ix", Counting(random_extractor))
     assert again.committed is False  # the skip is stable: nothing is rewritten
+
+
+def test_run_killed_after_extraction_resumes_with_the_weights_recorded(folder, tmp_path, random_extractor, monkeypatch):
+    import imgsim.build
+
+    ix_dir = tmp_path / "ix"
+    real = imgsim.build.derive_for
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt("killed while deriving the map")
+
+    monkeypatch.setattr(imgsim.build, "derive_for", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run(folder, ix_dir, Counting(random_extractor))
+    monkeypatch.setattr(imgsim.build, "derive_for", real)
+    fresh = Counting(random_extractor)
+    report = run(folder, ix_dir, fresh)
+    assert report.resumed == 6 and fresh.embedded == 0 and report.committed
+    reference = run(folder, tmp_path / "ref", Counting(random_extractor))
+    # The resumed index records the same weights (identity and label) as one built in a single run.
+    assert load_index(ix_dir).weights == load_index(tmp_path / "ref").weights
+    assert report.weights_label == reference.weights_label == "random (seed 0) - similarities are not meaningful"
