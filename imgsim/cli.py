@@ -408,7 +408,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_grid(args: argparse.Namespace) -> int:
     col = Collection.open(args.index_dir)
     image, shown = col.grid_image(args.cell, args.max_images)
-    image.save(args.out)
+    try:
+        image.save(args.out)
+    except ValueError as exc:  # Pillow: no format for that file name
+        raise ImgsimError(f"Cannot write {args.out}: {exc}. Name the output file .png (or .jpg).") from None
     side = image.size[0] // args.cell
     print(f"Wrote {args.out}: {shown} images on a {side}x{side} grid")
     return 0
@@ -523,3 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # a folder that cannot be read or written: a message, not a traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1

@@ -187,3 +187,12 @@ def test_incremental_index_of_a_float16_index_needs_no_precision_flag(capsys, tm
     from imgsim.index import load_index
 
     assert load_index(ix).meta["precision"] == "float16"
+
+
+def test_unwritable_outputs_are_a_message_and_exit_1(capsys, built_index, tmp_path):
+    missing = tmp_path / "no" / "such" / "folder" / "g.png"
+    assert main(["grid", str(built_index), "--out", str(missing)]) == 1
+    assert capsys.readouterr().err == f"error: No such file or directory: {missing}\n"
+    assert main(["grid", str(built_index), "--out", str(tmp_path / "g.nopicture")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: Cannot write {tmp_path / 'g.nopicture'}: unknown file extension") and "Traceback" not in err
