@@ -313,7 +313,11 @@ def _read_manifest(gen_dir: Path, index_dir: Path, version: int):
         raise IndexCorruptError(f"Index at {index_dir} has a missing or damaged paths.txt ({exc}). Rebuild it with "
                                 f"`python -m imgsim index SRC_DIR --index {index_dir} --rebuild`.") from None
     paths = text.split("\0") if text else []
-    table = np.load(gen_dir / "manifest.npy", allow_pickle=False)
+    try:
+        table = np.load(gen_dir / "manifest.npy", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise IndexCorruptError(f"Index file manifest.npy in {index_dir} is damaged ({exc}). Rebuild it with "
+                                f"`python -m imgsim index SRC_DIR --index {index_dir} --rebuild`.") from None
     if len(paths) != len(table) or table.dtype != Manifest.DTYPE:
         raise IndexCorruptError(f"Index at {index_dir} is inconsistent: {len(paths)} paths, {len(table)} manifest "
                                 f"rows. Rebuild it with `python -m imgsim index SRC_DIR --index {index_dir} --rebuild`.")

@@ -142,3 +142,20 @@ def test_checkpoints_round_trip_and_ignore_damaged_or_foreign_ones(tmp_path):
     np.testing.assert_array_equal(found[("b.jpg", 3, 4)][1], np.ones(3))
     store.clear_checkpoints(tmp_path)
     assert store.read_checkpoints(tmp_path, "cfg") == {}
+
+
+def test_damaged_columnar_manifest_is_reported_not_a_numpy_traceback(tmp_path):
+    rows = store.COLUMNAR_FROM
+    writer = store.GenerationWriter(tmp_path / "ix", rows, 1)
+    writer.vectors[:] = 1.0
+    entries = [store.Entry(f"p{i}.jpg", 1, 2, f"{i:064x}") for i in range(rows)]
+    writer.commit({"backbone": "resnet50", "pooling": "avg", "root": "/photos", "created": "c", "updated": "u",
+                   "weights": {"mode": "random", "identity": "random:0", "label": "random", "path": None, "seed": 0}},
+                  entries, [])
+    assert load_index(tmp_path / "ix").paths[-1] == f"p{rows - 1}.jpg"
+    manifest = tmp_path / "ix" / "gen-000001" / "manifest.npy"
+    data = bytearray(manifest.read_bytes())
+    data[:6] = b"NOTNPY"  # same size, damaged header
+    manifest.write_bytes(bytes(data))
+    with pytest.raises(IndexCorruptError, match=r"manifest.npy in .* is damaged .*Rebuild it with"):
+        load_index(tmp_path / "ix")
