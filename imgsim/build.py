@@ -188,7 +188,10 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
             isinstance(rows[p][1], int) and rows[p][1] == i for i, p in enumerate(old.paths))
         unchanged = same_vectors and all(rows[e.path][0] == e for e in old.entries)
         same_method = old is not None and ann_build.is_ann(old.meta) == (method[0] == "ann")
-        if unchanged and same_method and [s.to_json() for s in old.skipped] == [s.to_json() for s in skipped]:
+        # An explicit --search is remembered: an unchanged index that recorded "auto" is rewritten to say so.
+        same_choice = old is not None and (old.meta.get("search") or {}).get("chosen", "auto") == method[1]
+        if (unchanged and same_method and same_choice
+                and [s.to_json() for s in old.skipped] == [s.to_json() for s in skipped]):
             store.clear_checkpoints(index_dir)
             report.seconds = time.perf_counter() - started
             clock.lap("write")
@@ -350,6 +353,7 @@ def _write(index_dir: Path, rows: dict, skipped: list[Skipped], meta: dict, dims
                 old_ann = same_vectors_as.directory / same_vectors_as.generation / ann_build.ANN_FILE
                 writer.save_file(ann_build.ANN_FILE, lambda path: shutil.copyfile(old_ann, path))
             meta.update({k: same_vectors_as.meta.get(k) for k in ("projection", "map", "graph_k", "search")})
+            meta["search"] = dict(meta["search"] or {"method": "exact"}, chosen=method[1])
         else:
             if clock is not None:
                 clock.lap("write")

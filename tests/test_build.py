@@ -227,3 +227,24 @@ def test_run_killed_after_extraction_resumes_with_the_weights_recorded(folder, t
     # The resumed index records the same weights (identity and label) as one built in a single run.
     assert load_index(ix_dir).weights == load_index(tmp_path / "ref").weights
     assert report.weights_label == reference.weights_label == "random (seed 0) - similarities are not meaningful"
+
+
+def test_an_explicit_search_choice_is_remembered_even_when_nothing_else_changed(folder, tmp_path, random_extractor):
+    from imgsim import ann_build
+
+    ix_dir = tmp_path / "ix"
+    run(folder, ix_dir, Counting(random_extractor))
+    assert load_index(ix_dir).meta["search"] == {"method": "exact", "chosen": "auto"}
+    # Pinning exact search on an unchanged folder must be recorded, or the index switches to
+    # approximate search by itself once it grows past the threshold.
+    run(folder, ix_dir, Counting(random_extractor), search="exact")
+    meta = load_index(ix_dir).meta
+    assert meta["search"]["chosen"] == "asked"
+    assert ann_build.choose_method(None, meta, 60_000) == ("exact", "asked")
+    # The same through a run that only re-hashes a touched file (vectors and derived data reused).
+    run(folder, tmp_path / "ix2", Counting(random_extractor))
+    target = folder / "dogs" / "img 2 é.jpg"
+    st = target.stat()
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    run(folder, tmp_path / "ix2", Counting(random_extractor), search="exact")
+    assert load_index(tmp_path / "ix2").meta["search"] == {"method": "exact", "chosen": "asked"}
