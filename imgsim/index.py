@@ -265,7 +265,8 @@ def load_index(directory: str | os.PathLike) -> Index:
     d = Path(directory).expanduser()
     rebuild = f"Rebuild it with `python -m imgsim index SRC_DIR --index {d} --rebuild`."
     if not (d / CURRENT).is_file():
-        if d.is_dir() and any(d.iterdir()):
+        # What a first run leaves before its first commit (lock, checkpoints, unfinished folder) is no foreign data.
+        if d.is_dir() and any(not (p.name.startswith(".") or p.name == PENDING) for p in d.iterdir()):
             raise IndexNotFound(f"{d} is not an imgsim index (it has no {CURRENT} file).")
         raise IndexNotFound(f"No index at {d}. Create one with `python -m imgsim index SRC_DIR --index {d}`.")
     generation = (d / CURRENT).read_text(encoding="utf-8").strip()

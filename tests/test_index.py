@@ -159,3 +159,10 @@ def test_damaged_columnar_manifest_is_reported_not_a_numpy_traceback(tmp_path):
     manifest.write_bytes(bytes(data))
     with pytest.raises(IndexCorruptError, match=r"manifest.npy in .* is damaged .*Rebuild it with"):
         load_index(tmp_path / "ix")
+
+
+def test_a_folder_left_by_a_failed_first_run_says_create_one(tmp_path):
+    with store.locked(tmp_path / "ix"):  # a first run that failed before its first commit leaves .lock (and pending/)
+        store.write_checkpoint(tmp_path / "ix", "cfg", [store.Entry("a.jpg", 1, 2, "h" * 64)], np.ones((1, 3), np.float32))
+    with pytest.raises(IndexNotFound, match=r"No index at .*ix\. Create one with `python -m imgsim index"):
+        load_index(tmp_path / "ix")
