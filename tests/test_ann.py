@@ -249,3 +249,17 @@ def test_the_scale_benchmark_runs_end_to_end_on_a_small_index(tmp_path):
         assert key in result
     assert result["n"] == 3000 and result["search"] == "ann" and result["recall_at_10"] >= 0.95
     assert result["after_add"]["count"] == 3050
+
+
+def test_k_beyond_the_probed_candidates_never_shows_padding_rows(built_index):
+    # faiss pads with -1 when the probed cells hold fewer than k rows; those must not become the last path
+    # at an infinite distance (and "Infinity" in --json).
+    col = Collection.open(built_index)
+    vectors = np.asarray(col.index.vectors)
+    col._search = AnnSearch(n_lists=3, n_probe=1).fit(vectors, PCAProjection(8).fit(vectors))
+    for result in (col.neighbors_of_vector(vectors[0], col.count), col.neighbors_of_row(5, col.count)):
+        rows = [n.row for n in result.neighbors]
+        assert 0 < len(rows) < col.count and len(set(rows)) == len(rows) and min(rows) >= 0
+        assert all(np.isfinite(n.distance) and 0 <= n.distance <= 2 for n in result.neighbors)
+        assert result.k == len(rows) and [n.rank for n in result.neighbors] == list(range(1, len(rows) + 1))
+        json.dumps([n.to_json() for n in result.neighbors], allow_nan=False)
