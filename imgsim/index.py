@@ -17,6 +17,7 @@ Layout of ``INDEX_DIR``::
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -374,16 +375,21 @@ class GenerationWriter:
         if fast:
             self.vectors.flush()
             row_bytes = self.vectors.dtype.itemsize * int(np.prod(self.vectors.shape[1:]))
-            with open(source.filename, "rb") as src, open(self.vectors.filename, "r+b") as dst:
-                for new, old, length in runs:
-                    todo, src_off = length * row_bytes, source.offset + old * row_bytes
-                    dst_off = self.vectors.offset + new * row_bytes
-                    while todo:
-                        done = os.copy_file_range(src.fileno(), dst.fileno(), todo, src_off, dst_off)
-                        if done <= 0:
-                            raise OSError(f"copy_file_range copied nothing at row {old}")
-                        todo, src_off, dst_off = todo - done, src_off + done, dst_off + done
-            return
+            try:
+                with open(source.filename, "rb") as src, open(self.vectors.filename, "r+b") as dst:
+                    for new, old, length in runs:
+                        todo, src_off = length * row_bytes, source.offset + old * row_bytes
+                        dst_off = self.vectors.offset + new * row_bytes
+                        while todo:
+                            done = os.copy_file_range(src.fileno(), dst.fileno(), todo, src_off, dst_off)
+                            if done <= 0:
+                                raise OSError(f"copy_file_range copied nothing at row {old}")
+                            todo, src_off, dst_off = todo - done, src_off + done, dst_off + done
+                return
+            except OSError as exc:
+                # Some file systems (network, FUSE, older kernels) cannot copy ranges: copy through memory.
+                if exc.errno not in (errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL):
+                    raise
         for new, old, length in runs:
             self.vectors[new:new + length] = source[old:old + length]
 

@@ -166,3 +166,19 @@ def test_a_folder_left_by_a_failed_first_run_says_create_one(tmp_path):
         store.write_checkpoint(tmp_path / "ix", "cfg", [store.Entry("a.jpg", 1, 2, "h" * 64)], np.ones((1, 3), np.float32))
     with pytest.raises(IndexNotFound, match=r"No index at .*ix\. Create one with `python -m imgsim index"):
         load_index(tmp_path / "ix")
+
+
+def test_copy_rows_falls_back_when_the_file_system_cannot_copy_ranges(tmp_path, monkeypatch):
+    import errno
+
+    write_small(tmp_path / "ix", rows=4, dims=3, value=2.0)
+    old = load_index(tmp_path / "ix")
+
+    def unsupported(*a, **k):
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(store.os, "copy_file_range", unsupported, raising=False)
+    writer = store.GenerationWriter(tmp_path / "ix", 3, 3)
+    writer.copy_rows(old.vectors, [(0, 1), (1, 2), (2, 3)])
+    np.testing.assert_array_equal(writer.vectors, 2.0)
+    writer.abort()
