@@ -494,15 +494,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_outliers(args: argparse.Namespace) -> int:
     col = Collection.open(args.index_dir)
     found = col.outliers(args.n)
+    # The score averages up to 5 neighbours, fewer where the stored graph is shallower (tiny collections).
+    k = max(1, min(5, int(col.index.array("nn_distances").shape[1])))
     if args.json:
-        _print_json({"n": len(found), "score": "mean distance to the 5 nearest other images",
+        _print_json({"n": len(found), "score": f"mean distance to the {k} nearest other images",
                      "outliers": [{"rank": o.rank, "path": col.paths[o.row], "score": round(o.score, 6),
                                    "nearest": round(o.nearest, 6)} for o in found], **_weights_fields(col)})
         return 0
     if col.is_random:
         print(RANDOM_NOTE, file=sys.stderr)
-    print("The images farthest from their 5 nearest neighbours:")
-    print(f"{'rank':>4}  {'mean d5':>8}  {'nearest':>8}  path")
+    print(f"The images farthest from their {k} nearest neighbours:")
+    print(f"{'rank':>4}  {'mean d' + str(k):>8}  {'nearest':>8}  path")
     for o in found:
         print(f"{o.rank:>4}  {o.score:8.4f}  {o.nearest:8.4f}  {col.paths[o.row]}")
     return 0
