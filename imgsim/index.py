@@ -253,8 +253,14 @@ def index_exists(directory: str | os.PathLike) -> bool:
 def index_root(directory: str | os.PathLike) -> Path:
     """The folder an index was built from, read from its live generation's metadata alone (cheap at any size)."""
     d = Path(directory).expanduser()
-    generation = (d / CURRENT).read_text(encoding="utf-8").strip()
-    meta = _read_json(d / generation / "meta.json", d)
+    for attempt in range(3):
+        generation = (d / CURRENT).read_text(encoding="utf-8").strip()
+        try:
+            meta = _read_json(d / generation / "meta.json", d)
+            break
+        except IndexCorruptError:  # replaced by a writer between the two reads (see load_index), or damaged
+            if attempt == 2 or (d / CURRENT).read_text(encoding="utf-8").strip() == generation:
+                raise
     if not isinstance(meta, dict) or "root" not in meta:
         raise IndexCorruptError(f"{d / generation / 'meta.json'} is not imgsim index metadata. Rebuild it with "
                                 f"`python -m imgsim index SRC_DIR --index {d} --rebuild`.")
@@ -264,13 +270,29 @@ def index_root(directory: str | os.PathLike) -> Path:
 def load_index(directory: str | os.PathLike) -> Index:
     """Load the live generation, checking version, file sizes and shapes before trusting anything."""
     d = Path(directory).expanduser()
+    for attempt in range(3):
+        if not (d / CURRENT).is_file():
+            # What a first run leaves before its first commit (lock, checkpoints, unfinished folder) is no foreign data.
+            if d.is_dir() and any(not (p.name.startswith(".") or p.name == PENDING) for p in d.iterdir()):
+                raise IndexNotFound(f"{d} is not an imgsim index (it has no {CURRENT} file).")
+            raise IndexNotFound(f"No index at {d}. Create one with `python -m imgsim index SRC_DIR --index {d}`.")
+        generation = (d / CURRENT).read_text(encoding="utf-8").strip()
+        try:
+            return _load_generation(d, generation)
+        except IndexCorruptError:
+            # A writer may have switched CURRENT and removed the generation being opened: that is no damage,
+            # so open the new one; a generation that is still current and damaged is reported.
+            try:
+                now = (d / CURRENT).read_text(encoding="utf-8").strip()
+            except OSError:
+                now = generation
+            if attempt == 2 or now == generation:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _load_generation(d: Path, generation: str) -> Index:
     rebuild = f"Rebuild it with `python -m imgsim index SRC_DIR --index {d} --rebuild`."
-    if not (d / CURRENT).is_file():
-        # What a first run leaves before its first commit (lock, checkpoints, unfinished folder) is no foreign data.
-        if d.is_dir() and any(not (p.name.startswith(".") or p.name == PENDING) for p in d.iterdir()):
-            raise IndexNotFound(f"{d} is not an imgsim index (it has no {CURRENT} file).")
-        raise IndexNotFound(f"No index at {d}. Create one with `python -m imgsim index SRC_DIR --index {d}`.")
-    generation = (d / CURRENT).read_text(encoding="utf-8").strip()
     gen_dir = d / generation
     if not _GEN.match(generation) or not gen_dir.is_dir():
         raise IndexCorruptError(f"Index at {d} points to a missing generation '{generation}'. {rebuild}")

@@ -182,3 +182,22 @@ def test_copy_rows_falls_back_when_the_file_system_cannot_copy_ranges(tmp_path, 
     writer.copy_rows(old.vectors, [(0, 1), (1, 2), (2, 3)])
     np.testing.assert_array_equal(writer.vectors, 2.0)
     writer.abort()
+
+
+def test_a_generation_replaced_while_it_is_being_opened_is_not_called_damaged(tmp_path, monkeypatch):
+    write_small(tmp_path / "ix", marker="a")
+    real = store._read_json
+    state = {"raced": False}
+
+    def racing(path, index_dir):
+        if not state["raced"]:  # another process commits (and removes this generation) right after CURRENT was read
+            state["raced"] = True
+            write_small(tmp_path / "ix", rows=2, marker="b")
+        return real(path, index_dir)
+
+    monkeypatch.setattr(store, "_read_json", racing)
+    ix = load_index(tmp_path / "ix")
+    assert ix.generation == "gen-000002" and ix.paths == ["b0.jpg", "b1.jpg"]
+    state["raced"] = False
+    assert store.index_root(tmp_path / "ix") == __import__("pathlib").Path("/photos")
+    assert load_index(tmp_path / "ix").generation == "gen-000003"
