@@ -151,21 +151,29 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
             engine = engine or LocalEngine(factory, workers)
             report.engine = engine.name
             ready = engine.start(ExtractSettings(spec, pooling, batch_size, runtime, precision))
-            for step, seconds in ready.timings.items():
-                clock.add(step, seconds)
-            clock.lap("model (other)", min_seconds=0.05)
-            preset, dims = ready.preset, ready.dims
-            if ready.pooling != pooling:
-                raise ImgsimError(f"The model extracts {ready.pooling} features but this index uses {pooling}.")
-            recorded = old.weights.get("identity") if old is not None else None
-            if recorded is not None and ready.weights.identity != recorded:
-                raise ImgsimError(f"The weights now at {spec.path or spec.mode} differ from those that built the index "
-                                  f"at {index_dir}. Re-run with --rebuild to re-extract every image.")
-            resolved = ready.weights.to_json()
-            store.write_checkpoint_settings(index_dir, ckpt_key, {"weights": resolved, "preset": preset, "dims": dims})
-            report.device = ready.device
-            report.runtime = ready.runtime
-            try:
+            try:  # the engine is closed on every way out, a refused setting included
+                for step, seconds in ready.timings.items():
+                    clock.add(step, seconds)
+                clock.lap("model (other)", min_seconds=0.05)
+                preset, dims = ready.preset, ready.dims
+                if ready.pooling != pooling:
+                    raise ImgsimError(f"The model extracts {ready.pooling} features but this index uses {pooling}.")
+                if ready.precision != precision:
+                    if old is None:
+                        precision = ready.precision  # record what the model really computed in, not what was asked
+                    elif bspec.name == RESNET50:  # e.g. a cached float32 model offered to update a float16 index
+                        raise ImgsimError(
+                            f"The model computes in {ready.precision} but the index at {index_dir} holds {precision} "
+                            f"vectors, and the two are never mixed. Update it with `python -m imgsim index SRC_DIR "
+                            f"--index {index_dir} --precision {precision}`, or add --rebuild to re-extract every image.")
+                recorded = old.weights.get("identity") if old is not None else None
+                if recorded is not None and ready.weights.identity != recorded:
+                    raise ImgsimError(f"The weights now at {spec.path or spec.mode} differ from those that built the index "
+                                      f"at {index_dir}. Re-run with --rebuild to re-extract every image.")
+                resolved = ready.weights.to_json()
+                store.write_checkpoint_settings(index_dir, ckpt_key, {"weights": resolved, "preset": preset, "dims": dims})
+                report.device = ready.device
+                report.runtime = ready.runtime
                 _extract(engine, work, old, old_by_path, rows, skipped, report, index_dir, ckpt_key,
                          checkpoint_every, progress, thumbs)
             finally:

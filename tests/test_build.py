@@ -248,3 +248,23 @@ def test_an_explicit_search_choice_is_remembered_even_when_nothing_else_changed(
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
     run(folder, tmp_path / "ix2", Counting(random_extractor), search="exact")
     assert load_index(tmp_path / "ix2").meta["search"] == {"method": "exact", "chosen": "asked"}
+
+
+class Half(Counting):
+    """The session model presented as a float16 one (what --precision float16 builds)."""
+
+    precision = "float16"
+
+
+def test_a_model_of_another_precision_never_adds_to_an_index(folder, tmp_path, random_extractor):
+    ix_dir = tmp_path / "ix"
+    run(folder, ix_dir, Half(random_extractor), precision="float16")
+    assert load_index(ix_dir).meta["precision"] == "float16"
+    make_photo(folder / "cats" / "new.jpg", seed=999)
+    # The dashboard updates an index with its own cached model, a float32 one: it must not slip in.
+    with pytest.raises(ImgsimError, match=r"The model computes in float32 but the index at .* holds float16 vectors"):
+        run(folder, ix_dir, Counting(random_extractor))
+    assert load_index(ix_dir).count == 6
+    # A new index records the precision its model really computed in, whatever was asked.
+    run(folder, tmp_path / "ix2", Counting(random_extractor), precision="float16")
+    assert load_index(tmp_path / "ix2").meta["precision"] == "float32"

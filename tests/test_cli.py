@@ -174,7 +174,14 @@ def test_incremental_index_of_a_float16_index_needs_no_precision_flag(capsys, tm
     src = tmp_path / "src"
     for i in range(3):
         make_photo(src / f"p{i}.jpg", seed=40 + i)
-    monkeypatch.setattr(imgsim.engine, "FeatureExtractor", lambda *a, **k: random_extractor)
+    class AsAsked:  # the session model, reporting the precision it was built with
+        def __init__(self, precision):
+            self.precision = precision or "float32"
+
+        def __getattr__(self, name):
+            return getattr(random_extractor, name)
+
+    monkeypatch.setattr(imgsim.engine, "FeatureExtractor", lambda *a, **k: AsAsked(k.get("precision")))
     ix = str(tmp_path / "ix")
     assert main(["index", str(src), "--index", ix, "--weights", "random", "--precision", "float16", "--quiet"]) == 0
     make_photo(src / "p3.jpg", seed=43)
