@@ -400,6 +400,9 @@ def derive_for(writer: store.GenerationWriter, progress: ProgressFn, method: tup
     """Derived data for the vectors being written, by the search method chosen: ANN (updating the previous
     generation's ANN index when it has one) or exact (the reference pipeline, re-derived in full)."""
     name, chosen = method
+    if name == "ann" and writer.count == 0:
+        # faiss cannot train cells on no vectors: an empty collection keeps the exact arrays and remembers the ask.
+        return dict(derive_arrays(writer, progress), search={"method": "exact", "chosen": chosen, "asked": "ann"})
     if name == "ann":
         if sources is not None and ann_build.can_update(old, writer.dims):
             return ann_build.update_ann(writer, progress, old, sources, chosen, GRAPH_K)

@@ -295,3 +295,15 @@ def test_ann_update_of_a_changed_file_replaces_its_vector_and_key(photos, tmp_pa
     assert len(set(np.asarray(third.array("ann_keys")).tolist())) == third.count == col.search.index_.ntotal
     for r in range(third.count):
         assert col.neighbors_of_row(r, 1).neighbors[0].row == r
+
+
+def test_an_empty_folder_indexed_with_ann_search_commits_and_grows_into_ann(tmp_path):
+    (tmp_path / "empty").mkdir()
+    report = run(tmp_path / "empty", tmp_path / "ix", VectorModel())
+    assert report.committed and store.load_index(tmp_path / "ix").count == 0
+    assert cli_main(["info", str(tmp_path / "ix"), "--json"]) == 0
+    for i in range(40):
+        make_photo(tmp_path / "empty" / f"p{i:02d}.jpg", seed=3000 + i, size=(48, 40))
+    build_index(tmp_path / "empty", tmp_path / "ix", extractor_factory=lambda w, p, b: VectorModel())  # no --search
+    ix = store.load_index(tmp_path / "ix")
+    assert ix.count == 40 and ix.meta["search"]["method"] == "ann" and ix.meta["search"]["chosen"] == "asked"
