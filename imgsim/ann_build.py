@@ -39,7 +39,7 @@ def choose_method(asked: str | None, old_meta: dict | None, count: int) -> tuple
         return asked, "asked"
     search = (old_meta or {}).get("search") or {}
     if search.get("chosen") == "asked":
-        return search["method"], "asked"
+        return search.get("asked", search["method"]), "asked"  # "asked": ann asked on an empty collection
     return ("ann" if count > ANN_THRESHOLD else "exact"), "auto"
 
 

@@ -242,20 +242,23 @@ class Collection:
     # --- queries -------------------------------------------------------------------------------------
 
     def _results(self, found: Neighbors) -> list[Neighbor]:
-        return [Neighbor(rank, int(r), self.paths[int(r)], float(d), float(cosine_from_distance(d)))
-                for rank, (r, d) in enumerate(zip(found.indices[0], found.distances[0]), start=1)]
+        # Approximate search pads with row -1 at an infinite distance when its probed cells hold fewer than k
+        # rows: those are no neighbours (row -1 would name the last image).
+        hits = [(int(r), float(d)) for r, d in zip(found.indices[0], found.distances[0]) if r >= 0 and np.isfinite(d)]
+        return [Neighbor(rank, r, self.paths[r], d, float(cosine_from_distance(d)))
+                for rank, (r, d) in enumerate(hits, start=1)]
 
     def neighbors_of_row(self, row: int, k: int) -> QueryResult:
         """Neighbours of an indexed image: itself first at distance 0, then its k-1 nearest."""
         if not 0 <= row < self.count:
             raise ImgsimError(f"No image number {row} in this index (it has {self.count}).")
         vector = np.asarray(self.index.vectors[row])
-        found = self.search.kneighbors(vector[None, :], k, prefer=row)
-        return QueryResult(self._results(found), row, found.indices.shape[1])
+        found = self._results(self.search.kneighbors(vector[None, :], k, prefer=row))
+        return QueryResult(found, row, len(found))
 
     def neighbors_of_vector(self, vector: np.ndarray, k: int) -> QueryResult:
-        found = self.search.kneighbors(np.asarray(vector, dtype=np.float32)[None, :], k)
-        return QueryResult(self._results(found), None, found.indices.shape[1])
+        found = self._results(self.search.kneighbors(np.asarray(vector, dtype=np.float32)[None, :], k))
+        return QueryResult(found, None, len(found))
 
     def locate(self, path: str | os.PathLike, data: bytes | None = None) -> int | None:
         """The row of a file that is indexed: by its path under the root (if unchanged) or its content."""
