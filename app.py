@@ -58,9 +58,9 @@ def open_collection(index_dir: str, generation: str) -> Collection:
 
 
 @st.cache_resource(show_spinner="Loading ResNet50…")
-def get_extractor(weights: str, pooling: str) -> FeatureExtractor:
-    """The model, built once per process and only when an upload or indexing needs it."""
-    return FeatureExtractor(weights, pooling)
+def get_extractor(weights: str, pooling: str, precision: str = "float32") -> FeatureExtractor:
+    """The model, built once per process (per precision) and only when an upload or indexing needs it."""
+    return FeatureExtractor(weights, pooling, precision=precision)
 
 
 @st.cache_data(show_spinner=False, max_entries=20000)
@@ -604,7 +604,8 @@ def upload_model(col: Collection) -> FeatureExtractor:
         model = get_backbone_model(col.backbone.spec, weights_spec(col.index.weights), col.index.pooling)
         check_compatible(col, model)
         return model
-    model = get_extractor(weights_spec(col.index.weights), col.index.pooling)
+    # The index's own precision: an update must never add vectors computed in another one.
+    model = get_extractor(weights_spec(col.index.weights), col.index.pooling, col.index.meta.get("precision") or "float32")
     check_compatible(col, model)
     return model
 
