@@ -156,7 +156,7 @@ def test_upload_is_embedded_and_model_and_index_load_once_in_20_reruns(app_env, 
         loads.append(path)
         return real_load(path)
 
-    def counting_model(weights, pooling="flatten", batch_size=16):
+    def counting_model(weights, pooling="flatten", batch_size=16, precision="float32"):
         builds.append((weights, pooling))
         return random_extractor
 

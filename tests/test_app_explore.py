@@ -137,7 +137,7 @@ def test_why_in_avg_mode_loads_the_model_and_matches_cells(app_env, avg_index, e
     model = extractor_factory(Weights.parse("random"), "avg", 8)
     builds = []
 
-    def counting_model(weights, pooling="flatten", batch_size=16):
+    def counting_model(weights, pooling="flatten", batch_size=16, precision="float32"):
         builds.append(pooling)
         return model
 
