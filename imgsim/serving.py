@@ -40,7 +40,7 @@ class Policy:
                  environ: Mapping[str, str] | None = None) -> "Policy":
         """Read ``IMGSIM_ROOTS`` and ``IMGSIM_ALLOW_INDEXING``; ``address`` is the one the server listens on."""
         env = os.environ if environ is None else environ
-        roots = tuple(Path(os.path.realpath(Path(r).expanduser()))
+        roots = tuple(Path(os.path.realpath(Path(r.strip()).expanduser()))  # " /x" would be relative to the cwd
                       for r in (env.get("IMGSIM_ROOTS") or "").split(os.pathsep) if r.strip())
         flag = (env.get("IMGSIM_ALLOW_INDEXING") or "").strip().lower()
         allow = flag in _TRUE if flag in _TRUE | _FALSE else is_loopback(address)

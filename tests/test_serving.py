@@ -121,3 +121,10 @@ def test_redact_replaces_longest_paths_first():
     msg = "Index file vectors.npy in /srv/cache/idx is damaged; source /srv/cache"
     assert redact(msg, {"/srv/cache": "cache", "/srv/cache/idx": "(the index)"}) == (
         "Index file vectors.npy in (the index) is damaged; source cache")
+
+
+def test_roots_listed_with_spaces_around_the_separator_are_the_folders_meant(roots):
+    a, b = roots
+    pol = Policy.from_env(a, "0.0.0.0", {"IMGSIM_ROOTS": f" {a} {os.pathsep} {b} "})
+    assert pol.roots == (a, b)
+    assert pol.resolve("shoes") == b / "shoes"
