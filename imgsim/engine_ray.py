@@ -64,14 +64,27 @@ class _Embedder:
 
     def __init__(self, weights: Weights, pooling: str, batch_size: int, identity: str, runtime: str | None,
                  precision: str | None):
-        self.extractor = FeatureExtractor(weights, pooling, batch_size, runtime=runtime, precision=precision)
-        if self.extractor.weights.identity != identity:
-            raise ImgsimError(f"The weights on this Ray node ({self.extractor.weights.identity}) differ from the "
-                              f"driver's ({identity}): every node must read the same weights file.")
+        # A failure here is kept as a value and sent back with the rows: raised, Ray Data would only show
+        # the driver an ActorDiedError traceback instead of the message that says what to do.
+        self.extractor: FeatureExtractor | None = None
+        self.dims = POOLINGS[pooling]
+        self.error = ""
+        try:
+            self.extractor = FeatureExtractor(weights, pooling, batch_size, runtime=runtime, precision=precision)
+            if self.extractor.weights.identity != identity:
+                raise ImgsimError(f"The weights on this Ray node ({self.extractor.weights.identity}) differ from the "
+                                  f"driver's ({identity}): every node must read the same weights file.")
+        except ImgsimError as exc:
+            self.extractor, self.error = None, str(exc)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = np.asarray(batch["status"]) == "ok"
-        vectors = np.zeros((len(ok), self.extractor.dims), dtype=np.float32)
+        vectors = np.zeros((len(ok), self.dims), dtype=np.float32)
+        if self.extractor is None:
+            out = {k: v for k, v in batch.items() if k != "pixels"}
+            out.update(status=np.full(len(ok), "error", dtype=object), detail=np.full(len(ok), self.error, dtype=object),
+                       vector=vectors)
+            return out
         if ok.any():
             vectors[ok] = self.extractor.embed(np.stack(list(batch["pixels"][ok])))
         out = {k: v for k, v in batch.items() if k != "pixels"}
@@ -168,6 +181,8 @@ class RayEngine:
             for i, rel in enumerate(batch["rel"]):
                 f = by_rel[str(rel)]
                 status = str(batch["status"][i])
+                if status == "error":  # the model could not be built on a worker: nothing can be extracted
+                    raise ImgsimError(str(batch["detail"][i]))
                 if status == "skipped":
                     yield f, DecodeError(SkipReason(str(batch["reason"][i])), str(batch["detail"][i]))
                 elif status == "unchanged":

@@ -95,3 +95,18 @@ def test_ray_engine_resumes_a_killed_run(local_ray, photo_dir, tmp_path):
     report = build_index(photo_dir, ix, weights="random", engine=RayEngine())
     assert report.resumed >= 6 and report.resumed + report.extracted == 12
     assert load_index(ix).count == 12
+
+
+def test_a_model_that_cannot_load_on_the_workers_ends_with_its_message_not_a_ray_traceback(local_ray, photo_dir,
+                                                                                             tmp_path):
+    """The driver only hashes a weights file; the actors load it. Their message must reach the user as an
+    ImgsimError (the CLI prints it as "error: ..."), not as Ray's ActorDiedError traceback."""
+    from imgsim.errors import ImgsimError
+    from imgsim.index import index_exists
+
+    bad = tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    bad.write_bytes(b"not hdf5")
+    with pytest.raises(ImgsimError, match=r"^Could not load ResNet50 weights from .*notop\.h5: .*\n"
+                                           r"Expected the Keras no-top file"):
+        build_index(photo_dir, tmp_path / "ray.imgsim", weights=str(bad), engine=RayEngine())
+    assert not index_exists(tmp_path / "ray.imgsim")
