@@ -158,6 +158,8 @@ def resolve_weights(weights: Weights, download_timeout: float = 20.0) -> Resolve
 def _imagenet_file(timeout: float) -> Path:
     cached = keras_cache_path()
     keras = import_keras()
+    # Keras downloads only a missing file or one whose MD5 is wrong, and deletes the latter when that fails.
+    existed = cached.is_file()
     previous = socket.getdefaulttimeout()
     # Keras' downloader has no timeout; a per-socket timeout makes an offline machine fail fast
     # without cutting short a slow but working download.
@@ -167,8 +169,11 @@ def _imagenet_file(timeout: float) -> Path:
             return Path(keras.utils.get_file(WEIGHTS_FILE, WEIGHTS_URL, cache_subdir="models",
                                              file_hash=WEIGHTS_MD5))
     except Exception as exc:  # Keras wraps every download failure in a bare Exception.
+        state = (f"{cached} was incomplete or not the right file (its MD5 is not {WEIGHTS_MD5}), so Keras "
+                 "removed it to download it again, and the download" if existed else
+                 f"{cached} does not exist and the download")
         raise WeightsError(
-            f"ImageNet weights for ResNet50 are not available: {cached} does not exist and the download "
+            f"ImageNet weights for ResNet50 are not available: {state} "
             f"failed ({_download_failure(exc)}).\n" + how_to_supply_weights()) from None
     finally:
         socket.setdefaulttimeout(previous)

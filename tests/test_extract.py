@@ -127,6 +127,30 @@ def test_imagenet_unavailable_fails_fast_with_instructions(monkeypatch, tmp_path
     assert "IMGSIM_WEIGHTS=random" in message
 
 
+def test_a_damaged_file_in_the_keras_cache_is_named_as_such_not_as_missing(monkeypatch, tmp_path):
+    """Keras re-downloads a cached file whose MD5 is wrong and deletes it when that fails: the message must
+    not tell the person who just copied it there that it does not exist."""
+    keras = extract.import_keras()
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+    cached = extract.keras_cache_path()
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"half a download")
+
+    def offline(*args, **kwargs):
+        cached.unlink()  # what keras.utils.get_file does with it when the new download fails
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- [Errno -3] "
+                        "Temporary failure in name resolution")
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    with pytest.raises(WeightsError) as info:
+        FeatureExtractor("imagenet")
+    message = str(info.value)
+    assert message.startswith(
+        f"ImageNet weights for ResNet50 are not available: {cached} was incomplete or not the right file (its MD5 "
+        f"is not {extract.WEIGHTS_MD5}), so Keras removed it to download it again, and the download failed (")
+    assert "Temporary failure in name resolution).\nTo supply them offline, download " in message
+
+
 @pytest.mark.parametrize("text, match", [
     ("random:abc", "Invalid weights 'random:abc': write random or random:SEED with a whole number."),
     ("/no/such/weights.h5", "Weights file not found: /no/such/weights.h5. Use imagenet, random, or the path"),
