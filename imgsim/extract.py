@@ -323,7 +323,14 @@ class FeatureExtractor:
 
         if self._fp16_model is not None:
             return keras_forward(self._fp16_model)
-        return make_forward(self.model, self.weights.identity, runtime, precision, self.device)
+        forward = make_forward(self.model, self.weights.identity, runtime, precision, self.device)
+        if forward.fallback_reason and precision == "float16":
+            # OpenVINO was to compute in float16; the Keras path it gave way to must too (the index records it).
+            self._fp16_model = build_resnet50(self.weights, "mixed_float16")
+            half = keras_forward(self._fp16_model)
+            half.fallback_reason = forward.fallback_reason
+            return half
+        return forward
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         """Unit-length feature vectors (float32, ``(n, dims)``) for uint8 images of shape ``(n, 224, 224, 3)``."""

@@ -157,3 +157,16 @@ def test_runtime_and_precision_names_are_checked(monkeypatch):
         FeatureExtractor("random", "avg", precision="int8")
     monkeypatch.setenv("IMGSIM_RUNTIME", "keras")
     assert runtime.check_runtime(None, None) == ("keras", "float32")
+
+
+def test_float16_survives_the_fallback_to_keras(monkeypatch):
+    """Without a working OpenVINO, --precision float16 must still compute in float16, not quietly in float32
+    under an index that records float16."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("no CPU plugin")
+
+    monkeypatch.setattr(runtime, "openvino_forward", broken)
+    half = FeatureExtractor("random", "avg", runtime="auto", precision="float16")
+    assert half.precision == "float16" and half.runtime == "keras (tensorflow)"
+    assert half._forward.fallback_reason == "OpenVINO failed: RuntimeError: no CPU plugin"
+    assert half._fp16_model.compute_dtype == "float16"
