@@ -188,9 +188,11 @@ _NOISE = re.compile(
 @contextlib.contextmanager
 def _filtered_native_stderr() -> Iterator[None]:
     """Hide TensorFlow's start-up chatter on fd 2 while keeping any real error it prints."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
+    from .runtime import NATIVE_OUTPUT_LOCK
+
+    with NATIVE_OUTPUT_LOCK, tempfile.TemporaryFile() as capture:
+        sys.stderr.flush()
+        saved = os.dup(2)
         os.dup2(capture.fileno(), 2)
         try:
             yield

@@ -170,3 +170,33 @@ def test_float16_survives_the_fallback_to_keras(monkeypatch):
     assert half.precision == "float16" and half.runtime == "keras (tensorflow)"
     assert half._forward.fallback_reason == "OpenVINO failed: RuntimeError: no CPU plugin"
     assert half._fp16_model.compute_dtype == "float16"
+
+
+def test_two_threads_hiding_native_output_leave_stderr_where_it_was():
+    """The app builds models on several threads (an indexing job, an upload): each swaps fd 2 for a while.
+    Overlapping swaps must not leave the process writing its stderr into a dead temporary file."""
+    import threading
+
+    from imgsim import extract
+
+    before = os.fstat(2)
+    a_in, b_in = threading.Event(), threading.Event()
+
+    def a():
+        with extract._filtered_native_stderr():
+            a_in.set()
+            b_in.wait(1.0)  # B swaps fd 2 meanwhile, unless it has to wait its turn
+
+    def b():
+        a_in.wait(5.0)
+        with runtime._silenced():
+            b_in.set()
+            time.sleep(0.2)  # ... and A finishes first
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    after = os.fstat(2)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
