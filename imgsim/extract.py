@@ -225,6 +225,9 @@ def import_keras() -> Any:
                         tf.config.experimental.set_memory_growth(gpu, True)
                     except RuntimeError:
                         pass  # Already initialised by the host program: its setting stands.
+                # TensorFlow runs float32 convolutions in TensorFloat-32 (10-bit mantissa) on Ampere and newer
+                # GPUs by default: "float32" must mean the reference's float32 (float16 is the fast option).
+                tf.config.experimental.enable_tensor_float_32_execution(False)
         _KERAS = keras
     return _KERAS
 

@@ -209,3 +209,12 @@ def test_pooling_and_normalize_helpers():
     np.testing.assert_allclose(extract.pool(maps, "avg"), maps.mean(axis=(1, 2)))
     z = extract.normalize(np.array([[3.0, 4.0], [0.0, 0.0]], dtype=np.float32))
     np.testing.assert_allclose(z, [[0.6, 0.8], [0.0, 0.0]])
+
+
+def test_float32_means_float32_on_gpus_too():
+    """TensorFlow's default TensorFloat-32 rounds float32 convolutions to a 10-bit mantissa on Ampere+ GPUs,
+    which would make a GPU-built index differ from the reference (and from a CPU-built one) like float16."""
+    extract.import_keras()
+    import tensorflow as tf
+
+    assert tf.config.experimental.tensor_float_32_execution_enabled() is False
