@@ -40,8 +40,17 @@ class WeightsError(ImgsimError):
 
 
 def keras_cache_path() -> Path:
-    """Where Keras caches the ResNet50 no-top weights (``$KERAS_HOME/models``, default ``~/.keras``)."""
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    """Where Keras caches the ResNet50 no-top weights (``$KERAS_HOME/models``, default ``~/.keras``).
+
+    Mirrors Keras' own choice, including its fall-back to ``/tmp/.keras`` where the home folder or the
+    cache folder cannot be written (a service account on a server): a file put anywhere else is not used.
+    """
+    home = os.environ.get("KERAS_HOME")
+    if not home:
+        base = os.path.expanduser("~")
+        home = os.path.join(base if os.access(base, os.W_OK) else "/tmp", ".keras")
+    if os.path.exists(home) and not os.access(home, os.W_OK):  # keras.utils.get_file's own fall-back
+        home = os.path.join("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir(), ".keras")
     return Path(home) / "models" / WEIGHTS_FILE
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -218,3 +219,21 @@ def test_float32_means_float32_on_gpus_too():
     import tensorflow as tf
 
     assert tf.config.experimental.tensor_float_32_execution_enabled() is False
+
+
+def test_the_keras_cache_path_is_where_keras_looks_when_home_cannot_be_written(monkeypatch, tmp_path):
+    """keras.utils.get_file uses /tmp/.keras when the Keras home is not writable: the instructions must name
+    that folder, or a file put where they say is never found."""
+    import os
+
+    home = tmp_path / "home"
+    (home / ".keras").mkdir(parents=True)
+    monkeypatch.delenv("KERAS_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    assert extract.keras_cache_path() == home / ".keras" / "models" / extract.WEIGHTS_FILE
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path).startswith(str(home)) else
+                        real_access(path, mode))
+    assert extract.keras_cache_path() == Path("/tmp/.keras/models") / extract.WEIGHTS_FILE
+    monkeypatch.setenv("KERAS_HOME", str(home / ".keras"))
+    assert extract.keras_cache_path() == Path("/tmp/.keras/models") / extract.WEIGHTS_FILE
