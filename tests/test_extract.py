@@ -237,3 +237,22 @@ def test_the_keras_cache_path_is_where_keras_looks_when_home_cannot_be_written(m
     assert extract.keras_cache_path() == Path("/tmp/.keras/models") / extract.WEIGHTS_FILE
     monkeypatch.setenv("KERAS_HOME", str(home / ".keras"))
     assert extract.keras_cache_path() == Path("/tmp/.keras/models") / extract.WEIGHTS_FILE
+
+
+def test_a_gpu_that_tensorflow_sees_gets_memory_growth_first_and_the_keras_forward_pass(monkeypatch):
+    """No GPU here: TensorFlow is told it has one, to check what imgsim does with it (it never needs one)."""
+    import tensorflow as tf
+
+    extract.import_keras()
+    fake_gpu = tf.config.list_physical_devices("CPU")[0]
+    real_list = tf.config.list_physical_devices
+    grown = []
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda kind=None: [fake_gpu] if kind == "GPU" else real_list(kind))
+    monkeypatch.setattr(tf.config.experimental, "set_memory_growth", lambda dev, on: grown.append((dev, on)))
+    monkeypatch.setattr(extract, "_KERAS", None)  # a fresh process' first import
+    extract.import_keras()
+    assert grown == [(fake_gpu, True)]
+    model = FeatureExtractor("random", "avg", batch_size=None)
+    assert (model.device, model.runtime, model.batch_size) == ("GPU", "keras (tensorflow)", 64)
+    assert grown == [(fake_gpu, True)]  # set once, before the model was built
