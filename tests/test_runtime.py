@@ -200,3 +200,19 @@ def test_two_threads_hiding_native_output_leave_stderr_where_it_was():
         t.join()
     after = os.fstat(2)
     assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+
+
+def test_new_weights_in_the_same_file_never_reuse_the_converted_model(tmp_path):
+    """The OpenVINO cache is keyed by the weights' content, not their path: overwriting the file gives another
+    identity, hence another cache folder (and a conversion of its own, as the identity test above shows)."""
+    from imgsim import extract
+    from imgsim.extract import Weights
+
+    path = tmp_path / extract.WEIGHTS_FILE
+    path.write_bytes(b"first weights")
+    first = extract.resolve_weights(Weights.parse(str(path)))
+    path.write_bytes(b"other weights")
+    second = extract.resolve_weights(Weights.parse(str(path)))
+    assert first.path == second.path and first.identity != second.identity
+    assert runtime.cache_key(first.identity) != runtime.cache_key(second.identity)
+    assert runtime.cache_key("random:1") != runtime.cache_key("random:2")
