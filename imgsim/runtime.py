@@ -169,6 +169,8 @@ def convert_to_openvino(model: Any, identity: str, root: Path | None = None) -> 
     xml = final / "model.xml"
     if xml.is_file() and (final / "model.bin").is_file():
         return xml, None
+    if final.exists():  # half a folder (a file deleted by hand or by a cleaner): never complete again, so replace it
+        shutil.rmtree(final, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(root)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=root))

@@ -118,6 +118,16 @@ def test_leftovers_of_a_killed_process_are_removed_later(tiny_model, tmp_path):
     assert not stale.exists()
 
 
+def test_a_cache_folder_missing_a_file_is_converted_again_not_given_up_on(tiny_model, tmp_path):
+    """A folder whose model.bin was deleted used to block the rename for ever: every run converted, failed
+    with "Directory not empty" and fell back to the slow Keras path."""
+    xml, _ = runtime.convert_to_openvino(tiny_model, "random:1", tmp_path)
+    (xml.parent / "model.bin").unlink()
+    again, conversion = runtime.convert_to_openvino(tiny_model, "random:1", tmp_path)
+    assert conversion is not None and again == xml and (xml.parent / "model.bin").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == [xml.parent.name]
+
+
 def test_failing_conversion_falls_back_to_keras_with_one_note(monkeypatch, tmp_path, tiny_model):
     notes: list[str] = []
     monkeypatch.setattr(tiny_model, "export", _KilledExport(RuntimeError("converter exploded\nsecond line")).export)
