@@ -82,8 +82,8 @@ class _Embedder:
         vectors = np.zeros((len(ok), self.dims), dtype=np.float32)
         if self.extractor is None:
             out = {k: v for k, v in batch.items() if k != "pixels"}
-            out.update(status=np.full(len(ok), "error", dtype=object), detail=np.full(len(ok), self.error, dtype=object),
-                       vector=vectors)
+            out.update(status=np.full(len(ok), "error", dtype=object),
+                       detail=np.full(len(ok), self.error, dtype=object), vector=vectors)
             return out
         if ok.any():
             vectors[ok] = self.extractor.embed(np.stack(list(batch["pixels"][ok])))
