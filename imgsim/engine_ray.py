@@ -125,7 +125,8 @@ class RayEngine:
                 ray.init(address=self.address, num_cpus=None if self.address else self.num_cpus,
                          include_dashboard=False, log_to_driver=False, logging_level="ERROR", runtime_env=env)
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise ImgsimError(f"Could not connect to the Ray cluster at {self.address}: {exc}") from None
+                what = f"connect to the Ray cluster at {self.address}" if self.address else "start a local Ray instance"
+                raise ImgsimError(f"Could not {what}: {exc}") from None
             self._started_ray = True
         t1 = time.perf_counter()
         weights = resolve_weights(settings.weights)

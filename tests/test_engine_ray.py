@@ -110,3 +110,19 @@ def test_a_model_that_cannot_load_on_the_workers_ends_with_its_message_not_a_ray
                                            r"Expected the Keras no-top file"):
         build_index(photo_dir, tmp_path / "ray.imgsim", weights=str(bad), engine=RayEngine())
     assert not index_exists(tmp_path / "ray.imgsim")
+
+
+def test_a_local_ray_that_cannot_start_is_not_called_a_cluster_at_none(monkeypatch):
+    from imgsim.engine import ExtractSettings
+    from imgsim.errors import ImgsimError
+    from imgsim.extract import Weights
+
+    def cannot(**kwargs):
+        raise RuntimeError("no space left in /dev/shm")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", cannot)
+    with pytest.raises(ImgsimError, match=r"^Could not start a local Ray instance: no space left in /dev/shm$"):
+        RayEngine().start(ExtractSettings(Weights.parse("random"), "avg"))
+    with pytest.raises(ImgsimError, match=r"^Could not connect to the Ray cluster at ray://head:10001: no space"):
+        RayEngine(address="ray://head:10001").start(ExtractSettings(Weights.parse("random"), "avg"))
