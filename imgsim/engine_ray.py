@@ -148,7 +148,9 @@ class RayEngine:
         """(actors, CPUs per actor, GPUs per actor) for this cluster."""
         if self._gpus:
             return self.actors or self._gpus, self.actor_cpus or 1.0, 1.0
-        cpus = self.actor_cpus or max(1.0, min(4.0, self._cpus - 1))
+        # Decode tasks need half a CPU beside the actors: on a 1-CPU cluster a whole-CPU actor left none, and
+        # the job waited for ever.
+        cpus = self.actor_cpus or max(0.5, min(4.0, self._cpus - 1))
         return self.actors or max(1, int((self._cpus - 1) // cpus)), cpus, 0.0
 
     def extract(self, work: list[ImageFile], known_sha256: dict[str, str]) -> Iterator[tuple[ImageFile, Outcome]]:

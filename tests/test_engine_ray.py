@@ -126,3 +126,14 @@ def test_a_local_ray_that_cannot_start_is_not_called_a_cluster_at_none(monkeypat
         RayEngine().start(ExtractSettings(Weights.parse("random"), "avg"))
     with pytest.raises(ImgsimError, match=r"^Could not connect to the Ray cluster at ray://head:10001: no space"):
         RayEngine(address="ray://head:10001").start(ExtractSettings(Weights.parse("random"), "avg"))
+
+
+@pytest.mark.parametrize("cpus", [1.0, 2.0, 3.0, 8.0, 64.0])
+def test_the_actor_pool_always_leaves_half_a_cpu_for_decoding(cpus):
+    """Decode tasks take 0.5 CPU; a pool that takes every CPU (1-CPU containers) waited for ever
+    (measured: a 1-CPU local Ray never finished 3 images; with this pool, 23 s)."""
+    engine = RayEngine()
+    engine._gpus, engine._cpus = 0, cpus
+    actors, actor_cpus, actor_gpus = engine._pool()
+    assert actors >= 1 and actor_gpus == 0.0
+    assert actors * actor_cpus + 0.5 <= cpus
