@@ -147,7 +147,8 @@ class RayEngine:
     def _pool(self) -> tuple[int, float, float]:
         """(actors, CPUs per actor, GPUs per actor) for this cluster."""
         if self._gpus:
-            return self.actors or self._gpus, self.actor_cpus or 1.0, 1.0
+            actors = self.actors or self._gpus
+            return actors, self.actor_cpus or min(1.0, max(0.1, (self._cpus - 0.5) / actors)), 1.0
         # Decode tasks need half a CPU beside the actors: on a 1-CPU cluster a whole-CPU actor left none, and
         # the job waited for ever.
         cpus = self.actor_cpus or max(0.5, min(4.0, self._cpus - 1))

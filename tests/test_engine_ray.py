@@ -137,3 +137,12 @@ def test_the_actor_pool_always_leaves_half_a_cpu_for_decoding(cpus):
     actors, actor_cpus, actor_gpus = engine._pool()
     assert actors >= 1 and actor_gpus == 0.0
     assert actors * actor_cpus + 0.5 <= cpus
+
+
+@pytest.mark.parametrize("cpus, gpus", [(1.0, 1), (4.0, 4), (8.0, 8), (16.0, 2)])
+def test_one_actor_per_gpu_still_leaves_half_a_cpu_for_decoding(cpus, gpus):
+    engine = RayEngine()
+    engine._gpus, engine._cpus = gpus, cpus
+    actors, actor_cpus, actor_gpus = engine._pool()
+    assert (actors, actor_gpus) == (gpus, 1.0) and 0 < actor_cpus <= 1.0
+    assert actors * actor_cpus + 0.5 <= cpus
