@@ -58,9 +58,9 @@ def open_collection(index_dir: str, generation: str) -> Collection:
 
 
 @st.cache_resource(show_spinner="Loading ResNet50…")
-def get_extractor(weights: str, pooling: str) -> FeatureExtractor:
-    """The model, built once per process and only when an upload or indexing needs it."""
-    return FeatureExtractor(weights, pooling)
+def get_extractor(weights: str, pooling: str, precision: str = "float32") -> FeatureExtractor:
+    """The model, built once per process (per precision) and only when an upload or indexing needs it."""
+    return FeatureExtractor(weights, pooling, precision=precision)
 
 
 @st.cache_data(show_spinner=False, max_entries=20000)
@@ -392,14 +392,14 @@ def show_image(data: bytes | None, caption: str) -> None:
 def gallery(col: Collection) -> None:
     """Paginated thumbnails with a filename filter; each has a button that makes it the query."""
     needle = st.text_input("Filter by file name", key="gallery_filter", placeholder="e.g. tiger, fruit/").strip().lower()
-    rows = [r for r, p in enumerate(col.paths) if needle in p.lower()]
-    if not rows:
+    rows = col.rows_matching(needle)
+    if not len(rows):
         st.info(f"No file name contains “{plain(needle)}”.")
         return
     pages = (len(rows) + GALLERY_PAGE - 1) // GALLERY_PAGE
     page = st.number_input(f"Page (of {pages})", 1, pages, 1, key="gallery_page") if pages > 1 else 1
-    shown = rows[(page - 1) * GALLERY_PAGE: page * GALLERY_PAGE]
-    st.caption(f"{len(rows)} image(s)" + (f" matching “{plain(needle)}”" if needle else ""))
+    shown = [int(r) for r in rows[(page - 1) * GALLERY_PAGE: page * GALLERY_PAGE]]
+    st.caption(f"{len(rows):,} image(s)" + (f" matching “{plain(needle)}”" if needle else ""))
     for start in range(0, len(shown), 8):
         cols = st.columns(8)
         for c, row in zip(cols, shown[start:start + 8]):
@@ -604,7 +604,8 @@ def upload_model(col: Collection) -> FeatureExtractor:
         model = get_backbone_model(col.backbone.spec, weights_spec(col.index.weights), col.index.pooling)
         check_compatible(col, model)
         return model
-    model = get_extractor(weights_spec(col.index.weights), col.index.pooling)
+    # The index's own precision: an update must never add vectors computed in another one.
+    model = get_extractor(weights_spec(col.index.weights), col.index.pooling, col.index.meta.get("precision") or "float32")
     check_compatible(col, model)
     return model
 
@@ -825,8 +826,8 @@ def more_like_picker(col: Collection, examples: tuple[list[int], list[int]] | No
         chosen_neg = [p for p in state.get("not", []) if col.index.row_of(p) is not None]
         options = col.paths
         if col.count > PICKER_OPTIONS:  # every option travels to the browser on each rerun: offer a bounded list
-            needle = st.session_state.get("gallery_filter", "").strip().lower()
-            matches = [p for p in col.paths if needle in p.lower()][:PICKER_OPTIONS] if needle else []
+            needle = st.session_state.get("gallery_filter", "").strip()
+            matches = [col.paths[int(r)] for r in col.rows_matching(needle, PICKER_OPTIONS)] if needle else []
             options = list(dict.fromkeys(chosen_pos + chosen_neg + matches))
             st.caption(f"{col.count:,} images: type part of a name in the gallery's filter above to list them here.")
         a, b = st.columns(2)

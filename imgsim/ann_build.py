@@ -39,7 +39,7 @@ def choose_method(asked: str | None, old_meta: dict | None, count: int) -> tuple
         return asked, "asked"
     search = (old_meta or {}).get("search") or {}
     if search.get("chosen") == "asked":
-        return search["method"], "asked"
+        return search.get("asked", search["method"]), "asked"  # "asked": ann asked on an empty collection
     return ("ann" if count > ANN_THRESHOLD else "exact"), "auto"
 
 
@@ -49,7 +49,7 @@ def is_ann(meta: dict) -> bool:
 
 
 def open_search(ix: store.Index) -> AnnSearch:
-    """The ANN search of a loaded generation (IVF index memory-mapped, graph attached for duplicates)."""
+    """The ANN search of a loaded generation (IVF index read into memory, graph attached for duplicates)."""
     projection = PCAProjection.from_arrays(ix.array("pca_components"), ix.array("pca_mean"))
     info = ix.meta["search"]
     search = AnnSearch(n_probe=info.get("n_probe", 24), candidates=info.get("candidates", 100))
@@ -77,7 +77,7 @@ def _graph(search: AnnSearch, rows: np.ndarray, k: int, progress: ProgressFn,
 
 
 def _search_meta(search: AnnSearch, recall: dict, chosen: str, seconds: dict) -> dict:
-    return {"method": "ann", "chosen": chosen, "engine": "faiss IndexIVFFlat", "dims": int(search.index_.d) - 1,
+    return {"method": "ann", "chosen": chosen, "engine": search.engine, "dims": int(search.index_.d) - 1,
             "n_lists": search.n_lists_, "n_probe": int(search.index_.nprobe), "candidates": search.candidates,
             "threshold": ANN_THRESHOLD, **recall, "seconds": seconds}
 
@@ -175,7 +175,7 @@ def update_ann(writer: store.GenerationWriter, progress: ProgressFn, old: store.
     keys[new_rows] = old_keys.max(initial=-1) + 1 + np.arange(len(new_rows))
     search = AnnSearch(n_probe=old.meta["search"].get("n_probe", 24),
                        candidates=old.meta["search"].get("candidates", 100))
-    search.index_ = AnnSearch.read(old.directory / old.generation / ANN_FILE, mmap=False)
+    search.index_ = AnnSearch.read(old.directory / old.generation / ANN_FILE)
     search.update(old_keys[removed_old], keys[new_rows], new_projected, new_residual)
     search.attach(vectors, projection, search.index_, keys)
     writer.save_file(ANN_FILE, search.save)

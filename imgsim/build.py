@@ -151,25 +151,40 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
             engine = engine or LocalEngine(factory, workers)
             report.engine = engine.name
             ready = engine.start(ExtractSettings(spec, pooling, batch_size, runtime, precision))
-            for step, seconds in ready.timings.items():
-                clock.add(step, seconds)
-            clock.lap("model (other)", min_seconds=0.05)
-            preset, dims = ready.preset, ready.dims
-            if ready.pooling != pooling:
-                raise ImgsimError(f"The model extracts {ready.pooling} features but this index uses {pooling}.")
-            recorded = old.weights.get("identity") if old is not None else None
-            if recorded is not None and ready.weights.identity != recorded:
-                raise ImgsimError(f"The weights now at {spec.path or spec.mode} differ from those that built the index "
-                                  f"at {index_dir}. Re-run with --rebuild to re-extract every image.")
-            resolved = ready.weights.to_json()
-            report.device = ready.device
-            report.runtime = ready.runtime
-            try:
+            try:  # the engine is closed on every way out, a refused setting included
+                for step, seconds in ready.timings.items():
+                    clock.add(step, seconds)
+                clock.lap("model (other)", min_seconds=0.05)
+                preset, dims = ready.preset, ready.dims
+                if ready.pooling != pooling:
+                    raise ImgsimError(f"The model extracts {ready.pooling} features but this index uses {pooling}.")
+                if ready.precision != precision:
+                    if old is None:
+                        precision = ready.precision  # record what the model really computed in, not what was asked
+                    elif bspec.name == RESNET50:  # e.g. a cached float32 model offered to update a float16 index
+                        raise ImgsimError(
+                            f"The model computes in {ready.precision} but the index at {index_dir} holds {precision} "
+                            f"vectors, and the two are never mixed. Update it with `python -m imgsim index SRC_DIR "
+                            f"--index {index_dir} --precision {precision}`, or add --rebuild to re-extract every image.")
+                recorded = old.weights.get("identity") if old is not None else None
+                if recorded is not None and ready.weights.identity != recorded:
+                    raise ImgsimError(f"The weights now at {spec.path or spec.mode} differ from those that built the index "
+                                      f"at {index_dir}. Re-run with --rebuild to re-extract every image.")
+                resolved = ready.weights.to_json()
+                store.write_checkpoint_settings(index_dir, ckpt_key, {"weights": resolved, "preset": preset, "dims": dims})
+                report.device = ready.device
+                report.runtime = ready.runtime
                 _extract(engine, work, old, old_by_path, rows, skipped, report, index_dir, ckpt_key,
                          checkpoint_every, progress, thumbs)
             finally:
                 engine.close()
             clock.lap("extraction")
+        if resolved is None and report.resumed:
+            # Every image came from checkpoints (a run killed after extracting): the model that made them
+            # recorded its weights identity, label and shape; the index must record the same.
+            recorded = store.read_checkpoint_settings(index_dir, ckpt_key)
+            if recorded is not None:
+                resolved, preset, dims = recorded["weights"], recorded.get("preset"), recorded.get("dims")
         report.weights_label = (resolved or {}).get("label") or spec.mode
         report.removed = len(set(old_by_path) - set(rows)) if old else 0
         skipped.sort(key=lambda s: s.path)
@@ -181,7 +196,10 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
             isinstance(rows[p][1], int) and rows[p][1] == i for i, p in enumerate(old.paths))
         unchanged = same_vectors and all(rows[e.path][0] == e for e in old.entries)
         same_method = old is not None and ann_build.is_ann(old.meta) == (method[0] == "ann")
-        if unchanged and same_method and [s.to_json() for s in old.skipped] == [s.to_json() for s in skipped]:
+        # An explicit --search is remembered: an unchanged index that recorded "auto" is rewritten to say so.
+        same_choice = old is not None and (old.meta.get("search") or {}).get("chosen", "auto") == method[1]
+        if (unchanged and same_method and same_choice
+                and [s.to_json() for s in old.skipped] == [s.to_json() for s in skipped]):
             store.clear_checkpoints(index_dir)
             report.seconds = time.perf_counter() - started
             clock.lap("write")
@@ -343,6 +361,7 @@ def _write(index_dir: Path, rows: dict, skipped: list[Skipped], meta: dict, dims
                 old_ann = same_vectors_as.directory / same_vectors_as.generation / ann_build.ANN_FILE
                 writer.save_file(ann_build.ANN_FILE, lambda path: shutil.copyfile(old_ann, path))
             meta.update({k: same_vectors_as.meta.get(k) for k in ("projection", "map", "graph_k", "search")})
+            meta["search"] = dict(meta["search"] or {"method": "exact"}, chosen=method[1])
         else:
             if clock is not None:
                 clock.lap("write")
@@ -381,6 +400,9 @@ def derive_for(writer: store.GenerationWriter, progress: ProgressFn, method: tup
     """Derived data for the vectors being written, by the search method chosen: ANN (updating the previous
     generation's ANN index when it has one) or exact (the reference pipeline, re-derived in full)."""
     name, chosen = method
+    if name == "ann" and writer.count == 0:
+        # faiss cannot train cells on no vectors: an empty collection keeps the exact arrays and remembers the ask.
+        return dict(derive_arrays(writer, progress), search={"method": "exact", "chosen": chosen, "asked": "ann"})
     if name == "ann":
         if sources is not None and ann_build.can_update(old, writer.dims):
             return ann_build.update_ann(writer, progress, old, sources, chosen, GRAPH_K)

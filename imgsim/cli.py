@@ -96,8 +96,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="local: this process; ray: a Ray Data job (pip install -r requirements-ray.txt)")
     p.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to run on (e.g. auto, ray://head:10001); "
                    "default: a local Ray instance")
-    p.add_argument("--precision", choices=("float32", "float16"), default="float32",
-                   help="model arithmetic: float32 (the reference) or float16 (mixed precision, for GPUs)")
+    p.add_argument("--precision", choices=("float32", "float16"), default=None,
+                   help="model arithmetic: float32 (the reference) or float16 (mixed precision, for GPUs); "
+                        "default: the index's own, else float32")
     p.add_argument("--runtime", choices=("auto", "openvino", "keras"), default=None,
                    help="forward pass: auto (OpenVINO on CPU when installed, else Keras), openvino or keras "
                         "(default: $IMGSIM_RUNTIME, else auto)")
@@ -407,7 +408,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_grid(args: argparse.Namespace) -> int:
     col = Collection.open(args.index_dir)
     image, shown = col.grid_image(args.cell, args.max_images)
-    image.save(args.out)
+    try:
+        image.save(args.out)
+    except ValueError as exc:  # Pillow: no format for that file name
+        raise ImgsimError(f"Cannot write {args.out}: {exc}. Name the output file .png (or .jpg).") from None
     side = image.size[0] // args.cell
     print(f"Wrote {args.out}: {shown} images on a {side}x{side} grid")
     return 0
@@ -490,15 +494,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_outliers(args: argparse.Namespace) -> int:
     col = Collection.open(args.index_dir)
     found = col.outliers(args.n)
+    # The score averages up to 5 neighbours, fewer where the stored graph is shallower (tiny collections).
+    k = max(1, min(5, int(col.index.array("nn_distances").shape[1])))
     if args.json:
-        _print_json({"n": len(found), "score": "mean distance to the 5 nearest other images",
+        _print_json({"n": len(found), "score": f"mean distance to the {k} nearest other images",
                      "outliers": [{"rank": o.rank, "path": col.paths[o.row], "score": round(o.score, 6),
                                    "nearest": round(o.nearest, 6)} for o in found], **_weights_fields(col)})
         return 0
     if col.is_random:
         print(RANDOM_NOTE, file=sys.stderr)
-    print("The images farthest from their 5 nearest neighbours:")
-    print(f"{'rank':>4}  {'mean d5':>8}  {'nearest':>8}  path")
+    print(f"The images farthest from their {k} nearest neighbours:")
+    print(f"{'rank':>4}  {'mean d' + str(k):>8}  {'nearest':>8}  path")
     for o in found:
         print(f"{o.rank:>4}  {o.score:8.4f}  {o.nearest:8.4f}  {col.paths[o.row]}")
     return 0
@@ -522,3 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # a folder that cannot be read or written: a message, not a traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1

@@ -154,7 +154,8 @@ def organise(paths: Sequence[str], labels: np.ndarray, k: int, source: str | os.
     """Lay the images out under ``out`` in one sub-folder per cluster, by symlink (``link``) or ``copy``.
 
     Originals are only read: never moved, renamed or deleted. A file's name in its cluster folder is its
-    relative path with ``/`` replaced by ``__``, so two ``001.jpg`` from different folders do not clash.
+    relative path with ``/`` replaced by ``__``, so two ``001.jpg`` from different folders do not clash
+    (a name that still clashes, ``a/b.jpg`` and ``a__b.jpg``, gets `` (2)`` before its extension).
     """
     if mode not in ("link", "copy"):
         raise ImgsimError(f"Unknown mode '{mode}': use link or copy.")
@@ -165,9 +166,17 @@ def organise(paths: Sequence[str], labels: np.ndarray, k: int, source: str | os.
     for name in folders:
         (out_path / name).mkdir(exist_ok=True)
     files = 0
+    taken: set[tuple[int, str]] = set()
     for rel, label in zip(paths, np.asarray(labels)):
         original = src / rel
-        target = out_path / folders[int(label)] / rel.replace("/", "__")
+        name = rel.replace("/", "__")
+        stem, ext = os.path.splitext(name)
+        copy = 1
+        while (int(label), name) in taken:  # "a/b.jpg" and "a__b.jpg" flatten to the same name
+            copy += 1
+            name = f"{stem} ({copy}){ext}"
+        taken.add((int(label), name))
+        target = out_path / folders[int(label)] / name
         if mode == "link":
             os.symlink(original, target)
         else:

@@ -112,6 +112,30 @@ class Collection:
         """Each image's sub-folder (its first path component), or '' for files at the top level."""
         return [p.split("/", 1)[0] if "/" in p else "" for p in self.paths]
 
+    @functools.cached_property
+    def _folded_paths(self) -> list[str]:
+        return [p.casefold() for p in self.paths]
+
+    def rows_matching(self, needle: str, limit: int | None = None) -> np.ndarray:
+        """Rows whose relative path contains ``needle`` (case-insensitive), in row order; ``limit`` keeps the
+        first ones. Every row for an empty needle, without a scan; the last few answers are kept, so reruns
+        with the same filter do not scan a large collection again."""
+        needle = needle.strip().casefold()
+        if not needle:
+            return np.arange(self.count if limit is None else min(limit, self.count))
+        cache = self.__dict__.setdefault("_matches", {})
+        if (needle, limit) not in cache:
+            rows = []
+            for r, p in enumerate(self._folded_paths):
+                if needle in p:
+                    rows.append(r)
+                    if limit is not None and len(rows) >= limit:
+                        break
+            if len(cache) >= 8:
+                cache.pop(next(iter(cache), None), None)
+            cache[(needle, limit)] = np.asarray(rows, dtype=np.int64)
+        return cache[(needle, limit)]
+
     def image_path(self, row: int) -> Path:
         return self.index.root / self.paths[row]
 
@@ -218,20 +242,23 @@ class Collection:
     # --- queries -------------------------------------------------------------------------------------
 
     def _results(self, found: Neighbors) -> list[Neighbor]:
-        return [Neighbor(rank, int(r), self.paths[int(r)], float(d), float(cosine_from_distance(d)))
-                for rank, (r, d) in enumerate(zip(found.indices[0], found.distances[0]), start=1)]
+        # Approximate search pads with row -1 at an infinite distance when its probed cells hold fewer than k
+        # rows: those are no neighbours (row -1 would name the last image).
+        hits = [(int(r), float(d)) for r, d in zip(found.indices[0], found.distances[0]) if r >= 0 and np.isfinite(d)]
+        return [Neighbor(rank, r, self.paths[r], d, float(cosine_from_distance(d)))
+                for rank, (r, d) in enumerate(hits, start=1)]
 
     def neighbors_of_row(self, row: int, k: int) -> QueryResult:
         """Neighbours of an indexed image: itself first at distance 0, then its k-1 nearest."""
         if not 0 <= row < self.count:
             raise ImgsimError(f"No image number {row} in this index (it has {self.count}).")
         vector = np.asarray(self.index.vectors[row])
-        found = self.search.kneighbors(vector[None, :], k, prefer=row)
-        return QueryResult(self._results(found), row, found.indices.shape[1])
+        found = self._results(self.search.kneighbors(vector[None, :], k, prefer=row))
+        return QueryResult(found, row, len(found))
 
     def neighbors_of_vector(self, vector: np.ndarray, k: int) -> QueryResult:
-        found = self.search.kneighbors(np.asarray(vector, dtype=np.float32)[None, :], k)
-        return QueryResult(self._results(found), None, found.indices.shape[1])
+        found = self._results(self.search.kneighbors(np.asarray(vector, dtype=np.float32)[None, :], k))
+        return QueryResult(found, None, len(found))
 
     def locate(self, path: str | os.PathLike, data: bytes | None = None) -> int | None:
         """The row of a file that is indexed: by its path under the root (if unchanged) or its content."""

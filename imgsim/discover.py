@@ -37,6 +37,20 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+def _utf8(name: str) -> bool:
+    """Whether a name from the file system is valid UTF-8 (undecodable bytes arrive as lone surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(name: str) -> str:
+    """A name with its undecodable bytes shown as U+FFFD, safe to store in JSON and show to people."""
+    return os.fsencode(name).decode("utf-8", "replace")
+
+
 def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
@@ -52,6 +66,9 @@ def discover(root: str | os.PathLike, exclude: tuple[str | os.PathLike, ...] = (
     if not root_path.is_dir():
         raise ImgsimError(f"Image folder not found: {root_path}. Check the path (it must be a folder).")
     real_root = os.path.realpath(root_path)
+    if not _utf8(real_root):
+        raise ImgsimError(f"The folder path {_printable(real_root)} is not valid UTF-8, which the index cannot "
+                          "record. Rename the folder (or index it through a link with a UTF-8 name).")
     excluded = {os.path.realpath(Path(p).expanduser()) for p in exclude}
     found = Discovery(root=Path(real_root))
     visited_dirs: set[str] = set()
@@ -69,6 +86,13 @@ def discover(root: str | os.PathLike, exclude: tuple[str | os.PathLike, ...] = (
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
             if entry.name.startswith("."):
                 found.ignored += 1
+            elif not _utf8(entry.name):
+                # The index stores paths as UTF-8 text: such a name would fail the whole run when it is written.
+                if is_image_name(entry.name) or entry.is_dir():
+                    found.skipped.append(Skipped(_printable(rel), SkipReason.UNREADABLE,
+                                                 "its name is not valid UTF-8; rename it to index it"))
+                else:
+                    found.ignored += 1
             elif entry.is_symlink():
                 links.append((rel, entry.path))
             else:

@@ -17,6 +17,8 @@ Layout of ``INDEX_DIR``::
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import json
 import os
 import re
@@ -251,8 +253,14 @@ def index_exists(directory: str | os.PathLike) -> bool:
 def index_root(directory: str | os.PathLike) -> Path:
     """The folder an index was built from, read from its live generation's metadata alone (cheap at any size)."""
     d = Path(directory).expanduser()
-    generation = (d / CURRENT).read_text(encoding="utf-8").strip()
-    meta = _read_json(d / generation / "meta.json", d)
+    for attempt in range(3):
+        generation = (d / CURRENT).read_text(encoding="utf-8").strip()
+        try:
+            meta = _read_json(d / generation / "meta.json", d)
+            break
+        except IndexCorruptError:  # replaced by a writer between the two reads (see load_index), or damaged
+            if attempt == 2 or (d / CURRENT).read_text(encoding="utf-8").strip() == generation:
+                raise
     if not isinstance(meta, dict) or "root" not in meta:
         raise IndexCorruptError(f"{d / generation / 'meta.json'} is not imgsim index metadata. Rebuild it with "
                                 f"`python -m imgsim index SRC_DIR --index {d} --rebuild`.")
@@ -262,12 +270,29 @@ def index_root(directory: str | os.PathLike) -> Path:
 def load_index(directory: str | os.PathLike) -> Index:
     """Load the live generation, checking version, file sizes and shapes before trusting anything."""
     d = Path(directory).expanduser()
+    for attempt in range(3):
+        if not (d / CURRENT).is_file():
+            # What a first run leaves before its first commit (lock, checkpoints, unfinished folder) is no foreign data.
+            if d.is_dir() and any(not (p.name.startswith(".") or p.name == PENDING) for p in d.iterdir()):
+                raise IndexNotFound(f"{d} is not an imgsim index (it has no {CURRENT} file).")
+            raise IndexNotFound(f"No index at {d}. Create one with `python -m imgsim index SRC_DIR --index {d}`.")
+        generation = (d / CURRENT).read_text(encoding="utf-8").strip()
+        try:
+            return _load_generation(d, generation)
+        except IndexCorruptError:
+            # A writer may have switched CURRENT and removed the generation being opened: that is no damage,
+            # so open the new one; a generation that is still current and damaged is reported.
+            try:
+                now = (d / CURRENT).read_text(encoding="utf-8").strip()
+            except OSError:
+                now = generation
+            if attempt == 2 or now == generation:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _load_generation(d: Path, generation: str) -> Index:
     rebuild = f"Rebuild it with `python -m imgsim index SRC_DIR --index {d} --rebuild`."
-    if not (d / CURRENT).is_file():
-        if d.is_dir() and any(d.iterdir()):
-            raise IndexNotFound(f"{d} is not an imgsim index (it has no {CURRENT} file).")
-        raise IndexNotFound(f"No index at {d}. Create one with `python -m imgsim index SRC_DIR --index {d}`.")
-    generation = (d / CURRENT).read_text(encoding="utf-8").strip()
     gen_dir = d / generation
     if not _GEN.match(generation) or not gen_dir.is_dir():
         raise IndexCorruptError(f"Index at {d} points to a missing generation '{generation}'. {rebuild}")
@@ -312,7 +337,11 @@ def _read_manifest(gen_dir: Path, index_dir: Path, version: int):
         raise IndexCorruptError(f"Index at {index_dir} has a missing or damaged paths.txt ({exc}). Rebuild it with "
                                 f"`python -m imgsim index SRC_DIR --index {index_dir} --rebuild`.") from None
     paths = text.split("\0") if text else []
-    table = np.load(gen_dir / "manifest.npy", allow_pickle=False)
+    try:
+        table = np.load(gen_dir / "manifest.npy", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise IndexCorruptError(f"Index file manifest.npy in {index_dir} is damaged ({exc}). Rebuild it with "
+                                f"`python -m imgsim index SRC_DIR --index {index_dir} --rebuild`.") from None
     if len(paths) != len(table) or table.dtype != Manifest.DTYPE:
         raise IndexCorruptError(f"Index at {index_dir} is inconsistent: {len(paths)} paths, {len(table)} manifest "
                                 f"rows. Rebuild it with `python -m imgsim index SRC_DIR --index {index_dir} --rebuild`.")
@@ -368,16 +397,21 @@ class GenerationWriter:
         if fast:
             self.vectors.flush()
             row_bytes = self.vectors.dtype.itemsize * int(np.prod(self.vectors.shape[1:]))
-            with open(source.filename, "rb") as src, open(self.vectors.filename, "r+b") as dst:
-                for new, old, length in runs:
-                    todo, src_off = length * row_bytes, source.offset + old * row_bytes
-                    dst_off = self.vectors.offset + new * row_bytes
-                    while todo:
-                        done = os.copy_file_range(src.fileno(), dst.fileno(), todo, src_off, dst_off)
-                        if done <= 0:
-                            raise OSError(f"copy_file_range copied nothing at row {old}")
-                        todo, src_off, dst_off = todo - done, src_off + done, dst_off + done
-            return
+            try:
+                with open(source.filename, "rb") as src, open(self.vectors.filename, "r+b") as dst:
+                    for new, old, length in runs:
+                        todo, src_off = length * row_bytes, source.offset + old * row_bytes
+                        dst_off = self.vectors.offset + new * row_bytes
+                        while todo:
+                            done = os.copy_file_range(src.fileno(), dst.fileno(), todo, src_off, dst_off)
+                            if done <= 0:
+                                raise OSError(f"copy_file_range copied nothing at row {old}")
+                            todo, src_off, dst_off = todo - done, src_off + done, dst_off + done
+                return
+            except OSError as exc:
+                # Some file systems (network, FUSE, older kernels) cannot copy ranges: copy through memory.
+                if exc.errno not in (errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL):
+                    raise
         for new, old, length in runs:
             self.vectors[new:new + length] = source[old:old + length]
 
@@ -478,6 +512,30 @@ def write_checkpoint(directory: str | os.PathLike, config: str, entries: list[En
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, pending / f"{name}.npz")
+
+
+def _settings_file(directory: str | os.PathLike, config: str) -> Path:
+    return Path(directory) / PENDING / f"settings-{hashlib.sha1(config.encode('utf-8')).hexdigest()[:16]}.json"
+
+
+def write_checkpoint_settings(directory: str | os.PathLike, config: str, settings: dict) -> None:
+    """Record what the model of a running build resolved to (weights identity and label, dims, preset), so that
+    a resumed run whose work is all in checkpoints records them too, without building the model again."""
+    path = _settings_file(directory, config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    _write_json(tmp, {"config": config, **settings})
+    _fsync(tmp)
+    os.replace(tmp, path)
+
+
+def read_checkpoint_settings(directory: str | os.PathLike, config: str) -> dict | None:
+    """What :func:`write_checkpoint_settings` recorded for these model settings, or None."""
+    try:
+        data = json.loads(_settings_file(directory, config).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("config") == config else None
 
 
 def read_checkpoints(directory: str | os.PathLike, config: str) -> dict[tuple[str, int, int], tuple[Entry, np.ndarray]]:

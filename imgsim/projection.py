@@ -21,6 +21,7 @@ class PCAProjection:
     def fit(self, vectors: np.ndarray) -> "PCAProjection":
         """Fit on up to ``sample_size`` rows; ``n_components_`` is clamped to what the sample supports."""
         n, d = vectors.shape
+        self._basis32 = self._basis64 = None  # derived from the basis fitted here
         rows = np.arange(n)
         if n > self.sample_size:
             rows = np.sort(np.random.default_rng(self.random_state).choice(n, self.sample_size, replace=False))
@@ -59,7 +60,9 @@ class PCAProjection:
         if not precise:
             projected = np.empty((n, self.n_components_), dtype=np.float32)
             residual = np.empty(n, dtype=np.float32)
-            basis32 = np.ascontiguousarray(self.components_.T, dtype=np.float32)
+            if getattr(self, "_basis32", None) is None:  # a 1 MB transpose: 0.8 ms of a single query
+                self._basis32 = np.ascontiguousarray(self.components_.T, dtype=np.float32)
+            basis32 = self._basis32
             for start in range(0, n, chunk_rows):
                 block = np.asarray(vectors[start:start + chunk_rows], dtype=np.float32) - self.mean_
                 coords = block @ basis32

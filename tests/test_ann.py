@@ -249,3 +249,61 @@ def test_the_scale_benchmark_runs_end_to_end_on_a_small_index(tmp_path):
         assert key in result
     assert result["n"] == 3000 and result["search"] == "ann" and result["recall_at_10"] >= 0.95
     assert result["after_add"]["count"] == 3050
+
+
+def test_k_beyond_the_probed_candidates_never_shows_padding_rows(built_index):
+    # faiss pads with -1 when the probed cells hold fewer than k rows; those must not become the last path
+    # at an infinite distance (and "Infinity" in --json).
+    col = Collection.open(built_index)
+    vectors = np.asarray(col.index.vectors)
+    col._search = AnnSearch(n_lists=3, n_probe=1).fit(vectors, PCAProjection(8).fit(vectors))
+    for result in (col.neighbors_of_vector(vectors[0], col.count), col.neighbors_of_row(5, col.count)):
+        rows = [n.row for n in result.neighbors]
+        assert 0 < len(rows) < col.count and len(set(rows)) == len(rows) and min(rows) >= 0
+        assert all(np.isfinite(n.distance) and 0 <= n.distance <= 2 for n in result.neighbors)
+        assert result.k == len(rows) and [n.rank for n in result.neighbors] == list(range(1, len(rows) + 1))
+        json.dumps([n.to_json() for n in result.neighbors], allow_nan=False)
+
+
+def test_ann_update_of_a_changed_file_replaces_its_vector_and_key(photos, tmp_path):
+    ix_dir = tmp_path / "ix"
+    model = VectorModel()
+    run(photos, ix_dir, model)
+    first = store.load_index(ix_dir)
+    target = "g1/p010.jpg"
+    old_row_vec = np.array(first.vectors[first.row_of(target)])
+    make_photo(photos / target, seed=424242, size=(48, 40))  # same path, new content
+    st = (photos / target).stat()
+    os.utime(photos / target, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    report = run(photos, ix_dir, model)
+    assert (report.changed, report.added, report.removed) == (1, 0, 0)
+    second = store.load_index(ix_dir)
+    assert second.meta["search"]["incremental"]["added"] == 1 and second.meta["search"]["incremental"]["removed"] == 1
+    row = second.row_of(target)
+    assert not np.allclose(second.vectors[row], old_row_vec)
+    col = Collection(second)
+    assert col.search.index_.ntotal == second.count == first.count
+    keys = np.asarray(second.array("ann_keys"))
+    assert len(set(keys.tolist())) == second.count  # one key per row, none reused
+    hit = col.neighbors_of_vector(np.asarray(second.vectors[row]), 1)
+    assert hit.neighbors[0].row == row and hit.neighbors[0].distance == pytest.approx(0, abs=1e-6)
+    # a third run with a further add keeps every key unique and every row findable
+    make_photo(photos / "g0" / "zz.jpg", seed=77, size=(48, 40))
+    run(photos, ix_dir, model)
+    third = store.load_index(ix_dir)
+    col = Collection(third)
+    assert len(set(np.asarray(third.array("ann_keys")).tolist())) == third.count == col.search.index_.ntotal
+    for r in range(third.count):
+        assert col.neighbors_of_row(r, 1).neighbors[0].row == r
+
+
+def test_an_empty_folder_indexed_with_ann_search_commits_and_grows_into_ann(tmp_path):
+    (tmp_path / "empty").mkdir()
+    report = run(tmp_path / "empty", tmp_path / "ix", VectorModel())
+    assert report.committed and store.load_index(tmp_path / "ix").count == 0
+    assert cli_main(["info", str(tmp_path / "ix"), "--json"]) == 0
+    for i in range(40):
+        make_photo(tmp_path / "empty" / f"p{i:02d}.jpg", seed=3000 + i, size=(48, 40))
+    build_index(tmp_path / "empty", tmp_path / "ix", extractor_factory=lambda w, p, b: VectorModel())  # no --search
+    ix = store.load_index(tmp_path / "ix")
+    assert ix.count == 40 and ix.meta["search"]["method"] == "ann" and ix.meta["search"]["chosen"] == "asked"

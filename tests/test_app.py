@@ -257,3 +257,45 @@ print("tensorflow" in sys.modules, "keras" in sys.modules)
                           cwd=str(Path(APP).parent))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_update_index_on_a_float16_index_builds_its_model_in_float16(monkeypatch, tmp_path, random_extractor):
+    """The page's "Update index" uses a model of the index's own precision, so the update goes through and
+    never mixes float32 vectors into a float16 index."""
+    import time
+
+    from imgsim.build import build_index
+    from imgsim.index import load_index
+
+    from .test_build import Half
+
+    src = tmp_path / "src"
+    for i in range(3):
+        make_photo(src / f"p{i}.jpg", seed=700 + i)
+    ix = tmp_path / "ix.imgsim"
+    build_index(src, ix, weights="random", precision="float16", extractor_factory=lambda w, p, b: Half(random_extractor))
+    assert load_index(ix).meta["precision"] == "float16"
+    built = []
+
+    def model(weights, pooling="flatten", batch_size=16, runtime=None, precision=None):
+        built.append((str(weights), pooling, precision))
+        return Half(random_extractor) if precision == "float16" else random_extractor
+
+    monkeypatch.setattr(imgsim.extract, "FeatureExtractor", model)
+    for key, value in {"IMGSIM_INDEX": str(ix), "IMGSIM_IMAGES": str(src), "IMGSIM_WEIGHTS": "random",
+                       "IMGSIM_ALLOW_INDEXING": "1", "IMGSIM_CACHE": str(tmp_path / "cache")}.items():
+        monkeypatch.setenv(key, value)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    at = new_app().run()
+    assert not at.exception
+    make_photo(src / "p3.jpg", seed=703)
+    [b for b in at.button if b.label == "Update index"][0].click().run()
+    for _ in range(120):
+        if load_index(ix).count == 4:
+            break
+        time.sleep(0.5)
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert load_index(ix).count == 4 and load_index(ix).meta["precision"] == "float16"
+    assert built == [("random", "flatten", "float16")]

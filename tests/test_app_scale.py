@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from imgsim.build import build_index
 from imgsim.errors import ImgsimError
+from imgsim.serving import plain
 
 from .conftest import make_photo
 from .test_ann import VectorModel
@@ -54,7 +55,7 @@ def test_about_panel_names_the_search_method_and_measured_recall(ann_index_witho
     at.run()
     assert not at.exception
     text = "\n".join(m.value for m in at.markdown)
-    assert "Search: approximate for this large collection (faiss IndexIVFFlat" in text
+    assert "Search: approximate for this large collection (faiss IndexIVFScalarQuantizer (8-bit codes)" in text
     assert "recall@10 against exact search, measured at build time on 40 sample queries" in text
     assert "Distances shown are always exact." in text
 
@@ -80,3 +81,57 @@ def test_an_approximate_index_opens_on_its_central_image_and_says_why_it_has_no_
     assert any("Clusters need the PCA coordinates of every image" in i.value for i in at.info)
     with pytest.raises(ImgsimError, match=r"build an index with exact search: python -m imgsim index SRC_DIR"):
         col.clusters(3)
+
+
+@pytest.fixture(scope="module")
+def index_above_the_picker_limit(tmp_path_factory):
+    """A real index of 2,050 synthetic images (bench/scale.py: same format and code path as `index`, no files)."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("picker") / "s"
+    done = subprocess.run([sys.executable, "bench/scale.py", "--n", "2050", "--dims", "16", "--out", str(out),
+                           "--queries", "5", "--exact-queries", "1", "--add", "0"],
+                          cwd=Path(APP).parent, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return out
+
+
+def test_the_more_like_these_picker_offers_a_bounded_list_of_matching_names(index_above_the_picker_limit,
+                                                                           monkeypatch, tmp_path):
+    """Above 2,000 images the picker does not send every name to the browser: it lists the gallery filter's
+    matches (at most 2,000, in collection order), and a name chosen from them still searches."""
+    monkeypatch.setenv("IMGSIM_INDEX", str(index_above_the_picker_limit))
+    monkeypatch.delenv("IMGSIM_IMAGES", raising=False)
+    monkeypatch.setenv("IMGSIM_WEIGHTS", "random")
+    monkeypatch.setenv("IMGSIM_CACHE", str(tmp_path / "cache"))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params["q"] = "b000/img_0000005.jpg"
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    hint = "2,050 images: type part of a name in the gallery's filter above to list them here."
+    assert hint in [c.value for c in at.caption]
+    look_like = at.multiselect[0]
+    assert look_like.label == "Look like" and look_like.options == []
+
+    at.text_input(key="gallery_filter").set_value("IMG_000010").run()
+    assert not at.exception
+    wanted = [f"b000/img_{i:07d}.jpg" for i in range(100, 110)]
+    assert at.multiselect[0].options == wanted and at.multiselect[1].options == wanted
+    assert f"10 image(s) matching “{plain('img_000010')}”" in [c.value for c in at.caption]
+
+    at.text_input(key="gallery_filter").set_value("img_").run()
+    assert at.multiselect[0].options == [f"b000/img_{i:07d}.jpg" for i in range(2000)]
+    assert f"2,050 image(s) matching “{plain('img_')}”" in [c.value for c in at.caption]
+
+    at.text_input(key="gallery_filter").set_value("img_000010").run()
+    at.multiselect[0].select("b000/img_0000104.jpg").run()
+    at.multiselect[1].select("b000/img_0000107.jpg").run()
+    at.button(key="ml_go").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.query_params["q"] == "b000/img_0000104.jpg" and at.query_params["not"] == "b000/img_0000107.jpg"
+    captions = [c.value for c in at.caption]
+    assert any(c.startswith("more like: b000/img_0000104.jpg · not like: b000/img_0000107.jpg") for c in captions), \
+        "\n".join(captions)

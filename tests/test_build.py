@@ -193,3 +193,78 @@ def test_an_index_never_mixes_float16_and_float32_vectors(folder, tmp_path, rand
     model = Counting(random_extractor)
     run(folder, ix_dir, model)  # no --precision: the index's own
     assert model.embedded == 1 and load_index(ix_dir).meta["precision"] == "float32"
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_and_the_run_commits(folder, tmp_path, random_extractor):
+    bad = os.fsencode(str(folder)) + b"/cats/caf\xe9.jpg"
+    with open(bad, "wb") as fh:
+        fh.write((folder / "cats" / "img 1 é.jpg").read_bytes())
+    report = run(folder, tmp_path / "ix", Counting(random_extractor))
+    assert report.committed and report.indexed == 6
+    ix = load_index(tmp_path / "ix")
+    assert [(s.path, s.reason) for s in ix.skipped] == [("cats/caf\ufffd.jpg", SkipReason.UNREADABLE)]
+    again = run(folder, tmp_path / "ix", Counting(random_extractor))
+    assert again.committed is False  # the skip is stable: nothing is rewritten
+
+
+def test_run_killed_after_extraction_resumes_with_the_weights_recorded(folder, tmp_path, random_extractor, monkeypatch):
+    import imgsim.build
+
+    ix_dir = tmp_path / "ix"
+    real = imgsim.build.derive_for
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt("killed while deriving the map")
+
+    monkeypatch.setattr(imgsim.build, "derive_for", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run(folder, ix_dir, Counting(random_extractor))
+    monkeypatch.setattr(imgsim.build, "derive_for", real)
+    fresh = Counting(random_extractor)
+    report = run(folder, ix_dir, fresh)
+    assert report.resumed == 6 and fresh.embedded == 0 and report.committed
+    reference = run(folder, tmp_path / "ref", Counting(random_extractor))
+    # The resumed index records the same weights (identity and label) as one built in a single run.
+    assert load_index(ix_dir).weights == load_index(tmp_path / "ref").weights
+    assert report.weights_label == reference.weights_label == "random (seed 0) - similarities are not meaningful"
+
+
+def test_an_explicit_search_choice_is_remembered_even_when_nothing_else_changed(folder, tmp_path, random_extractor):
+    from imgsim import ann_build
+
+    ix_dir = tmp_path / "ix"
+    run(folder, ix_dir, Counting(random_extractor))
+    assert load_index(ix_dir).meta["search"] == {"method": "exact", "chosen": "auto"}
+    # Pinning exact search on an unchanged folder must be recorded, or the index switches to
+    # approximate search by itself once it grows past the threshold.
+    run(folder, ix_dir, Counting(random_extractor), search="exact")
+    meta = load_index(ix_dir).meta
+    assert meta["search"]["chosen"] == "asked"
+    assert ann_build.choose_method(None, meta, 60_000) == ("exact", "asked")
+    # The same through a run that only re-hashes a touched file (vectors and derived data reused).
+    run(folder, tmp_path / "ix2", Counting(random_extractor))
+    target = folder / "dogs" / "img 2 é.jpg"
+    st = target.stat()
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    run(folder, tmp_path / "ix2", Counting(random_extractor), search="exact")
+    assert load_index(tmp_path / "ix2").meta["search"] == {"method": "exact", "chosen": "asked"}
+
+
+class Half(Counting):
+    """The session model presented as a float16 one (what --precision float16 builds)."""
+
+    precision = "float16"
+
+
+def test_a_model_of_another_precision_never_adds_to_an_index(folder, tmp_path, random_extractor):
+    ix_dir = tmp_path / "ix"
+    run(folder, ix_dir, Half(random_extractor), precision="float16")
+    assert load_index(ix_dir).meta["precision"] == "float16"
+    make_photo(folder / "cats" / "new.jpg", seed=999)
+    # The dashboard updates an index with its own cached model, a float32 one: it must not slip in.
+    with pytest.raises(ImgsimError, match=r"The model computes in float32 but the index at .* holds float16 vectors"):
+        run(folder, ix_dir, Counting(random_extractor))
+    assert load_index(ix_dir).count == 6
+    # A new index records the precision its model really computed in, whatever was asked.
+    run(folder, tmp_path / "ix2", Counting(random_extractor), precision="float16")
+    assert load_index(tmp_path / "ix2").meta["precision"] == "float32"

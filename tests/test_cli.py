@@ -166,3 +166,40 @@ def test_rebuild_without_weights_uses_imgsim_weights(capsys, tmp_path, random_ex
     assert asked == [("random", 0), ("random", 0)]  # not ImageNet, which this machine cannot download
     assert "weights: random (seed 0)" in capsys.readouterr().out
     assert run_json(capsys, "info", str(tmp_path / "ix"))["random_weights"] is True
+
+
+def test_incremental_index_of_a_float16_index_needs_no_precision_flag(capsys, tmp_path, random_extractor, monkeypatch):
+    import imgsim.engine
+
+    src = tmp_path / "src"
+    for i in range(3):
+        make_photo(src / f"p{i}.jpg", seed=40 + i)
+    class AsAsked:  # the session model, reporting the precision it was built with
+        def __init__(self, precision):
+            self.precision = precision or "float32"
+
+        def __getattr__(self, name):
+            return getattr(random_extractor, name)
+
+    monkeypatch.setattr(imgsim.engine, "FeatureExtractor", lambda *a, **k: AsAsked(k.get("precision")))
+    ix = str(tmp_path / "ix")
+    assert main(["index", str(src), "--index", ix, "--weights", "random", "--precision", "float16", "--quiet"]) == 0
+    make_photo(src / "p3.jpg", seed=43)
+    capsys.readouterr()
+    # Like --weights and --pooling, --precision defaults to the index's own: a plain update must not be refused.
+    assert main(["index", str(src), "--index", ix, "--quiet"]) == 0, capsys.readouterr().err
+    assert "1 added" in capsys.readouterr().out
+    info = run_json(capsys, "info", ix)
+    assert info["indexed"] == 4
+    from imgsim.index import load_index
+
+    assert load_index(ix).meta["precision"] == "float16"
+
+
+def test_unwritable_outputs_are_a_message_and_exit_1(capsys, built_index, tmp_path):
+    missing = tmp_path / "no" / "such" / "folder" / "g.png"
+    assert main(["grid", str(built_index), "--out", str(missing)]) == 1
+    assert capsys.readouterr().err == f"error: No such file or directory: {missing}\n"
+    assert main(["grid", str(built_index), "--out", str(tmp_path / "g.nopicture")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: Cannot write {tmp_path / 'g.nopicture'}: unknown file extension") and "Traceback" not in err

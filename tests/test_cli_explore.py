@@ -96,3 +96,26 @@ def test_query_several_images_and_not(capsys, built_index, photo_dir):
     data = run_json(capsys, "query", str(built_index), a, "--not", str(photo_dir / second), "-k", "12", "--json")
     assert data["not"] == [str(photo_dir / second)]
     assert [n["path"] for n in data["neighbors"]].index(second) > 1
+
+
+def test_outliers_say_how_many_neighbours_the_score_averages_in_a_tiny_collection(capsys, tmp_path, random_extractor,
+                                                                                monkeypatch):
+    import imgsim.engine
+
+    from .conftest import make_photo
+
+    for i in range(3):
+        make_photo(tmp_path / "src" / f"p{i}.jpg", seed=70 + i)
+    monkeypatch.setattr(imgsim.engine, "FeatureExtractor", lambda *a, **k: random_extractor)
+    ix = str(tmp_path / "ix")
+    assert main(["index", str(tmp_path / "src"), "--index", ix, "--weights", "random", "--quiet"]) == 0
+    capsys.readouterr()
+    data = run_json(capsys, "outliers", ix, "--json")
+    assert data["score"] == "mean distance to the 2 nearest other images"  # 3 images: each has 2 others
+    graph = np.asarray(Collection.open(ix).index.array("nn_distances"))
+    assert graph.shape == (3, 2)
+    assert data["outliers"][0]["score"] == round(float(graph.mean(axis=1).max()), 6)
+    assert main(["outliers", ix]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[:2] == ["The images farthest from their 2 nearest neighbours:",
+                                    f"{'rank':>4}  {'mean d2':>8}  {'nearest':>8}  path"]

@@ -93,3 +93,15 @@ def test_symlinks_point_at_the_originals_and_copies_leave_them_untouched(built_i
     assert after == before
     with pytest.raises(UnsafeOutput, match="not an empty folder"):
         organise(col.paths, model.labels_, model.k_, photo_dir, tmp_path / "albums", "link")
+
+
+def test_flattened_names_that_clash_get_distinct_files(tmp_path):
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    (src / "a" / "b.jpg").write_bytes(b"one")
+    (src / "a__b.jpg").write_bytes(b"two")
+    report = organise(["a/b.jpg", "a__b.jpg"], np.array([0, 0]), 1, src, tmp_path / "out", "copy")
+    assert report.files == 2
+    made = sorted(p.name for p in (tmp_path / "out" / "cluster-1").iterdir())
+    assert made == ["a__b (2).jpg", "a__b.jpg"]
+    assert sorted((tmp_path / "out" / "cluster-1" / n).read_bytes() for n in made) == [b"one", b"two"]

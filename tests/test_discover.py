@@ -80,3 +80,26 @@ def test_symlink_loops_and_dangling_links_are_survived(tmp_path):
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ImgsimError, match=r"Image folder not found: .*nope\. Check the path"):
         discover(tmp_path / "nope")
+
+
+def test_names_that_are_not_utf8_are_skipped_with_a_reason(tmp_path):
+    touch(tmp_path / "ok.jpg")
+    base = os.fsencode(str(tmp_path))
+    touch(__import__("pathlib").Path(os.fsdecode(base + b"/caf\xe9.jpg")))
+    touch(__import__("pathlib").Path(os.fsdecode(base + b"/d\xefr/inner.jpg")))
+    touch(__import__("pathlib").Path(os.fsdecode(base + b"/notes-\xe9.txt")))
+    found = discover(tmp_path)
+    assert [f.rel for f in found.files] == ["ok.jpg"]
+    assert [(s.path, s.reason, s.detail) for s in found.skipped] == [
+        ("caf\ufffd.jpg", SkipReason.UNREADABLE, "its name is not valid UTF-8; rename it to index it"),
+        ("d\ufffdr", SkipReason.UNREADABLE, "its name is not valid UTF-8; rename it to index it")]
+    assert found.ignored == 1
+    for s in found.skipped:
+        s.path.encode("utf-8")  # storable in the index's JSON
+
+
+def test_a_root_whose_path_is_not_utf8_is_refused_with_a_message(tmp_path):
+    root = __import__("pathlib").Path(os.fsdecode(os.fsencode(str(tmp_path)) + b"/photos-\xe9"))
+    touch(root / "a.jpg")
+    with pytest.raises(ImgsimError, match=r"is not valid UTF-8, which the index cannot record\. Rename the folder"):
+        discover(root)

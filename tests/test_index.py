@@ -142,3 +142,62 @@ def test_checkpoints_round_trip_and_ignore_damaged_or_foreign_ones(tmp_path):
     np.testing.assert_array_equal(found[("b.jpg", 3, 4)][1], np.ones(3))
     store.clear_checkpoints(tmp_path)
     assert store.read_checkpoints(tmp_path, "cfg") == {}
+
+
+def test_damaged_columnar_manifest_is_reported_not_a_numpy_traceback(tmp_path):
+    rows = store.COLUMNAR_FROM
+    writer = store.GenerationWriter(tmp_path / "ix", rows, 1)
+    writer.vectors[:] = 1.0
+    entries = [store.Entry(f"p{i}.jpg", 1, 2, f"{i:064x}") for i in range(rows)]
+    writer.commit({"backbone": "resnet50", "pooling": "avg", "root": "/photos", "created": "c", "updated": "u",
+                   "weights": {"mode": "random", "identity": "random:0", "label": "random", "path": None, "seed": 0}},
+                  entries, [])
+    assert load_index(tmp_path / "ix").paths[-1] == f"p{rows - 1}.jpg"
+    manifest = tmp_path / "ix" / "gen-000001" / "manifest.npy"
+    data = bytearray(manifest.read_bytes())
+    data[:6] = b"NOTNPY"  # same size, damaged header
+    manifest.write_bytes(bytes(data))
+    with pytest.raises(IndexCorruptError, match=r"manifest.npy in .* is damaged .*Rebuild it with"):
+        load_index(tmp_path / "ix")
+
+
+def test_a_folder_left_by_a_failed_first_run_says_create_one(tmp_path):
+    with store.locked(tmp_path / "ix"):  # a first run that failed before its first commit leaves .lock (and pending/)
+        store.write_checkpoint(tmp_path / "ix", "cfg", [store.Entry("a.jpg", 1, 2, "h" * 64)], np.ones((1, 3), np.float32))
+    with pytest.raises(IndexNotFound, match=r"No index at .*ix\. Create one with `python -m imgsim index"):
+        load_index(tmp_path / "ix")
+
+
+def test_copy_rows_falls_back_when_the_file_system_cannot_copy_ranges(tmp_path, monkeypatch):
+    import errno
+
+    write_small(tmp_path / "ix", rows=4, dims=3, value=2.0)
+    old = load_index(tmp_path / "ix")
+
+    def unsupported(*a, **k):
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(store.os, "copy_file_range", unsupported, raising=False)
+    writer = store.GenerationWriter(tmp_path / "ix", 3, 3)
+    writer.copy_rows(old.vectors, [(0, 1), (1, 2), (2, 3)])
+    np.testing.assert_array_equal(writer.vectors, 2.0)
+    writer.abort()
+
+
+def test_a_generation_replaced_while_it_is_being_opened_is_not_called_damaged(tmp_path, monkeypatch):
+    write_small(tmp_path / "ix", marker="a")
+    real = store._read_json
+    state = {"raced": False}
+
+    def racing(path, index_dir):
+        if not state["raced"]:  # another process commits (and removes this generation) right after CURRENT was read
+            state["raced"] = True
+            write_small(tmp_path / "ix", rows=2, marker="b")
+        return real(path, index_dir)
+
+    monkeypatch.setattr(store, "_read_json", racing)
+    ix = load_index(tmp_path / "ix")
+    assert ix.generation == "gen-000002" and ix.paths == ["b0.jpg", "b1.jpg"]
+    state["raced"] = False
+    assert store.index_root(tmp_path / "ix") == __import__("pathlib").Path("/photos")
+    assert load_index(tmp_path / "ix").generation == "gen-000003"
