@@ -120,13 +120,6 @@ class LocalEngine:
             self.extractor = FeatureExtractor(settings.weights, settings.pooling, settings.batch_size,
                                               runtime=settings.runtime, precision=settings.precision)
         ex = self.extractor
-        computes = getattr(ex, "precision", None)  # ResNet50's FeatureExtractor says; other models are float32
-        if settings.precision and computes is not None and computes != settings.precision:
-            # A host's cached model (the app's) was built without the precision the index records: its
-            # vectors would be mixed with the index's, which an index never does.
-            raise ImgsimError(f"This index holds {settings.precision} vectors but the model at hand computes in "
-                              f"{computes}; the two cannot be mixed. Index it with --precision {settings.precision} "
-                              f"(python -m imgsim index), or add --rebuild to re-extract every image in {computes}.")
         timings = {"import Keras/TensorFlow": imported - started,
                    **(getattr(ex, "timings", None) or {"model build": time.perf_counter() - imported})}
         return Started(ex.weights, ex.pooling, ex.device, ex.batch_size, getattr(ex, "runtime", ""),

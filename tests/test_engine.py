@@ -62,23 +62,3 @@ def test_verbose_index_reports_where_the_time_went(capsys, photo_dir, tmp_path):
     for step in ("import Keras/TensorFlow", "model build", "runtime setup", "extraction",
                  "derived data (projection, neighbour graph, map)", "write"):
         assert f"    {step} " in out
-
-
-def test_a_supplied_model_in_another_precision_is_refused_not_mixed_into_the_index(random_extractor, photo_dir,
-                                                                                   tmp_path):
-    """The app hands build_index its cached float32 model; on a float16 index that would mix the two."""
-    from imgsim.build import build_index
-    from imgsim.index import load_index
-
-    src = tmp_path / "src"
-    (src / "reds").mkdir(parents=True)
-    for name in ("r0.jpg", "r1.jpg"):
-        (src / "reds" / name).write_bytes((photo_dir / "reds" / name).read_bytes())
-    ix = tmp_path / "half.imgsim"
-    build_index(src, ix, weights="random", precision="float16")
-    assert load_index(ix).meta["precision"] == "float16"
-    (src / "reds" / "r2.jpg").write_bytes((photo_dir / "reds" / "r2.jpg").read_bytes())
-    with pytest.raises(ImgsimError, match=r"^This index holds float16 vectors but the model at hand computes in "
-                                          r"float32; the two cannot be mixed\. Index it with --precision float16"):
-        build_index(src, ix, extractor_factory=lambda w, p, b: random_extractor)
-    assert load_index(ix).count == 2
