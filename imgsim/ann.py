@@ -138,7 +138,14 @@ class AnnSearch:
 
     def candidates_of(self, projected: np.ndarray, count: int) -> np.ndarray:
         """Candidate rows (m, count) from the IVF index; -1 where fewer were found."""
-        _, keys = self.index_.search(query_coords(projected), int(count))
+        q = query_coords(projected)
+        _, keys = self.index_.search(q, int(count))
+        short = np.flatnonzero((keys < 0).any(axis=1))
+        if len(short) and self.index_.nprobe < self.index_.nlist:
+            # The probed cells held fewer rows than asked for (small or lopsided cells): probe every cell for
+            # these queries, so a result list is never cut short while the collection has more images.
+            params = _faiss().SearchParametersIVF(nprobe=int(self.index_.nlist))
+            keys[short] = self.index_.search(q[short], int(count), params=params)[1]
         return self.rows_of_keys(keys)
 
     def kneighbors(self, queries: np.ndarray, k: int, prefer: int | None = None) -> Neighbors:

@@ -140,7 +140,8 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
         dims = old.dims if old else None
         thumbs: dict[str, bytes] = {}
         if work:
-            progress("model", 0, None)
+            # Only ResNet50 with ImageNet weights may download anything; other models just load.
+            progress("model" if bspec.name == RESNET50 and spec.mode == "imagenet" else "model_load", 0, None)
             if bspec.name == RESNET50:
                 factory = extractor_factory  # None: the engine builds FeatureExtractor with runtime/precision
             else:

@@ -189,9 +189,9 @@ class ClipBackbone:
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
-            size = self.model.vision_encoder.image_shape[0]
+            # Any square size: the converter resizes imgsim's 224x224 input to a 336 px preset's own size.
             image_fn = tf.function(lambda x: model.get_vision_embeddings(converter(x)), reduce_retracing=True,
-                                   input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+                                   input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
             text_fn = tf.function(model.get_text_embeddings, reduce_retracing=True,
                                   input_signature=[tf.TensorSpec([None, None], tf.int32)])
             return (lambda x: image_fn(x).numpy()), (lambda t: text_fn(t).numpy())
@@ -199,11 +199,15 @@ class ClipBackbone:
             lambda t: np.asarray(model.get_text_embeddings(t)))
 
     def embed(self, images: np.ndarray) -> np.ndarray:
-        """Unit-length CLIP image embeddings ``(n, dims)`` for uint8 images ``(n, 224, 224, 3)``."""
+        """Unit-length CLIP image embeddings ``(n, dims)`` for uint8 images ``(n, 224, 224, 3)``.
+
+        Presets with another input size (``clip_vit_large_patch14_336``) get them resized by their own
+        ``CLIPImageConverter``; images already at that size are taken as they are.
+        """
         images = np.asarray(images)
         size = self.model.vision_encoder.image_shape[0]
-        if images.ndim != 4 or images.shape[1:] != (size, size, 3):
-            raise ValueError(f"expected images of shape (n, {size}, {size}, 3), got {images.shape}")
+        if images.ndim != 4 or images.shape[1:] not in ((224, 224, 3), (size, size, 3)):
+            raise ValueError(f"expected images of shape (n, 224, 224, 3), got {images.shape}")
         out = np.empty((len(images), self.dims), dtype=np.float32)
         for start in range(0, len(images), self.batch_size):
             chunk = images[start:start + self.batch_size].astype(np.float32)

@@ -64,14 +64,27 @@ class _Embedder:
 
     def __init__(self, weights: Weights, pooling: str, batch_size: int, identity: str, runtime: str | None,
                  precision: str | None):
-        self.extractor = FeatureExtractor(weights, pooling, batch_size, runtime=runtime, precision=precision)
-        if self.extractor.weights.identity != identity:
-            raise ImgsimError(f"The weights on this Ray node ({self.extractor.weights.identity}) differ from the "
-                              f"driver's ({identity}): every node must read the same weights file.")
+        # A failure here is kept as a value and sent back with the rows: raised, Ray Data would only show
+        # the driver an ActorDiedError traceback instead of the message that says what to do.
+        self.extractor: FeatureExtractor | None = None
+        self.dims = POOLINGS[pooling]
+        self.error = ""
+        try:
+            self.extractor = FeatureExtractor(weights, pooling, batch_size, runtime=runtime, precision=precision)
+            if self.extractor.weights.identity != identity:
+                raise ImgsimError(f"The weights on this Ray node ({self.extractor.weights.identity}) differ from the "
+                                  f"driver's ({identity}): every node must read the same weights file.")
+        except ImgsimError as exc:
+            self.extractor, self.error = None, str(exc)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = np.asarray(batch["status"]) == "ok"
-        vectors = np.zeros((len(ok), self.extractor.dims), dtype=np.float32)
+        vectors = np.zeros((len(ok), self.dims), dtype=np.float32)
+        if self.extractor is None:
+            out = {k: v for k, v in batch.items() if k != "pixels"}
+            out.update(status=np.full(len(ok), "error", dtype=object),
+                       detail=np.full(len(ok), self.error, dtype=object), vector=vectors)
+            return out
         if ok.any():
             vectors[ok] = self.extractor.embed(np.stack(list(batch["pixels"][ok])))
         out = {k: v for k, v in batch.items() if k != "pixels"}
@@ -112,7 +125,8 @@ class RayEngine:
                 ray.init(address=self.address, num_cpus=None if self.address else self.num_cpus,
                          include_dashboard=False, log_to_driver=False, logging_level="ERROR", runtime_env=env)
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise ImgsimError(f"Could not connect to the Ray cluster at {self.address}: {exc}") from None
+                what = f"connect to the Ray cluster at {self.address}" if self.address else "start a local Ray instance"
+                raise ImgsimError(f"Could not {what}: {exc}") from None
             self._started_ray = True
         t1 = time.perf_counter()
         weights = resolve_weights(settings.weights)
@@ -133,8 +147,11 @@ class RayEngine:
     def _pool(self) -> tuple[int, float, float]:
         """(actors, CPUs per actor, GPUs per actor) for this cluster."""
         if self._gpus:
-            return self.actors or self._gpus, self.actor_cpus or 1.0, 1.0
-        cpus = self.actor_cpus or max(1.0, min(4.0, self._cpus - 1))
+            actors = self.actors or self._gpus
+            return actors, self.actor_cpus or min(1.0, max(0.1, (self._cpus - 0.5) / actors)), 1.0
+        # Decode tasks need half a CPU beside the actors: on a 1-CPU cluster a whole-CPU actor left none, and
+        # the job waited for ever.
+        cpus = self.actor_cpus or max(0.5, min(4.0, self._cpus - 1))
         return self.actors or max(1, int((self._cpus - 1) // cpus)), cpus, 0.0
 
     def extract(self, work: list[ImageFile], known_sha256: dict[str, str]) -> Iterator[tuple[ImageFile, Outcome]]:
@@ -168,6 +185,8 @@ class RayEngine:
             for i, rel in enumerate(batch["rel"]):
                 f = by_rel[str(rel)]
                 status = str(batch["status"][i])
+                if status == "error":  # the model could not be built on a worker: nothing can be extracted
+                    raise ImgsimError(str(batch["detail"][i]))
                 if status == "skipped":
                     yield f, DecodeError(SkipReason(str(batch["reason"][i])), str(batch["detail"][i]))
                 elif status == "unchanged":

@@ -50,7 +50,9 @@ def evaluate(labels: list[str], neighbors: np.ndarray, k: int) -> Evaluation:
     queries = np.flatnonzero(labels_arr != "")
     if n < 2 or k == 0 or len(queries) == 0:
         return Evaluation(k, 0, 0.0, 0.0, 0.0, 0.0, [], int(n - len(queries)))
-    same = labels_arr[neighbors[queries, :k]] == labels_arr[queries][:, None]
+    found = neighbors[queries, :k]
+    # -1 is approximate search's "no neighbour here": a miss, never the label of the last row.
+    same = (found >= 0) & (labels_arr[np.where(found >= 0, found, 0)] == labels_arr[queries][:, None])
     precision = same.mean(axis=1)
     nn_hit = same[:, 0].astype(float)
     names, counts = np.unique(labels_arr[queries].astype(str), return_counts=True)

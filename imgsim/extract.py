@@ -40,8 +40,17 @@ class WeightsError(ImgsimError):
 
 
 def keras_cache_path() -> Path:
-    """Where Keras caches the ResNet50 no-top weights (``$KERAS_HOME/models``, default ``~/.keras``)."""
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    """Where Keras caches the ResNet50 no-top weights (``$KERAS_HOME/models``, default ``~/.keras``).
+
+    Mirrors Keras' own choice, including its fall-back to ``/tmp/.keras`` where the home folder or the
+    cache folder cannot be written (a service account on a server): a file put anywhere else is not used.
+    """
+    home = os.environ.get("KERAS_HOME")
+    if not home:
+        base = os.path.expanduser("~")
+        home = os.path.join(base if os.access(base, os.W_OK) else "/tmp", ".keras")
+    if os.path.exists(home) and not os.access(home, os.W_OK):  # keras.utils.get_file's own fall-back
+        home = os.path.join("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir(), ".keras")
     return Path(home) / "models" / WEIGHTS_FILE
 
 
@@ -158,6 +167,8 @@ def resolve_weights(weights: Weights, download_timeout: float = 20.0) -> Resolve
 def _imagenet_file(timeout: float) -> Path:
     cached = keras_cache_path()
     keras = import_keras()
+    # Keras downloads only a missing file or one whose MD5 is wrong, and deletes the latter when that fails.
+    existed = cached.is_file()
     previous = socket.getdefaulttimeout()
     # Keras' downloader has no timeout; a per-socket timeout makes an offline machine fail fast
     # without cutting short a slow but working download.
@@ -167,8 +178,11 @@ def _imagenet_file(timeout: float) -> Path:
             return Path(keras.utils.get_file(WEIGHTS_FILE, WEIGHTS_URL, cache_subdir="models",
                                              file_hash=WEIGHTS_MD5))
     except Exception as exc:  # Keras wraps every download failure in a bare Exception.
+        state = (f"{cached} was incomplete or not the right file (its MD5 is not {WEIGHTS_MD5}), so Keras "
+                 "removed it to download it again, and the download" if existed else
+                 f"{cached} does not exist and the download")
         raise WeightsError(
-            f"ImageNet weights for ResNet50 are not available: {cached} does not exist and the download "
+            f"ImageNet weights for ResNet50 are not available: {state} "
             f"failed ({_download_failure(exc)}).\n" + how_to_supply_weights()) from None
     finally:
         socket.setdefaulttimeout(previous)
@@ -183,9 +197,11 @@ _NOISE = re.compile(
 @contextlib.contextmanager
 def _filtered_native_stderr() -> Iterator[None]:
     """Hide TensorFlow's start-up chatter on fd 2 while keeping any real error it prints."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
+    from .runtime import NATIVE_OUTPUT_LOCK
+
+    with NATIVE_OUTPUT_LOCK, tempfile.TemporaryFile() as capture:
+        sys.stderr.flush()
+        saved = os.dup(2)
         os.dup2(capture.fileno(), 2)
         try:
             yield
@@ -218,6 +234,9 @@ def import_keras() -> Any:
                         tf.config.experimental.set_memory_growth(gpu, True)
                     except RuntimeError:
                         pass  # Already initialised by the host program: its setting stands.
+                # TensorFlow runs float32 convolutions in TensorFloat-32 (10-bit mantissa) on Ampere and newer
+                # GPUs by default: "float32" must mean the reference's float32 (float16 is the fast option).
+                tf.config.experimental.enable_tensor_float_32_execution(False)
         _KERAS = keras
     return _KERAS
 
@@ -318,7 +337,14 @@ class FeatureExtractor:
 
         if self._fp16_model is not None:
             return keras_forward(self._fp16_model)
-        return make_forward(self.model, self.weights.identity, runtime, precision, self.device)
+        forward = make_forward(self.model, self.weights.identity, runtime, precision, self.device)
+        if forward.fallback_reason and precision == "float16":
+            # OpenVINO was to compute in float16; the Keras path it gave way to must too (the index records it).
+            self._fp16_model = build_resnet50(self.weights, "mixed_float16")
+            half = keras_forward(self._fp16_model)
+            half.fallback_reason = forward.fallback_reason
+            return half
+        return forward
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         """Unit-length feature vectors (float32, ``(n, dims)``) for uint8 images of shape ``(n, 224, 224, 3)``."""

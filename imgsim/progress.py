@@ -21,6 +21,7 @@ STAGE_LABELS = {
     "map": "Building 2-D map (t-SNE)",
     "ann": "Building approximate-search index",
     "model": "Loading ResNet50 (on first use Keras downloads its ImageNet weights, 94.7 MB)",
+    "model_load": "Loading the model",
 }
 
 

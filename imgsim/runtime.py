@@ -32,6 +32,10 @@ CACHE_FORMAT = 1
 
 NoteFn = Callable[[str], None]
 
+#: Held while fds 1/2 are swapped to hide native chatter (here and in :mod:`imgsim.extract`): swaps from two
+#: threads (the app's indexing job and an upload) would otherwise restore each other's temporary fd.
+NATIVE_OUTPUT_LOCK = threading.RLock()
+
 
 def stderr_note(text: str) -> None:
     """Print a one-line note for a person on stderr."""
@@ -127,10 +131,10 @@ class _PeakRSS:
 @contextlib.contextmanager
 def _silenced() -> Iterator[None]:
     """Swallow what the converter prints on fds 1 and 2 (a page of settings and "[ SUCCESS ]" lines)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with open(os.devnull, "w", encoding="utf-8") as sink:
+    with NATIVE_OUTPUT_LOCK, open(os.devnull, "w", encoding="utf-8") as sink:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = [os.dup(1), os.dup(2)]
         os.dup2(sink.fileno(), 1)
         os.dup2(sink.fileno(), 2)
         try:
@@ -165,6 +169,8 @@ def convert_to_openvino(model: Any, identity: str, root: Path | None = None) -> 
     xml = final / "model.xml"
     if xml.is_file() and (final / "model.bin").is_file():
         return xml, None
+    if final.exists():  # half a folder (a file deleted by hand or by a cleaner): never complete again, so replace it
+        shutil.rmtree(final, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(root)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=root))

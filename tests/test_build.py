@@ -268,3 +268,15 @@ def test_a_model_of_another_precision_never_adds_to_an_index(folder, tmp_path, r
     # A new index records the precision its model really computed in, whatever was asked.
     run(folder, tmp_path / "ix2", Counting(random_extractor), precision="float16")
     assert load_index(tmp_path / "ix2").meta["precision"] == "float32"
+
+
+def test_the_model_stage_mentions_a_download_only_for_imagenet_weights(folder, tmp_path, random_extractor):
+    from imgsim.progress import describe
+
+    seen = []
+    build_index(folder, tmp_path / "ix", weights="random", extractor_factory=lambda w, p, b: random_extractor,
+                progress=lambda stage, done, total: seen.append(describe(stage, done, total, 0.0)))
+    assert "Loading the model…" in seen
+    assert not [line for line in seen if "downloads" in line]
+    assert describe("model", 0, None, 0.0) == ("Loading ResNet50 (on first use Keras downloads its ImageNet "
+                                               "weights, 94.7 MB)…")

@@ -182,6 +182,19 @@ def test_changing_the_backbone_of_an_index_needs_rebuild(clip_index, photo_dir, 
     assert not build_index(photo_dir, copy).committed
 
 
+def test_a_preset_with_336_px_input_embeds_the_224_px_model_input():
+    """clip_vit_large_patch14_336 is offered; every image reaches a backbone as 224x224 (decode.model_input),
+    so its own converter must resize it instead of embed() refusing every batch."""
+    arch = {**TINY, "vision": {**TINY["vision"], "image_shape": (336, 336, 3)}}
+    model = clip.ClipBackbone(None, "random", arch=arch)
+    images = np.random.default_rng(2).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    got = model.embed(images)
+    raw = np.asarray(model.model.get_vision_embeddings(model.preprocessor.image_converter(images.astype(np.float32))))
+    np.testing.assert_allclose(got, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-5)
+    with pytest.raises(ValueError, match=r"expected images of shape \(n, 224, 224, 3\)"):
+        model.embed(images[:, :100])
+
+
 def test_local_preset_folder_loads_offline_and_gives_the_same_vectors(tmp_path):
     """save_to_preset elsewhere, copy the folder, --backbone clip:DIR: same embeddings, recorded by hash."""
     made = clip.ClipBackbone(None, "random", arch=TINY)

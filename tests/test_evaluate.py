@@ -43,3 +43,13 @@ def test_unlabelled_images_are_not_queries_and_k_is_clamped():
 def test_degenerate_inputs():
     ev = evaluate(["a"], np.zeros((1, 0), dtype=int), k=5)
     assert ev.queries == 0 and ev.precision_at_k == 0.0
+
+
+def test_missing_neighbours_count_as_misses_not_as_the_last_image():
+    """Approximate search marks "fewer found than k" with row -1; that is no neighbour, not the last row."""
+    labels = ["a", "a", "b", "a"]
+    neighbors = np.array([[1, -1], [-1, -1], [3, -1], [0, 1]])
+    ev = evaluate(labels, neighbors, k=2)
+    # precision@2: a0 1/2, a1 0, b2 0, a3 1 -> 1.5 / 4; 1-NN: a0 yes, a1 no, b2 no, a3 yes
+    assert ev.precision_at_k == pytest.approx(1.5 / 4)
+    assert ev.nn_accuracy == pytest.approx(2 / 4)

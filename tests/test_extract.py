@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,6 +128,30 @@ def test_imagenet_unavailable_fails_fast_with_instructions(monkeypatch, tmp_path
     assert "IMGSIM_WEIGHTS=random" in message
 
 
+def test_a_damaged_file_in_the_keras_cache_is_named_as_such_not_as_missing(monkeypatch, tmp_path):
+    """Keras re-downloads a cached file whose MD5 is wrong and deletes it when that fails: the message must
+    not tell the person who just copied it there that it does not exist."""
+    keras = extract.import_keras()
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+    cached = extract.keras_cache_path()
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"half a download")
+
+    def offline(*args, **kwargs):
+        cached.unlink()  # what keras.utils.get_file does with it when the new download fails
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- [Errno -3] "
+                        "Temporary failure in name resolution")
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    with pytest.raises(WeightsError) as info:
+        FeatureExtractor("imagenet")
+    message = str(info.value)
+    assert message.startswith(
+        f"ImageNet weights for ResNet50 are not available: {cached} was incomplete or not the right file (its MD5 "
+        f"is not {extract.WEIGHTS_MD5}), so Keras removed it to download it again, and the download failed (")
+    assert "Temporary failure in name resolution).\nTo supply them offline, download " in message
+
+
 @pytest.mark.parametrize("text, match", [
     ("random:abc", "Invalid weights 'random:abc': write random or random:SEED with a whole number."),
     ("/no/such/weights.h5", "Weights file not found: /no/such/weights.h5. Use imagenet, random, or the path"),
@@ -185,3 +210,49 @@ def test_pooling_and_normalize_helpers():
     np.testing.assert_allclose(extract.pool(maps, "avg"), maps.mean(axis=(1, 2)))
     z = extract.normalize(np.array([[3.0, 4.0], [0.0, 0.0]], dtype=np.float32))
     np.testing.assert_allclose(z, [[0.6, 0.8], [0.0, 0.0]])
+
+
+def test_float32_means_float32_on_gpus_too():
+    """TensorFlow's default TensorFloat-32 rounds float32 convolutions to a 10-bit mantissa on Ampere+ GPUs,
+    which would make a GPU-built index differ from the reference (and from a CPU-built one) like float16."""
+    extract.import_keras()
+    import tensorflow as tf
+
+    assert tf.config.experimental.tensor_float_32_execution_enabled() is False
+
+
+def test_the_keras_cache_path_is_where_keras_looks_when_home_cannot_be_written(monkeypatch, tmp_path):
+    """keras.utils.get_file uses /tmp/.keras when the Keras home is not writable: the instructions must name
+    that folder, or a file put where they say is never found."""
+    import os
+
+    home = tmp_path / "home"
+    (home / ".keras").mkdir(parents=True)
+    monkeypatch.delenv("KERAS_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    assert extract.keras_cache_path() == home / ".keras" / "models" / extract.WEIGHTS_FILE
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path).startswith(str(home)) else
+                        real_access(path, mode))
+    assert extract.keras_cache_path() == Path("/tmp/.keras/models") / extract.WEIGHTS_FILE
+    monkeypatch.setenv("KERAS_HOME", str(home / ".keras"))
+    assert extract.keras_cache_path() == Path("/tmp/.keras/models") / extract.WEIGHTS_FILE
+
+
+def test_a_gpu_that_tensorflow_sees_gets_memory_growth_first_and_the_keras_forward_pass(monkeypatch):
+    """No GPU here: TensorFlow is told it has one, to check what imgsim does with it (it never needs one)."""
+    import tensorflow as tf
+
+    extract.import_keras()
+    fake_gpu = tf.config.list_physical_devices("CPU")[0]
+    real_list = tf.config.list_physical_devices
+    grown = []
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda kind=None: [fake_gpu] if kind == "GPU" else real_list(kind))
+    monkeypatch.setattr(tf.config.experimental, "set_memory_growth", lambda dev, on: grown.append((dev, on)))
+    monkeypatch.setattr(extract, "_KERAS", None)  # a fresh process' first import
+    extract.import_keras()
+    assert grown == [(fake_gpu, True)]
+    model = FeatureExtractor("random", "avg", batch_size=None)
+    assert (model.device, model.runtime, model.batch_size) == ("GPU", "keras (tensorflow)", 64)
+    assert grown == [(fake_gpu, True)]  # set once, before the model was built

@@ -118,6 +118,16 @@ def test_leftovers_of_a_killed_process_are_removed_later(tiny_model, tmp_path):
     assert not stale.exists()
 
 
+def test_a_cache_folder_missing_a_file_is_converted_again_not_given_up_on(tiny_model, tmp_path):
+    """A folder whose model.bin was deleted used to block the rename for ever: every run converted, failed
+    with "Directory not empty" and fell back to the slow Keras path."""
+    xml, _ = runtime.convert_to_openvino(tiny_model, "random:1", tmp_path)
+    (xml.parent / "model.bin").unlink()
+    again, conversion = runtime.convert_to_openvino(tiny_model, "random:1", tmp_path)
+    assert conversion is not None and again == xml and (xml.parent / "model.bin").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == [xml.parent.name]
+
+
 def test_failing_conversion_falls_back_to_keras_with_one_note(monkeypatch, tmp_path, tiny_model):
     notes: list[str] = []
     monkeypatch.setattr(tiny_model, "export", _KilledExport(RuntimeError("converter exploded\nsecond line")).export)
@@ -157,3 +167,62 @@ def test_runtime_and_precision_names_are_checked(monkeypatch):
         FeatureExtractor("random", "avg", precision="int8")
     monkeypatch.setenv("IMGSIM_RUNTIME", "keras")
     assert runtime.check_runtime(None, None) == ("keras", "float32")
+
+
+def test_float16_survives_the_fallback_to_keras(monkeypatch):
+    """Without a working OpenVINO, --precision float16 must still compute in float16, not quietly in float32
+    under an index that records float16."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("no CPU plugin")
+
+    monkeypatch.setattr(runtime, "openvino_forward", broken)
+    half = FeatureExtractor("random", "avg", runtime="auto", precision="float16")
+    assert half.precision == "float16" and half.runtime == "keras (tensorflow)"
+    assert half._forward.fallback_reason == "OpenVINO failed: RuntimeError: no CPU plugin"
+    assert half._fp16_model.compute_dtype == "float16"
+
+
+def test_two_threads_hiding_native_output_leave_stderr_where_it_was():
+    """The app builds models on several threads (an indexing job, an upload): each swaps fd 2 for a while.
+    Overlapping swaps must not leave the process writing its stderr into a dead temporary file."""
+    import threading
+
+    from imgsim import extract
+
+    before = os.fstat(2)
+    a_in, b_in = threading.Event(), threading.Event()
+
+    def a():
+        with extract._filtered_native_stderr():
+            a_in.set()
+            b_in.wait(1.0)  # B swaps fd 2 meanwhile, unless it has to wait its turn
+
+    def b():
+        a_in.wait(5.0)
+        with runtime._silenced():
+            b_in.set()
+            time.sleep(0.2)  # ... and A finishes first
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    after = os.fstat(2)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+
+
+def test_new_weights_in_the_same_file_never_reuse_the_converted_model(tmp_path):
+    """The OpenVINO cache is keyed by the weights' content, not their path: overwriting the file gives another
+    identity, hence another cache folder (and a conversion of its own, as the identity test above shows)."""
+    from imgsim import extract
+    from imgsim.extract import Weights
+
+    path = tmp_path / extract.WEIGHTS_FILE
+    path.write_bytes(b"first weights")
+    first = extract.resolve_weights(Weights.parse(str(path)))
+    path.write_bytes(b"other weights")
+    second = extract.resolve_weights(Weights.parse(str(path)))
+    assert first.path == second.path and first.identity != second.identity
+    assert runtime.cache_key(first.identity) != runtime.cache_key(second.identity)
+    assert runtime.cache_key("random:1") != runtime.cache_key("random:2")
