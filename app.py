@@ -474,16 +474,36 @@ def draw_map(col: Collection, index_dir: Path, generation: str, key: str, height
                                             "overlay": go.Figure(data=overlay).to_json(),
                                             "paths": col.paths if col.count <= mapview.MAP_POINTS else [],
                                             "points": int(min(col.count, mapview.MAP_POINTS)), "height": height,
-                                            "sprite": hover_sprite(str(index_dir), generation)},
+                                            "sprite": hover_sprite(str(index_dir), generation),
+                                            "generation": generation},
                              default={"selection": []}, height=height + 10,
                              on_clicked_change=lambda: None, on_selection_change=lambda: None)
     clicked = result.clicked
     if clicked is not None and clicked != st.session_state.get(f"{key}_last_click"):
         st.session_state[f"{key}_last_click"] = clicked
-        if 0 <= int(clicked) < col.count and int(clicked) != st.session_state.get("query_row"):
-            set_query_row(col, int(clicked))
+        row = map_rows(clicked, generation)
+        if row is None:
+            st.toast("The collection was re-indexed since the map was drawn: click the point again.")
+        elif len(row) == 1 and 0 <= row[0] < col.count and row[0] != st.session_state.get("query_row"):
+            set_query_row(col, row[0])
             st.rerun()
-    return [int(r) for r in (result.selection or []) if 0 <= int(r) < col.count]
+    return [r for r in (map_rows(result.selection, generation) or []) if 0 <= r < col.count]
+
+
+def map_rows(value, generation: str) -> list[int] | None:
+    """Rows from a map event: ``[generation, row]`` (a click), ``{generation, rows}`` (a selection) or bare
+    rows; None when they were drawn from another generation (a re-index renumbers rows)."""
+    if isinstance(value, dict):
+        if value.get("generation", generation) != generation:
+            return None
+        value = value.get("rows") or []
+    elif isinstance(value, (list, tuple)) and len(value) == 2 and isinstance(value[0], str):
+        if value[0] != generation:
+            return None
+        value = [value[1]]
+    elif not isinstance(value, (list, tuple)):
+        value = [value]
+    return [int(r) for r in value]
 
 
 # --- search by describing (CLIP indexes) -------------------------------------------------------------------

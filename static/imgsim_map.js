@@ -63,14 +63,15 @@ export default async function (component) {
   plot.on("plotly_unhover", () => { tip.style.display = "none"; });
   plot.on("plotly_click", (ev) => {
     const row = ev.points && ev.points.length ? rowOf(ev.points[0]) : undefined;
-    if (row !== undefined) setTriggerValue("clicked", row);
+    // With the generation drawn: after a re-index the same row number can be another image.
+    if (row !== undefined) setTriggerValue("clicked", [data.generation, row]);
   });
   plot.on("plotly_selected", (ev) => {
     if (!ev || !ev.points) return;
     const rows = [...new Set(ev.points.map(rowOf).filter((r) => r !== undefined))].sort((a, b) => a - b);
-    setStateValue("selection", rows);
+    setStateValue("selection", { generation: data.generation, rows });
   });
-  plot.on("plotly_deselect", () => setStateValue("selection", []));
+  plot.on("plotly_deselect", () => setStateValue("selection", { generation: data.generation, rows: [] }));
   root.dataset.ready = "1";
   plot.dataset.points = String(data.points !== undefined ? data.points : data.paths.length);
   return () => {};

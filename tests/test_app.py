@@ -127,11 +127,28 @@ def test_url_parameters_restore_the_view(app_env):
 def test_clicking_a_map_point_makes_it_the_query(app_env):
     at = new_app(q="reds/r0.jpg").run()
     target = app_env.paths.index("blues/b3.png")
-    at.session_state["search_map"] = {"clicked": target, "selection": []}
+    at.session_state["search_map"] = {"clicked": [app_env.index.generation, target], "selection": []}
     at.run()
     assert not at.exception
     assert any(c.value == "query: blues/b3.png" for c in at.caption)
     assert at.query_params["q"] == "blues/b3.png"
+
+
+def test_a_map_click_or_lasso_drawn_from_an_earlier_generation_is_not_applied_to_renumbered_rows(app_env):
+    """Another visitor re-indexed after this page drew its map: row numbers may now be other images."""
+    at = new_app(q="reds/r0.jpg").run()
+    at.session_state["search_map"] = {"clicked": ["g-old", app_env.paths.index("blues/b3.png")], "selection": []}
+    at.run()
+    assert not at.exception
+    assert any(c.value == "query: reds/r0.jpg" for c in at.caption) and at.query_params["q"] == "reds/r0.jpg"
+    assert [t.value for t in at.toast] == ["The collection was re-indexed since the map was drawn: click the point again."]
+    lasso = new_app(tab="Map").run()
+    lasso.session_state["full_map"] = {"selection": {"generation": "g-old", "rows": [0, 2, 5]}}
+    lasso.run()
+    assert not lasso.exception and "selected image(s)" not in texts(lasso)
+    lasso.session_state["full_map"] = {"selection": {"generation": app_env.index.generation, "rows": [0, 2, 5]}}
+    lasso.run()
+    assert "**3 selected image(s)**" in texts(lasso)
 
 
 def test_lasso_selection_lists_images_and_offers_csv(app_env):
