@@ -150,7 +150,8 @@ def map_base_json(index_dir: str, generation: str, height: int) -> str:
     col = open_collection(index_dir, generation)
     rows = mapview.drawn_rows(col.count)
     density = mapview.density(col.map_xy()) if len(rows) < col.count else None
-    labels = [html.escape(label, quote=False) for label in col.labels]  # legend: Plotly's HTML subset
+    # Legend names in Plotly's HTML subset, for the drawn rows only (every label of a million rows is 0.2 s).
+    labels = {int(r): html.escape(col.label_of(r), quote=False) for r in rows}
     return charts.map_base(col.map_xy(), labels, col.paths, height=height, native_hover=False, rows=rows,
                            density=density).to_json()
 
@@ -464,6 +465,12 @@ def results_grid(col: Collection, result: QueryResult, key: str, can_explain: bo
                 card_actions(col, result, n.row, key, can_explain)
 
 
+def preload_plotly() -> None:
+    """A placeholder the map replaces, whose only work is to start loading Plotly.js in the browser (about a
+    second of parsing with software rendering) before the page's map data arrives."""
+    map_component()(key="plotly_preload", data={"preload": True}, default={}, height=560)
+
+
 def draw_map(col: Collection, index_dir: Path, generation: str, key: str, height: int,
              query: int | list[int] | None, neighbours: list[int], ranks: list[int] | None = None) -> list[int]:
     """The interactive map; a click makes that image the query. Returns the lasso/box selection.
@@ -553,6 +560,13 @@ def search_tab(col: Collection, index_dir: Path, generation: str, weights: str) 
         gallery(col)
     more_like_picker(col, examples)
     left, right = st.columns([3, 2], gap="large")
+    with right:
+        st.markdown("**Map of the collection** · hover for a preview, click a point to search with it")
+        map_slot = st.empty()
+        if not st.session_state.get("plotly_preloaded"):  # once per page: later reruns keep the map mounted
+            st.session_state["plotly_preloaded"] = True
+            with map_slot:  # the browser starts loading Plotly now, while the server finds the results
+                preload_plotly()
     with left:
         result, query_caption, query_data, source = None, "", None, None
         if text is not None and upload is None:
@@ -615,8 +629,7 @@ def search_tab(col: Collection, index_dir: Path, generation: str, weights: str) 
             results_grid(col, result, key="more", can_explain=source is not None and col.can_explain)
             with why_slot:
                 why_panel(col, index_dir, generation, result, source)
-    with right:
-        st.markdown("**Map of the collection** · hover for a preview, click a point to search with it")
+    with map_slot:
         query_row = result.row if result is not None else None
         shown = [n for n in result.neighbors if n.row != query_row] if result is not None else []
         stars = examples[0] if examples is not None and upload is None and text is None else query_row

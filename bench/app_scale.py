@@ -75,6 +75,12 @@ def main() -> None:
                 results_s = time.perf_counter() - t0
                 page.wait_for_selector(".imgsim-map[data-ready='1']")
                 first_render_s = time.perf_counter() - t0
+                marks = page.evaluate("""() => { const nav = performance.timeOrigin; const out = {};
+                    for (const m of performance.getEntriesByType('mark')) if (m.name.startsWith('imgsim-'))
+                        out[m.name] = out[m.name] || Math.round(m.startTime);
+                    for (const r of performance.getEntriesByType('resource')) if (r.name.includes('plotly.min.js'))
+                        out['plotly.min.js fetched'] = Math.round(r.responseEnd);
+                    return out; }""")
                 rss_first = rss_mib(proc.pid)
                 redraws = map_redraw_ms(page)
                 clicks = []
@@ -101,6 +107,7 @@ def main() -> None:
                 browser.close()
     out = {"n": count, "health_s": round(health_s, 2), "first_results_s": round(results_s, 2),
            "first_render_s": round(first_render_s, 2), "map_points_drawn": int(len(drawn)),
+           "first_render_marks_ms": marks,
            "redraw_ms_median": round(statistics.median(redraws)), "redraw_ms_max": round(max(redraws)),
            "click_to_results_s_median": round(statistics.median(clicks), 2) if clicks else None,
            "click_to_results_s_max": round(max(clicks), 2) if clicks else None,

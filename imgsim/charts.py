@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -21,7 +21,7 @@ def palette(n: int) -> list[str]:
     return [base[i % len(base)] for i in range(n)]
 
 
-def map_base(xy: np.ndarray, labels: Sequence[str], paths: Sequence[str], height: int = 520,
+def map_base(xy: np.ndarray, labels: Sequence[str] | Mapping[int, str], paths: Sequence[str], height: int = 520,
              native_hover: bool = True, rows: np.ndarray | None = None,
              density: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> go.Figure:
     """Scatter of the collection; each point's ``customdata`` is its row, so events map back to images.

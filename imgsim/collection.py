@@ -69,6 +69,11 @@ def default_index_dir(folder: str | os.PathLike, weights: str | None) -> Path:
     return cache / "indexes" / f"{name}.imgsim"
 
 
+def folder_label(rel_path: str) -> str:
+    """An image's sub-folder (the first component of its relative path), or '' at the top level."""
+    return rel_path.split("/", 1)[0] if "/" in rel_path else ""
+
+
 class Collection:
     """An index plus the search structures stored with it; the model is only built when needed."""
 
@@ -110,7 +115,11 @@ class Collection:
     @functools.cached_property
     def labels(self) -> list[str]:
         """Each image's sub-folder (its first path component), or '' for files at the top level."""
-        return [p.split("/", 1)[0] if "/" in p else "" for p in self.paths]
+        return [folder_label(p) for p in self.paths]
+
+    def label_of(self, row: int) -> str:
+        """One image's label (see :attr:`labels`) without computing every label."""
+        return folder_label(self.paths[int(row)])
 
     @functools.cached_property
     def _folded_paths(self) -> list[str]:

