@@ -26,7 +26,7 @@ from imgsim import charts, decode, export, jobs, mapview, serving
 from imgsim.backbone import BackboneSpec, make_backbone
 from imgsim.clusters import ClusterModel, SuggestedK
 from imgsim.collection import Collection, QueryResult, check_compatible, default_index_dir
-from imgsim.errors import ImgsimError
+from imgsim.errors import ImgsimError, SkipReason
 from imgsim.explain import Explanation, heat_overlay, matched_cells
 from imgsim.extract import FeatureExtractor, WeightsError, how_to_supply_weights, weights_spec
 from imgsim.index import CURRENT, index_exists, index_root
@@ -278,6 +278,14 @@ def say(text: str) -> str:
     """A message for the page that may quote a server path: those paths replaced by visitor names, and the whole
     shown as text, since it may also quote folder and file names (and what the visitor typed)."""
     return plain(serving.redact(text, _REDACT), 2000)
+
+
+def skip_detail(skipped) -> str:
+    """A skipped file's detail for visitors: a symlink's target can be any server path, so it is not shown
+    (the CLI's `info` gives it to the operator)."""
+    if skipped.reason in (SkipReason.OUTSIDE, SkipReason.DANGLING, SkipReason.LOOP):
+        return "(target not shown)"
+    return serving.shorten(serving.redact(skipped.detail, _REDACT))
 
 
 # --- indexing ---------------------------------------------------------------------------------------------
@@ -755,7 +763,7 @@ def about_tab(col: Collection, index_dir: Path, generation: str) -> None:
         st.caption(f"Same numbers as `python -m imgsim evaluate INDEX_DIR -k {ev.k}`.")
     if col.index.skipped:
         st.subheader(f"Skipped files ({len(col.index.skipped)})")
-        st.dataframe([{"file": serving.shorten(s.path), "reason": s.reason.value, "detail": serving.shorten(serving.redact(s.detail, _REDACT))}
+        st.dataframe([{"file": serving.shorten(s.path), "reason": s.reason.value, "detail": skip_detail(s)}
                       for s in col.index.skipped],
                      hide_index=True, width="stretch")
 

@@ -327,3 +327,27 @@ def test_a_click_after_a_re_index_acts_on_the_image_that_was_shown(tmp_path, pho
     at.button(key=f"more_{target.row}").click().run()
     assert not at.exception
     assert at.query_params["q"] in (target.path, [target.path])
+
+
+def test_skipped_symlinks_do_not_show_their_server_targets_on_the_about_tab(monkeypatch, tmp_path, photo_dir,
+                                                                          extractor_factory):
+    outside = tmp_path / "private-area"
+    make_photo(outside / "secret.jpg", seed=9)
+    folder = tmp_path / "served"
+    shutil.copytree(photo_dir, folder)
+    (folder / "leak.jpg").symlink_to(outside / "secret.jpg")
+    (folder / "gone.jpg").symlink_to(tmp_path / "private-gone" / "x.jpg")
+    index_dir = tmp_path / "served.imgsim"
+    build_index(folder, index_dir, weights="random", extractor_factory=extractor_factory)
+    for key, value in {"IMGSIM_IMAGES": str(folder), "IMGSIM_INDEX": str(index_dir), "IMGSIM_WEIGHTS": "random",
+                       "IMGSIM_CACHE": str(tmp_path / "cache")}.items():
+        monkeypatch.setenv(key, value)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    at = new_app(tab="About this collection").run()
+    assert not at.exception
+    table = [d.value for d in at.dataframe if "file" in d.value.columns][0]
+    rows = {r["file"]: (r["reason"], r["detail"]) for r in table.to_dict("records")}
+    assert rows["leak.jpg"] == ("symlink leads outside the folder", "(target not shown)")
+    assert rows["gone.jpg"] == ("dangling symlink", "(target not shown)")
+    assert "private-" not in table.to_string() and str(tmp_path) not in table.to_string()
