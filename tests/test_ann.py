@@ -320,3 +320,29 @@ def test_an_empty_folder_indexed_with_ann_search_commits_and_grows_into_ann(tmp_
     build_index(tmp_path / "empty", tmp_path / "ix", extractor_factory=lambda w, p, b: VectorModel())  # no --search
     ix = store.load_index(tmp_path / "ix")
     assert ix.count == 40 and ix.meta["search"]["method"] == "ann" and ix.meta["search"]["chosen"] == "asked"
+
+
+def test_an_index_built_with_the_earlier_float32_ivf_layout_still_loads_queries_and_updates(photos, tmp_path,
+                                                                                           monkeypatch):
+    """Indexes written before the 8-bit codes: IndexIVFFlat over 128 PCA coordinates + the residual norm."""
+    import faiss
+
+    monkeypatch.setattr(ann_build, "ANN_DIMS", 128)
+    monkeypatch.setattr(faiss, "IndexIVFScalarQuantizer", lambda q, d, n, *a: faiss.IndexIVFFlat(q, d, n))
+    ix_dir = tmp_path / "ix"
+    model = VectorModel()
+    run(photos, ix_dir, model)
+    monkeypatch.undo()
+    old = Collection.open(ix_dir)
+    assert old.search_info()["engine"] == "faiss IndexIVFFlat"
+    assert old.search.index_.d == len(old.index.array("pca_components")) + 1  # 60 photos: 59 coordinates
+    truth = exact_kneighbors(old.index.vectors, np.asarray(old.index.vectors[:10]), 5)
+    assert recall_at_k(np.array([[n.row for n in old.neighbors_of_row(r, 5).neighbors] for r in range(10)]),
+                       truth.indices) >= 0.95
+    make_photo(photos / "g9" / "new.jpg", seed=77, size=(48, 40))
+    run(photos, ix_dir, model)
+    new = Collection.open(ix_dir)
+    assert new.count == 61 and new.search_info()["incremental"]["added"] == 1
+    assert new.search_info()["engine"] == "faiss IndexIVFFlat" and new.search.index_.ntotal == 61
+    row = new.index.row_of("g9/new.jpg")
+    assert new.neighbors_of_row(row, 3).neighbors[0].row == row
