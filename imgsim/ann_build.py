@@ -125,7 +125,7 @@ def derive_ann(writer: store.GenerationWriter, progress: ProgressFn, chosen: str
     del projected
 
     t = time.perf_counter()
-    recall = measure_recall(search, vectors, 10, RECALL_QUERIES)
+    recall = measure_recall(search, vectors, 10, RECALL_QUERIES, graph=nn_i)
     seconds["recall"] = time.perf_counter() - t
     return {
         "projection": {"n_components": projection.n_components_, "sample": min(n, PCA_SAMPLE),
@@ -216,7 +216,7 @@ def update_ann(writer: store.GenerationWriter, progress: ProgressFn, old: store.
     seconds["map"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    recall = measure_recall(search, vectors, 10, RECALL_QUERIES)
+    recall = measure_recall(search, vectors, 10, RECALL_QUERIES, graph=nn_i)
     seconds["recall"] = time.perf_counter() - t
     search_meta = _search_meta(search, recall, chosen, {k_: round(v, 3) for k_, v in seconds.items()})
     search_meta["incremental"] = {"added": int(len(new_rows)), "removed": int(len(removed_old)),

@@ -382,7 +382,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     print("  search:   " + ("exact" if s["method"] == "exact" else
                           f"approximate ({s.get('engine')}, {s.get('n_lists')} lists, {s.get('n_probe')} probed, "
                           f"{s.get('candidates')} re-ranked exactly); recall@10 vs exact {s.get('recall_at_10')} "
-                          f"on {s.get('queries')} queries measured at build time"))
+                          f"on {s.get('queries')} queries measured at build time"
+                          + (f"; neighbour graph recall@10 {s['graph_recall_at_10']}"
+                             if s.get("graph_recall_at_10") is not None else "")))
     for s in data["skipped"]:
         print(f"  skipped {s['path']}: {s['reason']}" + (f" ({s['detail']})" if s["detail"] else ""))
     return 0

@@ -235,7 +235,9 @@ class Collection:
         return (f"Search: approximate for this large collection ({s.get('engine')}, {s.get('n_lists'):,} lists, "
                 f"{s.get('n_probe')} probed, {s.get('candidates')} candidates re-ranked with exact distances). "
                 f"recall@10 against exact search, measured at build time on {s.get('queries')} sample queries: "
-                f"{s.get('recall_at_10')}. Distances shown are always exact.")
+                f"{s.get('recall_at_10')}. Distances shown are always exact."
+                + (f" The neighbour graph behind Duplicates and Odd ones out (fewer candidates per image): recall@10 "
+                   f"{s['graph_recall_at_10']} on the same queries." if s.get("graph_recall_at_10") is not None else ""))
 
     @property
     def search(self) -> ExactSearch | AnnSearch:

@@ -48,6 +48,12 @@ def test_recall_at_10_against_exact_is_at_least_095_and_distances_are_exact():
     recomputed = np.linalg.norm(x[found.indices] - queries[:, None, :], axis=2)
     np.testing.assert_allclose(found.distances, recomputed, atol=1e-5)
     assert measure_recall(search, x, 10, 50)["recall_at_10"] >= 0.95
+    # The stored graph's recall comes from the same brute-force pass: true graph 1.0, a shuffled one ~0.
+    truth_graph = exact_kneighbors(x, x, 11).indices
+    truth_graph = np.array([[j for j in row if j != r][:10] for r, row in enumerate(truth_graph.tolist())])
+    assert measure_recall(search, x, 10, 50, graph=truth_graph)["graph_recall_at_10"] == 1.0
+    shuffled = np.random.default_rng(0).permutation(truth_graph)
+    assert measure_recall(search, x, 10, 50, graph=shuffled)["graph_recall_at_10"] < 0.2
     # An indexed image is its own first result at distance 0.
     one = search.kneighbors(x[5][None], 4, prefer=5)
     assert one.indices[0, 0] == 5 and one.distances[0, 0] == pytest.approx(0, abs=1e-6)
@@ -163,6 +169,11 @@ def test_query_cli_info_and_duplicates_work_on_an_ann_index(photos, tmp_path, ca
     assert cli_main(["info", str(ix_dir), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["search"]["method"] == "ann" and info["search"]["queries"] > 0
+    graph = info["search"]["graph_recall_at_10"]
+    assert 0.9 <= graph <= 1.0
+    assert cli_main(["info", str(ix_dir)]) == 0
+    assert f"on {info['search']['queries']} queries measured at build time; neighbour graph recall@10 {graph}" \
+        in capsys.readouterr().out
     assert cli_main(["dedup", str(ix_dir), "--threshold", "0.001", "--json"]) == 0
     groups = json.loads(capsys.readouterr().out)["groups"]
     assert ["g0/p003 copy.jpg", "g0/p003.jpg"] in groups

@@ -11,6 +11,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from imgsim.build import build_index
+from imgsim.collection import Collection
 from imgsim.errors import ImgsimError
 from imgsim.serving import plain
 
@@ -58,6 +59,10 @@ def test_about_panel_names_the_search_method_and_measured_recall(ann_index_witho
     assert "Search: approximate for this large collection (faiss IndexIVFScalarQuantizer (8-bit codes)" in text
     assert "recall@10 against exact search, measured at build time on 40 sample queries" in text
     assert "Distances shown are always exact." in text
+    graph = Collection.open(ann_index_without_files).search_info()["graph_recall_at_10"]
+    assert 0.9 <= graph <= 1.0
+    assert (f"The neighbour graph behind Duplicates and Odd ones out (fewer candidates per image): recall@10 "
+            f"{graph} on the same queries.") in text
 
 
 def test_an_approximate_index_opens_on_its_central_image_and_says_why_it_has_no_clusters(ann_index_without_files):
