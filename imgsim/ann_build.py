@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from . import index as store
-from .ann import ANN_DIMS, ANN_FILE, ANN_THRESHOLD, AnnSearch, measure_recall
+from .ann import ANN_DIMS, ANN_FILE, ANN_THRESHOLD, AnnSearch, default_lists, measure_recall
 from .map2d import MapBuilder, SampledMap, place_by_neighbors
 from .progress import ProgressFn
 from .projection import PCAProjection
@@ -175,9 +175,18 @@ def update_ann(writer: store.GenerationWriter, progress: ProgressFn, old: store.
     keys[new_rows] = old_keys.max(initial=-1) + 1 + np.arange(len(new_rows))
     search = AnnSearch(n_probe=old.meta["search"].get("n_probe", 24),
                        candidates=old.meta["search"].get("candidates", 100))
-    search.index_ = AnnSearch.read(old.directory / old.generation / ANN_FILE)
-    search.update(old_keys[removed_old], keys[new_rows], new_projected, new_residual)
-    search.attach(vectors, projection, search.index_, keys)
+    # Cells trained for a quarter of today's rows hold four times the rows each: queries slow down and
+    # recall drifts. Such a collection gets new cells (and so a whole new graph); its map still stays.
+    retrain = default_lists(n) > 2 * int(old.meta["search"].get("n_lists") or 1)
+    all_projected = None
+    if retrain:
+        all_projected, all_residual = projection.transform(vectors, chunk_rows=4096, precise=False)
+        search.fit(vectors, projection, all_projected, all_residual, keys=keys)
+        del all_residual
+    else:
+        search.index_ = AnnSearch.read(old.directory / old.generation / ANN_FILE)
+        search.update(old_keys[removed_old], keys[new_rows], new_projected, new_residual)
+        search.attach(vectors, projection, search.index_, keys)
     writer.save_file(ANN_FILE, search.save)
     writer.save_array("ann_keys", keys)
     seconds["ann_update"] = time.perf_counter() - t
@@ -194,9 +203,9 @@ def update_ann(writer: store.GenerationWriter, progress: ProgressFn, old: store.
         stale = np.flatnonzero(kept)[(remapped < 0).any(axis=1)]
     else:
         stale = np.flatnonzero(kept)
-    redo = np.union1d(new_rows, stale)
+    redo = np.arange(n) if retrain else np.union1d(new_rows, stale)
     if len(redo):
-        ri, rd = _graph(search, redo, k, progress)
+        ri, rd = _graph(search, redo, k, progress, all_projected)
         nn_i[redo], nn_d[redo] = ri, rd
         _insert_reverse(nn_i, nn_d, new_rows, ri[np.searchsorted(redo, new_rows)],
                         rd[np.searchsorted(redo, new_rows)])
@@ -220,7 +229,7 @@ def update_ann(writer: store.GenerationWriter, progress: ProgressFn, old: store.
     seconds["recall"] = time.perf_counter() - t
     search_meta = _search_meta(search, recall, chosen, {k_: round(v, 3) for k_, v in seconds.items()})
     search_meta["incremental"] = {"added": int(len(new_rows)), "removed": int(len(removed_old)),
-                                  "graph_rows_recomputed": int(len(redo))}
+                                  "graph_rows_recomputed": int(len(redo)), "cells_retrained": bool(retrain)}
     return {"projection": old.meta.get("projection"), "map": dict(old.meta.get("map") or {}, incremental=True),
             "graph_k": int(k), "search": search_meta}
 

@@ -134,7 +134,7 @@ def test_ann_index_add_remove_updates_in_place_keeps_rows_paths_aligned_and_old_
     second = store.load_index(ix_dir)
     info = second.meta["search"]
     assert info["incremental"] == {"added": 5, "removed": 2, "graph_rows_recomputed": info["incremental"][
-        "graph_rows_recomputed"]}
+        "graph_rows_recomputed"], "cells_retrained": False}
     assert info["incremental"]["graph_rows_recomputed"] < second.count  # not a rebuild
     assert second.paths == sorted(second.paths) and len(second.paths) == second.count == 63
 
@@ -357,3 +357,32 @@ def test_an_index_built_with_the_earlier_float32_ivf_layout_still_loads_queries_
     assert new.search_info()["engine"] == "faiss IndexIVFFlat" and new.search.index_.ntotal == 61
     row = new.index.row_of("g9/new.jpg")
     assert new.neighbors_of_row(row, 3).neighbors[0].row == row
+
+
+def test_a_collection_that_grows_past_four_times_its_cells_gets_new_cells_but_keeps_its_map(photos, tmp_path):
+    ix_dir = tmp_path / "ix"
+    model = VectorModel()
+    run(photos, ix_dir, model)
+    before = store.load_index(ix_dir)
+    assert before.meta["search"]["n_lists"] == 1
+    old_xy = dict(zip(before.paths, np.asarray(before.array("map_xy")).tolist()))
+    make_photo(photos / "g0" / "one more.jpg", seed=5000, size=(48, 40))
+    run(photos, ix_dir, model)  # a small addition: the cells are kept
+    assert store.load_index(ix_dir).meta["search"]["incremental"]["cells_retrained"] is False
+    for i in range(200):
+        make_photo(photos / f"n{i % 4}" / f"q{i:03d}.jpg", seed=6000 + i, size=(48, 40))
+    run(photos, ix_dir, model)
+    after = store.load_index(ix_dir)
+    search = after.meta["search"]
+    assert after.count == 261 and search["n_lists"] == ann_build.default_lists(261) == 6
+    assert search["incremental"] == {"added": 200, "removed": 0, "graph_rows_recomputed": 261,
+                                     "cells_retrained": True}
+    assert search["recall_at_10"] >= 0.95 and search["graph_recall_at_10"] is not None
+    graph = np.asarray(after.array("nn_indices"))
+    assert graph.shape == (261, 10) and (graph >= 0).all() and (graph != np.arange(261)[:, None]).all()
+    xy = np.asarray(after.array("map_xy"))
+    assert all(xy[after.row_of(p)].tolist() == v for p, v in old_xy.items())  # old points stay where they were
+    col = Collection.open(ix_dir)
+    assert col.search.index_.nlist == 6 and col.search.index_.ntotal == 261
+    row = after.row_of("n3/q199.jpg")
+    assert col.neighbors_of_row(row, 3).neighbors[0].row == row
