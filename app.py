@@ -1120,6 +1120,8 @@ def main() -> None:
     set_redactions(folder, index_dir, name, weights)
     exists = index_exists(index_dir)
     col = current_collection(index_dir) if exists else None
+    if col is not None:  # an index built from another folder names it in its refusal: a server path too
+        _REDACT.setdefault(str(col.index.root), "(the folder this index was built from)")
     wants_index = sidebar(folder, index_dir, weights, col)
     if not folder.is_dir():
         st.error(f"The collection's image folder ({plain(name)}) is not available on this server.")

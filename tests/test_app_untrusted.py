@@ -351,3 +351,40 @@ def test_skipped_symlinks_do_not_show_their_server_targets_on_the_about_tab(monk
     assert rows["leak.jpg"] == ("symlink leads outside the folder", "(target not shown)")
     assert rows["gone.jpg"] == ("dangling symlink", "(target not shown)")
     assert "private-" not in table.to_string() and str(tmp_path) not in table.to_string()
+
+
+def test_an_index_built_from_another_folder_is_refused_without_naming_that_folder(monkeypatch, tmp_path,
+                                                                                 extractor_factory):
+    """An operator pointed the app at an index of another folder: updating it is refused, and the refusal
+    quotes neither server path."""
+    import time
+
+    import imgsim.extract
+    from imgsim.index import load_index
+
+    first, second = tmp_path / "private-first", tmp_path / "served"
+    for i in range(3):
+        make_photo(first / f"a{i}.jpg", seed=800 + i)
+        make_photo(second / f"b{i}.jpg", seed=900 + i)
+    index_dir = tmp_path / "shared.imgsim"
+    build_index(first, index_dir, weights="random", extractor_factory=extractor_factory)
+    monkeypatch.setattr(imgsim.extract, "FeatureExtractor", lambda *a, **k: extractor_factory(
+        imgsim.extract.Weights.parse("random"), "flatten", 8))
+    for key, value in {"IMGSIM_IMAGES": str(second), "IMGSIM_INDEX": str(index_dir), "IMGSIM_WEIGHTS": "random",
+                       "IMGSIM_ALLOW_INDEXING": "1", "IMGSIM_CACHE": str(tmp_path / "cache")}.items():
+        monkeypatch.setenv(key, value)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    at = new_app().run()
+    [b for b in at.button if b.label == "Update index"][0].click().run()
+    for _ in range(60):
+        at.run()
+        if at.error:
+            break
+        time.sleep(0.5)
+    errors = [e.value for e in at.error]
+    assert errors and "was built from" in errors[0], errors
+    page = everything(at) + "\n".join(errors)
+    assert "private-first" not in page and "pytest-of" not in page  # (the page escapes _ in paths)
+    assert "(the folder this index was built from)" in errors[0]
+    assert load_index(index_dir).root == first.resolve()
