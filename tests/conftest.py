@@ -104,3 +104,21 @@ def pytest_configure(config):
     # Keras 3.15 + NumPy 2 warn on every weight conversion; the warning is theirs, not ours.
     config.addinivalue_line("filterwarnings", "ignore:__array__ implementation doesn't accept a copy keyword")
     config.addinivalue_line("markers", "browser: end-to-end test that drives a real Chromium")
+
+
+def serve(monkeypatch, tmp_path: Path, index_dir: Path, images: Path | None = None, **env: str) -> None:
+    """Point the dashboard at ``index_dir`` (and ``images``, else no image folder setting) with random
+    weights, a private preview cache and any extra ``IMGSIM_*`` settings; Streamlit's caches start empty."""
+    import streamlit as st
+
+    monkeypatch.setenv("IMGSIM_INDEX", str(index_dir))
+    if images is None:
+        monkeypatch.delenv("IMGSIM_IMAGES", raising=False)
+    else:
+        monkeypatch.setenv("IMGSIM_IMAGES", str(images))
+    monkeypatch.setenv("IMGSIM_WEIGHTS", "random")
+    monkeypatch.setenv("IMGSIM_CACHE", str(tmp_path / "cache"))
+    for key, value in env.items():
+        monkeypatch.setenv(f"IMGSIM_{key}", value)
+    st.cache_resource.clear()
+    st.cache_data.clear()

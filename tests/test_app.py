@@ -16,7 +16,7 @@ import imgsim.extract
 from imgsim.collection import Collection
 from imgsim.serving import plain
 
-from .conftest import make_photo
+from .conftest import make_photo, serve
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 # A result card's figures: rank, distance and cosine, one line each (older layout: one line for all three).
@@ -302,11 +302,7 @@ def test_update_index_on_a_float16_index_builds_its_model_in_float16(monkeypatch
         return Half(random_extractor) if precision == "float16" else random_extractor
 
     monkeypatch.setattr(imgsim.extract, "FeatureExtractor", model)
-    for key, value in {"IMGSIM_INDEX": str(ix), "IMGSIM_IMAGES": str(src), "IMGSIM_WEIGHTS": "random",
-                       "IMGSIM_ALLOW_INDEXING": "1", "IMGSIM_CACHE": str(tmp_path / "cache")}.items():
-        monkeypatch.setenv(key, value)
-    st.cache_resource.clear()
-    st.cache_data.clear()
+    serve(monkeypatch, tmp_path, ix, src, ALLOW_INDEXING="1")
     at = new_app().run()
     assert not at.exception
     make_photo(src / "p3.jpg", seed=703)

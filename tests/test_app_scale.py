@@ -15,7 +15,7 @@ from imgsim.collection import Collection
 from imgsim.errors import ImgsimError
 from imgsim.serving import plain
 
-from .conftest import make_photo
+from .conftest import make_photo, serve
 from .test_ann import VectorModel
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -31,12 +31,7 @@ def ann_index_without_files(tmp_path, monkeypatch):
                 extractor_factory=lambda w, p, b: VectorModel())
     shutil.rmtree(photos)  # every file is gone; the index still holds their vectors
     photos.mkdir()
-    monkeypatch.setenv("IMGSIM_INDEX", str(index_dir))
-    monkeypatch.delenv("IMGSIM_IMAGES", raising=False)
-    monkeypatch.setenv("IMGSIM_WEIGHTS", "random")
-    monkeypatch.setenv("IMGSIM_CACHE", str(tmp_path / "cache"))
-    st.cache_resource.clear()
-    st.cache_data.clear()
+    serve(monkeypatch, tmp_path, index_dir)
     return index_dir
 
 
@@ -106,12 +101,7 @@ def test_the_more_like_these_picker_offers_a_bounded_list_of_matching_names(inde
                                                                            monkeypatch, tmp_path):
     """Above 2,000 images the picker does not send every name to the browser: it lists the gallery filter's
     matches (at most 2,000, in collection order), and a name chosen from them still searches."""
-    monkeypatch.setenv("IMGSIM_INDEX", str(index_above_the_picker_limit))
-    monkeypatch.delenv("IMGSIM_IMAGES", raising=False)
-    monkeypatch.setenv("IMGSIM_WEIGHTS", "random")
-    monkeypatch.setenv("IMGSIM_CACHE", str(tmp_path / "cache"))
-    st.cache_resource.clear()
-    st.cache_data.clear()
+    serve(monkeypatch, tmp_path, index_above_the_picker_limit)
     at = AppTest.from_file(APP, default_timeout=180)
     at.query_params["q"] = "b000/img_0000005.jpg"
     at.run()

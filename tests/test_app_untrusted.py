@@ -13,7 +13,7 @@ from imgsim.build import build_index
 from imgsim.collection import Collection
 from imgsim.serving import plain
 
-from .conftest import make_photo
+from .conftest import make_photo, serve
 from .test_app import app_env, new_app, texts  # noqa: F401  (app_env is a fixture)
 from .test_app_clip import clip_env  # noqa: F401  (a fixture)
 from .test_app_scale import ann_index_without_files  # noqa: F401  (a fixture)
@@ -339,11 +339,7 @@ def test_skipped_symlinks_do_not_show_their_server_targets_on_the_about_tab(monk
     (folder / "gone.jpg").symlink_to(tmp_path / "private-gone" / "x.jpg")
     index_dir = tmp_path / "served.imgsim"
     build_index(folder, index_dir, weights="random", extractor_factory=extractor_factory)
-    for key, value in {"IMGSIM_IMAGES": str(folder), "IMGSIM_INDEX": str(index_dir), "IMGSIM_WEIGHTS": "random",
-                       "IMGSIM_CACHE": str(tmp_path / "cache")}.items():
-        monkeypatch.setenv(key, value)
-    st.cache_resource.clear()
-    st.cache_data.clear()
+    serve(monkeypatch, tmp_path, index_dir, folder)
     at = new_app(tab="About this collection").run()
     assert not at.exception
     table = [d.value for d in at.dataframe if "file" in d.value.columns][0]
@@ -370,11 +366,7 @@ def test_an_index_built_from_another_folder_is_refused_without_naming_that_folde
     build_index(first, index_dir, weights="random", extractor_factory=extractor_factory)
     monkeypatch.setattr(imgsim.extract, "FeatureExtractor", lambda *a, **k: extractor_factory(
         imgsim.extract.Weights.parse("random"), "flatten", 8))
-    for key, value in {"IMGSIM_IMAGES": str(second), "IMGSIM_INDEX": str(index_dir), "IMGSIM_WEIGHTS": "random",
-                       "IMGSIM_ALLOW_INDEXING": "1", "IMGSIM_CACHE": str(tmp_path / "cache")}.items():
-        monkeypatch.setenv(key, value)
-    st.cache_resource.clear()
-    st.cache_data.clear()
+    serve(monkeypatch, tmp_path, index_dir, second, ALLOW_INDEXING="1")
     at = new_app().run()
     [b for b in at.button if b.label == "Update index"][0].click().run()
     for _ in range(60):
