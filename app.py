@@ -518,7 +518,9 @@ def map_rows(value, generation: str) -> list[int] | None:
         value = [value[1]]
     elif not isinstance(value, (list, tuple)):
         value = [value]
-    return [int(r) for r in value]
+    # Sent by the browser, so anything may arrive: only whole numbers are rows.
+    return [int(r) for r in value if isinstance(r, int) and not isinstance(r, bool)
+            or isinstance(r, float) and r.is_integer()]
 
 
 # --- search by describing (CLIP indexes) -------------------------------------------------------------------

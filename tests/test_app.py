@@ -149,6 +149,11 @@ def test_a_map_click_or_lasso_drawn_from_an_earlier_generation_is_not_applied_to
     lasso.session_state["full_map"] = {"selection": {"generation": app_env.index.generation, "rows": [0, 2, 5]}}
     lasso.run()
     assert "**3 selected image(s)**" in texts(lasso)
+    # A hand-made event (the browser is the visitor's) with values that are not rows: ignored, no error.
+    lasso.session_state["full_map"] = {"selection": {"generation": app_env.index.generation,
+                                                     "rows": [0, "x", None, [1], 2.0, True]}}
+    lasso.run()
+    assert not lasso.exception and "**2 selected image(s)**" in texts(lasso)
 
 
 def test_lasso_selection_lists_images_and_offers_csv(app_env):
