@@ -22,15 +22,20 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import streamlit as st
 
-from imgsim import charts, decode, export, jobs, mapview, serving
-from imgsim.backbone import BackboneSpec, make_backbone
-from imgsim.clusters import ClusterModel, SuggestedK
+from imgsim import decode
+from imgsim.serving import charts
+from imgsim.serving import export
+from imgsim.serving import jobs
+from imgsim.serving import mapview
+from imgsim.serving import policy as serving
+from imgsim.models.base import BackboneSpec, make_backbone
+from imgsim.analysis.clusters import ClusterModel, SuggestedK
 from imgsim.collection import Collection, QueryResult, check_compatible, default_index_dir
 from imgsim.errors import ImgsimError, SkipReason
-from imgsim.explain import Explanation, heat_overlay, matched_cells
-from imgsim.extract import FeatureExtractor, WeightsError, how_to_supply_weights, weights_spec
-from imgsim.index import CURRENT, index_exists, index_root
-from imgsim.serving import plain
+from imgsim.analysis.explain import Explanation, heat_overlay, matched_cells
+from imgsim.models.resnet50 import FeatureExtractor, WeightsError, how_to_supply_weights, weights_spec
+from imgsim.store.generations import CURRENT, index_exists, index_root
+from imgsim.serving.policy import plain
 
 APP_DIR = Path(__file__).resolve().parent
 DEMO_DIR = APP_DIR / "data" / "demo"
@@ -204,7 +209,7 @@ def policy() -> serving.Policy:
 def settings() -> tuple[Path, Path, str, bool]:
     """(folder, index dir, weights, from environment or default) for this session.
 
-    A folder typed in the sidebar is used only when the operator's roots allow it (see imgsim.serving);
+    A folder typed in the sidebar is used only when the operator's roots allow it (see imgsim.serving.policy);
     otherwise the session stays on the server's own collection and the sidebar says the folder is refused.
     """
     weights = os.environ.get("IMGSIM_WEIGHTS") or "imagenet"

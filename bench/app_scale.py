@@ -24,8 +24,8 @@ from pathlib import Path
 from app_startup import map_redraw_ms, rss_mib
 from common import REPO, machine, table
 
-from imgsim import mapview
-from imgsim.index import load_index
+from imgsim.serving import mapview
+from imgsim.store.generations import load_index
 
 
 def main() -> None:

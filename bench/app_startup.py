@@ -24,9 +24,9 @@ import numpy as np
 
 from common import REPO, clustered_unit_vectors, machine, table
 
-from imgsim import index as store
+from imgsim.store import generations as store
 from imgsim.build import derive_arrays
-from imgsim.extract import POOLINGS
+from imgsim.models.resnet50 import POOLINGS
 
 
 def make_index(root: Path, index_dir: Path, n: int, pooling: str) -> None:

@@ -21,9 +21,9 @@ from common import DEMO, machine, table
 
 from imgsim import decode
 from imgsim.build import build_index
-from imgsim.clip import ClipBackbone
+from imgsim.models.clip import ClipBackbone
 from imgsim.collection import Collection
-from imgsim.extract import FeatureExtractor
+from imgsim.models.resnet50 import FeatureExtractor
 
 QUERIES = ["a tiger", "a red car at night", "a bird on a branch", "a bowl of fruit", "coins on a table",
            "a black and white photo of a house", "flowers in a garden", "a fish in the sea", "the moon",

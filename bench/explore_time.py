@@ -15,7 +15,7 @@ import time
 
 from common import clustered_unit_vectors, machine, table
 
-from imgsim.clusters import ClusterModel, suggest_k
+from imgsim.analysis.clusters import ClusterModel, suggest_k
 from imgsim.collection import Collection
 
 

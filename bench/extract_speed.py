@@ -27,9 +27,9 @@ from common import DEMO, machine, table
 
 from imgsim import decode
 from imgsim.build import build_index
-from imgsim.extract import FeatureExtractor, import_keras, normalize
-from imgsim.index import load_index
-from imgsim.runtime import cache_root, convert_to_openvino
+from imgsim.models.resnet50 import FeatureExtractor, import_keras, normalize
+from imgsim.store.generations import load_index
+from imgsim.models.runtime import cache_root, convert_to_openvino
 
 
 def cpu_flags() -> str:

@@ -19,7 +19,7 @@ import numpy as np
 from common import DEMO, machine, table
 
 from imgsim.build import build_index
-from imgsim.extract import POOLINGS, FeatureExtractor
+from imgsim.models.resnet50 import POOLINGS, FeatureExtractor
 
 
 def folder_size(path: Path) -> int:

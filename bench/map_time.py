@@ -13,9 +13,9 @@ import time
 
 from common import clustered_unit_vectors, machine, table
 
-from imgsim import index as store
+from imgsim.store import generations as store
 from imgsim.build import derive_arrays
-from imgsim.extract import POOLINGS
+from imgsim.models.resnet50 import POOLINGS
 
 
 def main() -> None:

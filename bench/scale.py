@@ -26,8 +26,9 @@ import numpy as np
 
 from common import machine
 
-from imgsim import build, index as store
-from imgsim.ann import exact_kneighbors, recall_at_k
+from imgsim import build
+from imgsim.store import generations as store
+from imgsim.search.ann import exact_kneighbors, recall_at_k
 from imgsim.collection import Collection
 
 

@@ -17,8 +17,8 @@ from sklearn.neighbors import NearestNeighbors
 
 from common import clustered_unit_vectors, machine, table
 
-from imgsim.projection import PCAProjection
-from imgsim.search import ExactSearch
+from imgsim.search.projection import PCAProjection
+from imgsim.search.exact import ExactSearch
 
 
 def bench(name: str, x: np.ndarray, queries: np.ndarray, k: int) -> list[object]:
@@ -62,7 +62,7 @@ def main() -> None:
         rows.append(bench(name, x, queries, args.k))
         del x
     if args.demo_index:
-        from imgsim.index import load_index
+        from imgsim.store.generations import load_index
 
         ix = load_index(args.demo_index)
         x = np.asarray(ix.vectors)

@@ -15,16 +15,18 @@ from typing import Callable
 
 import numpy as np
 
-from . import ann_build, decode, index as store
-from .backbone import RESNET50, BackboneSpec, default_dims, make_backbone
-from .discover import ImageFile, discover
-from .errors import ImgsimError, Skipped
-from .engine import Embedded, Engine, ExtractSettings, LocalEngine, Unchanged
-from .extract import BACKBONE, POOLINGS, FeatureExtractor, Weights, weights_spec
-from .map2d import MapBuilder
-from .progress import ProgressFn, no_progress
-from .projection import PCAProjection
-from .search import ExactSearch
+from imgsim import decode
+from imgsim.search import ann_build
+from imgsim.store import generations as store
+from imgsim.models.base import RESNET50, BackboneSpec, default_dims, make_backbone
+from imgsim.discover import ImageFile, discover
+from imgsim.errors import ImgsimError, Skipped
+from imgsim.engines.base import Embedded, Engine, ExtractSettings, LocalEngine, Unchanged
+from imgsim.models.resnet50 import BACKBONE, POOLINGS, FeatureExtractor, Weights, weights_spec
+from imgsim.analysis.map2d import MapBuilder
+from imgsim.progress import ProgressFn, no_progress
+from imgsim.search.projection import PCAProjection
+from imgsim.search.exact import ExactSearch
 
 #: Neighbours stored per image: enough for the duplicate histogram and the quality check.
 GRAPH_K = 10
@@ -83,8 +85,8 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
     the existing index (else ``resnet50``, ``imagenet`` and ``flatten``); asking for different ones than
     the index was built with is refused unless ``rebuild`` is set. ``extractor_factory`` builds the ResNet50
     model, ``model_factory`` any other backbone's. ``engine`` runs the extraction (default: this process, see
-    :mod:`imgsim.engine`); ``batch_size=None`` lets it pick one for the device; ``runtime`` and ``precision``
-    choose ResNet50's forward pass (:mod:`imgsim.runtime`). ``search`` is ``exact`` or ``ann`` (default: the
+    :mod:`imgsim.engines.base`); ``batch_size=None`` lets it pick one for the device; ``runtime`` and ``precision``
+    choose ResNet50's forward pass (:mod:`imgsim.models.runtime`). ``search`` is ``exact`` or ``ann`` (default: the
     index's earlier explicit choice, else ``ann`` above 50,000 images). A ``flatten`` index estimated above
     20 GB is refused up front unless ``allow_large``.
     """
@@ -270,13 +272,13 @@ def _backbone_spec(asked: str | None, old: store.Index | None, index_dir: Path) 
 
 def _same_preset(preset: str) -> str:
     """A preset as an index records it (local folders as absolute paths)."""
-    from .clip import is_local_preset
+    from imgsim.models.clip import is_local_preset
 
     return str(Path(preset).expanduser().resolve()) if is_local_preset(preset) else preset
 
 
 def default_preset(spec: BackboneSpec) -> str:
-    from .clip import DEFAULT_PRESET
+    from imgsim.models.clip import DEFAULT_PRESET
 
     return _same_preset(spec.preset) if spec.preset else DEFAULT_PRESET
 

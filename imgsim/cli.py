@@ -10,16 +10,16 @@ from typing import Sequence
 
 import numpy as np
 
-from . import __version__, decode
-from .build import BuildReport, build_index
-from .clusters import check_output, organise
-from .collection import Collection
-from .duplicates import threshold_summary
-from .errors import ImgsimError
-from .extract import POOLINGS, weights_spec
-from .index import index_exists
-from .progress import STAGE_LABELS
-from .recommend import NEGATIVE_WEIGHT
+from imgsim import __version__, decode
+from imgsim.build import BuildReport, build_index
+from imgsim.analysis.clusters import check_output, organise
+from imgsim.collection import Collection
+from imgsim.analysis.duplicates import threshold_summary
+from imgsim.errors import ImgsimError
+from imgsim.models.resnet50 import POOLINGS, weights_spec
+from imgsim.store.generations import index_exists
+from imgsim.progress import STAGE_LABELS
+from imgsim.analysis.recommend import NEGATIVE_WEIGHT
 
 RANDOM_NOTE = "Random weights: similarities are not meaningful (use ImageNet weights for real results)."
 
@@ -184,7 +184,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         raise ImgsimError("--ray-address needs --engine ray.")
     engine = None
     if args.engine == "ray":
-        from .engine_ray import RayEngine, import_ray
+        from imgsim.engines.ray import RayEngine, import_ray
 
         import_ray()  # says how to install Ray before any work starts
         engine = RayEngine(address=args.ray_address)

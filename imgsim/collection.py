@@ -15,23 +15,23 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageOps
 
-from . import decode
-from .backbone import (RESNET50, BackboneSpec, TextEmbedding, TextSearchUnavailable, backbone_name, make_backbone,
+from imgsim import decode
+from imgsim.models.base import (RESNET50, BackboneSpec, TextEmbedding, TextSearchUnavailable, backbone_name, make_backbone,
                        text_search_help)
-from .duplicates import DuplicateGroup, duplicate_groups, nearest_distances
-from .errors import ImgsimError
-from .evaluate import Evaluation, evaluate
-from .extract import FeatureExtractor, Weights, WeightsError, weights_spec
-from .index import Index, load_index, unpack_blob
-from .map2d import GridLayout, grid_layout, render_grid
-from .projection import PCAProjection
-from .ann import AnnSearch
-from .ann_build import is_ann, open_search
-from .search import ExactSearch, Neighbors, cosine_from_distance
-from .clusters import ClusterModel, SuggestedK, suggest_k
-from .explain import Explanation, explain_flatten, explain_maps
-from .outliers import Outlier, find_outliers
-from .recommend import NEGATIVE_WEIGHT, rocchio
+from imgsim.analysis.duplicates import DuplicateGroup, duplicate_groups, nearest_distances
+from imgsim.errors import ImgsimError
+from imgsim.analysis.evaluate import Evaluation, evaluate
+from imgsim.models.resnet50 import FeatureExtractor, Weights, WeightsError, weights_spec
+from imgsim.store.generations import Index, load_index, unpack_blob
+from imgsim.analysis.map2d import GridLayout, grid_layout, render_grid
+from imgsim.search.projection import PCAProjection
+from imgsim.search.ann import AnnSearch
+from imgsim.search.ann_build import is_ann, open_search
+from imgsim.search.exact import ExactSearch, Neighbors, cosine_from_distance
+from imgsim.analysis.clusters import ClusterModel, SuggestedK, suggest_k
+from imgsim.analysis.explain import Explanation, explain_flatten, explain_maps
+from imgsim.analysis.outliers import Outlier, find_outliers
+from imgsim.analysis.recommend import NEGATIVE_WEIGHT, rocchio
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImgsimError, SkipReason
+from imgsim.errors import ImgsimError, SkipReason
 
 MODEL_SIZE = (224, 224)
 #: Largest image accepted, in pixels (a 100 MP medium-format photo fits; a decompression bomb does not).

@@ -29,7 +29,7 @@ def make_photo(path: Path, seed: int, size: tuple[int, int] = (160, 120), fmt: s
 @pytest.fixture(scope="session")
 def random_extractor():
     """The real ResNet50 with seeded random weights (flatten), built once per session."""
-    from imgsim.extract import FeatureExtractor
+    from imgsim.models.resnet50 import FeatureExtractor
 
     return FeatureExtractor("random", "flatten", batch_size=8)
 
@@ -37,7 +37,7 @@ def random_extractor():
 @pytest.fixture(scope="session")
 def extractor_factory(random_extractor):
     """A build_index extractor factory that reuses the session model when the settings match."""
-    from imgsim.extract import FeatureExtractor
+    from imgsim.models.resnet50 import FeatureExtractor
 
     cache = {("random", 0, "flatten"): random_extractor}
 
@@ -77,7 +77,7 @@ def built_index(tmp_path_factory, photo_dir, extractor_factory) -> Path:
 @pytest.fixture(scope="session")
 def random_clip():
     """CLIP ViT-B/32 (keras-hub) with seeded random weights and the run-time vocabulary, built once per session."""
-    from imgsim.clip import ClipBackbone
+    from imgsim.models.clip import ClipBackbone
 
     return ClipBackbone(None, "random", batch_size=8)
 

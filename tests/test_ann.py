@@ -12,14 +12,16 @@ import textwrap
 import numpy as np
 import pytest
 
-from imgsim import ann_build, build, index as store
-from imgsim.ann import AnnSearch, exact_kneighbors, measure_recall, recall_at_k
+from imgsim import build
+from imgsim.search import ann_build
+from imgsim.store import generations as store
+from imgsim.search.ann import AnnSearch, exact_kneighbors, measure_recall, recall_at_k
 from imgsim.build import build_index, check_storage
 from imgsim.cli import main as cli_main
 from imgsim.collection import Collection
 from imgsim.errors import ImgsimError
-from imgsim.extract import ResolvedWeights
-from imgsim.projection import PCAProjection
+from imgsim.models.resnet50 import ResolvedWeights
+from imgsim.search.projection import PCAProjection
 
 from .conftest import make_photo
 
@@ -217,7 +219,7 @@ def test_process_killed_during_ann_update_leaves_previous_generation(photos, tmp
     script = textwrap.dedent(f"""
         import os, signal, sys
         sys.path.insert(0, {os.getcwd()!r})
-        from imgsim import ann_build
+        from imgsim.search import ann_build
         real = ann_build.AnnSearch.save
         def save_then_die(self, path):
             real(self, path)

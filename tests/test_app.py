@@ -12,9 +12,9 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import imgsim.collection
-import imgsim.extract
+import imgsim.models.resnet50
 from imgsim.collection import Collection
-from imgsim.serving import plain
+from imgsim.serving.policy import plain
 
 from .conftest import make_photo, serve
 
@@ -183,7 +183,7 @@ def test_upload_is_embedded_and_model_and_index_load_once_in_20_reruns(app_env, 
         return random_extractor
 
     monkeypatch.setattr(imgsim.collection, "load_index", counting_load)
-    monkeypatch.setattr(imgsim.extract, "FeatureExtractor", counting_model)
+    monkeypatch.setattr(imgsim.models.resnet50, "FeatureExtractor", counting_model)
     at = new_app().run()
     at.file_uploader[0].set_value(("holiday photo.jpg", _jpeg(tmp_path, 4242), "image/jpeg")).run()
     assert not at.exception
@@ -198,7 +198,7 @@ def test_upload_is_embedded_and_model_and_index_load_once_in_20_reruns(app_env, 
 
 
 def test_unusable_upload_gets_a_one_line_message(app_env, monkeypatch, random_extractor):
-    monkeypatch.setattr(imgsim.extract, "FeatureExtractor", lambda *a, **k: random_extractor)
+    monkeypatch.setattr(imgsim.models.resnet50, "FeatureExtractor", lambda *a, **k: random_extractor)
     at = new_app().run()
     at.file_uploader[0].set_value(("notes.jpg", b"definitely not an image", "image/jpeg")).run()
     assert not at.exception
@@ -206,13 +206,13 @@ def test_unusable_upload_gets_a_one_line_message(app_env, monkeypatch, random_ex
 
 
 def test_missing_weights_explain_what_to_do_and_existing_index_still_browses(app_env, monkeypatch, tmp_path):
-    keras = imgsim.extract.import_keras()
+    keras = imgsim.models.resnet50.import_keras()
 
     def offline_get_file(*args, **kwargs):  # what Keras raises on a machine without internet
         try:
             raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
         except urllib.error.URLError as e:
-            raise Exception(f"URL fetch failure on {imgsim.extract.WEIGHTS_URL}: {e.errno} -- {e.reason}")
+            raise Exception(f"URL fetch failure on {imgsim.models.resnet50.WEIGHTS_URL}: {e.errno} -- {e.reason}")
 
     monkeypatch.setattr(keras.utils, "get_file", offline_get_file)
     monkeypatch.setenv("IMGSIM_WEIGHTS", "imagenet")
@@ -226,7 +226,7 @@ def test_missing_weights_explain_what_to_do_and_existing_index_still_browses(app
     monkeypatch.delenv("IMGSIM_INDEX")
     at = new_app().run()
     assert not at.exception
-    cache = str(imgsim.extract.keras_cache_path()).replace(str(Path.home()), "~")  # no server path (issue 11)
+    cache = str(imgsim.models.resnet50.keras_cache_path()).replace(str(Path.home()), "~")  # no server path (issue 11)
     assert at.error[0].value == "**The model's weights cannot be loaded.** " + plain(
         "ImageNet weights for ResNet50 are not available: "
         f"{cache} does not exist and the download failed "
@@ -237,7 +237,7 @@ def test_missing_weights_explain_what_to_do_and_existing_index_still_browses(app
 
 
 def test_empty_folder_says_so(app_env, monkeypatch, tmp_path, random_extractor):
-    monkeypatch.setattr(imgsim.extract, "FeatureExtractor", lambda *a, **k: random_extractor)
+    monkeypatch.setattr(imgsim.models.resnet50, "FeatureExtractor", lambda *a, **k: random_extractor)
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "readme.txt").write_text("no pictures here")
@@ -290,7 +290,7 @@ def test_update_index_on_a_float16_index_builds_its_model_in_float16(monkeypatch
     import time
 
     from imgsim.build import build_index
-    from imgsim.index import load_index
+    from imgsim.store.generations import load_index
 
     from .test_build import Half
 
@@ -306,7 +306,7 @@ def test_update_index_on_a_float16_index_builds_its_model_in_float16(monkeypatch
         built.append((str(weights), pooling, precision))
         return Half(random_extractor) if precision == "float16" else random_extractor
 
-    monkeypatch.setattr(imgsim.extract, "FeatureExtractor", model)
+    monkeypatch.setattr(imgsim.models.resnet50, "FeatureExtractor", model)
     serve(monkeypatch, tmp_path, ix, src, ALLOW_INDEXING="1")
     at = new_app().run()
     assert not at.exception

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import streamlit as st
 
-import imgsim.backbone
+import imgsim.models.base
 from imgsim.collection import Collection
 
 from .test_app import new_app, results, texts
@@ -19,7 +19,7 @@ def clip_env(monkeypatch, clip_index, photo_dir, tmp_path, random_clip):
         builds.append((spec.spec, str(weights), pooling))
         return random_clip
 
-    monkeypatch.setattr(imgsim.backbone, "make_backbone", cached_model)
+    monkeypatch.setattr(imgsim.models.base, "make_backbone", cached_model)
     monkeypatch.setenv("IMGSIM_INDEX", str(clip_index))
     monkeypatch.setenv("IMGSIM_IMAGES", str(photo_dir))
     monkeypatch.setenv("IMGSIM_WEIGHTS", "random")
@@ -96,7 +96,7 @@ def test_update_index_on_a_clip_index_uses_the_cached_model(clip_env, monkeypatc
     import time
 
     from imgsim.build import build_index
-    from imgsim.index import load_index
+    from imgsim.store.generations import load_index
 
     from .conftest import make_photo
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import imgsim.extract
-from imgsim import export
+import imgsim.models.resnet50
+from imgsim.serving import export
 from imgsim.collection import Collection
 
 from .conftest import make_photo
@@ -131,7 +131,7 @@ def avg_index(tmp_path_factory, extractor_factory):
 
 
 def test_why_in_avg_mode_loads_the_model_and_matches_cells(app_env, avg_index, extractor_factory, monkeypatch):
-    from imgsim.extract import Weights
+    from imgsim.models.resnet50 import Weights
 
     root, index_dir = avg_index
     model = extractor_factory(Weights.parse("random"), "avg", 8)
@@ -141,7 +141,7 @@ def test_why_in_avg_mode_loads_the_model_and_matches_cells(app_env, avg_index, e
         builds.append(pooling)
         return model
 
-    monkeypatch.setattr(imgsim.extract, "FeatureExtractor", counting_model)
+    monkeypatch.setattr(imgsim.models.resnet50, "FeatureExtractor", counting_model)
     monkeypatch.setenv("IMGSIM_INDEX", str(index_dir))
     monkeypatch.setenv("IMGSIM_IMAGES", str(root))
     col = Collection.open(index_dir)

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 from imgsim.build import build_index
 from imgsim.collection import Collection
 from imgsim.errors import ImgsimError
-from imgsim.serving import plain
+from imgsim.serving.policy import plain
 
 from .conftest import make_photo, serve
 from .test_ann import VectorModel

@@ -11,7 +11,7 @@ import streamlit as st
 
 from imgsim.build import build_index
 from imgsim.collection import Collection
-from imgsim.serving import plain
+from imgsim.serving.policy import plain
 
 from .conftest import make_photo, serve
 from .test_app import app_env, new_app, texts  # noqa: F401  (app_env is a fixture)
@@ -231,7 +231,7 @@ def test_results_of_an_exact_index_are_not_called_approximate(app_env):
 
 def test_csv_of_every_image_is_made_when_asked_not_on_every_rerun(app_env, monkeypatch):
     """The clusters and duplicate-groups CSVs list every image: a rerun of their tab must not build them."""
-    from imgsim import export
+    from imgsim.serving import export
 
     made = []
     for name in ("clusters_csv", "groups_csv"):
@@ -252,10 +252,10 @@ def test_why_on_an_upload_decodes_it_with_the_bounded_upload_decoder_once(app_en
                                                                          tmp_path):
     """Uploads are decoded with bounded memory (decode.open_upload); Why? decoded them again, unbounded, on
     every rerun while the panel was open."""
-    import imgsim.extract
+    import imgsim.models.resnet50
     from imgsim import decode
 
-    monkeypatch.setattr(imgsim.extract, "FeatureExtractor", lambda *a, **k: random_extractor)
+    monkeypatch.setattr(imgsim.models.resnet50, "FeatureExtractor", lambda *a, **k: random_extractor)
     data = make_photo(tmp_path / "u.jpg", seed=77).read_bytes()
     unbounded, bounded = [], []
     real_model_input, real_upload_input = decode.model_input, decode.upload_model_input
@@ -355,8 +355,8 @@ def test_an_index_built_from_another_folder_is_refused_without_naming_that_folde
     quotes neither server path."""
     import time
 
-    import imgsim.extract
-    from imgsim.index import load_index
+    import imgsim.models.resnet50
+    from imgsim.store.generations import load_index
 
     first, second = tmp_path / "private-first", tmp_path / "served"
     for i in range(3):
@@ -364,8 +364,8 @@ def test_an_index_built_from_another_folder_is_refused_without_naming_that_folde
         make_photo(second / f"b{i}.jpg", seed=900 + i)
     index_dir = tmp_path / "shared.imgsim"
     build_index(first, index_dir, weights="random", extractor_factory=extractor_factory)
-    monkeypatch.setattr(imgsim.extract, "FeatureExtractor", lambda *a, **k: extractor_factory(
-        imgsim.extract.Weights.parse("random"), "flatten", 8))
+    monkeypatch.setattr(imgsim.models.resnet50, "FeatureExtractor", lambda *a, **k: extractor_factory(
+        imgsim.models.resnet50.Weights.parse("random"), "flatten", 8))
     serve(monkeypatch, tmp_path, index_dir, second, ALLOW_INDEXING="1")
     at = new_app().run()
     [b for b in at.button if b.label == "Update index"][0].click().run()

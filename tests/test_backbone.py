@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imgsim.backbone import (Backbone, BackboneSpec, ResNet50Backbone, TextSearchUnavailable, default_dims,
+from imgsim.models.base import (Backbone, BackboneSpec, ResNet50Backbone, TextSearchUnavailable, default_dims,
                              make_backbone, text_search_help)
 from imgsim.errors import ImgsimError
 

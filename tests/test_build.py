@@ -11,7 +11,7 @@ import pytest
 from imgsim import decode
 from imgsim.build import build_index
 from imgsim.errors import ImgsimError, SkipReason
-from imgsim.index import load_index
+from imgsim.store.generations import load_index
 
 from .conftest import make_photo
 
@@ -230,7 +230,7 @@ def test_run_killed_after_extraction_resumes_with_the_weights_recorded(folder, t
 
 
 def test_an_explicit_search_choice_is_remembered_even_when_nothing_else_changed(folder, tmp_path, random_extractor):
-    from imgsim import ann_build
+    from imgsim.search import ann_build
 
     ix_dir = tmp_path / "ix"
     run(folder, ix_dir, Counting(random_extractor))

@@ -7,8 +7,9 @@ import io
 
 import numpy as np
 
-from imgsim import charts, export
-from imgsim.duplicates import DuplicateGroup
+from imgsim.serving import charts
+from imgsim.serving import export
+from imgsim.analysis.duplicates import DuplicateGroup
 from imgsim.progress import describe, fraction
 
 

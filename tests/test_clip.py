@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imgsim import clip
-from imgsim.backbone import TextSearchUnavailable
+from imgsim.models import clip
+from imgsim.models.base import TextSearchUnavailable
 from imgsim.build import build_index
 from imgsim.collection import Collection
 from imgsim.errors import ImgsimError
-from imgsim.extract import WeightsError
+from imgsim.models.resnet50 import WeightsError
 
 from .conftest import make_photo
 

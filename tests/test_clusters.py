@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from imgsim.clusters import ClusterModel, UnsafeOutput, check_output, cluster_folder, organise, suggest_k
+from imgsim.analysis.clusters import ClusterModel, UnsafeOutput, check_output, cluster_folder, organise, suggest_k
 from imgsim.collection import Collection
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imgsim.duplicates import duplicate_groups, nearest_distances, threshold_summary
-from imgsim.projection import PCAProjection
-from imgsim.search import ExactSearch
+from imgsim.analysis.duplicates import duplicate_groups, nearest_distances, threshold_summary
+from imgsim.search.projection import PCAProjection
+from imgsim.search.exact import ExactSearch
 
 
 def unit_vectors_at(distances_to_base, d=64, seed=0):

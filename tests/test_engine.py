@@ -10,9 +10,9 @@ import pytest
 from imgsim import decode
 from imgsim.cli import main
 from imgsim.discover import discover
-from imgsim.engine import Embedded, ExtractSettings, LocalEngine, Unchanged, make_engine
+from imgsim.engines.base import Embedded, ExtractSettings, LocalEngine, Unchanged, make_engine
 from imgsim.errors import ImgsimError
-from imgsim.extract import Weights
+from imgsim.models.resnet50 import Weights
 
 
 def test_local_engine_yields_vectors_hashes_previews_and_typed_failures(extractor_factory, photo_dir):

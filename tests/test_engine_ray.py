@@ -12,7 +12,7 @@ import pytest
 
 from imgsim.build import build_index
 from imgsim.collection import Collection
-from imgsim.index import load_index
+from imgsim.store.generations import load_index
 
 from .conftest import make_photo
 
@@ -20,7 +20,7 @@ ray = pytest.importorskip("ray")
 # Ray Data's own DataContext warns about its own deprecated fields; nothing imgsim sets.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
 
-from imgsim.engine_ray import RayEngine  # noqa: E402 - only with Ray installed
+from imgsim.engines.ray import RayEngine  # noqa: E402 - only with Ray installed
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_a_model_that_cannot_load_on_the_workers_ends_with_its_message_not_a_ray
     """The driver only hashes a weights file; the actors load it. Their message must reach the user as an
     ImgsimError (the CLI prints it as "error: ..."), not as Ray's ActorDiedError traceback."""
     from imgsim.errors import ImgsimError
-    from imgsim.index import index_exists
+    from imgsim.store.generations import index_exists
 
     bad = tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
     bad.write_bytes(b"not hdf5")
@@ -113,9 +113,9 @@ def test_a_model_that_cannot_load_on_the_workers_ends_with_its_message_not_a_ray
 
 
 def test_a_local_ray_that_cannot_start_is_not_called_a_cluster_at_none(monkeypatch):
-    from imgsim.engine import ExtractSettings
+    from imgsim.engines.base import ExtractSettings
     from imgsim.errors import ImgsimError
-    from imgsim.extract import Weights
+    from imgsim.models.resnet50 import Weights
 
     def cannot(**kwargs):
         raise RuntimeError("no space left in /dev/shm")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imgsim.evaluate import evaluate
+from imgsim.analysis.evaluate import evaluate
 
 
 def test_perfect_neighbours_score_one_with_exact_random_baseline():

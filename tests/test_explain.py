@@ -8,8 +8,8 @@ from PIL import Image
 
 from imgsim.collection import Collection
 from imgsim.errors import ImgsimError
-from imgsim.explain import explain_flatten, explain_maps, heat_overlay, matched_cells
-from imgsim.extract import Weights, normalize, pool
+from imgsim.analysis.explain import explain_flatten, explain_maps, heat_overlay, matched_cells
+from imgsim.models.resnet50 import Weights, normalize, pool
 
 from .conftest import make_photo
 

@@ -7,9 +7,9 @@ import io
 
 import numpy as np
 
-from imgsim import export
-from imgsim.duplicates import DuplicateGroup
-from imgsim.outliers import Outlier
+from imgsim.serving import export
+from imgsim.analysis.duplicates import DuplicateGroup
+from imgsim.analysis.outliers import Outlier
 
 #: File and folder names a spreadsheet would run as formulas (OWASP "CSV injection").
 FORMULAS = ["=HYPERLINK(\"https:evil.example\",\"open\").jpg", "+1+cmd.jpg", "-2+3.jpg", "@SUM(A1).jpg",

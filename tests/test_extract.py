@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imgsim import decode, extract
+from imgsim import decode
+from imgsim.models import resnet50 as extract
 from imgsim.errors import ImgsimError, SkipReason
-from imgsim.extract import FeatureExtractor, Weights, WeightsError, extract_pipelined
+from imgsim.models.resnet50 import FeatureExtractor, Weights, WeightsError, extract_pipelined
 
 from .conftest import make_photo
 

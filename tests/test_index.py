@@ -8,9 +8,9 @@ import os
 import numpy as np
 import pytest
 
-from imgsim import index as store
+from imgsim.store import generations as store
 from imgsim.errors import SkipReason, Skipped
-from imgsim.index import IndexCorruptError, IndexNotFound, IndexVersionError, load_index
+from imgsim.store.generations import IndexCorruptError, IndexNotFound, IndexVersionError, load_index
 
 
 def write_small(directory, rows=3, dims=4, value=1.0, marker="a"):
@@ -204,7 +204,7 @@ def test_a_generation_replaced_while_it_is_being_opened_is_not_called_damaged(tm
 
 
 def test_row_of_finds_every_path_in_path_order_and_in_any_other_order(index_copy):
-    from imgsim.index import load_index
+    from imgsim.store.generations import load_index
 
     ix = load_index(index_copy)
     assert ix.paths == sorted(ix.paths)

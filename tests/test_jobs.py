@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from imgsim.errors import ImgsimError
-from imgsim.jobs import DONE, FAILED, JobRegistry
+from imgsim.serving.jobs import DONE, FAILED, JobRegistry
 
 
 def test_one_job_per_key_and_a_second_start_attaches():

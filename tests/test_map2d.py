@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgsim.map2d import MapBuilder, grid_layout, render_grid
+from imgsim.analysis.map2d import MapBuilder, grid_layout, render_grid
 
 
 def blobs(n_per=30, seed=0):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from imgsim import charts, mapview
-from imgsim.map2d import SampledMap, place_by_neighbors
+from imgsim.serving import charts
+from imgsim.serving import mapview
+from imgsim.analysis.map2d import SampledMap, place_by_neighbors
 
 
 def test_drawn_rows_are_bounded_deterministic_and_all_when_small():

@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
 from imgsim.collection import Collection
-from imgsim.outliers import find_outliers, outlier_scores
+from imgsim.analysis.outliers import find_outliers, outlier_scores
 
 
 def test_a_planted_far_away_vector_comes_first():

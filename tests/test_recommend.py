@@ -7,7 +7,7 @@ import pytest
 
 from imgsim.collection import Collection
 from imgsim.errors import ImgsimError
-from imgsim.recommend import rocchio
+from imgsim.analysis.recommend import rocchio
 
 
 def test_rocchio_formula():

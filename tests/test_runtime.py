@@ -10,9 +10,10 @@ import time
 import numpy as np
 import pytest
 
-from imgsim import decode, runtime
+from imgsim import decode
+from imgsim.models import runtime
 from imgsim.errors import ImgsimError
-from imgsim.extract import FeatureExtractor, import_keras
+from imgsim.models.resnet50 import FeatureExtractor, import_keras
 
 from .conftest import make_photo
 from .test_extract import reference_vector
@@ -187,7 +188,7 @@ def test_two_threads_hiding_native_output_leave_stderr_where_it_was():
     Overlapping swaps must not leave the process writing its stderr into a dead temporary file."""
     import threading
 
-    from imgsim import extract
+    from imgsim.models import resnet50 as extract
 
     before = os.fstat(2)
     a_in, b_in = threading.Event(), threading.Event()
@@ -215,8 +216,8 @@ def test_two_threads_hiding_native_output_leave_stderr_where_it_was():
 def test_new_weights_in_the_same_file_never_reuse_the_converted_model(tmp_path):
     """The OpenVINO cache is keyed by the weights' content, not their path: overwriting the file gives another
     identity, hence another cache folder (and a conversion of its own, as the identity test above shows)."""
-    from imgsim import extract
-    from imgsim.extract import Weights
+    from imgsim.models import resnet50 as extract
+    from imgsim.models.resnet50 import Weights
 
     path = tmp_path / extract.WEIGHTS_FILE
     path.write_bytes(b"first weights")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.neighbors import NearestNeighbors
 
-from imgsim.projection import PCAProjection
-from imgsim.search import ExactSearch, cosine_from_distance
+from imgsim.search.projection import PCAProjection
+from imgsim.search.exact import ExactSearch, cosine_from_distance
 
 
 def clustered(n, d, seed=0, clusters=20, latent=16, spread=0.35):

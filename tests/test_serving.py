@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from imgsim.serving import REFUSED, Policy, code, is_loopback, plain, redact, shorten
+from imgsim.serving.policy import REFUSED, Policy, code, is_loopback, plain, redact, shorten
 
 PAYLOAD = "**bold** [click here to log in](http://host/phish) ![t](http://host/track.png)"
 

@@ -6,7 +6,7 @@ import csv
 import io
 from typing import Sequence
 
-from .duplicates import DuplicateGroup
+from imgsim.analysis.duplicates import DuplicateGroup
 
 #: How a spreadsheet recognises a formula; a name starting so gets an apostrophe (OWASP "CSV injection"),
 #: since these files are made to be opened in one and the names come from whoever filled the folders.

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .search import ExactSearch
+from imgsim.search.exact import ExactSearch
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ def map_base(xy: np.ndarray, labels: Sequence[str] | Mapping[int, str], paths: S
     One WebGL trace per sub-folder when there are several (the legend lists the folders).
     ``native_hover=False`` leaves hover to the host page (the dashboard shows a thumbnail instead).
     ``rows`` limits the points drawn (a large collection's sample); ``density`` (x, y, counts from
-    :func:`imgsim.mapview.density`) is drawn underneath so the undrawn points still show where they are.
+    :func:`imgsim.serving.mapview.density`) is drawn underneath so the undrawn points still show where they are.
     """
     xy = np.asarray(xy, dtype=float)
     drawn = np.arange(len(xy)) if rows is None else np.asarray(rows)

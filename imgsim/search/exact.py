@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from .projection import PCAProjection
+from imgsim.search.projection import PCAProjection
 
 # Squared distances closer than this are treated as possible ties of the float32 pass.
 _TIE = 1e-5

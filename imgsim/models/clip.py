@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from .backbone import CLIP, CLIP_POOLING, TextEmbedding
-from .errors import ImgsimError
-from .extract import (ResolvedWeights, Weights, WeightsError, _download_failure, _filtered_native_stderr,
+from imgsim.models.base import CLIP, CLIP_POOLING, TextEmbedding
+from imgsim.errors import ImgsimError
+from imgsim.models.resnet50 import (ResolvedWeights, Weights, WeightsError, _download_failure, _filtered_native_stderr,
                       device_name, import_keras, normalize)
 
 DEFAULT_PRESET = "clip_vit_base_patch32"

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .projection import PCAProjection
-from .search import Neighbors
+from imgsim.search.projection import PCAProjection
+from imgsim.search.exact import Neighbors
 
 #: Above this many images an index uses approximate search unless told otherwise.
 ANN_THRESHOLD = 50_000

@@ -1,7 +1,7 @@
 """Backbones: the models that turn images (and, for CLIP, text) into unit vectors.
 
-One small interface, one module per model: ResNet50 lives in :mod:`imgsim.extract` (wrapped here as it
-is), CLIP in :mod:`imgsim.clip`. An index records which backbone (and preset) built it, and a query is
+One small interface, one module per model: ResNet50 lives in :mod:`imgsim.models.resnet50` (wrapped here as it
+is), CLIP in :mod:`imgsim.models.clip`. An index records which backbone (and preset) built it, and a query is
 only ever embedded by that same backbone. Nothing heavy is imported until a model is built.
 """
 
@@ -12,8 +12,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .errors import ImgsimError
-from .extract import POOLINGS, FeatureExtractor, ResolvedWeights, Weights
+from imgsim.errors import ImgsimError
+from imgsim.models.resnet50 import POOLINGS, FeatureExtractor, ResolvedWeights, Weights
 
 RESNET50 = "resnet50"
 CLIP = "clip"
@@ -126,7 +126,7 @@ class Backbone(Protocol):
 
 
 class ResNet50Backbone:
-    """The reference ResNet50 :class:`~imgsim.extract.FeatureExtractor` seen through the backbone interface."""
+    """The reference ResNet50 :class:`~imgsim.models.resnet50.FeatureExtractor` seen through the backbone interface."""
 
     name = RESNET50
     preset = None
@@ -169,7 +169,7 @@ def make_backbone(spec: BackboneSpec, weights: Weights | str | None, pooling: st
     parsed = weights if isinstance(weights, Weights) else Weights.parse(weights)
     pooling = spec.check_pooling(pooling or spec.default_pooling())
     if spec.name == CLIP:
-        from .clip import ClipBackbone
+        from imgsim.models.clip import ClipBackbone
 
         return ClipBackbone(spec.preset, parsed, batch_size=batch_size)
     return ResNet50Backbone(FeatureExtractor(parsed, pooling, batch_size))
@@ -178,7 +178,7 @@ def make_backbone(spec: BackboneSpec, weights: Weights | str | None, pooling: st
 def default_dims(spec: BackboneSpec, pooling: str) -> int:
     """Vector length without building the model (an empty collection still records its shape)."""
     if spec.name == CLIP:
-        from .clip import preset_dims
+        from imgsim.models.clip import preset_dims
 
         return preset_dims(spec.preset)
     return POOLINGS[pooling]

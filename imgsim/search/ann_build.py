@@ -1,6 +1,6 @@
 """Derived data of an approximate-search generation, in time linear in the collection (or in the change).
 
-A fresh build fits the PCA basis on a sample, builds the IVF index (:mod:`imgsim.ann`), takes the
+A fresh build fits the PCA basis on a sample, builds the IVF index (:mod:`imgsim.search.ann`), takes the
 neighbour graph from it with exact re-ranking, lays out the map on a sample (:class:`SampledMap`) and
 measures recall@10 against brute force. An incremental build reuses the previous generation's basis,
 IVF index and map: it removes and adds keys, recomputes only the graph rows that changed and places new
@@ -13,11 +13,11 @@ import time
 
 import numpy as np
 
-from . import index as store
-from .ann import ANN_DIMS, ANN_FILE, ANN_THRESHOLD, AnnSearch, default_lists, measure_recall
-from .map2d import MapBuilder, SampledMap, place_by_neighbors
-from .progress import ProgressFn
-from .projection import PCAProjection
+from imgsim.store import generations as store
+from imgsim.search.ann import ANN_DIMS, ANN_FILE, ANN_THRESHOLD, AnnSearch, default_lists, measure_recall
+from imgsim.analysis.map2d import MapBuilder, SampledMap, place_by_neighbors
+from imgsim.progress import ProgressFn
+from imgsim.search.projection import PCAProjection
 
 SEARCH_METHODS = ("exact", "ann")
 #: Rows the PCA basis is fitted on (then reused by every incremental run).
@@ -33,7 +33,7 @@ def choose_method(asked: str | None, old_meta: dict | None, count: int) -> tuple
     """(method, how it was chosen): ``asked`` wins, then an earlier explicit choice, else the size threshold."""
     if asked is not None:
         if asked not in SEARCH_METHODS:
-            from .errors import ImgsimError
+            from imgsim.errors import ImgsimError
 
             raise ImgsimError(f"Unknown search method '{asked}': use one of {', '.join(SEARCH_METHODS)}.")
         return asked, "asked"

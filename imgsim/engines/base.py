@@ -16,10 +16,10 @@ from typing import Callable, Iterator, Protocol, Union
 
 import numpy as np
 
-from . import decode
-from .discover import ImageFile
-from .errors import ImgsimError
-from .extract import FeatureExtractor, ResolvedWeights, Weights, extract_pipelined, import_keras
+from imgsim import decode
+from imgsim.discover import ImageFile
+from imgsim.errors import ImgsimError
+from imgsim.models.resnet50 import FeatureExtractor, ResolvedWeights, Weights, extract_pipelined, import_keras
 
 ENGINES = ("local", "ray")
 
@@ -158,7 +158,7 @@ def make_engine(name: str, *, address: str | None = None, extractor_factory: Ext
             raise ImgsimError("--ray-address needs --engine ray.")
         return LocalEngine(extractor_factory, workers)
     if name == "ray":
-        from .engine_ray import RayEngine
+        from imgsim.engines.ray import RayEngine
 
         return RayEngine(address=address)
     raise ImgsimError(f"Unknown engine '{name}': use one of {', '.join(ENGINES)}.")

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
-from .progress import ProgressFn, describe, fraction
+from imgsim.progress import ProgressFn, describe, fraction
 
 RUNNING, DONE, FAILED = "running", "done", "failed"
 

@@ -17,13 +17,13 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .discover import ImageFile
-from .engine import Embedded, ExtractSettings, Outcome, Started, Unchanged, decode_file
-from .errors import ImgsimError, SkipReason
-from .extract import POOLINGS, FeatureExtractor, Weights, default_batch_size, resolve_weights
+from imgsim.discover import ImageFile
+from imgsim.engines.base import Embedded, ExtractSettings, Outcome, Started, Unchanged, decode_file
+from imgsim.errors import ImgsimError, SkipReason
+from imgsim.models.resnet50 import POOLINGS, FeatureExtractor, Weights, default_batch_size, resolve_weights
 
 INSTALL_HINT = "python -m pip install -r requirements-ray.txt   (that is: pip install 'ray[data]>=2.40,<3')"
-_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+_PACKAGE_DIR = str(Path(__file__).resolve().parents[1])  # the imgsim package, shipped to Ray workers
 _BLANK = np.zeros((224, 224, 3), dtype=np.uint8)
 
 
@@ -160,7 +160,7 @@ class RayEngine:
         if not work:
             return
         ray = import_ray()
-        from .decode import DecodeError
+        from imgsim.decode import DecodeError
 
         logging.getLogger("ray.data").setLevel(logging.ERROR)
         ray.data.DataContext.get_current().enable_progress_bars = False  # imgsim reports progress itself

@@ -33,7 +33,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .errors import ImgsimError, Skipped
+from imgsim.errors import ImgsimError, Skipped
 
 FORMAT = "imgsim-index"
 FORMAT_VERSION = 2

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .errors import ImgsimError
+from imgsim.errors import ImgsimError
 
 GRID = 7
 CHANNELS = 2048

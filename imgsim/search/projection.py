@@ -10,7 +10,7 @@ class PCAProjection:
 
     Because the basis is orthonormal, the distance between two projections never exceeds the distance
     between the vectors; together with the residual norms this gives the lower bound that lets
-    :class:`imgsim.search.ExactSearch` skip most vectors and still return exact neighbours.
+    :class:`imgsim.search.exact.ExactSearch` skip most vectors and still return exact neighbours.
     """
 
     def __init__(self, n_components: int = 256, sample_size: int = 2048, random_state: int = 0):

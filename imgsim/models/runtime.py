@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .errors import ImgsimError
+from imgsim.errors import ImgsimError
 
 RUNTIMES = ("auto", "openvino", "keras")
 PRECISIONS = ("float32", "float16")
@@ -32,7 +32,7 @@ CACHE_FORMAT = 1
 
 NoteFn = Callable[[str], None]
 
-#: Held while fds 1/2 are swapped to hide native chatter (here and in :mod:`imgsim.extract`): swaps from two
+#: Held while fds 1/2 are swapped to hide native chatter (here and in :mod:`imgsim.models.resnet50`): swaps from two
 #: threads (the app's indexing job and an upload) would otherwise restore each other's temporary fd.
 NATIVE_OUTPUT_LOCK = threading.RLock()
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 
-from .errors import ImgsimError
+from imgsim.errors import ImgsimError
 
 POOLINGS = {"flatten": 7 * 7 * 2048, "avg": 2048}
 BACKBONE = "resnet50"
@@ -197,7 +197,7 @@ _NOISE = re.compile(
 @contextlib.contextmanager
 def _filtered_native_stderr() -> Iterator[None]:
     """Hide TensorFlow's start-up chatter on fd 2 while keeping any real error it prints."""
-    from .runtime import NATIVE_OUTPUT_LOCK
+    from imgsim.models.runtime import NATIVE_OUTPUT_LOCK
 
     with NATIVE_OUTPUT_LOCK, tempfile.TemporaryFile() as capture:
         sys.stderr.flush()
@@ -304,7 +304,7 @@ class FeatureExtractor:
         """``batch_size=None`` picks one for the device; ``runtime``: ``auto`` (OpenVINO on CPU when installed,
         Keras on GPU), ``openvino`` or ``keras`` (default ``$IMGSIM_RUNTIME``, else ``auto``); ``precision``:
         ``float32`` (default, the reference) or ``float16``."""
-        from .runtime import check_runtime
+        from imgsim.models.runtime import check_runtime
 
         if pooling not in POOLINGS:
             raise ImgsimError(f"Unknown pooling '{pooling}': use one of {', '.join(POOLINGS)}.")
@@ -333,7 +333,7 @@ class FeatureExtractor:
         self.precision = self._forward.precision
 
     def _make_forward(self, runtime: str = "auto", precision: str = "float32"):
-        from .runtime import keras_forward, make_forward
+        from imgsim.models.runtime import keras_forward, make_forward
 
         if self._fp16_model is not None:
             return keras_forward(self._fp16_model)

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import ImgsimError
+from imgsim.errors import ImgsimError
 
 # Above this many images, MiniBatchKMeans: full k-means' cost per iteration grows with n x k x dims.
 MINIBATCH_ABOVE = 10_000

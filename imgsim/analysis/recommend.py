@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ImgsimError
+from imgsim.errors import ImgsimError
 
 NEGATIVE_WEIGHT = 0.5
 
