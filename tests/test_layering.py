@@ -1,4 +1,5 @@
-"""The shape of the code, read from its syntax alone (no module is imported, so no TensorFlow).
+"""The shape of the code, read from its syntax alone (no module is imported, so no TensorFlow), and the
+weight of ``import imgsim``.
 
 What DESIGN.md ("Growing the design") and STYLE.md ask, checked on every module of ``imgsim/`` (and of
 ``dashboard/`` and ``app.py`` where they apply):
@@ -11,7 +12,8 @@ What DESIGN.md ("Growing the design") and STYLE.md ask, checked on every module 
 - the interface modules of a package with several implementations (``__init__.py``, ``base.py``) import none
   of their package's implementation modules;
 - no module over 600 lines, and ``app.py`` at most 200;
-- no comparison with a backbone's name outside ``imgsim/models/``: callers ask a backbone what it can do.
+- no comparison with a backbone's name outside ``imgsim/models/``: callers ask a backbone what it can do;
+- ``import imgsim`` stays light: its public names are imported on first use.
 
 ``python tests/test_layering.py`` prints the figures of the import graph.
 """
@@ -19,6 +21,9 @@ What DESIGN.md ("Growing the design") and STYLE.md ask, checked on every module 
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -410,6 +415,42 @@ def test_no_backbone_name_comparisons_outside_models(repo):
 def test_registry_strings_name_real_implementations(repo):
     problems = registry_targets(repo)
     assert not problems, _report(problems)
+
+
+HEAVY = ("tensorflow", "keras", "faiss", "sklearn", "torch", "ray", "streamlit")
+
+
+def test_import_imgsim_is_light_and_resolves_the_public_names():
+    probe = f"""
+import json, sys
+heavy = {HEAVY!r}
+import imgsim
+after_import = sorted(m for m in heavy if m in sys.modules)
+from imgsim import Collection, build_index, load_index
+from imgsim.collection import Collection as C
+from imgsim.build import build_index as B
+from imgsim.store.generations import load_index as L
+print(json.dumps({{"after_import": after_import, "version": imgsim.__version__,
+                  "same": [Collection is C, build_index is B, load_index is L, imgsim.Collection is C],
+                  "after_collection": sorted(m for m in heavy if m in sys.modules),
+                  "listed": sorted(set(imgsim.__all__) - set(dir(imgsim)))}}))
+"""
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout)
+    assert found["after_import"] == [], f"import imgsim loads {found['after_import']}"
+    assert found["version"] == "0.1.0"
+    assert found["same"] == [True, True, True, True]
+    # Opening an index needs no model: DESIGN's "the dashboard can open fast and load TensorFlow lazily".
+    assert not {"tensorflow", "keras"} & set(found["after_collection"]), found["after_collection"]
+    assert found["listed"] == []
+
+
+def test_unknown_public_name_is_an_attribute_error():
+    import imgsim
+
+    with pytest.raises(AttributeError, match="module 'imgsim' has no attribute 'Colection'"):
+        imgsim.Colection  # noqa: B018 - the lookup is the test
 
 
 # --- the checker itself finds what it should -----------------------------------------------------------
