@@ -16,7 +16,7 @@ from imgsim.models.base import TextSearchUnavailable
 from imgsim.build import build_index
 from imgsim.collection import Collection
 from imgsim.errors import ImgsimError
-from imgsim.models.resnet50 import WeightsError
+from imgsim.models.weights import WeightsError
 
 from .conftest import make_photo
 
