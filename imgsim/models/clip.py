@@ -12,6 +12,7 @@ normalises them with CLIP's mean and standard deviation.
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +207,9 @@ class ClipBackbone:
         self.dims = int(self.model.projection_dim)
         self.max_tokens = int(self.preprocessor.sequence_length) - 2  # start and end tokens take two places
         self.device = device_name()
+        # keras-hub builds the preprocessor (its token packer) on the first call, and two first calls at once
+        # fail ("You cannot add new elements of state"): sessions' text queries are tokenised one at a time.
+        self._text_lock = threading.Lock()
         self._image_fn, self._text_fn = self._make_forward()
 
     def _make_forward(self) -> tuple[Any, Any]:
@@ -235,7 +239,8 @@ class ClipBackbone:
 
     def count_tokens(self, text: str) -> int:
         """How many tokens the text becomes (without the start and end tokens)."""
-        return int(np.asarray(self.preprocessor.tokenizer(text)).shape[0])
+        with self._text_lock:
+            return int(np.asarray(self.preprocessor.tokenizer(text)).shape[0])
 
     def _detokenize(self, ids: np.ndarray) -> str:
         """Token ids back to text: CLIP marks word ends with ``</w>`` over a byte-level alphabet."""
@@ -249,12 +254,12 @@ class ClipBackbone:
         cleaned = " ".join(str(text).split())
         if not cleaned:
             raise ImgsimError("The text is empty: describe what you are looking for, e.g. \"a red car at night\".")
-        ids = np.asarray(self.preprocessor.tokenizer(cleaned))
+        with self._text_lock:
+            ids = np.asarray(self.preprocessor.tokenizer(cleaned))
+            tokens = np.asarray(self.preprocessor({"images": None, "prompts": [cleaned]})["token_ids"], dtype=np.int32)
         kept = cleaned
         if len(ids) > self.max_tokens:
             kept = self._detokenize(ids[:self.max_tokens])
-        packed = self.preprocessor({"images": None, "prompts": [cleaned]})
-        tokens = np.asarray(packed["token_ids"], dtype=np.int32)
         vector = normalize(self._text_fn(tokens).astype(np.float32))[0]
         return TextEmbedding(cleaned, vector, int(len(ids)), self.max_tokens, kept)
 
