@@ -23,7 +23,7 @@ from imgsim import decode
 from imgsim.build import build_index
 from imgsim.models.clip import ClipBackbone
 from imgsim.collection import Collection
-from imgsim.models.resnet50 import FeatureExtractor
+from imgsim.models.resnet50 import ResNet50Backbone
 
 QUERIES = ["a tiger", "a red car at night", "a bird on a branch", "a bowl of fruit", "coins on a table",
            "a black and white photo of a house", "flowers in a garden", "a fish in the sea", "the moon",
@@ -47,7 +47,7 @@ def main() -> None:
     paths = sorted(DEMO.rglob("*.jpg"))[: args.images]
     images = np.stack([decode.model_input(p.read_bytes()) for p in paths])
 
-    resnet = FeatureExtractor("random", "flatten", batch_size=args.batch_size)
+    resnet = ResNet50Backbone("random", "flatten", batch_size=args.batch_size)
     t0 = time.perf_counter()
     clip = ClipBackbone(None, "random", batch_size=args.batch_size)
     clip_build = time.perf_counter() - t0

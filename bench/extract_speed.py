@@ -27,7 +27,9 @@ from common import DEMO, machine, table
 
 from imgsim import decode
 from imgsim.build import build_index
-from imgsim.models.resnet50 import FeatureExtractor, import_keras, normalize
+from imgsim.models.embedding import normalize
+from imgsim.models.native import import_keras
+from imgsim.models.resnet50 import ResNet50Backbone
 from imgsim.store.generations import load_index
 from imgsim.models.runtime import cache_root, convert_to_openvino
 
@@ -64,7 +66,7 @@ def index_rate(src: Path, runtime: str, workdir: Path) -> tuple[object, dict[str
     return report, {Path(e.path).name: np.asarray(index.vectors[i]) for i, e in enumerate(index.entries)}
 
 
-def model_runtimes(extractor: FeatureExtractor, skip_onnx: bool) -> dict[str, object]:
+def model_runtimes(extractor: ResNet50Backbone, skip_onnx: bool) -> dict[str, object]:
     """Every forward pass tried: name -> callable on a preprocessed float32 batch (n, 224, 224, 3)."""
     import tensorflow as tf
 
@@ -116,7 +118,7 @@ def model_runtimes(extractor: FeatureExtractor, skip_onnx: bool) -> dict[str, ob
             runs[f"ONNX Runtime {ort.__version__} (Keras export via tf2onnx)"] = lambda x: session.run(None, {name: x})[0]
         except ImportError as exc:
             print(f"(ONNX Runtime row skipped: {exc})")
-    fp16 = FeatureExtractor("random", "flatten", runtime="keras", precision="float16")
+    fp16 = ResNet50Backbone("random", "flatten", runtime="keras", precision="float16")
     runs["Keras mixed_float16 (--precision float16 on a GPU)"] = lambda x: fp16._forward(x)
     return runs
 
@@ -139,7 +141,7 @@ def main() -> None:
         src.mkdir()
         for p in paths:  # flat copy: one folder of N photos, as a user's folder would be
             shutil.copy(p, src / p.name)
-        extractor = FeatureExtractor("random", "flatten")  # converts once (cached) before anything is timed
+        extractor = ResNet50Backbone("random", "flatten")  # converts once (cached) before anything is timed
         model = extractor.model
         model.predict(np.zeros((1, 224, 224, 3), np.float32), verbose=0)  # warm-up, as a notebook would have
 
@@ -208,7 +210,7 @@ def main() -> None:
         f32 = np.stack([vec_ov[p.name] for p in sorted(src.iterdir())])
         allpix = np.stack([decode.model_input(p.read_bytes()) for p in sorted(src.iterdir())])
         for rt in ("openvino", "keras"):
-            half = FeatureExtractor("random", "flatten", runtime=rt, precision="float16")
+            half = ResNet50Backbone("random", "flatten", runtime=rt, precision="float16")
             t0 = time.perf_counter()
             v = half.embed(allpix)
             dt = time.perf_counter() - t0

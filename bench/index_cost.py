@@ -19,7 +19,7 @@ import numpy as np
 from common import DEMO, machine, table
 
 from imgsim.build import build_index
-from imgsim.models.resnet50 import POOLINGS, FeatureExtractor
+from imgsim.models.resnet50 import POOLINGS, ResNet50Backbone
 
 
 def folder_size(path: Path) -> int:
@@ -41,7 +41,7 @@ def main() -> None:
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(src, dst)
         for pooling in ("flatten", "avg"):
-            model = FeatureExtractor("random", pooling)
+            model = ResNet50Backbone("random", pooling)
             model.embed(np.zeros((model.batch_size, 224, 224, 3), np.uint8))  # trace once, outside the timings
             measured = {}
             for n in (args.small, args.large):

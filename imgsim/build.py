@@ -18,11 +18,12 @@ import numpy as np
 from imgsim import decode
 from imgsim.search import ann_build
 from imgsim.store import generations as store
-from imgsim.models.base import RESNET50, BackboneSpec, default_dims, make_backbone
+from imgsim.models.base import DEFAULT_BACKBONE, Backbone, BackboneSpec, default_dims, make_backbone
 from imgsim.discover import ImageFile, discover
 from imgsim.errors import ImgsimError, Skipped
 from imgsim.engines.base import Embedded, Engine, ExtractSettings, LocalEngine, Unchanged
-from imgsim.models.resnet50 import BACKBONE, POOLINGS, FeatureExtractor, Weights, weights_spec
+from imgsim.models.resnet50 import POOLINGS
+from imgsim.models.weights import Weights, weights_spec
 from imgsim.analysis.map2d import MapBuilder
 from imgsim.progress import ProgressFn, no_progress
 from imgsim.search.projection import PCAProjection
@@ -64,7 +65,7 @@ class BuildReport:
         return self.extracted / self.extract_seconds if self.extract_seconds > 0 else 0.0
 
 
-def _checkpoint_key(spec: Weights, pooling: str, backbone: str = BACKBONE) -> str:
+def _checkpoint_key(spec: Weights, pooling: str, backbone: str = DEFAULT_BACKBONE) -> str:
     key = f"{backbone}|{pooling}|{spec.mode}|{spec.seed}|{spec.path}"
     if spec.path and os.path.exists(spec.path):
         st = os.stat(spec.path)
@@ -75,7 +76,7 @@ def _checkpoint_key(spec: Weights, pooling: str, backbone: str = BACKBONE) -> st
 def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, weights: str | None = None,
                 pooling: str | None = None, batch_size: int | None = None, rebuild: bool = False,
                 progress: ProgressFn | None = None, checkpoint_every: int = 256, workers: int | None = None,
-                extractor_factory: Callable[[Weights, str, int], FeatureExtractor] | None = None,
+                extractor_factory: Callable[[Weights, str, int], Backbone] | None = None,
                 backbone: str | None = None, model_factory: Callable[[Weights, str, int], object] | None = None,
                 engine: Engine | None = None, runtime: str | None = None,
                 precision: str | None = None, search: str | None = None, allow_large: bool = False) -> BuildReport:
@@ -143,9 +144,9 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
         thumbs: dict[str, bytes] = {}
         if work:
             # Only ResNet50 with ImageNet weights may download anything; other models just load.
-            progress("model" if bspec.name == RESNET50 and spec.mode == "imagenet" else "model_load", 0, None)
-            if bspec.name == RESNET50:
-                factory = extractor_factory  # None: the engine builds FeatureExtractor with runtime/precision
+            progress(bspec.capabilities.pretrained_load_stage if spec.mode == "imagenet" else "model_load", 0, None)
+            if bspec.capabilities.runtimes:
+                factory = extractor_factory  # None: the engine builds ResNet50Backbone with runtime/precision
             else:
                 if engine is not None and engine.name != "local":
                     raise ImgsimError(f"--engine {engine.name} runs the resnet50 backbone only; index {bspec.spec} "
@@ -164,7 +165,7 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
                 if ready.precision != precision:
                     if old is None:
                         precision = ready.precision  # record what the model really computed in, not what was asked
-                    elif bspec.name == RESNET50:  # e.g. a cached float32 model offered to update a float16 index
+                    elif len(bspec.capabilities.precisions) > 1:  # e.g. a cached float32 model, a float16 index
                         raise ImgsimError(
                             f"The model computes in {ready.precision} but the index at {index_dir} holds {precision} "
                             f"vectors, and the two are never mixed. Update it with `python -m imgsim index SRC_DIR "
@@ -212,7 +213,7 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
         meta = {"backbone": bspec.name, "weights": resolved, "pooling": pooling, "root": str(found.root),
                 "created": old.meta["created"] if old else store.now_iso(), "updated": store.now_iso(),
                 "ignored": found.ignored, "graph_k": None, "precision": precision}
-        if bspec.name != RESNET50:
+        if bspec.capabilities.default_preset is not None:
             meta["preset"] = preset or default_preset(bspec)
         _write(index_dir, rows, skipped, meta, dims or default_dims(bspec, pooling), old if same_vectors and same_method else None,
                old, progress, thumbs, found.root, clock, method)

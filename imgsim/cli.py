@@ -16,7 +16,8 @@ from imgsim.analysis.clusters import check_output, organise
 from imgsim.collection import Collection
 from imgsim.analysis.duplicates import threshold_summary
 from imgsim.errors import ImgsimError
-from imgsim.models.resnet50 import POOLINGS, weights_spec
+from imgsim.models.resnet50 import POOLINGS
+from imgsim.models.weights import weights_spec
 from imgsim.store.generations import index_exists
 from imgsim.progress import STAGE_LABELS
 from imgsim.analysis.recommend import NEGATIVE_WEIGHT
@@ -170,8 +171,8 @@ def _print_json(data: dict) -> None:
 
 def _weights_fields(col: Collection) -> dict:
     spec = weights_spec(col.index.weights)
-    if col.backbone.name != "resnet50" and not col.is_random:
-        spec = "pretrained"  # the preset's own weights, not ImageNet's ResNet50 file
+    if spec == "imagenet":  # Weights' word for published weights: say it as the backbone does (CLIP: pretrained)
+        spec = col.backbone.capabilities.pretrained_weights
     return {"weights": spec, "random_weights": col.is_random}
 
 

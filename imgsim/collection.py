@@ -16,12 +16,12 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from imgsim import decode
-from imgsim.models.base import (RESNET50, BackboneSpec, TextEmbedding, TextSearchUnavailable, backbone_name, make_backbone,
+from imgsim.models.base import (Backbone, BackboneSpec, TextEmbedding, TextSearchUnavailable, make_backbone,
                        text_search_help)
 from imgsim.analysis.duplicates import DuplicateGroup, duplicate_groups, nearest_distances
 from imgsim.errors import ImgsimError
 from imgsim.analysis.evaluate import Evaluation, evaluate
-from imgsim.models.resnet50 import FeatureExtractor, Weights, WeightsError, weights_spec
+from imgsim.models.weights import WeightsError, weights_spec
 from imgsim.store.generations import Index, load_index, unpack_blob
 from imgsim.analysis.map2d import GridLayout, grid_layout, render_grid
 from imgsim.search.projection import PCAProjection
@@ -289,7 +289,7 @@ class Collection:
         return None
 
     def query_file(self, path: str | os.PathLike, k: int,
-                   extractor: Callable[[], FeatureExtractor] | None = None) -> QueryResult:
+                   extractor: Callable[[], Backbone] | None = None) -> QueryResult:
         """Neighbours of an image file: its stored vector when it is indexed, else it is embedded."""
         p = Path(path).expanduser()
         if not p.is_file():
@@ -300,11 +300,11 @@ class Collection:
             return self.neighbors_of_row(row, k)
         return self.query_bytes(data, k, extractor)
 
-    def query_bytes(self, data: bytes, k: int, extractor: Callable[[], FeatureExtractor] | None = None) -> QueryResult:
+    def query_bytes(self, data: bytes, k: int, extractor: Callable[[], Backbone] | None = None) -> QueryResult:
         """Neighbours of an image given as bytes (an upload); decoded in memory, never written to disk."""
         return self.query_embedded(self.embed_bytes(data, extractor), k)
 
-    def embed_bytes(self, data: bytes, extractor: Callable[[], FeatureExtractor] | None = None,
+    def embed_bytes(self, data: bytes, extractor: Callable[[], Backbone] | None = None,
                     decoder: Callable[[bytes], np.ndarray] = decode.model_input
                     ) -> tuple[int | None, np.ndarray | None]:
         """``(row, None)`` when these bytes are an indexed file, else ``(None, vector)`` from the model.
@@ -323,13 +323,10 @@ class Collection:
         row, vector = embedded
         return self.neighbors_of_row(row, k) if row is not None else self.neighbors_of_vector(vector, k)
 
-    def extractor(self, weights: str | None = None, batch_size: int = 16) -> FeatureExtractor:
+    def extractor(self, weights: str | None = None, batch_size: int = 16) -> Backbone:
         """A model matching this index's backbone, weights and pooling (weights checked by content hash)."""
         spec = self.backbone.parse_weights(weights or weights_spec(self.index.weights))
-        if self.backbone.name == RESNET50:
-            model = FeatureExtractor(spec, self.index.pooling, batch_size)
-        else:
-            model = make_backbone(self.backbone, spec, self.index.pooling, batch_size)
+        model = make_backbone(self.backbone, spec, self.index.pooling, batch_size)
         check_compatible(self, model)
         return model
 
@@ -396,7 +393,7 @@ class Collection:
         mean = np.asarray(self.index.array("pca_mean"), dtype=np.float32)
         return self.neighbors_of_vector(mean, 1).neighbors[0].row
 
-    def embed_file(self, path: str | os.PathLike, extractor: Callable[[], FeatureExtractor] | None = None
+    def embed_file(self, path: str | os.PathLike, extractor: Callable[[], Backbone] | None = None
                    ) -> tuple[int | None, np.ndarray | None]:
         """``(row, None)`` for an indexed file (by path or content), else ``(None, vector)`` from the model."""
         p = Path(path).expanduser()
@@ -426,11 +423,11 @@ class Collection:
 
     @property
     def can_explain(self) -> bool:
-        """Whether vectors come from ResNet50's 7x7 grid (flatten or avg), which :meth:`explain` needs."""
-        return self.backbone.name == RESNET50 and self.index.pooling in ("flatten", "avg")
+        """Whether the vectors come from a backbone's feature grid (flatten or avg), which :meth:`explain` needs."""
+        return self.backbone.capabilities.feature_grid is not None and self.index.pooling in ("flatten", "avg")
 
     def explain(self, a: int | bytes, b: int | bytes,
-                extractor: Callable[[], FeatureExtractor] | None = None,
+                extractor: Callable[[], Backbone] | None = None,
                 decoder: Callable[[bytes], np.ndarray] = decode.model_input) -> Explanation:
         """Why ``a`` and ``b`` (rows, or image bytes) are similar, cell by cell of the 7x7 grid.
 
@@ -459,11 +456,11 @@ class Collection:
         return explain_maps(maps[0], maps[1], float(np.dot(va.astype(np.float64), vb.astype(np.float64))))
 
 
-def check_compatible(collection: Collection, model: FeatureExtractor) -> None:
+def check_compatible(collection: Collection, model: Backbone) -> None:
     """Refuse a model whose vectors could not be compared with the index's."""
     ix = collection.index
-    if backbone_name(model) != collection.backbone.name:
-        raise ImgsimError(f"The model is {backbone_name(model)} but the index was built with "
+    if model.name != collection.backbone.name:
+        raise ImgsimError(f"The model is {model.name} but the index was built with "
                           f"{collection.backbone.spec}: their vectors cannot be compared.")
     if model.pooling != ix.pooling:
         raise ImgsimError(f"The model uses pooling {model.pooling} but the index was built with {ix.pooling}.")

@@ -29,22 +29,22 @@ def make_photo(path: Path, seed: int, size: tuple[int, int] = (160, 120), fmt: s
 @pytest.fixture(scope="session")
 def random_extractor():
     """The real ResNet50 with seeded random weights (flatten), built once per session."""
-    from imgsim.models.resnet50 import FeatureExtractor
+    from imgsim.models.resnet50 import ResNet50Backbone
 
-    return FeatureExtractor("random", "flatten", batch_size=8)
+    return ResNet50Backbone("random", "flatten", batch_size=8)
 
 
 @pytest.fixture(scope="session")
 def extractor_factory(random_extractor):
     """A build_index extractor factory that reuses the session model when the settings match."""
-    from imgsim.models.resnet50 import FeatureExtractor
+    from imgsim.models.resnet50 import ResNet50Backbone
 
     cache = {("random", 0, "flatten"): random_extractor}
 
     def factory(weights, pooling, batch_size):
         key = (weights.mode, weights.seed, pooling)
         if key not in cache:
-            cache[key] = FeatureExtractor(weights, pooling, batch_size)
+            cache[key] = ResNet50Backbone(weights, pooling, batch_size)
         return cache[key]
 
     return factory

@@ -20,7 +20,7 @@ from imgsim.build import build_index, check_storage
 from imgsim.cli import main as cli_main
 from imgsim.collection import Collection
 from imgsim.errors import ImgsimError
-from imgsim.models.resnet50 import ResolvedWeights
+from imgsim.models.weights import ResolvedWeights
 from imgsim.search.projection import PCAProjection
 
 from .conftest import make_photo

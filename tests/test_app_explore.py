@@ -131,7 +131,7 @@ def avg_index(tmp_path_factory, extractor_factory):
 
 
 def test_why_in_avg_mode_loads_the_model_and_matches_cells(app_env, avg_index, extractor_factory, monkeypatch):
-    from imgsim.models.resnet50 import Weights
+    from imgsim.models.weights import Weights
 
     root, index_dir = avg_index
     model = extractor_factory(Weights.parse("random"), "avg", 8)
@@ -141,7 +141,7 @@ def test_why_in_avg_mode_loads_the_model_and_matches_cells(app_env, avg_index, e
         builds.append(pooling)
         return model
 
-    monkeypatch.setattr(imgsim.models.resnet50, "FeatureExtractor", counting_model)
+    monkeypatch.setattr(imgsim.models.resnet50, "ResNet50Backbone", counting_model)
     monkeypatch.setenv("IMGSIM_INDEX", str(index_dir))
     monkeypatch.setenv("IMGSIM_IMAGES", str(root))
     col = Collection.open(index_dir)

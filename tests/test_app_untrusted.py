@@ -255,7 +255,7 @@ def test_why_on_an_upload_decodes_it_with_the_bounded_upload_decoder_once(app_en
     import imgsim.models.resnet50
     from imgsim import decode
 
-    monkeypatch.setattr(imgsim.models.resnet50, "FeatureExtractor", lambda *a, **k: random_extractor)
+    monkeypatch.setattr(imgsim.models.resnet50, "ResNet50Backbone", lambda *a, **k: random_extractor)
     data = make_photo(tmp_path / "u.jpg", seed=77).read_bytes()
     unbounded, bounded = [], []
     real_model_input, real_upload_input = decode.model_input, decode.upload_model_input
@@ -356,6 +356,7 @@ def test_an_index_built_from_another_folder_is_refused_without_naming_that_folde
     import time
 
     import imgsim.models.resnet50
+    from imgsim.models.weights import Weights
     from imgsim.store.generations import load_index
 
     first, second = tmp_path / "private-first", tmp_path / "served"
@@ -364,8 +365,8 @@ def test_an_index_built_from_another_folder_is_refused_without_naming_that_folde
         make_photo(second / f"b{i}.jpg", seed=900 + i)
     index_dir = tmp_path / "shared.imgsim"
     build_index(first, index_dir, weights="random", extractor_factory=extractor_factory)
-    monkeypatch.setattr(imgsim.models.resnet50, "FeatureExtractor", lambda *a, **k: extractor_factory(
-        imgsim.models.resnet50.Weights.parse("random"), "flatten", 8))
+    monkeypatch.setattr(imgsim.models.resnet50, "ResNet50Backbone", lambda *a, **k: extractor_factory(
+        Weights.parse("random"), "flatten", 8))
     serve(monkeypatch, tmp_path, index_dir, second, ALLOW_INDEXING="1")
     at = new_app().run()
     [b for b in at.button if b.label == "Update index"][0].click().run()

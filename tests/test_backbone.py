@@ -1,13 +1,17 @@
-"""The backbone interface: parsing --backbone, ResNet50 through the interface, dims without a model."""
+"""The backbone interface: parsing --backbone, capabilities and dims without a model, ResNet50 as a backbone."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from imgsim.models.base import (Backbone, BackboneSpec, ResNet50Backbone, TextSearchUnavailable, default_dims,
-                             make_backbone, text_search_help)
+from imgsim.models.base import (BACKBONES, Backbone, BackboneSpec, Capabilities, TextSearchUnavailable, backbone_class,
+                                default_dims, make_backbone, text_search_help)
 from imgsim.errors import ImgsimError
+from imgsim.models.embedding import normalize
+from imgsim.models.resnet50 import pool
 
 
 @pytest.mark.parametrize("text, name, preset", [
@@ -54,14 +58,74 @@ def test_poolings_and_dims_per_backbone():
     assert default_dims(BackboneSpec.parse("clip:clip_vit_large_patch14"), "projection") == 768
 
 
-def test_resnet50_through_the_interface_gives_the_extractor_vectors(random_extractor):
-    wrapped = ResNet50Backbone(random_extractor)
-    assert isinstance(wrapped, Backbone)
-    assert (wrapped.name, wrapped.dims, wrapped.pooling, wrapped.supports_text) == ("resnet50", 100352, "flatten", False)
+def test_resnet50_is_a_backbone_whose_vectors_are_its_pooled_feature_maps(random_extractor):
+    model = random_extractor
+    assert isinstance(model, Backbone)
+    assert (model.name, model.dims, model.pooling, model.supports_text) == ("resnet50", 100352, "flatten", False)
     images = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(wrapped.embed(images), random_extractor.embed(images))
+    np.testing.assert_array_equal(model.embed(images), normalize(pool(model.feature_maps(images), "flatten")))
     with pytest.raises(TextSearchUnavailable, match="Text search needs a CLIP index"):
-        wrapped.embed_text("a tiger")
+        model.embed_text("a tiger")
+
+
+def test_capabilities_are_known_without_building_a_model():
+    resnet = BackboneSpec.parse("resnet50").capabilities
+    clip = BackboneSpec.parse("clip").capabilities
+    large = BackboneSpec.parse("clip:clip_vit_large_patch14").capabilities
+    assert (resnet.supports_text, resnet.feature_grid, resnet.poolings) == (False, (7, 7), {"flatten": 100352, "avg": 2048})
+    assert (clip.supports_text, clip.feature_grid, clip.poolings, large.poolings) == (
+        True, None, {"projection": 512}, {"projection": 768})
+    assert (resnet.pretrained_weights, clip.pretrained_weights) == ("imagenet", "pretrained")
+    assert (resnet.default_preset, clip.default_preset) == (None, "clip_vit_base_patch32")
+    assert resnet.input_size == clip.input_size == (224, 224)
+    assert (resnet.runtimes, clip.runtimes) == (("auto", "openvino", "keras"), ())
+    assert (resnet.precisions, clip.precisions) == (("float32", "float16"), ("float32",))
+    for name in BACKBONES:  # every registered class names itself as registered and declares every capability
+        cls = backbone_class(name)
+        assert cls.name == name and isinstance(Capabilities.of(cls), Capabilities)
+
+
+def test_reading_capabilities_imports_no_tensorflow():
+    """The registry imports a backbone's module to read its class: that module must leave Keras for later."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from imgsim.models.base import BACKBONES, BackboneSpec\n"
+            "caps = [BackboneSpec(name).capabilities for name in BACKBONES]\n"
+            "print(sorted(m for m in ('keras', 'keras_hub', 'tensorflow') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
+
+
+def test_an_index_recording_an_unknown_backbone_says_which_ones_exist():
+    spec = BackboneSpec.from_meta({"backbone": "vit"})
+    with pytest.raises(ImgsimError, match=r"Unknown backbone 'vit': use resnet50, clip or clip:PRESET_OR_DIR"):
+        spec.capabilities
+
+
+def test_make_backbone_passes_runtime_and_precision_to_backbones_that_have_runtimes(monkeypatch):
+    import imgsim.models.clip
+    import imgsim.models.resnet50
+
+    built = []
+
+    class Recorder:
+        def __init__(self, **options):
+            built.append(options)
+
+    for module, cls in ((imgsim.models.resnet50, "ResNet50Backbone"), (imgsim.models.clip, "ClipBackbone")):
+        real = getattr(module, cls)
+        monkeypatch.setattr(module, cls, type(cls, (Recorder,), {k: v for k, v in vars(real).items()
+                                                                 if not k.startswith("__")}))
+    make_backbone(BackboneSpec.parse("resnet50"), "random:2", "avg", None, runtime="keras", precision="float16")
+    make_backbone(BackboneSpec.parse("clip:clip_vit_large_patch14"), "pretrained", runtime="keras", precision="float16")
+    resnet, clip = built
+    assert resnet["weights"].seed == 2 and (resnet["pooling"], resnet["batch_size"]) == ("avg", None)
+    assert (resnet["runtime"], resnet["precision"]) == ("keras", "float16") and "preset" not in resnet
+    assert clip["weights"].mode == "imagenet" and clip["pooling"] == "projection"
+    assert clip["preset"] == "clip_vit_large_patch14" and "runtime" not in clip and "precision" not in clip
 
 
 def test_make_backbone_checks_pooling_before_building_anything():

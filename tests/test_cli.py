@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from imgsim.models import resnet50 as extract
+from imgsim.models import native
 from imgsim.cli import main
 from imgsim.store.generations import FORMAT_VERSION  # 2 since the columnar manifest and the ANN index (reads 1 too)
 
@@ -67,7 +67,7 @@ def test_index_then_dedup_finds_the_copied_file(capsys, tmp_path, random_extract
         make_photo(src / f"p{i}.jpg", seed=60 + i)
     shutil.copy(src / "p1.jpg", src / "p1 copy.jpg")
     Image.open(src / "p2.jpg").resize((150, 110)).save(src / "p2 small.jpg", quality=90)
-    monkeypatch.setattr(extract, "FeatureExtractor", lambda *a, **k: random_extractor)
+    monkeypatch.setattr("imgsim.engines.base.ResNet50Backbone", lambda *a, **k: random_extractor)
     assert main(["index", str(src), "--index", str(tmp_path / "ix"), "--weights", "random", "--quiet"]) == 0
     text = capsys.readouterr().out
     assert f"Indexed 6 images from {src.resolve()} into {tmp_path / 'ix'}" in text
@@ -105,7 +105,7 @@ def test_missing_index_is_a_message_and_exit_1(capsys, tmp_path):
 
 
 def test_imagenet_unavailable_exit_1_with_instructions(capsys, tmp_path, monkeypatch):
-    keras = extract.import_keras()
+    keras = native.import_keras()
     monkeypatch.setattr(keras.utils, "get_file", lambda *a, **k: (_ for _ in ()).throw(Exception("URL fetch failure")))
     monkeypatch.delenv("IMGSIM_WEIGHTS", raising=False)
     make_photo(tmp_path / "src" / "a.jpg", seed=1)
@@ -134,7 +134,7 @@ def test_python_dash_m_entry_point(built_index):
 
 
 def test_evaluate_on_the_demo_collection_reports_random_weights(capsys, tmp_path, random_extractor, monkeypatch):
-    monkeypatch.setattr(extract, "FeatureExtractor", lambda *a, **k: random_extractor)
+    monkeypatch.setattr("imgsim.engines.base.ResNet50Backbone", lambda *a, **k: random_extractor)
     demo = REPO / "data" / "demo"
     assert main(["index", str(demo), "--index", str(tmp_path / "demo"), "--weights", "random", "--quiet"]) == 0
     capsys.readouterr()
@@ -158,7 +158,7 @@ def test_rebuild_without_weights_uses_imgsim_weights(capsys, tmp_path, random_ex
         asked.append((weights.mode, weights.seed))
         return random_extractor
 
-    monkeypatch.setattr(imgsim.engines.base, "FeatureExtractor", model)
+    monkeypatch.setattr(imgsim.engines.base, "ResNet50Backbone", model)
     monkeypatch.setenv("IMGSIM_WEIGHTS", "random")
     assert main(["index", str(src), "--index", str(tmp_path / "ix"), "--quiet"]) == 0
     capsys.readouterr()
@@ -181,7 +181,7 @@ def test_incremental_index_of_a_float16_index_needs_no_precision_flag(capsys, tm
         def __getattr__(self, name):
             return getattr(random_extractor, name)
 
-    monkeypatch.setattr(imgsim.engines.base, "FeatureExtractor", lambda *a, **k: AsAsked(k.get("precision")))
+    monkeypatch.setattr(imgsim.engines.base, "ResNet50Backbone", lambda *a, **k: AsAsked(k.get("precision")))
     ix = str(tmp_path / "ix")
     assert main(["index", str(src), "--index", ix, "--weights", "random", "--precision", "float16", "--quiet"]) == 0
     make_photo(src / "p3.jpg", seed=43)

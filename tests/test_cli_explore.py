@@ -106,7 +106,7 @@ def test_outliers_say_how_many_neighbours_the_score_averages_in_a_tiny_collectio
 
     for i in range(3):
         make_photo(tmp_path / "src" / f"p{i}.jpg", seed=70 + i)
-    monkeypatch.setattr(imgsim.engines.base, "FeatureExtractor", lambda *a, **k: random_extractor)
+    monkeypatch.setattr(imgsim.engines.base, "ResNet50Backbone", lambda *a, **k: random_extractor)
     ix = str(tmp_path / "ix")
     assert main(["index", str(tmp_path / "src"), "--index", ix, "--weights", "random", "--quiet"]) == 0
     capsys.readouterr()

@@ -16,7 +16,7 @@ from imgsim.models.base import TextSearchUnavailable
 from imgsim.build import build_index
 from imgsim.collection import Collection
 from imgsim.errors import ImgsimError
-from imgsim.models.resnet50 import WeightsError
+from imgsim.models.weights import WeightsError
 
 from .conftest import make_photo
 
@@ -180,6 +180,42 @@ def test_changing_the_backbone_of_an_index_needs_rebuild(clip_index, photo_dir, 
     # An unchanged folder with the index's own backbone (asked or not) is a no-op.
     assert not build_index(photo_dir, copy, backbone="clip").committed
     assert not build_index(photo_dir, copy).committed
+
+
+def test_first_text_queries_of_two_sessions_at_once_both_get_their_vector(monkeypatch):
+    """keras-hub builds CLIP's preprocessor on its first call: two sessions' first queries right after start
+    both built it, and one failed ("You cannot add new elements of state ... already built")."""
+    import threading
+    import time
+
+    from keras_hub.src.models.clip import clip_preprocessor
+
+    model = clip.ClipBackbone(None, "random", arch=TINY)  # a fresh model: its preprocessor is not built yet
+    real_packer = clip_preprocessor.StartEndPacker
+
+    def slow_packer(*args, **kwargs):  # widens the window in which a second call also finds it unbuilt
+        time.sleep(0.3)
+        return real_packer(*args, **kwargs)
+
+    monkeypatch.setattr(clip_preprocessor, "StartEndPacker", slow_packer)
+    start = threading.Barrier(4)
+    vectors, errors = {}, []
+
+    def first_query(i: int) -> None:
+        start.wait()
+        try:
+            vectors[i] = model.embed_text("a tiger").vector
+        except Exception as exc:  # noqa: BLE001 - the test reports whatever a session would have logged
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_query, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(vectors) == 4
+    for vector in vectors.values():
+        np.testing.assert_array_equal(vector, vectors[0])
 
 
 def test_a_preset_with_336_px_input_embeds_the_224_px_model_input():

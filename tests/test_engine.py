@@ -12,7 +12,7 @@ from imgsim.cli import main
 from imgsim.discover import discover
 from imgsim.engines.base import Embedded, ExtractSettings, LocalEngine, Unchanged, make_engine
 from imgsim.errors import ImgsimError
-from imgsim.models.resnet50 import Weights
+from imgsim.models.weights import Weights
 
 
 def test_local_engine_yields_vectors_hashes_previews_and_typed_failures(extractor_factory, photo_dir):

@@ -115,7 +115,7 @@ def test_a_model_that_cannot_load_on_the_workers_ends_with_its_message_not_a_ray
 def test_a_local_ray_that_cannot_start_is_not_called_a_cluster_at_none(monkeypatch):
     from imgsim.engines.base import ExtractSettings
     from imgsim.errors import ImgsimError
-    from imgsim.models.resnet50 import Weights
+    from imgsim.models.weights import Weights
 
     def cannot(**kwargs):
         raise RuntimeError("no space left in /dev/shm")

@@ -9,7 +9,9 @@ from PIL import Image
 from imgsim.collection import Collection
 from imgsim.errors import ImgsimError
 from imgsim.analysis.explain import explain_flatten, explain_maps, heat_overlay, matched_cells
-from imgsim.models.resnet50 import Weights, normalize, pool
+from imgsim.models.embedding import normalize
+from imgsim.models.resnet50 import pool
+from imgsim.models.weights import Weights
 
 from .conftest import make_photo
 

@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 
 from imgsim import decode
+from imgsim.models import embedding, native
 from imgsim.models import resnet50 as extract
 from imgsim.errors import ImgsimError, SkipReason
-from imgsim.models.resnet50 import FeatureExtractor, Weights, WeightsError, extract_pipelined
+from imgsim.models.embedding import extract_pipelined
+from imgsim.models.resnet50 import ResNet50Backbone
+from imgsim.models.weights import Weights, WeightsError
 
 from .conftest import make_photo
 
@@ -47,7 +50,7 @@ def test_batched_flatten_vectors_equal_reference_per_image_path(random_extractor
 def test_avg_pooling_equals_keras_pooling_avg_model(photos):
     import keras
 
-    ours = FeatureExtractor("random:3", "avg", batch_size=4)
+    ours = ResNet50Backbone("random:3", "avg", batch_size=4)
     keras.utils.set_random_seed(3)
     ref_model = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(224, 224, 3), pooling="avg")
     batch = np.stack([decode.model_input(p.read_bytes()) for p in photos[:3]])
@@ -84,8 +87,8 @@ def weights_file(tmp_path_factory):
 
 
 def test_local_weights_file_is_loaded_and_identified_by_hash(weights_file, photos):
-    from_file = FeatureExtractor(str(weights_file), "avg")
-    seeded = FeatureExtractor("random:5", "avg")
+    from_file = ResNet50Backbone(str(weights_file), "avg")
+    seeded = ResNet50Backbone("random:5", "avg")
     batch = np.stack([decode.model_input(photos[0].read_bytes())])
     np.testing.assert_allclose(from_file.embed(batch), seeded.embed(batch), atol=1e-6)
     assert from_file.weights.mode == "file"
@@ -100,15 +103,15 @@ def test_imagenet_uses_the_standard_keras_download_and_cache(monkeypatch, weight
         calls.append((fname, origin, cache_subdir, file_hash))
         return str(weights_file)
 
-    keras = extract.import_keras()
+    keras = native.import_keras()
     monkeypatch.setattr(keras.utils, "get_file", fake_get_file)
-    model = FeatureExtractor("imagenet", "avg")
+    model = ResNet50Backbone("imagenet", "avg")
     assert calls == [(extract.WEIGHTS_FILE, extract.WEIGHTS_URL, "models", extract.WEIGHTS_MD5)]
     assert model.weights.label == "ImageNet (Keras)" and not model.weights.is_random
 
 
 def test_imagenet_unavailable_fails_fast_with_instructions(monkeypatch, tmp_path):
-    keras = extract.import_keras()
+    keras = native.import_keras()
 
     def offline(*args, **kwargs):
         raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- [Errno -3] "
@@ -117,7 +120,7 @@ def test_imagenet_unavailable_fails_fast_with_instructions(monkeypatch, tmp_path
     monkeypatch.setattr(keras.utils, "get_file", offline)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
     with pytest.raises(WeightsError) as info:
-        FeatureExtractor("imagenet")
+        ResNet50Backbone("imagenet")
     message = str(info.value)
     expected_path = tmp_path / "kh" / "models" / extract.WEIGHTS_FILE
     assert message.startswith(f"ImageNet weights for ResNet50 are not available: {expected_path} does not exist")
@@ -132,7 +135,7 @@ def test_imagenet_unavailable_fails_fast_with_instructions(monkeypatch, tmp_path
 def test_a_damaged_file_in_the_keras_cache_is_named_as_such_not_as_missing(monkeypatch, tmp_path):
     """Keras re-downloads a cached file whose MD5 is wrong and deletes it when that fails: the message must
     not tell the person who just copied it there that it does not exist."""
-    keras = extract.import_keras()
+    keras = native.import_keras()
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
     cached = extract.keras_cache_path()
     cached.parent.mkdir(parents=True)
@@ -145,7 +148,7 @@ def test_a_damaged_file_in_the_keras_cache_is_named_as_such_not_as_missing(monke
 
     monkeypatch.setattr(keras.utils, "get_file", offline)
     with pytest.raises(WeightsError) as info:
-        FeatureExtractor("imagenet")
+        ResNet50Backbone("imagenet")
     message = str(info.value)
     assert message.startswith(
         f"ImageNet weights for ResNet50 are not available: {cached} was incomplete or not the right file (its MD5 "
@@ -159,21 +162,21 @@ def test_a_damaged_file_in_the_keras_cache_is_named_as_such_not_as_missing(monke
 ])
 def test_bad_weights_settings_say_what_to_change(text, match):
     with pytest.raises(WeightsError, match=match.replace(".", r"\.").replace("(", r"\(")):
-        Weights.parse(text)
+        ResNet50Backbone.parse_weights(text)
 
 
 def test_wrong_weights_file_is_refused_with_message(tmp_path):
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"not hdf5")
     with pytest.raises(WeightsError, match=r"Could not load ResNet50 weights from .*bad\.h5"):
-        FeatureExtractor(str(bad))
+        ResNet50Backbone(str(bad))
 
 
 def test_unknown_pooling_and_batch_size_are_refused():
     with pytest.raises(ImgsimError, match="Unknown pooling 'max': use one of flatten, avg."):
-        FeatureExtractor("random", "max")
+        ResNet50Backbone("random", "max")
     with pytest.raises(ImgsimError, match=r"Batch size must be at least 1 \(got 0\)."):
-        FeatureExtractor("random", "avg", batch_size=0)
+        ResNet50Backbone("random", "avg", batch_size=0)
 
 
 def test_pipeline_keeps_items_aligned_and_passes_errors_through():
@@ -209,14 +212,14 @@ def test_pooling_and_normalize_helpers():
     assert extract.pool(maps, "flatten").shape == (2, 100352)
     np.testing.assert_array_equal(extract.pool(maps, "flatten")[1], maps[1].ravel())
     np.testing.assert_allclose(extract.pool(maps, "avg"), maps.mean(axis=(1, 2)))
-    z = extract.normalize(np.array([[3.0, 4.0], [0.0, 0.0]], dtype=np.float32))
+    z = embedding.normalize(np.array([[3.0, 4.0], [0.0, 0.0]], dtype=np.float32))
     np.testing.assert_allclose(z, [[0.6, 0.8], [0.0, 0.0]])
 
 
 def test_float32_means_float32_on_gpus_too():
     """TensorFlow's default TensorFloat-32 rounds float32 convolutions to a 10-bit mantissa on Ampere+ GPUs,
     which would make a GPU-built index differ from the reference (and from a CPU-built one) like float16."""
-    extract.import_keras()
+    native.import_keras()
     import tensorflow as tf
 
     assert tf.config.experimental.tensor_float_32_execution_enabled() is False
@@ -244,16 +247,16 @@ def test_a_gpu_that_tensorflow_sees_gets_memory_growth_first_and_the_keras_forwa
     """No GPU here: TensorFlow is told it has one, to check what imgsim does with it (it never needs one)."""
     import tensorflow as tf
 
-    extract.import_keras()
+    native.import_keras()
     fake_gpu = tf.config.list_physical_devices("CPU")[0]
     real_list = tf.config.list_physical_devices
     grown = []
     monkeypatch.setattr(tf.config, "list_physical_devices",
                         lambda kind=None: [fake_gpu] if kind == "GPU" else real_list(kind))
     monkeypatch.setattr(tf.config.experimental, "set_memory_growth", lambda dev, on: grown.append((dev, on)))
-    monkeypatch.setattr(extract, "_KERAS", None)  # a fresh process' first import
-    extract.import_keras()
+    monkeypatch.setattr(native, "_KERAS", None)  # a fresh process' first import
+    native.import_keras()
     assert grown == [(fake_gpu, True)]
-    model = FeatureExtractor("random", "avg", batch_size=None)
+    model = ResNet50Backbone("random", "avg", batch_size=None)
     assert (model.device, model.runtime, model.batch_size) == ("GPU", "keras (tensorflow)", 64)
     assert grown == [(fake_gpu, True)]  # set once, before the model was built

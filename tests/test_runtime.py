@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from imgsim import decode
-from imgsim.models import runtime
+from imgsim.models import native, runtime
 from imgsim.errors import ImgsimError
-from imgsim.models.resnet50 import FeatureExtractor, import_keras
+from imgsim.models.native import import_keras
+from imgsim.models.resnet50 import ResNet50Backbone
 
 from .conftest import make_photo
 from .test_extract import reference_vector
@@ -46,16 +47,16 @@ def test_default_cpu_runtime_is_openvino_and_faithful_to_the_reference_loop(rand
 
 
 def test_keras_runtime_is_available_on_request(photos):
-    keras_path = FeatureExtractor("random", "avg", runtime="keras")
+    keras_path = ResNet50Backbone("random", "avg", runtime="keras")
     assert keras_path.runtime == "keras (tensorflow)" and keras_path.precision == "float32"
-    openvino_path = FeatureExtractor("random", "avg", runtime="openvino")
+    openvino_path = ResNet50Backbone("random", "avg", runtime="openvino")
     batch = np.stack([decode.model_input(p.read_bytes()) for p in photos])
     assert np.abs(keras_path.embed(batch) - openvino_path.embed(batch)).max() <= 1e-4
 
 
 @pytest.mark.parametrize("backend_runtime", ["keras", "openvino"])
 def test_float16_precision_stays_within_cosine_0_999_of_float32(backend_runtime, random_extractor, photos):
-    half = FeatureExtractor("random", "flatten", runtime=backend_runtime, precision="float16")
+    half = ResNet50Backbone("random", "flatten", runtime=backend_runtime, precision="float16")
     assert half.precision == "float16"
     if backend_runtime == "openvino":  # the CPU picks float16 or bfloat16 and says which
         assert half.runtime.startswith("openvino") and ("float16" in half.runtime or "bfloat16" in half.runtime)
@@ -165,7 +166,7 @@ def test_runtime_and_precision_names_are_checked(monkeypatch):
     with pytest.raises(ImgsimError, match="Unknown runtime 'tensorrt': use one of auto, openvino, keras."):
         runtime.check_runtime("tensorrt", None)
     with pytest.raises(ImgsimError, match="Unknown precision 'int8': use one of float32, float16."):
-        FeatureExtractor("random", "avg", precision="int8")
+        ResNet50Backbone("random", "avg", precision="int8")
     monkeypatch.setenv("IMGSIM_RUNTIME", "keras")
     assert runtime.check_runtime(None, None) == ("keras", "float32")
 
@@ -177,7 +178,7 @@ def test_float16_survives_the_fallback_to_keras(monkeypatch):
         raise RuntimeError("no CPU plugin")
 
     monkeypatch.setattr(runtime, "openvino_forward", broken)
-    half = FeatureExtractor("random", "avg", runtime="auto", precision="float16")
+    half = ResNet50Backbone("random", "avg", runtime="auto", precision="float16")
     assert half.precision == "float16" and half.runtime == "keras (tensorflow)"
     assert half._forward.fallback_reason == "OpenVINO failed: RuntimeError: no CPU plugin"
     assert half._fp16_model.compute_dtype == "float16"
@@ -188,19 +189,17 @@ def test_two_threads_hiding_native_output_leave_stderr_where_it_was():
     Overlapping swaps must not leave the process writing its stderr into a dead temporary file."""
     import threading
 
-    from imgsim.models import resnet50 as extract
-
     before = os.fstat(2)
     a_in, b_in = threading.Event(), threading.Event()
 
     def a():
-        with extract._filtered_native_stderr():
+        with native.filtered_native_stderr():
             a_in.set()
             b_in.wait(1.0)  # B swaps fd 2 meanwhile, unless it has to wait its turn
 
     def b():
         a_in.wait(5.0)
-        with runtime._silenced():
+        with native.silenced_native_output():
             b_in.set()
             time.sleep(0.2)  # ... and A finishes first
 
@@ -217,7 +216,7 @@ def test_new_weights_in_the_same_file_never_reuse_the_converted_model(tmp_path):
     """The OpenVINO cache is keyed by the weights' content, not their path: overwriting the file gives another
     identity, hence another cache folder (and a conversion of its own, as the identity test above shows)."""
     from imgsim.models import resnet50 as extract
-    from imgsim.models.resnet50 import Weights
+    from imgsim.models.weights import Weights
 
     path = tmp_path / extract.WEIGHTS_FILE
     path.write_bytes(b"first weights")

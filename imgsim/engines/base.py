@@ -19,7 +19,10 @@ import numpy as np
 from imgsim import decode
 from imgsim.discover import ImageFile
 from imgsim.errors import ImgsimError
-from imgsim.models.resnet50 import FeatureExtractor, ResolvedWeights, Weights, extract_pipelined, import_keras
+from imgsim.models.embedding import extract_pipelined
+from imgsim.models.native import import_keras
+from imgsim.models.resnet50 import ResNet50Backbone
+from imgsim.models.weights import ResolvedWeights, Weights
 
 ENGINES = ("local", "ray")
 
@@ -97,7 +100,7 @@ def decode_file(f: ImageFile, known_sha256: str | None) -> tuple[str, bytes, np.
     return sha, decode.small_jpeg(im), decode.resize_for_model(im)
 
 
-ExtractorFactory = Callable[[Weights, str, Union[int, None]], FeatureExtractor]
+ExtractorFactory = Callable[[Weights, str, Union[int, None]], ResNet50Backbone]
 
 
 class LocalEngine:
@@ -108,7 +111,7 @@ class LocalEngine:
     def __init__(self, extractor_factory: ExtractorFactory | None = None, workers: int | None = None):
         self.extractor_factory = extractor_factory
         self.workers = workers
-        self.extractor: FeatureExtractor | None = None
+        self.extractor: ResNet50Backbone | None = None
 
     def start(self, settings: ExtractSettings) -> Started:
         started = time.perf_counter()
@@ -117,7 +120,7 @@ class LocalEngine:
         if self.extractor_factory is not None:
             self.extractor = self.extractor_factory(settings.weights, settings.pooling, settings.batch_size)
         else:
-            self.extractor = FeatureExtractor(settings.weights, settings.pooling, settings.batch_size,
+            self.extractor = ResNet50Backbone(settings.weights, settings.pooling, settings.batch_size,
                                               runtime=settings.runtime, precision=settings.precision)
         ex = self.extractor
         timings = {"import Keras/TensorFlow": imported - started,

@@ -20,7 +20,8 @@ import numpy as np
 from imgsim.discover import ImageFile
 from imgsim.engines.base import Embedded, ExtractSettings, Outcome, Started, Unchanged, decode_file
 from imgsim.errors import ImgsimError, SkipReason
-from imgsim.models.resnet50 import POOLINGS, FeatureExtractor, Weights, default_batch_size, resolve_weights
+from imgsim.models.resnet50 import POOLINGS, ResNet50Backbone, default_batch_size, resolve_weights
+from imgsim.models.weights import Weights
 
 INSTALL_HINT = "python -m pip install -r requirements-ray.txt   (that is: pip install 'ray[data]>=2.40,<3')"
 _PACKAGE_DIR = str(Path(__file__).resolve().parents[1])  # the imgsim package, shipped to Ray workers
@@ -66,11 +67,11 @@ class _Embedder:
                  precision: str | None):
         # A failure here is kept as a value and sent back with the rows: raised, Ray Data would only show
         # the driver an ActorDiedError traceback instead of the message that says what to do.
-        self.extractor: FeatureExtractor | None = None
+        self.extractor: ResNet50Backbone | None = None
         self.dims = POOLINGS[pooling]
         self.error = ""
         try:
-            self.extractor = FeatureExtractor(weights, pooling, batch_size, runtime=runtime, precision=precision)
+            self.extractor = ResNet50Backbone(weights, pooling, batch_size, runtime=runtime, precision=precision)
             if self.extractor.weights.identity != identity:
                 raise ImgsimError(f"The weights on this Ray node ({self.extractor.weights.identity}) differ from the "
                                   f"driver's ({identity}): every node must read the same weights file.")

@@ -1,30 +1,79 @@
 """Backbones: the models that turn images (and, for CLIP, text) into unit vectors.
 
-One small interface, one module per model: ResNet50 lives in :mod:`imgsim.models.resnet50` (wrapped here as it
-is), CLIP in :mod:`imgsim.models.clip`. An index records which backbone (and preset) built it, and a query is
-only ever embedded by that same backbone. Nothing heavy is imported until a model is built.
+One small interface, one module per model, named in :data:`BACKBONES` and imported only when asked for, so
+this module never imports an implementation. Each backbone class declares its capabilities at class level
+(:class:`Capabilities`): callers ask those, never which model it is. An index records which backbone (and
+preset) built it, and a query is only ever embedded by that same backbone. Nothing heavy is imported until
+a model is built (:func:`make_backbone`).
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from imgsim.errors import ImgsimError
-from imgsim.models.resnet50 import POOLINGS, FeatureExtractor, ResolvedWeights, Weights
+from imgsim.models.weights import ResolvedWeights, Weights
 
-RESNET50 = "resnet50"
-CLIP = "clip"
-BACKBONES = (RESNET50, CLIP)
-DEFAULT_BACKBONE = RESNET50
-#: CLIP has one embedding per image: the projection of its class token.
-CLIP_POOLING = "projection"
+#: Backbone name -> ``module:class`` of its implementation.
+BACKBONES = {
+    "resnet50": "imgsim.models.resnet50:ResNet50Backbone",
+    "clip": "imgsim.models.clip:ClipBackbone",
+}
+DEFAULT_BACKBONE = "resnet50"
 
 
 class TextSearchUnavailable(ImgsimError):
     """Text was given to an index whose backbone only understands images."""
+
+
+def _unknown_backbone(text: str) -> str:
+    return (f"Unknown backbone '{text}': use {', '.join(BACKBONES)} or clip:PRESET_OR_DIR "
+            "(a keras-hub preset name such as clip_vit_base_patch32, or a local preset folder).")
+
+
+def backbone_class(name: str) -> type:
+    """The class implementing a backbone, imported now (the module imports no TensorFlow at top level)."""
+    if name not in BACKBONES:
+        raise ImgsimError(_unknown_backbone(name))
+    module, _, attr = BACKBONES[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backbone can do, read from its class without building a model."""
+
+    #: Whether it embeds text into the space of its image vectors (search by describing).
+    supports_text: bool
+    #: ``(rows, cols)`` of the spatial feature grid behind its vectors (Why? compares it cell by cell); None: none.
+    feature_grid: tuple[int, int] | None
+    #: Pooling name -> vector length, for this preset.
+    poolings: dict[str, int]
+    default_pooling: str
+    #: The ``--weights`` word for its published weights (``imagenet``, ``pretrained``).
+    pretrained_weights: str
+    #: The preset used when none is given; None: it takes no preset.
+    default_preset: str | None
+    #: ``(height, width)`` of the images its ``embed`` takes.
+    input_size: tuple[int, int]
+    #: Forward-pass runtimes ``--runtime`` chooses between; empty: no choice (``runtime`` is not passed).
+    runtimes: tuple[str, ...]
+    #: Arithmetic ``--precision`` chooses between.
+    precisions: tuple[str, ...]
+    #: The progress stage (:data:`imgsim.progress.STAGE_LABELS`) while its published weights load.
+    pretrained_load_stage: str
+
+    @classmethod
+    def of(cls, backbone: type, preset: str | None = None) -> "Capabilities":
+        """The capabilities a backbone class declares, with its poolings for ``preset``."""
+        return cls(backbone.supports_text, backbone.feature_grid, backbone.pooling_dims(preset),
+                   backbone.default_pooling, backbone.pretrained_weights, backbone.default_preset,
+                   backbone.input_size, tuple(backbone.runtimes), tuple(backbone.precisions),
+                   backbone.pretrained_load_stage)
 
 
 @dataclass(frozen=True)
@@ -41,17 +90,16 @@ class BackboneSpec:
         name, _, preset = text.partition(":")
         name = name.strip().lower()
         if name not in BACKBONES:
-            raise ImgsimError(f"Unknown backbone '{text}': use resnet50, clip or clip:PRESET_OR_DIR "
-                              "(a keras-hub preset name such as clip_vit_base_patch32, or a local preset folder).")
-        if name == RESNET50 and preset:
-            raise ImgsimError(f"The resnet50 backbone takes no preset (got '{text}'); its weights are chosen "
+            raise ImgsimError(_unknown_backbone(text))
+        if preset and backbone_class(name).default_preset is None:
+            raise ImgsimError(f"The {name} backbone takes no preset (got '{text}'); its weights are chosen "
                               "with --weights.")
         return cls(name, preset.strip() or None)
 
     @classmethod
     def from_meta(cls, meta: dict) -> "BackboneSpec":
         """The backbone recorded in an index's metadata (indexes older than CLIP support are ResNet50)."""
-        return cls(meta.get("backbone") or RESNET50, meta.get("preset"))
+        return cls(meta.get("backbone") or DEFAULT_BACKBONE, meta.get("preset"))
 
     @property
     def spec(self) -> str:
@@ -59,27 +107,29 @@ class BackboneSpec:
         return f"{self.name}:{self.preset}" if self.preset else self.name
 
     @property
+    def backbone_class(self) -> type:
+        """The class that implements this backbone (imports its module, not TensorFlow)."""
+        return backbone_class(self.name)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this backbone (with this preset) can do, without building it."""
+        return Capabilities.of(self.backbone_class, self.preset)
+
+    @property
     def supports_text(self) -> bool:
-        return self.name == CLIP
+        return self.backbone_class.supports_text
 
     def parse_weights(self, text: str | None) -> Weights:
         """``--weights`` for this backbone: CLIP also accepts ``pretrained`` (the preset's own weights)."""
-        if self.name == CLIP and text is not None and text.strip() == "pretrained":
-            text = "imagenet"  # Weights' name for "the model's published weights"
-        return Weights.parse(text)
+        return self.backbone_class.parse_weights(text)
 
     def default_pooling(self) -> str:
-        return CLIP_POOLING if self.name == CLIP else "flatten"
+        return self.backbone_class.default_pooling
 
     def check_pooling(self, pooling: str) -> str:
         """The pooling this backbone can use, or a message saying which ones it has."""
-        allowed = (CLIP_POOLING,) if self.name == CLIP else tuple(POOLINGS)
-        if pooling not in allowed:
-            if self.name == CLIP:
-                raise ImgsimError(f"CLIP has a single image embedding ('{CLIP_POOLING}'); --pooling {pooling} "
-                                  "applies to resnet50 only.")
-            raise ImgsimError(f"Unknown pooling '{pooling}': use one of {', '.join(POOLINGS)}.")
-        return pooling
+        return self.backbone_class.check_pooling(pooling)
 
 
 @dataclass(frozen=True)
@@ -107,7 +157,14 @@ class TextEmbedding:
 
 @runtime_checkable
 class Backbone(Protocol):
-    """What indexing and querying need from a model."""
+    """What indexing and querying need from a model.
+
+    A class in :data:`BACKBONES` also declares, at class level, the fields of :class:`Capabilities`
+    (``pooling_dims(preset)`` for ``poolings``), ``check_pooling(pooling)`` and ``parse_weights(text)``,
+    and is built by :func:`make_backbone` as ``cls(weights=, pooling=, batch_size=)``, plus ``preset=`` when
+    it takes presets and ``runtime=``, ``precision=`` when it has runtimes. One with a ``feature_grid`` has
+    ``feature_maps(images) -> (n, rows, cols, channels)``.
+    """
 
     name: str
     preset: str | None
@@ -122,35 +179,7 @@ class Backbone(Protocol):
         """Unit vectors ``(n, dims)`` for uint8 images ``(n, 224, 224, 3)``."""
 
     def embed_text(self, text: str) -> TextEmbedding:
-        """The unit vector of one text query (backbones with ``supports_text`` only)."""
-
-
-class ResNet50Backbone:
-    """The reference ResNet50 :class:`~imgsim.models.resnet50.FeatureExtractor` seen through the backbone interface."""
-
-    name = RESNET50
-    preset = None
-    supports_text = False
-
-    def __init__(self, extractor: FeatureExtractor):
-        self.extractor = extractor
-
-    pooling = property(lambda self: self.extractor.pooling)
-    dims = property(lambda self: self.extractor.dims)
-    batch_size = property(lambda self: self.extractor.batch_size)
-    device = property(lambda self: self.extractor.device)
-    weights = property(lambda self: self.extractor.weights)
-
-    def embed(self, images: np.ndarray) -> np.ndarray:
-        return self.extractor.embed(images)
-
-    def embed_text(self, text: str) -> TextEmbedding:
-        raise TextSearchUnavailable(text_search_help(RESNET50))
-
-
-def backbone_name(model: object) -> str:
-    """The backbone a model object implements (a bare FeatureExtractor is ResNet50)."""
-    return getattr(model, "name", RESNET50)
+        """The unit vector of one text query; :class:`TextSearchUnavailable` without ``supports_text``."""
 
 
 def text_search_help(backbone: str, index_dir: str | None = None) -> str:
@@ -164,21 +193,23 @@ def text_search_help(backbone: str, index_dir: str | None = None) -> str:
 
 
 def make_backbone(spec: BackboneSpec, weights: Weights | str | None, pooling: str | None = None,
-                  batch_size: int = 16) -> Backbone:
-    """Build the model for a backbone spec with these weights (loads TensorFlow and the weights)."""
-    parsed = weights if isinstance(weights, Weights) else Weights.parse(weights)
-    pooling = spec.check_pooling(pooling or spec.default_pooling())
-    if spec.name == CLIP:
-        from imgsim.models.clip import ClipBackbone
+                  batch_size: int | None = 16, *, runtime: str | None = None,
+                  precision: str | None = None) -> Backbone:
+    """Build the model for a backbone spec (loads TensorFlow and the weights): the one constructor of every model.
 
-        return ClipBackbone(spec.preset, parsed, batch_size=batch_size)
-    return ResNet50Backbone(FeatureExtractor(parsed, pooling, batch_size))
+    ``pooling`` defaults to the backbone's own; ``batch_size=None`` lets it choose for the device.
+    ``runtime`` and ``precision`` reach backbones that have runtimes (ResNet50); others compute in float32.
+    """
+    cls = spec.backbone_class
+    parsed = weights if isinstance(weights, Weights) else spec.parse_weights(weights)
+    options: dict = {"pooling": spec.check_pooling(pooling or cls.default_pooling)}
+    if cls.default_preset is not None:
+        options["preset"] = spec.preset
+    if cls.runtimes:
+        options.update(runtime=runtime, precision=precision)
+    return cls(weights=parsed, batch_size=batch_size, **options)
 
 
 def default_dims(spec: BackboneSpec, pooling: str) -> int:
     """Vector length without building the model (an empty collection still records its shape)."""
-    if spec.name == CLIP:
-        from imgsim.models.clip import preset_dims
-
-        return preset_dims(spec.preset)
-    return POOLINGS[pooling]
+    return spec.capabilities.poolings[pooling]

@@ -11,21 +11,24 @@ normalises them with CLIP's mean and standard deviation.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import socket
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from imgsim.models.base import CLIP, CLIP_POOLING, TextEmbedding
 from imgsim.errors import ImgsimError
-from imgsim.models.resnet50 import (ResolvedWeights, Weights, WeightsError, _download_failure, _filtered_native_stderr,
-                      device_name, import_keras, normalize)
+from imgsim.models.base import TextEmbedding
+from imgsim.models.embedding import MODEL_INPUT, check_images, embed_batches, normalize
+from imgsim.models.native import device_name, filtered_native_stderr, import_keras
+from imgsim.models.resnet50 import missing_weights_file
+from imgsim.models.weights import (ResolvedWeights, Weights, WeightsError, download_failure, downloading,
+                                   random_weights, sha256_file)
 
 DEFAULT_PRESET = "clip_vit_base_patch32"
+#: CLIP has one embedding per image: the projection of its class token.
+POOLING = "projection"
 #: clip_vit_base_patch32's architecture (151,277,363 parameters), used by --weights random.
 VIT_B32 = {
     "vision": {"patch_size": 32, "hidden_dim": 768, "num_layers": 12, "num_heads": 12, "intermediate_dim": 3072,
@@ -132,26 +135,50 @@ def random_vocabulary(words: tuple[str, ...] = RANDOM_VOCAB_WORDS) -> tuple[dict
     return vocab, merges
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class ClipBackbone:
     """CLIP image and text embeddings (unit vectors) from a keras-hub preset, a local preset or random weights."""
 
-    name = CLIP
-    pooling = CLIP_POOLING
+    name = "clip"
+    # Capabilities: what callers ask instead of the name (see imgsim.models.base.Capabilities).
     supports_text = True
+    feature_grid = None
+    default_pooling = POOLING
+    pretrained_weights = "pretrained"
+    default_preset = DEFAULT_PRESET
+    input_size = MODEL_INPUT[:2]
+    runtimes: tuple[str, ...] = ()
+    precisions = ("float32",)
+    pretrained_load_stage = "model_load"  # keras-hub says what it downloads itself
 
-    def __init__(self, preset: str | None = None, weights: Weights | str | None = None, batch_size: int = 16,
-                 arch: dict | None = None, download_timeout: float = 20.0):
+    @classmethod
+    def pooling_dims(cls, preset: str | None = None) -> dict[str, int]:
+        """Its one embedding and that preset's projection size (read without building the model)."""
+        return {POOLING: preset_dims(preset)}
+
+    @classmethod
+    def check_pooling(cls, pooling: str) -> str:
+        """``projection``, or a message saying CLIP has no other."""
+        if pooling != POOLING:
+            raise ImgsimError(f"CLIP has a single image embedding ('{POOLING}'); --pooling {pooling} "
+                              "applies to resnet50 only.")
+        return pooling
+
+    @classmethod
+    def parse_weights(cls, text: str | None) -> Weights:
+        """``--weights`` for CLIP: ``pretrained`` (the preset's own, also ``imagenet``) or ``random[:SEED]``."""
+        if text is not None and text.strip() == cls.pretrained_weights:
+            text = "imagenet"  # Weights' name for "the model's published weights"
+        # A weights *file* is ResNet50's (--weights PATH): a missing one gets the message it gets everywhere.
+        return Weights.parse(text, missing_weights_file)
+
+    def __init__(self, preset: str | None = None, weights: Weights | str | None = None, batch_size: int | None = 16,
+                 arch: dict | None = None, download_timeout: float = 20.0, pooling: str = POOLING):
+        """``batch_size=None`` means 16; ``arch`` replaces ViT-B/32 for random weights (small test models)."""
+        self.pooling = self.check_pooling(pooling)
+        batch_size = 16 if batch_size is None else batch_size
         if batch_size < 1:
             raise ImgsimError(f"Batch size must be at least 1 (got {batch_size}).")
-        spec = weights if isinstance(weights, Weights) else Weights.parse(weights)
+        spec = weights if isinstance(weights, Weights) else self.parse_weights(weights)
         if spec.mode == "file":
             raise ImgsimError(f"For CLIP, --weights is pretrained (the preset's own) or random; give a "
                               f"local preset folder as --backbone clip:{spec.path} instead of --weights.")
@@ -168,19 +195,21 @@ class ClipBackbone:
                                   f"preset ({preset}) or use its real weights.")
             self.model, self.preprocessor = _random_clip(keras, keras_hub, spec.seed, arch or VIT_B32)
             vocab_size = self.preprocessor.tokenizer.vocabulary_size()
-            self.weights = ResolvedWeights(
-                "random", f"random:{spec.seed}",
-                f"random (seed {spec.seed}), tokenizer vocabulary of {vocab_size} tokens made at run time - "
-                "similarities are not meaningful", None, spec.seed)
+            self.weights = random_weights(
+                spec.seed, f"random (seed {spec.seed}), tokenizer vocabulary of {vocab_size} tokens made at run "
+                "time - similarities are not meaningful")
         else:
             self.model, self.preprocessor, weights_file = _load_preset(keras_hub, preset, download_timeout)
             where = f"local preset {preset}" if is_local_preset(preset) else f"keras-hub preset {preset}"
-            self.weights = ResolvedWeights("pretrained", "sha256:" + _sha256(weights_file), f"CLIP {where}",
+            self.weights = ResolvedWeights("pretrained", "sha256:" + sha256_file(weights_file), f"CLIP {where}",
                                            str(weights_file), None)
         self.preset = preset
         self.dims = int(self.model.projection_dim)
         self.max_tokens = int(self.preprocessor.sequence_length) - 2  # start and end tokens take two places
         self.device = device_name()
+        # keras-hub builds the preprocessor (its token packer) on the first call, and two first calls at once
+        # fail ("You cannot add new elements of state"): sessions' text queries are tokenised one at a time.
+        self._text_lock = threading.Lock()
         self._image_fn, self._text_fn = self._make_forward()
 
     def _make_forward(self) -> tuple[Any, Any]:
@@ -204,19 +233,14 @@ class ClipBackbone:
         Presets with another input size (``clip_vit_large_patch14_336``) get them resized by their own
         ``CLIPImageConverter``; images already at that size are taken as they are.
         """
-        images = np.asarray(images)
         size = self.model.vision_encoder.image_shape[0]
-        if images.ndim != 4 or images.shape[1:] not in ((224, 224, 3), (size, size, 3)):
-            raise ValueError(f"expected images of shape (n, 224, 224, 3), got {images.shape}")
-        out = np.empty((len(images), self.dims), dtype=np.float32)
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start:start + self.batch_size].astype(np.float32)
-            out[start:start + len(chunk)] = self._image_fn(chunk)
-        return normalize(out)
+        images = check_images(images, (MODEL_INPUT, (size, size, 3)))
+        return embed_batches(images, self.batch_size, self.dims, self._image_fn)
 
     def count_tokens(self, text: str) -> int:
         """How many tokens the text becomes (without the start and end tokens)."""
-        return int(np.asarray(self.preprocessor.tokenizer(text)).shape[0])
+        with self._text_lock:
+            return int(np.asarray(self.preprocessor.tokenizer(text)).shape[0])
 
     def _detokenize(self, ids: np.ndarray) -> str:
         """Token ids back to text: CLIP marks word ends with ``</w>`` over a byte-level alphabet."""
@@ -230,12 +254,12 @@ class ClipBackbone:
         cleaned = " ".join(str(text).split())
         if not cleaned:
             raise ImgsimError("The text is empty: describe what you are looking for, e.g. \"a red car at night\".")
-        ids = np.asarray(self.preprocessor.tokenizer(cleaned))
+        with self._text_lock:
+            ids = np.asarray(self.preprocessor.tokenizer(cleaned))
+            tokens = np.asarray(self.preprocessor({"images": None, "prompts": [cleaned]})["token_ids"], dtype=np.int32)
         kept = cleaned
         if len(ids) > self.max_tokens:
             kept = self._detokenize(ids[:self.max_tokens])
-        packed = self.preprocessor({"images": None, "prompts": [cleaned]})
-        tokens = np.asarray(packed["token_ids"], dtype=np.int32)
         vector = normalize(self._text_fn(tokens).astype(np.float32))[0]
         return TextEmbedding(cleaned, vector, int(len(ids)), self.max_tokens, kept)
 
@@ -247,7 +271,7 @@ def _from_byte_level(joined: str, to_byte: dict[str, int]) -> str:
 
 def _random_clip(keras: Any, keras_hub: Any, seed: int, arch: dict) -> tuple[Any, Any]:
     """The CLIP architecture with seeded random weights, and a preprocessor with a run-time vocabulary."""
-    with _filtered_native_stderr():
+    with filtered_native_stderr():
         keras.utils.set_random_seed(seed)
         vision = keras_hub.models.CLIPVisionEncoder(**arch["vision"])
         text = keras_hub.models.CLIPTextEncoder(**arch["text"])
@@ -284,10 +308,8 @@ def _load_preset(keras_hub: Any, preset: str, timeout: float) -> tuple[Any, Any,
         size = f" ({params / 1e6:.0f}M parameters, about {params * 4 / 1e6:,.0f} MB)" if params else ""
         print(f"Loading CLIP preset {preset}{size}: keras-hub downloads it from Kaggle on first use and caches "
               "it for later runs.", file=sys.stderr)
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout)  # an offline machine fails fast instead of hanging
     try:
-        with contextlib.redirect_stdout(sys.stderr), _filtered_native_stderr():
+        with downloading(timeout), filtered_native_stderr():
             model = keras_hub.models.CLIPBackbone.from_preset(preset)
             preprocessor = keras_hub.models.CLIPPreprocessor.from_preset(preset)
             if local:
@@ -301,7 +323,5 @@ def _load_preset(keras_hub: Any, preset: str, timeout: float) -> tuple[Any, Any,
     except Exception as exc:  # keras-hub and kagglehub raise many types for a failed download or bad file
         what = f"the preset folder {preset} could not be loaded" if local else "the download failed"
         raise ClipWeightsError(f"CLIP weights for {preset} are not available: {what} "
-                               f"({_download_failure(exc)}).", preset if not local else DEFAULT_PRESET) from None
-    finally:
-        socket.setdefaulttimeout(previous)
+                               f"({download_failure(exc)}).", preset if not local else DEFAULT_PRESET) from None
     return model, preprocessor, weights_file

@@ -8,7 +8,6 @@ file. A runtime that is missing or fails gives way to the plain Keras path with 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import resource
@@ -19,11 +18,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
 from imgsim.errors import ImgsimError
+from imgsim.models.native import silenced_native_output
 
 RUNTIMES = ("auto", "openvino", "keras")
 PRECISIONS = ("float32", "float16")
@@ -31,10 +31,6 @@ PRECISIONS = ("float32", "float16")
 CACHE_FORMAT = 1
 
 NoteFn = Callable[[str], None]
-
-#: Held while fds 1/2 are swapped to hide native chatter (here and in :mod:`imgsim.models.resnet50`): swaps from two
-#: threads (the app's indexing job and an upload) would otherwise restore each other's temporary fd.
-NATIVE_OUTPUT_LOCK = threading.RLock()
 
 
 def stderr_note(text: str) -> None:
@@ -128,25 +124,6 @@ class _PeakRSS:
         self.peak = max(self.peak, self._now())
 
 
-@contextlib.contextmanager
-def _silenced() -> Iterator[None]:
-    """Swallow what the converter prints on fds 1 and 2 (a page of settings and "[ SUCCESS ]" lines)."""
-    with NATIVE_OUTPUT_LOCK, open(os.devnull, "w", encoding="utf-8") as sink:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        saved = [os.dup(1), os.dup(2)]
-        os.dup2(sink.fileno(), 1)
-        os.dup2(sink.fileno(), 2)
-        try:
-            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-                yield
-        finally:
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
-
-
 def _remove_stale_temporaries(root: Path, max_age_s: float = 3600.0) -> None:
     """Delete what killed conversions left behind (hidden ``.tmp-*`` folders older than an hour)."""
     now = time.time()
@@ -176,7 +153,7 @@ def convert_to_openvino(model: Any, identity: str, root: Path | None = None) -> 
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=root))
     try:
         started = time.perf_counter()
-        with _PeakRSS() as peak, _silenced():
+        with _PeakRSS() as peak, silenced_native_output():
             model.export(str(tmp / "model.xml"), format="openvino", verbose=False)
         seconds = time.perf_counter() - started
         (tmp / "identity.txt").write_text(identity + "\n", encoding="utf-8")
