@@ -6,6 +6,7 @@ hash), drops deleted files, and resumes from the checkpoints of a run that was k
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import time
@@ -16,22 +17,14 @@ from typing import Callable
 import numpy as np
 
 from imgsim import decode
-from imgsim.search import ann_build
 from imgsim.store import generations as store
 from imgsim.models.base import RESNET50, BackboneSpec, default_dims, make_backbone
 from imgsim.discover import ImageFile, discover
 from imgsim.errors import ImgsimError, Skipped
 from imgsim.engines.base import Embedded, Engine, ExtractSettings, LocalEngine, Unchanged
 from imgsim.models.resnet50 import BACKBONE, POOLINGS, FeatureExtractor, Weights, weights_spec
-from imgsim.analysis.map2d import MapBuilder
 from imgsim.progress import ProgressFn, no_progress
-from imgsim.search.projection import PCAProjection
-from imgsim.search.exact import ExactSearch
-
-#: Neighbours stored per image: enough for the duplicate histogram and the quality check.
-GRAPH_K = 10
-PROJECTION_COMPONENTS = 256
-
+from imgsim.search import choose_method, recorded_method, search_method
 
 @dataclass
 class BuildReport:
@@ -194,11 +187,11 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
         report.skipped = skipped
         report.indexed = len(rows)
 
-        method = ann_build.choose_method(search, old.meta if old else None, len(rows))
+        method = choose_method(search, old.meta if old else None, len(rows))
         same_vectors = old is not None and old.paths == sorted(rows) and all(
             isinstance(rows[p][1], int) and rows[p][1] == i for i, p in enumerate(old.paths))
         unchanged = same_vectors and all(rows[e.path][0] == e for e in old.entries)
-        same_method = old is not None and ann_build.is_ann(old.meta) == (method[0] == "ann")
+        same_method = old is not None and recorded_method(old.meta) == method[0]
         # An explicit --search is remembered: an unchanged index that recorded "auto" is rewritten to say so.
         same_choice = old is not None and (old.meta.get("search") or {}).get("chosen", "auto") == method[1]
         if (unchanged and same_method and same_choice
@@ -360,15 +353,15 @@ def _write(index_dir: Path, rows: dict, skipped: list[Skipped], meta: dict, dims
             for name in same_vectors_as.meta.get("arrays", []):
                 if not name.startswith("thumb_"):
                     writer.save_array(name, same_vectors_as.array(name))
-            if ann_build.is_ann(same_vectors_as.meta):
-                old_ann = same_vectors_as.directory / same_vectors_as.generation / ann_build.ANN_FILE
-                writer.save_file(ann_build.ANN_FILE, lambda path: shutil.copyfile(old_ann, path))
+            kept = same_vectors_as.directory / same_vectors_as.generation
+            for name in search_method(method[0]).files:
+                writer.save_file(name, functools.partial(shutil.copyfile, kept / name))
             meta.update({k: same_vectors_as.meta.get(k) for k in ("projection", "map", "graph_k", "search")})
             meta["search"] = dict(meta["search"] or {"method": "exact"}, chosen=method[1])
         else:
             if clock is not None:
                 clock.lap("write")
-            meta.update(derive_for(writer, progress, method, old, sources))
+            meta.update(derive(writer, progress, method, old, sources))
             if clock is not None:
                 clock.lap("derived data (projection, neighbour graph, map)")
         writer.commit(meta, entries, skipped)
@@ -398,19 +391,15 @@ def _thumbnails(order: list[str], sources: list, fresh: dict[str, bytes], old: s
     return out
 
 
-def derive_for(writer: store.GenerationWriter, progress: ProgressFn, method: tuple[str, str],
-               old: store.Index | None = None, sources: list | None = None) -> dict:
-    """Derived data for the vectors being written, by the search method chosen: ANN (updating the previous
-    generation's ANN index when it has one) or exact (the reference pipeline, re-derived in full)."""
+def derive(writer: store.GenerationWriter, progress: ProgressFn, method: tuple[str, str],
+           old: store.Index | None = None, sources: list | None = None) -> dict:
+    """The derive step: the search method's data for the vectors being written (``method``: name and how it
+    was chosen), updated from the previous generation ``old`` where the method can (``sources[i]``: the old row
+    that new row ``i`` keeps, else its new vector)."""
     name, chosen = method
-    if name == "ann" and writer.count == 0:
-        # faiss cannot train cells on no vectors: an empty collection keeps the exact arrays and remembers the ask.
-        return dict(derive_arrays(writer, progress), search={"method": "exact", "chosen": chosen, "asked": "ann"})
-    if name == "ann":
-        if sources is not None and ann_build.can_update(old, writer.dims):
-            return ann_build.update_ann(writer, progress, old, sources, chosen, GRAPH_K)
-        return ann_build.derive_ann(writer, progress, chosen, GRAPH_K)
-    return dict(derive_arrays(writer, progress), search={"method": "exact", "chosen": chosen})
+    if old is not None and sources is not None:
+        return search_method(name).update(writer, progress, chosen, old, sources)
+    return search_method(name).derive(writer, progress, chosen)
 
 
 #: Above this estimated size a flatten index is refused until the user confirms (``--allow-large``).
@@ -431,31 +420,3 @@ def check_storage(count: int, pooling: str) -> None:
             f"({POOLINGS[pooling] * 4 / 1024:,.0f} KiB per image). With --pooling avg it would be about "
             f"{estimate_bytes(count, 'avg') / 1e9:,.1f} GB. Choose --pooling avg, or add --allow-large to "
             "index in flatten mode anyway.")
-
-
-def derive_arrays(writer: store.GenerationWriter, progress: ProgressFn) -> dict:
-    """Fit the search projection, the neighbour graph and the 2-D map for the vectors being written."""
-    vectors = writer.vectors
-    n = len(vectors)
-    progress("compress", 0, None)
-    projection = PCAProjection(n_components=PROJECTION_COMPONENTS).fit(vectors)
-    projected, residual = projection.transform(vectors)
-    search = ExactSearch().fit(vectors, projection, projected, residual)
-    for name, arr in (("pca_components", projection.components_), ("pca_mean", projection.mean_),
-                      ("projected", projected), ("residual", residual), ("sqnorm", search.sqnorm_)):
-        writer.save_array(name, arr)
-    progress("neighbors", 0, n)
-    graph = search.kneighbors_rows(np.arange(n), GRAPH_K)
-    writer.save_array("nn_indices", graph.indices.astype(np.int32))
-    writer.save_array("nn_distances", graph.distances.astype(np.float32))
-    progress("neighbors", n, n)
-    progress("map", 0, None)
-    mapper = MapBuilder().fit(projected)
-    writer.save_array("map_xy", mapper.embedding_)
-    progress("map", 1, 1)
-    return {
-        "projection": {"n_components": projection.n_components_,
-                       "explained_variance": float(np.sum(projection.explained_variance_ratio_))},
-        "map": {"method": "pca+tsne", "pca_components": mapper.n_components_, "perplexity": mapper.perplexity_},
-        "graph_k": int(graph.indices.shape[1]),
-    }

@@ -20,6 +20,7 @@ from imgsim.models.resnet50 import POOLINGS, weights_spec
 from imgsim.store.generations import index_exists
 from imgsim.progress import STAGE_LABELS
 from imgsim.analysis.recommend import NEGATIVE_WEIGHT
+from imgsim.search import METHODS
 
 RANDOM_NOTE = "Random weights: similarities are not meaningful (use ImageNet weights for real results)."
 
@@ -87,7 +88,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
                    help="images per model call (default: chosen for the device: 16 on CPU, 64 on GPU)")
     p.add_argument("--rebuild", action="store_true", help="discard the existing index and extract everything again")
-    p.add_argument("--search", choices=["exact", "ann"],
+    p.add_argument("--search", choices=list(METHODS),
                    help="exact k-NN, or approximate (IVF) with exact re-ranking; default: ann above 50,000 images")
     p.add_argument("--allow-large", action="store_true",
                    help="index in flatten mode even when the index is estimated above 20 GB")
@@ -378,13 +379,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"  model:    {model}, pooling {data['pooling']} ({data['dims']:,} values per image)")
     print(f"  weights:  {data['weights_label']}")
     print(f"  updated:  {data['updated']} (created {data['created']})")
-    s = data["search"]
-    print("  search:   " + ("exact" if s["method"] == "exact" else
-                          f"approximate ({s.get('engine')}, {s.get('n_lists')} lists, {s.get('n_probe')} probed, "
-                          f"{s.get('candidates')} re-ranked exactly); recall@10 vs exact {s.get('recall_at_10')} "
-                          f"on {s.get('queries')} queries measured at build time"
-                          + (f"; neighbour graph recall@10 {s['graph_recall_at_10']}"
-                             if s.get("graph_recall_at_10") is not None else "")))
+    print(f"  search:   {col.search_summary(short=True)}")
     for s in data["skipped"]:
         print(f"  skipped {s['path']}: {s['reason']}" + (f" ({s['detail']})" if s["detail"] else ""))
     return 0

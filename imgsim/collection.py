@@ -24,10 +24,7 @@ from imgsim.analysis.evaluate import Evaluation, evaluate
 from imgsim.models.resnet50 import FeatureExtractor, Weights, WeightsError, weights_spec
 from imgsim.store.generations import Index, load_index, unpack_blob
 from imgsim.analysis.map2d import GridLayout, grid_layout, render_grid
-from imgsim.search.projection import PCAProjection
-from imgsim.search.ann import AnnSearch
-from imgsim.search.ann_build import is_ann, open_search
-from imgsim.search.exact import ExactSearch, Neighbors, cosine_from_distance
+from imgsim.search import Neighbors, Search, cosine_from_distance, describe, open_search, recorded_method
 from imgsim.analysis.clusters import ClusterModel, SuggestedK, suggest_k
 from imgsim.analysis.explain import Explanation, explain_flatten, explain_maps
 from imgsim.analysis.outliers import Outlier, find_outliers
@@ -79,7 +76,7 @@ class Collection:
 
     def __init__(self, index: Index):
         self.index = index
-        self._search: ExactSearch | None = None
+        self._search: Search | None = None
 
     @classmethod
     def open(cls, index_dir: str | os.PathLike) -> "Collection":
@@ -217,8 +214,8 @@ class Collection:
 
     @property
     def search_method(self) -> str:
-        """``exact`` or ``ann`` (approximate candidates, exact distances)."""
-        return "ann" if is_ann(self.index.meta) else "exact"
+        """The search method that answers queries (:data:`imgsim.search.METHODS`): ``exact`` or ``ann``."""
+        return recorded_method(self.index.meta)
 
     def search_info(self) -> dict:
         """Which search method answers queries and, for ANN, recall@10 against exact measured at build time."""
@@ -227,27 +224,16 @@ class Collection:
             search["recall_at_10"] = 1.0
         return search
 
-    def search_summary(self) -> str:
-        """One sentence for people: how neighbours are found, and how well, as measured."""
-        s = self.search_info()
-        if s["method"] == "exact":
-            return "Search: exact nearest neighbours (every result is the true nearest)."
-        return (f"Search: approximate for this large collection ({s.get('engine')}, {s.get('n_lists'):,} lists, "
-                f"{s.get('n_probe')} probed, {s.get('candidates')} candidates re-ranked with exact distances). "
-                f"recall@10 against exact search, measured at build time on {s.get('queries')} sample queries: "
-                f"{s.get('recall_at_10')}. Distances shown are always exact."
-                + (f" The neighbour graph behind Duplicates and Odd ones out (fewer candidates per image): recall@10 "
-                   f"{s['graph_recall_at_10']} on the same queries." if s.get("graph_recall_at_10") is not None else ""))
+    def search_summary(self, short: bool = False) -> str:
+        """How neighbours are found, and how well, as measured: a sentence for people (the dashboard's About),
+        or ``short`` the summary ``imgsim info`` prints."""
+        return describe(self.search_info(), short=short)
 
     @property
-    def search(self) -> ExactSearch | AnnSearch:
-        if self._search is None and self.search_method == "ann":
-            self._search = open_search(self.index)
+    def search(self) -> Search:
+        """The search this index answers queries with, opened on first use."""
         if self._search is None:
-            ix = self.index
-            projection = PCAProjection.from_arrays(ix.array("pca_components"), ix.array("pca_mean"))
-            self._search = ExactSearch().fit(ix.vectors, projection, ix.array("projected"), ix.array("residual"),
-                                             ix.array("sqnorm"))
+            self._search = open_search(self.index)
         return self._search
 
     # --- queries -------------------------------------------------------------------------------------

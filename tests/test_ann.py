@@ -12,10 +12,10 @@ import textwrap
 import numpy as np
 import pytest
 
-from imgsim import build
-from imgsim.search import ann_build
+from imgsim.search import ann_build, choose_method
 from imgsim.store import generations as store
 from imgsim.search.ann import AnnSearch, exact_kneighbors, measure_recall, recall_at_k
+from imgsim.search.exact import ExactSearch
 from imgsim.build import build_index, check_storage
 from imgsim.cli import main as cli_main
 from imgsim.collection import Collection
@@ -188,9 +188,9 @@ def test_small_collections_stay_exact_by_default(photos, tmp_path):
     build_index(photos, tmp_path / "ix", weights="random", pooling="avg", extractor_factory=lambda w, p, b: VectorModel())
     ix = store.load_index(tmp_path / "ix")
     assert ix.meta["search"] == {"method": "exact", "chosen": "auto"}
-    assert isinstance(Collection(ix).search, build.ExactSearch)
-    assert ann_build.choose_method(None, None, 50_001) == ("ann", "auto")
-    assert ann_build.choose_method(None, None, 50_000) == ("exact", "auto")
+    assert isinstance(Collection(ix).search, ExactSearch)
+    assert choose_method(None, None, 50_001) == ("ann", "auto")
+    assert choose_method(None, None, 50_000) == ("exact", "auto")
 
 
 def test_killed_ann_update_leaves_previous_generation_loadable(photos, tmp_path):
