@@ -18,10 +18,11 @@ import numpy as np
 
 from imgsim import decode
 from imgsim.store import generations as store
-from imgsim.models.base import RESNET50, BackboneSpec, default_dims, make_backbone
+from imgsim.models.base import RESNET50, BackboneSpec, default_dims
 from imgsim.discover import ImageFile, discover
 from imgsim.errors import ImgsimError, Skipped
-from imgsim.engines.base import Embedded, Engine, ExtractSettings, LocalEngine, Unchanged
+from imgsim.engines import make_engine
+from imgsim.engines.base import Embedded, Engine, ExtractSettings, Unchanged
 from imgsim.models.resnet50 import BACKBONE, POOLINGS, FeatureExtractor, Weights, weights_spec
 from imgsim.progress import ProgressFn, no_progress
 from imgsim.search import choose_method, recorded_method, search_method
@@ -78,7 +79,7 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
     the existing index (else ``resnet50``, ``imagenet`` and ``flatten``); asking for different ones than
     the index was built with is refused unless ``rebuild`` is set. ``extractor_factory`` builds the ResNet50
     model, ``model_factory`` any other backbone's. ``engine`` runs the extraction (default: this process, see
-    :mod:`imgsim.engines.base`); ``batch_size=None`` lets it pick one for the device; ``runtime`` and ``precision``
+    :func:`imgsim.engines.make_engine`); ``batch_size=None`` lets it pick one for the device; ``runtime`` and ``precision``
     choose ResNet50's forward pass (:mod:`imgsim.models.runtime`). ``search`` is ``exact`` or ``ann`` (default: the
     index's earlier explicit choice, else ``ann`` above 50,000 images). A ``flatten`` index estimated above
     20 GB is refused up front unless ``allow_large``.
@@ -137,16 +138,10 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
         if work:
             # Only ResNet50 with ImageNet weights may download anything; other models just load.
             progress("model" if bspec.name == RESNET50 and spec.mode == "imagenet" else "model_load", 0, None)
-            if bspec.name == RESNET50:
-                factory = extractor_factory  # None: the engine builds FeatureExtractor with runtime/precision
-            else:
-                if engine is not None and engine.name != "local":
-                    raise ImgsimError(f"--engine {engine.name} runs the resnet50 backbone only; index {bspec.spec} "
-                                      "with the local engine.")
-                factory = model_factory or (lambda w, p, b: make_backbone(bspec, w, p, b or 16))
-            engine = engine or LocalEngine(factory, workers)
+            factory = extractor_factory if bspec.name == RESNET50 else model_factory
+            engine = engine or make_engine(model_factory=factory, workers=workers)
             report.engine = engine.name
-            ready = engine.start(ExtractSettings(spec, pooling, batch_size, runtime, precision))
+            ready = engine.start(ExtractSettings(spec, pooling, batch_size, runtime, precision, bspec))
             try:  # the engine is closed on every way out, a refused setting included
                 for step, seconds in ready.timings.items():
                     clock.add(step, seconds)

@@ -15,6 +15,7 @@ from imgsim.build import BuildReport, build_index
 from imgsim.analysis.clusters import check_output, organise
 from imgsim.collection import Collection
 from imgsim.analysis.duplicates import threshold_summary
+from imgsim.engines import ENGINES, make_engine
 from imgsim.errors import ImgsimError
 from imgsim.models.resnet50 import POOLINGS, weights_spec
 from imgsim.store.generations import index_exists
@@ -93,7 +94,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-large", action="store_true",
                    help="index in flatten mode even when the index is estimated above 20 GB")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--engine", choices=("local", "ray"), default="local",
+    p.add_argument("--engine", choices=list(ENGINES), default="local",
                    help="local: this process; ray: a Ray Data job (pip install -r requirements-ray.txt)")
     p.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to run on (e.g. auto, ray://head:10001); "
                    "default: a local Ray instance")
@@ -180,15 +181,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     weights = args.weights
     if weights is None and (args.rebuild or not index_exists(args.index)):  # a rebuild has no index to ask
         weights = os.environ.get("IMGSIM_WEIGHTS") or None
+    engine = make_engine(args.engine, address=args.ray_address)  # refuses, or says what to install, before any work
     progress = TqdmProgress(enabled=not args.quiet)
-    if args.ray_address and args.engine != "ray":
-        raise ImgsimError("--ray-address needs --engine ray.")
-    engine = None
-    if args.engine == "ray":
-        from imgsim.engines.ray import RayEngine, import_ray
-
-        import_ray()  # says how to install Ray before any work starts
-        engine = RayEngine(address=args.ray_address)
     try:
         report = build_index(args.src_dir, args.index, weights=weights, pooling=args.pooling,
                              batch_size=args.batch_size, rebuild=args.rebuild, progress=progress,

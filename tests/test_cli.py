@@ -147,7 +147,7 @@ def test_evaluate_on_the_demo_collection_reports_random_weights(capsys, tmp_path
 
 
 def test_rebuild_without_weights_uses_imgsim_weights(capsys, tmp_path, random_extractor, monkeypatch):
-    import imgsim.engines.base
+    import imgsim.engines.local
 
     src = tmp_path / "src"
     for i in range(3):
@@ -158,7 +158,7 @@ def test_rebuild_without_weights_uses_imgsim_weights(capsys, tmp_path, random_ex
         asked.append((weights.mode, weights.seed))
         return random_extractor
 
-    monkeypatch.setattr(imgsim.engines.base, "FeatureExtractor", model)
+    monkeypatch.setattr(imgsim.engines.local, "FeatureExtractor", model)
     monkeypatch.setenv("IMGSIM_WEIGHTS", "random")
     assert main(["index", str(src), "--index", str(tmp_path / "ix"), "--quiet"]) == 0
     capsys.readouterr()
@@ -169,7 +169,7 @@ def test_rebuild_without_weights_uses_imgsim_weights(capsys, tmp_path, random_ex
 
 
 def test_incremental_index_of_a_float16_index_needs_no_precision_flag(capsys, tmp_path, random_extractor, monkeypatch):
-    import imgsim.engines.base
+    import imgsim.engines.local
 
     src = tmp_path / "src"
     for i in range(3):
@@ -181,7 +181,7 @@ def test_incremental_index_of_a_float16_index_needs_no_precision_flag(capsys, tm
         def __getattr__(self, name):
             return getattr(random_extractor, name)
 
-    monkeypatch.setattr(imgsim.engines.base, "FeatureExtractor", lambda *a, **k: AsAsked(k.get("precision")))
+    monkeypatch.setattr(imgsim.engines.local, "FeatureExtractor", lambda *a, **k: AsAsked(k.get("precision")))
     ix = str(tmp_path / "ix")
     assert main(["index", str(src), "--index", ix, "--weights", "random", "--precision", "float16", "--quiet"]) == 0
     make_photo(src / "p3.jpg", seed=43)

@@ -100,13 +100,13 @@ def test_query_several_images_and_not(capsys, built_index, photo_dir):
 
 def test_outliers_say_how_many_neighbours_the_score_averages_in_a_tiny_collection(capsys, tmp_path, random_extractor,
                                                                                 monkeypatch):
-    import imgsim.engines.base
+    import imgsim.engines.local
 
     from .conftest import make_photo
 
     for i in range(3):
         make_photo(tmp_path / "src" / f"p{i}.jpg", seed=70 + i)
-    monkeypatch.setattr(imgsim.engines.base, "FeatureExtractor", lambda *a, **k: random_extractor)
+    monkeypatch.setattr(imgsim.engines.local, "FeatureExtractor", lambda *a, **k: random_extractor)
     ix = str(tmp_path / "ix")
     assert main(["index", str(tmp_path / "src"), "--index", ix, "--weights", "random", "--quiet"]) == 0
     capsys.readouterr()
