@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from imgsim import __version__, decode
-from imgsim.build import BuildReport, build_index
+from imgsim.build import BuildConfig, BuildReport, build_index
 from imgsim.analysis.clusters import check_output, organise
 from imgsim.collection import Collection
 from imgsim.analysis.duplicates import threshold_summary
@@ -182,12 +182,12 @@ def cmd_index(args: argparse.Namespace) -> int:
     if weights is None and (args.rebuild or not index_exists(args.index)):  # a rebuild has no index to ask
         weights = os.environ.get("IMGSIM_WEIGHTS") or None
     engine = make_engine(args.engine, address=args.ray_address)  # refuses, or says what to install, before any work
+    config = BuildConfig(backbone=args.backbone, weights=weights, pooling=args.pooling, batch_size=args.batch_size,
+                         runtime=args.runtime, precision=args.precision, search=args.search, rebuild=args.rebuild,
+                         allow_large=args.allow_large)
     progress = TqdmProgress(enabled=not args.quiet)
     try:
-        report = build_index(args.src_dir, args.index, weights=weights, pooling=args.pooling,
-                             batch_size=args.batch_size, rebuild=args.rebuild, progress=progress,
-                             backbone=args.backbone, engine=engine, runtime=args.runtime, precision=args.precision,
-                             search=args.search, allow_large=args.allow_large)
+        report = build_index(args.src_dir, args.index, config, progress=progress, engine=engine)
     finally:
         progress.close()
     _print_report(report)

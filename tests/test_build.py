@@ -42,7 +42,7 @@ def folder(tmp_path):
 
 def run(folder, index_dir, model, **kw):
     return build_index(folder, index_dir, weights=kw.pop("weights", "random"),
-                       extractor_factory=lambda w, p, b: model, **kw)
+                       model_factory=lambda w, p, b: model, **kw)
 
 
 def test_first_run_then_incremental_add_change_delete(folder, tmp_path, random_extractor):
@@ -274,7 +274,7 @@ def test_the_model_stage_mentions_a_download_only_for_imagenet_weights(folder, t
     from imgsim.progress import describe
 
     seen = []
-    build_index(folder, tmp_path / "ix", weights="random", extractor_factory=lambda w, p, b: random_extractor,
+    build_index(folder, tmp_path / "ix", weights="random", model_factory=lambda w, p, b: random_extractor,
                 progress=lambda stage, done, total: seen.append(describe(stage, done, total, 0.0)))
     assert "Loading the model…" in seen
     assert not [line for line in seen if "downloads" in line]
