@@ -13,7 +13,7 @@ import numpy as np
 from imgsim import __version__, decode
 from imgsim.build import BuildConfig, BuildReport, build_index
 from imgsim.analysis.clusters import check_output, organise
-from imgsim.collection import Collection
+from imgsim.collection import Collection, Neighbor
 from imgsim.analysis.duplicates import threshold_summary
 from imgsim.engines import ENGINES, make_engine
 from imgsim.errors import ImgsimError
@@ -256,10 +256,15 @@ def cmd_query(args: argparse.Namespace) -> int:
         print(RANDOM_NOTE, file=sys.stderr)
     where = "indexed" if result.row is not None else "not indexed: embedded with the model"
     print(f"Query: {args.image} ({where})")
-    print(f"{'rank':>4}  {'distance':>8}  {'cosine':>7}  path")
-    for n in result.neighbors:
-        print(f"{n.rank:>4}  {n.distance:8.4f}  {n.similarity:7.4f}  {n.path}")
+    _print_neighbors(result.neighbors)
     return 0
+
+
+def _print_neighbors(neighbors: list[Neighbor]) -> None:
+    """The results table of every query: rank, distance, cosine and path, nearest first."""
+    print(f"{'rank':>4}  {'distance':>8}  {'cosine':>7}  path")
+    for n in neighbors:
+        print(f"{n.rank:>4}  {n.distance:8.4f}  {n.similarity:7.4f}  {n.path}")
 
 
 def _query_examples(col: Collection, args: argparse.Namespace, model) -> int:
@@ -274,9 +279,7 @@ def _query_examples(col: Collection, args: argparse.Namespace, model) -> int:
     if col.is_random:
         print(RANDOM_NOTE, file=sys.stderr)
     print(f"More like: {', '.join(args.images)}" + (f"; not like: {', '.join(args.negatives)}" if args.negatives else ""))
-    print(f"{'rank':>4}  {'distance':>8}  {'cosine':>7}  path")
-    for n in result.neighbors:
-        print(f"{n.rank:>4}  {n.distance:8.4f}  {n.similarity:7.4f}  {n.path}")
+    _print_neighbors(result.neighbors)
     return 0
 
 
@@ -292,9 +295,7 @@ def _text_query(col: Collection, args: argparse.Namespace, model) -> int:
     if embedded.truncated:
         print(f"note: {embedded.note}", file=sys.stderr)
     print(f"Query: text “{embedded.text}” ({col.backbone.spec}, {embedded.tokens} tokens)")
-    print(f"{'rank':>4}  {'distance':>8}  {'cosine':>7}  path")
-    for n in result.neighbors:
-        print(f"{n.rank:>4}  {n.distance:8.4f}  {n.similarity:7.4f}  {n.path}")
+    _print_neighbors(result.neighbors)
     return 0
 
 
@@ -354,9 +355,6 @@ def info_dict(col: Collection) -> dict:
         "map": meta.get("map"),
         "search": col.search_info(),
     }
-
-
-
 
 
 def cmd_info(args: argparse.Namespace) -> int:

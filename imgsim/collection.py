@@ -152,25 +152,6 @@ class Collection:
         data = unpack_blob(self.index.array("thumb_blob"), self.index.array("thumb_offsets"), row)
         return data or None
 
-    def preview_sprite(self, cell: int = 64) -> tuple[Image.Image, int] | None:
-        """Every stored preview in one image, row i at cell (i // columns, i % columns); and the columns.
-
-        The dashboard serves it once so that hovering the map costs no transfer per point.
-        """
-        if not self.index.has_array("thumb_blob") or self.count == 0:
-            return None
-        side = math.ceil(math.sqrt(self.count))
-        rows = np.arange(self.count)
-        layout = GridLayout(rows, np.stack([rows // side, rows % side], axis=1), side)
-
-        def tile(row: int) -> Image.Image | None:
-            data = self.preview(row)
-            if data is None:
-                return None
-            return ImageOps.pad(Image.open(io.BytesIO(data)).convert("RGB"), (cell, cell), color=(255, 255, 255))
-
-        return render_grid(layout, tile, cell_px=cell), side
-
     def has_previews(self) -> bool:
         """Whether any row has a stored preview (indexes built without image files have none)."""
         return self.index.has_array("thumb_offsets") and self.count > 0 and int(self.index.array("thumb_offsets")[-1]) > 0
