@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from imgsim import __version__, decode
+from imgsim import __version__
 from imgsim.build import BuildConfig, BuildReport, build_index
 from imgsim.analysis.clusters import check_output, organise
 from imgsim.collection import Collection, Neighbor
@@ -24,6 +24,9 @@ from imgsim.analysis.recommend import NEGATIVE_WEIGHT
 from imgsim.search import METHODS
 
 RANDOM_NOTE = "Random weights: similarities are not meaningful (use ImageNet weights for real results)."
+#: How an image argument is found, for the help of every command that takes one.
+IMAGE_HELP = ("a file path; when no file is there, a path relative to the collection's folder (as results "
+              "print them)")
 
 
 class TqdmProgress:
@@ -110,9 +113,9 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("query", help="nearest neighbours of an image (indexed or not), or of a description (CLIP)")
     p.add_argument("index_dir", metavar="INDEX_DIR")
     p.add_argument("images", metavar="IMAGE_PATH", nargs="*",
-                   help="one image, or several that form one 'more like these' query")
+                   help=f"one image, or several that form one 'more like these' query; each is {IMAGE_HELP}")
     p.add_argument("--not", dest="negatives", metavar="IMAGE_PATH", nargs="+", action="extend", default=[],
-                   help="images the results should not look like (more like these)")
+                   help="images the results should not look like (more like these), found like IMAGE_PATH")
     p.add_argument("--text", metavar="TEXT", help="search by describing (CLIP indexes), e.g. \"a red car at night\"")
     p.add_argument("-k", type=_positive_int, default=5, help="how many results (clamped to the collection size)")
     p.add_argument("--json", action="store_true")
@@ -152,8 +155,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("explain", help="why two images are similar: each cell of the 7x7 grid")
     p.add_argument("index_dir", metavar="INDEX_DIR")
-    p.add_argument("image_a", metavar="IMAGE_A")
-    p.add_argument("image_b", metavar="IMAGE_B")
+    p.add_argument("image_a", metavar="IMAGE_A", help=IMAGE_HELP)
+    p.add_argument("image_b", metavar="IMAGE_B", help=IMAGE_HELP)
     p.add_argument("--json", action="store_true")
     p.add_argument("--weights", metavar="imagenet|random|PATH", help="weights when the model is needed "
                    "(default: the index's own)")
@@ -453,11 +456,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return col.extractor(args.weights or None)
 
     def side(path: str) -> int | bytes:
-        p = os.path.expanduser(path)
-        if not os.path.isfile(p):
+        found = col.read_file(path)
+        if found is None:
             raise ImgsimError(f"Image not found: {path}")
-        data = decode.read_bytes(p)
-        row = col.locate(p, data)
+        row, data = found
         return row if row is not None else data
 
     if col.index.pooling == "avg" and not args.json:

@@ -257,15 +257,23 @@ class Collection:
 
     def query_file(self, path: str | os.PathLike, k: int,
                    extractor: Callable[[], FeatureExtractor] | None = None) -> QueryResult:
-        """Neighbours of an image file: its stored vector when it is indexed, else it is embedded."""
+        """Neighbours of an image file (found as :meth:`read_file` says): its stored vector when it is indexed,
+        else it is embedded."""
+        return self.query_embedded(self.embed_file(path, extractor), k)
+
+    def read_file(self, path: str | os.PathLike) -> tuple[int | None, bytes] | None:
+        """The image file a query names, read: its row when it is indexed (by path or content) and its bytes;
+        None when there is no such file. The path as given wins when a file is there; else it is taken relative
+        to the collection's folder, so that a path the results show can be given back."""
         p = Path(path).expanduser()
         if not p.is_file():
-            raise ImgsimError(f"Query image not found: {p}")
+            inside = self.index.root / p
+            # Only paths below the folder: "../x" names a file outside the collection, not one of its images.
+            if p.is_absolute() or ".." in p.parts or not inside.is_file():
+                return None
+            p = inside
         data = decode.read_bytes(p)
-        row = self.locate(p, data)
-        if row is not None:
-            return self.neighbors_of_row(row, k)
-        return self.query_bytes(data, k, extractor)
+        return self.locate(p, data), data
 
     def query_bytes(self, data: bytes, k: int, extractor: Callable[[], FeatureExtractor] | None = None) -> QueryResult:
         """Neighbours of an image given as bytes (an upload); decoded in memory, never written to disk."""
@@ -365,12 +373,14 @@ class Collection:
 
     def embed_file(self, path: str | os.PathLike, extractor: Callable[[], FeatureExtractor] | None = None
                    ) -> tuple[int | None, np.ndarray | None]:
-        """``(row, None)`` for an indexed file (by path or content), else ``(None, vector)`` from the model."""
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise ImgsimError(f"Query image not found: {p}")
-        data = decode.read_bytes(p)
-        row = self.locate(p, data)
+        """``(row, None)`` for an indexed file (by path or content), else ``(None, vector)`` from the model.
+
+        ``path`` is found as :meth:`read_file` says.
+        """
+        found = self.read_file(path)
+        if found is None:
+            raise ImgsimError(f"Query image not found: {Path(path).expanduser()}")
+        row, data = found
         return (row, None) if row is not None else self.embed_bytes(data, extractor)
 
     def _vector(self, embedded: tuple[int | None, np.ndarray | None]) -> np.ndarray:
