@@ -14,10 +14,10 @@ from imgsim.errors import ImgsimError
 ENGINES = {"local": "imgsim.engines.local:LocalEngine", "ray": "imgsim.engines.ray:RayEngine"}
 
 
-def make_engine(name: str = "local", *, address: str | None = None, model_factory: ModelFactory | None = None,
-                workers: int | None = None) -> Engine:
+def make_engine(name: str = "local", *, address: str | None = None,
+                model_factory: ModelFactory | None = None) -> Engine:
     """The engine called ``name``: one on a cluster (``ray``) takes its ``address`` (none: a local instance);
-    one in this process (``local``) takes a ``model_factory`` and decode ``workers``."""
+    one in this process (``local``) takes a ``model_factory``."""
     if name not in ENGINES:
         raise ImgsimError(f"Unknown engine '{name}': use one of {', '.join(ENGINES)}.")
     module, _, attribute = ENGINES[name].partition(":")
@@ -26,4 +26,4 @@ def make_engine(name: str = "local", *, address: str | None = None, model_factor
         return cls(address=address)
     if address:
         raise ImgsimError("--ray-address needs --engine ray.")
-    return cls(model_factory, workers)
+    return cls(model_factory)

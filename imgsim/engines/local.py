@@ -20,10 +20,9 @@ class LocalEngine:
     #: Runs here: it takes no cluster address (see :func:`imgsim.engines.make_engine`).
     cluster = False
 
-    def __init__(self, model_factory: ModelFactory | None = None, workers: int | None = None):
-        """``model_factory`` replaces the model built for the settings' backbone; ``workers`` decode threads."""
+    def __init__(self, model_factory: ModelFactory | None = None):
+        """``model_factory`` replaces the model built for the settings' backbone."""
         self.model_factory = model_factory
-        self.workers = workers
         self.extractor: FeatureExtractor | Backbone | None = None
 
     def start(self, settings: ExtractSettings) -> Started:
@@ -56,7 +55,7 @@ class LocalEngine:
             side[f.rel] = (sha, thumb)
             return pixels
 
-        workers = self.workers or getattr(self.extractor, "workers", 2)
+        workers = getattr(self.extractor, "workers", 2)  # decode threads chosen for the model's device
         for f, outcome in extract_pipelined(self.extractor.embed, work, load, self.extractor.batch_size, workers):
             if isinstance(outcome, np.ndarray):
                 sha, thumb = side.pop(f.rel)
