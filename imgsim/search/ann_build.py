@@ -158,8 +158,8 @@ def derive_ann(writer: store.GenerationWriter, progress: ProgressFn, chosen: str
 
 def can_update(old: store.Index | None, dims: int) -> bool:
     """Whether the previous generation holds an ANN index this run can update instead of rebuilding."""
-    return (old is not None and recorded_method(old.meta) == AnnMethod.name and old.dims == dims and old.has_array("ann_keys")
-            and (old.directory / old.generation / ANN_FILE).is_file() and old.count > 0)
+    return (old is not None and recorded_method(old.meta) == AnnMethod.name and old.dims == dims
+            and old.has_array("ann_keys") and (old.directory / old.generation / ANN_FILE).is_file() and old.count > 0)
 
 
 def update_ann(writer: store.GenerationWriter, progress: ProgressFn, old: store.Index, sources: list,
