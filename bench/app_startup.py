@@ -25,7 +25,7 @@ import numpy as np
 from common import REPO, clustered_unit_vectors, machine, table
 
 from imgsim.store import generations as store
-from imgsim.build import derive_arrays
+from imgsim.search.exact import derive_arrays
 from imgsim.models.resnet50 import POOLINGS
 
 

@@ -48,7 +48,7 @@ def main() -> None:
                 ix = tmp / f"ix-{pooling}-{n}"
                 t0 = time.perf_counter()
                 report = build_index(tmp / f"src{n}", ix, weights="random", pooling=pooling,
-                                     extractor_factory=lambda *a: model)
+                                     model_factory=lambda *a: model)
                 measured[n] = (time.perf_counter() - t0, folder_size(ix), report.images_per_second)
             (t_s, _, _), (t_l, b_l, ips) = measured[args.small], measured[args.large]
             per_img_s = (t_l - t_s) / (args.large - args.small)

@@ -5,7 +5,7 @@
 Vectors: synthetic clustered unit vectors (non-negative, 64 latent dimensions, 2,000 clusters, a little
 isotropic noise), written chunk by chunk straight into a new index generation; paths are synthetic relative
 paths (``c0123/img_0000042.jpg``) whose files do not exist (the app shows placeholders). Then the derived
-data (PCA, ANN index, neighbour graph, map, recall) come from ``imgsim.build.derive_for`` and the
+data (PCA, ANN index, neighbour graph, map, recall) come from ``imgsim.build.derive`` and the
 generation is committed with ``GenerationWriter.commit`` exactly as ``imgsim index`` does. Queries are
 indexed rows, k = 10, one at a time, through ``Collection`` (what the dashboard calls); recall@10 and the
 exact p50 are measured against brute force in the same run. ``--add`` then adds that many images through
@@ -27,6 +27,7 @@ import numpy as np
 from common import machine
 
 from imgsim import build
+from imgsim.search import choose_method
 from imgsim.store import generations as store
 from imgsim.search.ann import exact_kneighbors, recall_at_k
 from imgsim.collection import Collection
@@ -115,7 +116,7 @@ def build_synthetic(args, out: Path, stages: dict, log, pooling: str) -> None:
 
     # 2. derived data: the same function `imgsim index` calls after extraction.
     t = time.perf_counter()
-    method = build.ann_build.choose_method(args.search, None, args.n)
+    method = choose_method(args.search, None, args.n)
     blob, offsets = store.pack_blobs([b""] * args.n)  # no previews: the files do not exist
     writer.save_array("thumb_blob", blob)
     writer.save_array("thumb_offsets", offsets)
@@ -130,7 +131,7 @@ def build_synthetic(args, out: Path, stages: dict, log, pooling: str) -> None:
             "weights": {"mode": "random", "identity": None, "label": "synthetic vectors (bench/scale.py)",
                         "path": None, "seed": 0},
             "created": store.now_iso(), "updated": store.now_iso(), "ignored": 0, "graph_k": None}
-    meta.update(build.derive_for(writer, progress, method))
+    meta.update(build.derive(writer, progress, method))
     entries = store.Manifest(paths, np.zeros(args.n, dtype=store.Manifest.DTYPE))
     entries.table["sha256"] = [f"{i:064x}".encode() for i in range(args.n)]
     writer.commit(meta, entries, [])
@@ -205,7 +206,7 @@ def add_images(args, out: Path, stages: dict, result: dict) -> None:
         meta2.pop(key, None)
     meta2["updated"] = store.now_iso()
     build._write(out, rows_map, [], meta2, args.dims, None, old, lambda *a: None, add_entries, old.root,
-                 method=build.ann_build.choose_method(None, old.meta, len(rows_map)))
+                 method=choose_method(None, old.meta, len(rows_map)))
     stages[f"add_{args.add}"] = time.perf_counter() - t
     after = store.load_index(out)
     result["after_add"] = {"count": after.count, "search": after.meta.get("search")}

@@ -1,37 +1,59 @@
 """Incremental indexing: discover files, extract only what is new or changed, write a new generation.
 
-A second run over the same folder reuses every unchanged vector (same size and mtime, or same content
-hash), drops deleted files, and resumes from the checkpoints of a run that was killed part-way.
+A run is four named steps on one :class:`BuildConfig`: plan (the folder against the old index and the
+checkpoints of a killed run: what to reuse, what to extract), extract (the engine embeds the work and
+checkpoints it), write (the vectors and previews of a new generation) and derive (the search method's data,
+:mod:`imgsim.search`). A second run over the same folder reuses every unchanged vector (same size and mtime,
+or same content hash), drops deleted files, and resumes from the checkpoints of a run that was killed part-way.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from imgsim import decode
-from imgsim.search import ann_build
-from imgsim.store import generations as store
-from imgsim.models.base import DEFAULT_BACKBONE, Backbone, BackboneSpec, default_dims, make_backbone
-from imgsim.discover import ImageFile, discover
+from imgsim.discover import Discovery, ImageFile, discover
+from imgsim.engines import make_engine
+from imgsim.engines.base import Embedded, Engine, ExtractSettings, ModelFactory, Unchanged
 from imgsim.errors import ImgsimError, Skipped
-from imgsim.engines.base import Embedded, Engine, ExtractSettings, LocalEngine, Unchanged
+from imgsim.models.base import DEFAULT_BACKBONE, BackboneSpec, default_dims
 from imgsim.models.resnet50 import POOLINGS
 from imgsim.models.weights import Weights, weights_spec
-from imgsim.analysis.map2d import MapBuilder
 from imgsim.progress import ProgressFn, no_progress
-from imgsim.search.projection import PCAProjection
-from imgsim.search.exact import ExactSearch
+from imgsim.search import choose_method, recorded_method, search_method
+from imgsim.store import generations as store
 
-#: Neighbours stored per image: enough for the duplicate histogram and the quality check.
-GRAPH_K = 10
-PROJECTION_COMPONENTS = 256
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """How to index; ``None`` means the existing index's own setting, else the default."""
+
+    #: ``resnet50`` or ``clip[:PRESET_OR_DIR]`` (default ``resnet50``).
+    backbone: str | None = None
+    #: ``imagenet``, ``random[:SEED]`` or a weights file (CLIP also ``pretrained``; default ``imagenet``).
+    weights: str | None = None
+    #: ``flatten`` (the reference) or ``avg`` for ResNet50; CLIP has its own.
+    pooling: str | None = None
+    #: Images per model call; ``None`` lets the engine pick one for the device.
+    batch_size: int | None = None
+    #: ResNet50's forward pass and arithmetic (:mod:`imgsim.models.runtime`); an index never mixes precisions.
+    runtime: str | None = None
+    precision: str | None = None
+    #: ``exact`` or ``ann`` (default: the index's earlier explicit choice, else ``ann`` above 50,000 images).
+    search: str | None = None
+    #: Extract every image again, into a fresh index; needed to change the settings above.
+    rebuild: bool = False
+    #: Build a ``flatten`` index estimated above 20 GB instead of refusing up front.
+    allow_large: bool = False
+    #: Vectors per checkpoint shard, from which a killed run resumes.
+    checkpoint_every: int = 256
 
 
 @dataclass
@@ -73,155 +95,239 @@ def _checkpoint_key(spec: Weights, pooling: str, backbone: str = DEFAULT_BACKBON
     return key
 
 
-def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, weights: str | None = None,
-                pooling: str | None = None, batch_size: int | None = None, rebuild: bool = False,
-                progress: ProgressFn | None = None, checkpoint_every: int = 256, workers: int | None = None,
-                extractor_factory: Callable[[Weights, str, int], Backbone] | None = None,
-                backbone: str | None = None, model_factory: Callable[[Weights, str, int], object] | None = None,
-                engine: Engine | None = None, runtime: str | None = None,
-                precision: str | None = None, search: str | None = None, allow_large: bool = False) -> BuildReport:
-    """Index ``src_dir`` into ``index_dir`` incrementally; returns what was done.
+@dataclass
+class _Plan:
+    """A run's starting point: the folder as found, the old index, the settled settings and the work to do."""
 
-    ``backbone`` (``resnet50``, ``clip[:PRESET_OR_DIR]``), ``weights`` and ``pooling`` default to those of
-    the existing index (else ``resnet50``, ``imagenet`` and ``flatten``); asking for different ones than
-    the index was built with is refused unless ``rebuild`` is set. ``extractor_factory`` builds the ResNet50
-    model, ``model_factory`` any other backbone's. ``engine`` runs the extraction (default: this process, see
-    :mod:`imgsim.engines.base`); ``batch_size=None`` lets it pick one for the device; ``runtime`` and ``precision``
-    choose ResNet50's forward pass (:mod:`imgsim.models.runtime`). ``search`` is ``exact`` or ``ann`` (default: the
-    index's earlier explicit choice, else ``ann`` above 50,000 images). A ``flatten`` index estimated above
-    20 GB is refused up front unless ``allow_large``.
+    index_dir: Path
+    found: Discovery
+    old: store.Index | None
+    backbone: BackboneSpec
+    weights: Weights
+    pooling: str
+    precision: str
+    ckpt_key: str
+    report: BuildReport
+    #: rel -> (entry, the old row it keeps or its new vector)
+    rows: dict[str, tuple[store.Entry, object]]
+    skipped: list[Skipped]
+    work: list[ImageFile]
+    old_by_path: dict[str, int]
+    #: What the model that made the vectors records: its weights (resolved), preset and vector length.
+    resolved: dict | None
+    preset: str | None
+    dims: int | None
+    thumbs: dict[str, bytes] = field(default_factory=dict)
+
+
+def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, config: BuildConfig | None = None, *,
+                progress: ProgressFn | None = None, engine: Engine | None = None,
+                model_factory: ModelFactory | None = None, **settings) -> BuildReport:
+    """Index ``src_dir`` into ``index_dir`` incrementally with ``config``; returns what was done.
+
+    ``settings`` are :class:`BuildConfig` fields that replace the config's (``build_index(src, ix,
+    weights="random")``). ``engine`` runs the extraction (default: this process, extracting with
+    ``model_factory``'s model when one is given; see :func:`imgsim.engines.make_engine`).
     """
+    config = replace(config or BuildConfig(), **settings)
     started = time.perf_counter()
     clock = _Clock()
     progress = progress or no_progress
     index_dir = Path(index_dir).expanduser()
     with store.locked(index_dir):
-        progress("scan", 0, None)
-        found = discover(src_dir, exclude=(index_dir,))
-        progress("scan", len(found.files), len(found.files))
-        old = store.load_index(index_dir) if store.index_exists(index_dir) and not rebuild else None
-        if old is not None and old.root != found.root:
-            raise ImgsimError(f"The index at {index_dir} was built from {old.root}, not {found.root}. "
-                              "Use another --index folder, or --rebuild to replace it.")
-        bspec = _backbone_spec(backbone, old, index_dir)
-        pooling = bspec.check_pooling(pooling or (old.pooling if old else bspec.default_pooling()))
-        spec = bspec.parse_weights(weights or (weights_spec(old.weights) if old else None))
-        if old is not None:
-            _check_same_settings(old, spec, pooling, index_dir)
-        precision = _precision(precision, old, index_dir)
-        if not allow_large:
-            check_storage(len(found.files), pooling)
-
-        report = BuildReport(index_dir=index_dir, root=found.root, pooling=pooling, ignored=found.ignored,
-                             timings=clock.timings)
-        clock.lap("scan and read the old index")
-        # A rebuild keeps its own checkpoints apart, so a killed --rebuild resumes its work (and only its work).
-        ckpt_key = (_checkpoint_key(spec, pooling, bspec.spec) + ("|rebuild" if rebuild else "")
-                    + ("|float16" if precision == "float16" else ""))
-        resumable = store.read_checkpoints(index_dir, ckpt_key)
-        old_by_path = {e.path: i for i, e in enumerate(old.entries)} if old else {}
-        old_skips = {s.path: s for s in old.skipped} if old else {}
-
-        rows: dict[str, tuple[store.Entry, object]] = {}  # rel -> (entry, old row index or vector)
-        skipped: list[Skipped] = list(found.skipped)
-        work: list[ImageFile] = []
-        for f in found.files:
-            row = old_by_path.get(f.rel)
-            if row is not None and (old.entries[row].size, old.entries[row].mtime_ns) == (f.size, f.mtime_ns):
-                rows[f.rel] = (old.entries[row], row)
-                report.unchanged += 1
-            elif (f.rel, f.size, f.mtime_ns) in resumable:
-                rows[f.rel] = resumable[(f.rel, f.size, f.mtime_ns)]
-                report.resumed += 1
-            elif f.rel in old_skips and (old_skips[f.rel].size, old_skips[f.rel].mtime_ns) == (f.size, f.mtime_ns):
-                skipped.append(old_skips[f.rel])
-            else:
-                work.append(f)
-
-        resolved = old.meta["weights"] if old else None
-        preset = old.meta.get("preset") if old else bspec.preset
-        dims = old.dims if old else None
-        thumbs: dict[str, bytes] = {}
-        if work:
-            # Only ResNet50 with ImageNet weights may download anything; other models just load.
-            progress(bspec.capabilities.pretrained_load_stage if spec.mode == "imagenet" else "model_load", 0, None)
-            if bspec.capabilities.runtimes:
-                factory = extractor_factory  # None: the engine builds ResNet50Backbone with runtime/precision
-            else:
-                if engine is not None and engine.name != "local":
-                    raise ImgsimError(f"--engine {engine.name} runs the resnet50 backbone only; index {bspec.spec} "
-                                      "with the local engine.")
-                factory = model_factory or (lambda w, p, b: make_backbone(bspec, w, p, b or 16))
-            engine = engine or LocalEngine(factory, workers)
-            report.engine = engine.name
-            ready = engine.start(ExtractSettings(spec, pooling, batch_size, runtime, precision))
-            try:  # the engine is closed on every way out, a refused setting included
-                for step, seconds in ready.timings.items():
-                    clock.add(step, seconds)
-                clock.lap("model (other)", min_seconds=0.05)
-                preset, dims = ready.preset, ready.dims
-                if ready.pooling != pooling:
-                    raise ImgsimError(f"The model extracts {ready.pooling} features but this index uses {pooling}.")
-                if ready.precision != precision:
-                    if old is None:
-                        precision = ready.precision  # record what the model really computed in, not what was asked
-                    elif len(bspec.capabilities.precisions) > 1:  # e.g. a cached float32 model, a float16 index
-                        raise ImgsimError(
-                            f"The model computes in {ready.precision} but the index at {index_dir} holds {precision} "
-                            f"vectors, and the two are never mixed. Update it with `python -m imgsim index SRC_DIR "
-                            f"--index {index_dir} --precision {precision}`, or add --rebuild to re-extract every image.")
-                recorded = old.weights.get("identity") if old is not None else None
-                if recorded is not None and ready.weights.identity != recorded:
-                    raise ImgsimError(f"The weights now at {spec.path or spec.mode} differ from those that built the index "
-                                      f"at {index_dir}. Re-run with --rebuild to re-extract every image.")
-                resolved = ready.weights.to_json()
-                store.write_checkpoint_settings(index_dir, ckpt_key, {"weights": resolved, "preset": preset, "dims": dims})
-                report.device = ready.device
-                report.runtime = ready.runtime
-                _extract(engine, work, old, old_by_path, rows, skipped, report, index_dir, ckpt_key,
-                         checkpoint_every, progress, thumbs)
-            finally:
-                engine.close()
-            clock.lap("extraction")
-        if resolved is None and report.resumed:
-            # Every image came from checkpoints (a run killed after extracting): the model that made them
-            # recorded its weights identity, label and shape; the index must record the same.
-            recorded = store.read_checkpoint_settings(index_dir, ckpt_key)
-            if recorded is not None:
-                resolved, preset, dims = recorded["weights"], recorded.get("preset"), recorded.get("dims")
-        report.weights_label = (resolved or {}).get("label") or spec.mode
-        report.removed = len(set(old_by_path) - set(rows)) if old else 0
-        skipped.sort(key=lambda s: s.path)
-        report.skipped = skipped
-        report.indexed = len(rows)
-
-        method = ann_build.choose_method(search, old.meta if old else None, len(rows))
-        same_vectors = old is not None and old.paths == sorted(rows) and all(
-            isinstance(rows[p][1], int) and rows[p][1] == i for i, p in enumerate(old.paths))
-        unchanged = same_vectors and all(rows[e.path][0] == e for e in old.entries)
-        same_method = old is not None and ann_build.is_ann(old.meta) == (method[0] == "ann")
-        # An explicit --search is remembered: an unchanged index that recorded "auto" is rewritten to say so.
-        same_choice = old is not None and (old.meta.get("search") or {}).get("chosen", "auto") == method[1]
-        if (unchanged and same_method and same_choice
-                and [s.to_json() for s in old.skipped] == [s.to_json() for s in skipped]):
+        plan = _plan(src_dir, index_dir, config, progress, clock)
+        if plan.work:
+            _extract(plan, engine or make_engine(model_factory=model_factory), config, progress, clock)
+        _settle(plan)
+        old, report = plan.old, plan.report
+        method = choose_method(config.search, old.meta if old else None, len(plan.rows))
+        same_vectors = old is not None and old.paths == sorted(plan.rows) and all(
+            isinstance(plan.rows[p][1], int) and plan.rows[p][1] == i for i, p in enumerate(old.paths))
+        same_method = old is not None and recorded_method(old.meta) == method[0]
+        if same_vectors and same_method and _nothing_else_changed(plan, method):
             store.clear_checkpoints(index_dir)
             report.seconds = time.perf_counter() - started
             clock.lap("write")
             return report
-        if resolved is None:  # an empty collection: nothing was ever extracted
-            resolved = {"mode": spec.mode, "identity": None, "label": spec.mode, "path": spec.path, "seed": spec.seed}
-        meta = {"backbone": bspec.name, "weights": resolved, "pooling": pooling, "root": str(found.root),
-                "created": old.meta["created"] if old else store.now_iso(), "updated": store.now_iso(),
-                "ignored": found.ignored, "graph_k": None, "precision": precision}
-        if bspec.capabilities.default_preset is not None:
-            meta["preset"] = preset or default_preset(bspec)
-        _write(index_dir, rows, skipped, meta, dims or default_dims(bspec, pooling), old if same_vectors and same_method else None,
-               old, progress, thumbs, found.root, clock, method)
+        _write(index_dir, plan.rows, plan.skipped, _meta(plan), plan.dims or default_dims(plan.backbone, plan.pooling),
+               old if same_vectors and same_method else None, old, progress, plan.thumbs, plan.found.root, clock,
+               method)
         store.clear_checkpoints(index_dir)
         clock.lap("write")
         report.committed = True
         report.seconds = time.perf_counter() - started
         return report
+
+
+def _plan(src_dir: str | os.PathLike, index_dir: Path, config: BuildConfig, progress: ProgressFn,
+          clock: _Clock) -> _Plan:
+    """The plan step: scan the folder, settle the settings against the old index, and sort the files into
+    unchanged, resumed from the checkpoints of a killed run, skipped as before, and work to extract."""
+    progress("scan", 0, None)
+    found = discover(src_dir, exclude=(index_dir,))
+    progress("scan", len(found.files), len(found.files))
+    old = store.load_index(index_dir) if store.index_exists(index_dir) and not config.rebuild else None
+    if old is not None and old.root != found.root:
+        raise ImgsimError(f"The index at {index_dir} was built from {old.root}, not {found.root}. "
+                          "Use another --index folder, or --rebuild to replace it.")
+    bspec = _backbone_spec(config.backbone, old, index_dir)
+    pooling = bspec.check_pooling(config.pooling or (old.pooling if old else bspec.default_pooling()))
+    spec = bspec.parse_weights(config.weights or (weights_spec(old.weights) if old else None))
+    if old is not None:
+        _check_same_settings(old, spec, pooling, index_dir)
+    precision = _precision(config.precision, old, index_dir)
+    if not config.allow_large:
+        check_storage(len(found.files), pooling)
+
+    report = BuildReport(index_dir=index_dir, root=found.root, pooling=pooling, ignored=found.ignored,
+                         timings=clock.timings)
+    clock.lap("scan and read the old index")
+    # A rebuild keeps its own checkpoints apart, so a killed --rebuild resumes its work (and only its work).
+    ckpt_key = (_checkpoint_key(spec, pooling, bspec.spec) + ("|rebuild" if config.rebuild else "")
+                + ("|float16" if precision == "float16" else ""))
+    resumable = store.read_checkpoints(index_dir, ckpt_key)
+    old_by_path = {e.path: i for i, e in enumerate(old.entries)} if old else {}
+    old_skips = {s.path: s for s in old.skipped} if old else {}
+
+    rows: dict[str, tuple[store.Entry, object]] = {}
+    skipped: list[Skipped] = list(found.skipped)
+    work: list[ImageFile] = []
+    for f in found.files:
+        row = old_by_path.get(f.rel)
+        if row is not None and (old.entries[row].size, old.entries[row].mtime_ns) == (f.size, f.mtime_ns):
+            rows[f.rel] = (old.entries[row], row)
+            report.unchanged += 1
+        elif (f.rel, f.size, f.mtime_ns) in resumable:
+            rows[f.rel] = resumable[(f.rel, f.size, f.mtime_ns)]
+            report.resumed += 1
+        elif f.rel in old_skips and (old_skips[f.rel].size, old_skips[f.rel].mtime_ns) == (f.size, f.mtime_ns):
+            skipped.append(old_skips[f.rel])
+        else:
+            work.append(f)
+    return _Plan(index_dir, found, old, bspec, spec, pooling, precision, ckpt_key, report, rows, skipped, work,
+                 old_by_path, resolved=old.meta["weights"] if old else None,
+                 preset=old.meta.get("preset") if old else bspec.preset, dims=old.dims if old else None)
+
+
+def _extract(plan: _Plan, engine: Engine, config: BuildConfig, progress: ProgressFn, clock: _Clock) -> None:
+    """The extract step: start the engine, check what it extracts with against the index, then embed the work."""
+    old, report, index_dir = plan.old, plan.report, plan.index_dir
+    # Only ResNet50 with ImageNet weights may download anything; other models just load.
+    stage = plan.backbone.capabilities.pretrained_load_stage if plan.weights.mode == "imagenet" else "model_load"
+    progress(stage, 0, None)
+    report.engine = engine.name
+    ready = engine.start(ExtractSettings(plan.weights, plan.pooling, config.batch_size, config.runtime,
+                                         plan.precision, plan.backbone))
+    try:  # the engine is closed on every way out, a refused setting included
+        for step, seconds in ready.timings.items():
+            clock.add(step, seconds)
+        clock.lap("model (other)", min_seconds=0.05)
+        plan.preset, plan.dims = ready.preset, ready.dims
+        if ready.pooling != plan.pooling:
+            raise ImgsimError(f"The model extracts {ready.pooling} features but this index uses {plan.pooling}.")
+        if ready.precision != plan.precision:
+            if old is None:
+                plan.precision = ready.precision  # record what the model really computed in, not what was asked
+            elif len(plan.backbone.capabilities.precisions) > 1:  # e.g. a cached float32 model, a float16 index
+                raise ImgsimError(
+                    f"The model computes in {ready.precision} but the index at {index_dir} holds {plan.precision} "
+                    f"vectors, and the two are never mixed. Update it with `python -m imgsim index SRC_DIR "
+                    f"--index {index_dir} --precision {plan.precision}`, or add --rebuild to re-extract every image.")
+        recorded = old.weights.get("identity") if old is not None else None
+        if recorded is not None and ready.weights.identity != recorded:
+            raise ImgsimError(f"The weights now at {plan.weights.path or plan.weights.mode} differ from those that "
+                              f"built the index at {index_dir}. Re-run with --rebuild to re-extract every image.")
+        plan.resolved = ready.weights.to_json()
+        store.write_checkpoint_settings(index_dir, plan.ckpt_key,
+                                        {"weights": plan.resolved, "preset": plan.preset, "dims": plan.dims})
+        report.device = ready.device
+        report.runtime = ready.runtime
+        _embed(engine, plan, config.checkpoint_every, progress)
+    finally:
+        engine.close()
+    clock.lap("extraction")
+
+
+def _embed(engine: Engine, plan: _Plan, checkpoint_every: int, progress: ProgressFn) -> None:
+    """Turn the work into rows (or skips), writing checkpoint shards of ``checkpoint_every`` new vectors."""
+    old, old_by_path, report = plan.old, plan.old_by_path, plan.report
+    known = {f.rel: old.entries[old_by_path[f.rel]].sha256 for f in plan.work if f.rel in old_by_path}
+    pending_entries: list[store.Entry] = []
+    pending_vectors: list[np.ndarray] = []
+    done = 0
+    t0 = time.perf_counter()
+    progress("extract", 0, len(plan.work))
+    for f, outcome in engine.extract(plan.work, known):
+        row = old_by_path.get(f.rel)
+        if isinstance(outcome, ImgsimError):
+            reason = getattr(outcome, "reason", None)
+            if reason is None:
+                raise outcome
+            plan.skipped.append(Skipped(f.rel, reason, getattr(outcome, "detail", ""), f.size, f.mtime_ns))
+        elif isinstance(outcome, Unchanged):
+            plan.rows[f.rel] = (store.Entry(f.rel, f.size, f.mtime_ns, outcome.sha256), row)
+            report.unchanged += 1
+        elif isinstance(outcome, Embedded):
+            entry = store.Entry(f.rel, f.size, f.mtime_ns, outcome.sha256)
+            plan.thumbs[f.rel] = outcome.thumb
+            plan.rows[f.rel] = (entry, outcome.vector)
+            pending_entries.append(entry)
+            pending_vectors.append(outcome.vector)
+            report.extracted += 1
+            if row is None:
+                report.added += 1
+            else:
+                report.changed += 1
+            if len(pending_entries) >= checkpoint_every:
+                store.write_checkpoint(plan.index_dir, plan.ckpt_key, pending_entries, np.stack(pending_vectors))
+                pending_entries, pending_vectors = [], []
+        done += 1
+        progress("extract", done, len(plan.work))
+    report.extract_seconds = time.perf_counter() - t0
+    if pending_entries:
+        store.write_checkpoint(plan.index_dir, plan.ckpt_key, pending_entries, np.stack(pending_vectors))
+
+
+def _settle(plan: _Plan) -> None:
+    """After extraction: what the model recorded (from the checkpoints when it ran earlier) and the report."""
+    report = plan.report
+    if plan.resolved is None and report.resumed:
+        # Every image came from checkpoints (a run killed after extracting): the model that made them
+        # recorded its weights identity, label and shape; the index must record the same.
+        recorded = store.read_checkpoint_settings(plan.index_dir, plan.ckpt_key)
+        if recorded is not None:
+            plan.resolved, plan.preset, plan.dims = recorded["weights"], recorded.get("preset"), recorded.get("dims")
+    report.weights_label = (plan.resolved or {}).get("label") or plan.weights.mode
+    report.removed = len(set(plan.old_by_path) - set(plan.rows)) if plan.old else 0
+    plan.skipped.sort(key=lambda s: s.path)
+    report.skipped = plan.skipped
+    report.indexed = len(plan.rows)
+
+
+def _nothing_else_changed(plan: _Plan, method: tuple[str, str]) -> bool:
+    """With the same vectors and search method: whether entries, skips and the search choice are as recorded.
+
+    An explicit --search is remembered: an unchanged index that recorded "auto" is rewritten to say so.
+    """
+    old = plan.old
+    return (all(plan.rows[e.path][0] == e for e in old.entries)
+            and (old.meta.get("search") or {}).get("chosen", "auto") == method[1]
+            and [s.to_json() for s in old.skipped] == [s.to_json() for s in plan.skipped])
+
+
+def _meta(plan: _Plan) -> dict:
+    """The new generation's metadata, before the search method adds its own (:func:`derive`)."""
+    old, weights = plan.old, plan.weights
+    resolved = plan.resolved
+    if resolved is None:  # an empty collection: nothing was ever extracted
+        resolved = {"mode": weights.mode, "identity": None, "label": weights.mode, "path": weights.path,
+                    "seed": weights.seed}
+    meta = {"backbone": plan.backbone.name, "weights": resolved, "pooling": plan.pooling, "root": str(plan.found.root),
+            "created": old.meta["created"] if old else store.now_iso(), "updated": store.now_iso(),
+            "ignored": plan.found.ignored, "graph_k": None, "precision": plan.precision}
+    if plan.backbone.capabilities.default_preset is not None:
+        meta["preset"] = plan.preset or default_preset(plan.backbone)
+    return meta
 
 
 def _precision(asked: str | None, old: store.Index | None, index_dir: Path) -> str:
@@ -298,50 +404,12 @@ def _check_same_settings(old: store.Index, spec: Weights, pooling: str, index_di
                           "settings, or add --rebuild to re-extract every image with the new ones.")
 
 
-def _extract(engine: Engine, work: list[ImageFile], old: store.Index | None, old_by_path: dict,
-             rows: dict, skipped: list[Skipped], report: BuildReport, index_dir: Path, ckpt_key: str,
-             checkpoint_every: int, progress: ProgressFn, thumbs: dict[str, bytes]) -> None:
-    known = {f.rel: old.entries[old_by_path[f.rel]].sha256 for f in work if f.rel in old_by_path}
-    pending_entries: list[store.Entry] = []
-    pending_vectors: list[np.ndarray] = []
-    done = 0
-    t0 = time.perf_counter()
-    progress("extract", 0, len(work))
-    for f, outcome in engine.extract(work, known):
-        row = old_by_path.get(f.rel)
-        if isinstance(outcome, ImgsimError):
-            reason = getattr(outcome, "reason", None)
-            if reason is None:
-                raise outcome
-            skipped.append(Skipped(f.rel, reason, getattr(outcome, "detail", ""), f.size, f.mtime_ns))
-        elif isinstance(outcome, Unchanged):
-            rows[f.rel] = (store.Entry(f.rel, f.size, f.mtime_ns, outcome.sha256), row)
-            report.unchanged += 1
-        elif isinstance(outcome, Embedded):
-            entry = store.Entry(f.rel, f.size, f.mtime_ns, outcome.sha256)
-            thumbs[f.rel] = outcome.thumb
-            rows[f.rel] = (entry, outcome.vector)
-            pending_entries.append(entry)
-            pending_vectors.append(outcome.vector)
-            report.extracted += 1
-            if row is None:
-                report.added += 1
-            else:
-                report.changed += 1
-            if len(pending_entries) >= checkpoint_every:
-                store.write_checkpoint(index_dir, ckpt_key, pending_entries, np.stack(pending_vectors))
-                pending_entries, pending_vectors = [], []
-        done += 1
-        progress("extract", done, len(work))
-    report.extract_seconds = time.perf_counter() - t0
-    if pending_entries:
-        store.write_checkpoint(index_dir, ckpt_key, pending_entries, np.stack(pending_vectors))
-
-
 def _write(index_dir: Path, rows: dict, skipped: list[Skipped], meta: dict, dims: int,
            same_vectors_as: store.Index | None, old: store.Index | None, progress: ProgressFn,
            thumbs: dict[str, bytes], root: Path, clock: _Clock | None = None,
            method: tuple[str, str] = ("exact", "auto")) -> None:
+    """The write step: vectors (old rows copied, new ones written) and previews of a new generation, then its
+    derived data (kept from ``same_vectors_as`` when the vectors are the same, else :func:`derive`d)."""
     order = sorted(rows)
     entries = [rows[p][0] for p in order]
     writer = store.GenerationWriter(index_dir, len(order), dims)
@@ -361,15 +429,15 @@ def _write(index_dir: Path, rows: dict, skipped: list[Skipped], meta: dict, dims
             for name in same_vectors_as.meta.get("arrays", []):
                 if not name.startswith("thumb_"):
                     writer.save_array(name, same_vectors_as.array(name))
-            if ann_build.is_ann(same_vectors_as.meta):
-                old_ann = same_vectors_as.directory / same_vectors_as.generation / ann_build.ANN_FILE
-                writer.save_file(ann_build.ANN_FILE, lambda path: shutil.copyfile(old_ann, path))
+            kept = same_vectors_as.directory / same_vectors_as.generation
+            for name in search_method(method[0]).files:
+                writer.save_file(name, functools.partial(shutil.copyfile, kept / name))
             meta.update({k: same_vectors_as.meta.get(k) for k in ("projection", "map", "graph_k", "search")})
             meta["search"] = dict(meta["search"] or {"method": "exact"}, chosen=method[1])
         else:
             if clock is not None:
                 clock.lap("write")
-            meta.update(derive_for(writer, progress, method, old, sources))
+            meta.update(derive(writer, progress, method, old, sources))
             if clock is not None:
                 clock.lap("derived data (projection, neighbour graph, map)")
         writer.commit(meta, entries, skipped)
@@ -399,19 +467,15 @@ def _thumbnails(order: list[str], sources: list, fresh: dict[str, bytes], old: s
     return out
 
 
-def derive_for(writer: store.GenerationWriter, progress: ProgressFn, method: tuple[str, str],
-               old: store.Index | None = None, sources: list | None = None) -> dict:
-    """Derived data for the vectors being written, by the search method chosen: ANN (updating the previous
-    generation's ANN index when it has one) or exact (the reference pipeline, re-derived in full)."""
+def derive(writer: store.GenerationWriter, progress: ProgressFn, method: tuple[str, str],
+           old: store.Index | None = None, sources: list | None = None) -> dict:
+    """The derive step: the search method's data for the vectors being written (``method``: name and how it
+    was chosen), updated from the previous generation ``old`` where the method can (``sources[i]``: the old row
+    that new row ``i`` keeps, else its new vector)."""
     name, chosen = method
-    if name == "ann" and writer.count == 0:
-        # faiss cannot train cells on no vectors: an empty collection keeps the exact arrays and remembers the ask.
-        return dict(derive_arrays(writer, progress), search={"method": "exact", "chosen": chosen, "asked": "ann"})
-    if name == "ann":
-        if sources is not None and ann_build.can_update(old, writer.dims):
-            return ann_build.update_ann(writer, progress, old, sources, chosen, GRAPH_K)
-        return ann_build.derive_ann(writer, progress, chosen, GRAPH_K)
-    return dict(derive_arrays(writer, progress), search={"method": "exact", "chosen": chosen})
+    if old is not None and sources is not None:
+        return search_method(name).update(writer, progress, chosen, old, sources)
+    return search_method(name).derive(writer, progress, chosen)
 
 
 #: Above this estimated size a flatten index is refused until the user confirms (``--allow-large``).
@@ -432,31 +496,3 @@ def check_storage(count: int, pooling: str) -> None:
             f"({POOLINGS[pooling] * 4 / 1024:,.0f} KiB per image). With --pooling avg it would be about "
             f"{estimate_bytes(count, 'avg') / 1e9:,.1f} GB. Choose --pooling avg, or add --allow-large to "
             "index in flatten mode anyway.")
-
-
-def derive_arrays(writer: store.GenerationWriter, progress: ProgressFn) -> dict:
-    """Fit the search projection, the neighbour graph and the 2-D map for the vectors being written."""
-    vectors = writer.vectors
-    n = len(vectors)
-    progress("compress", 0, None)
-    projection = PCAProjection(n_components=PROJECTION_COMPONENTS).fit(vectors)
-    projected, residual = projection.transform(vectors)
-    search = ExactSearch().fit(vectors, projection, projected, residual)
-    for name, arr in (("pca_components", projection.components_), ("pca_mean", projection.mean_),
-                      ("projected", projected), ("residual", residual), ("sqnorm", search.sqnorm_)):
-        writer.save_array(name, arr)
-    progress("neighbors", 0, n)
-    graph = search.kneighbors_rows(np.arange(n), GRAPH_K)
-    writer.save_array("nn_indices", graph.indices.astype(np.int32))
-    writer.save_array("nn_distances", graph.distances.astype(np.float32))
-    progress("neighbors", n, n)
-    progress("map", 0, None)
-    mapper = MapBuilder().fit(projected)
-    writer.save_array("map_xy", mapper.embedding_)
-    progress("map", 1, 1)
-    return {
-        "projection": {"n_components": projection.n_components_,
-                       "explained_variance": float(np.sum(projection.explained_variance_ratio_))},
-        "map": {"method": "pca+tsne", "pca_components": mapper.n_components_, "perplexity": mapper.perplexity_},
-        "graph_k": int(graph.indices.shape[1]),
-    }

@@ -10,19 +10,24 @@ from typing import Sequence
 
 import numpy as np
 
-from imgsim import __version__, decode
-from imgsim.build import BuildReport, build_index
+from imgsim import __version__
+from imgsim.build import BuildConfig, BuildReport, build_index
 from imgsim.analysis.clusters import check_output, organise
-from imgsim.collection import Collection
+from imgsim.collection import Collection, Neighbor
 from imgsim.analysis.duplicates import threshold_summary
+from imgsim.engines import ENGINES, make_engine
 from imgsim.errors import ImgsimError
 from imgsim.models.resnet50 import POOLINGS
 from imgsim.models.weights import weights_spec
 from imgsim.store.generations import index_exists
 from imgsim.progress import STAGE_LABELS
 from imgsim.analysis.recommend import NEGATIVE_WEIGHT
+from imgsim.search import METHODS
 
 RANDOM_NOTE = "Random weights: similarities are not meaningful (use ImageNet weights for real results)."
+#: How an image argument is found, for the help of every command that takes one.
+IMAGE_HELP = ("a file path; when no file is there, a path relative to the collection's folder (as results "
+              "print them)")
 
 
 class TqdmProgress:
@@ -88,12 +93,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
                    help="images per model call (default: chosen for the device: 16 on CPU, 64 on GPU)")
     p.add_argument("--rebuild", action="store_true", help="discard the existing index and extract everything again")
-    p.add_argument("--search", choices=["exact", "ann"],
+    p.add_argument("--search", choices=list(METHODS),
                    help="exact k-NN, or approximate (IVF) with exact re-ranking; default: ann above 50,000 images")
     p.add_argument("--allow-large", action="store_true",
                    help="index in flatten mode even when the index is estimated above 20 GB")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--engine", choices=("local", "ray"), default="local",
+    p.add_argument("--engine", choices=list(ENGINES), default="local",
                    help="local: this process; ray: a Ray Data job (pip install -r requirements-ray.txt)")
     p.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to run on (e.g. auto, ray://head:10001); "
                    "default: a local Ray instance")
@@ -109,9 +114,9 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("query", help="nearest neighbours of an image (indexed or not), or of a description (CLIP)")
     p.add_argument("index_dir", metavar="INDEX_DIR")
     p.add_argument("images", metavar="IMAGE_PATH", nargs="*",
-                   help="one image, or several that form one 'more like these' query")
+                   help=f"one image, or several that form one 'more like these' query; each is {IMAGE_HELP}")
     p.add_argument("--not", dest="negatives", metavar="IMAGE_PATH", nargs="+", action="extend", default=[],
-                   help="images the results should not look like (more like these)")
+                   help="images the results should not look like (more like these), found like IMAGE_PATH")
     p.add_argument("--text", metavar="TEXT", help="search by describing (CLIP indexes), e.g. \"a red car at night\"")
     p.add_argument("-k", type=_positive_int, default=5, help="how many results (clamped to the collection size)")
     p.add_argument("--json", action="store_true")
@@ -151,8 +156,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("explain", help="why two images are similar: each cell of the 7x7 grid")
     p.add_argument("index_dir", metavar="INDEX_DIR")
-    p.add_argument("image_a", metavar="IMAGE_A")
-    p.add_argument("image_b", metavar="IMAGE_B")
+    p.add_argument("image_a", metavar="IMAGE_A", help=IMAGE_HELP)
+    p.add_argument("image_b", metavar="IMAGE_B", help=IMAGE_HELP)
     p.add_argument("--json", action="store_true")
     p.add_argument("--weights", metavar="imagenet|random|PATH", help="weights when the model is needed "
                    "(default: the index's own)")
@@ -180,20 +185,13 @@ def cmd_index(args: argparse.Namespace) -> int:
     weights = args.weights
     if weights is None and (args.rebuild or not index_exists(args.index)):  # a rebuild has no index to ask
         weights = os.environ.get("IMGSIM_WEIGHTS") or None
+    engine = make_engine(args.engine, address=args.ray_address)  # refuses, or says what to install, before any work
+    config = BuildConfig(backbone=args.backbone, weights=weights, pooling=args.pooling, batch_size=args.batch_size,
+                         runtime=args.runtime, precision=args.precision, search=args.search, rebuild=args.rebuild,
+                         allow_large=args.allow_large)
     progress = TqdmProgress(enabled=not args.quiet)
-    if args.ray_address and args.engine != "ray":
-        raise ImgsimError("--ray-address needs --engine ray.")
-    engine = None
-    if args.engine == "ray":
-        from imgsim.engines.ray import RayEngine, import_ray
-
-        import_ray()  # says how to install Ray before any work starts
-        engine = RayEngine(address=args.ray_address)
     try:
-        report = build_index(args.src_dir, args.index, weights=weights, pooling=args.pooling,
-                             batch_size=args.batch_size, rebuild=args.rebuild, progress=progress,
-                             backbone=args.backbone, engine=engine, runtime=args.runtime, precision=args.precision,
-                             search=args.search, allow_large=args.allow_large)
+        report = build_index(args.src_dir, args.index, config, progress=progress, engine=engine)
     finally:
         progress.close()
     _print_report(report)
@@ -262,10 +260,15 @@ def cmd_query(args: argparse.Namespace) -> int:
         print(RANDOM_NOTE, file=sys.stderr)
     where = "indexed" if result.row is not None else "not indexed: embedded with the model"
     print(f"Query: {args.image} ({where})")
-    print(f"{'rank':>4}  {'distance':>8}  {'cosine':>7}  path")
-    for n in result.neighbors:
-        print(f"{n.rank:>4}  {n.distance:8.4f}  {n.similarity:7.4f}  {n.path}")
+    _print_neighbors(result.neighbors)
     return 0
+
+
+def _print_neighbors(neighbors: list[Neighbor]) -> None:
+    """The results table of every query: rank, distance, cosine and path, nearest first."""
+    print(f"{'rank':>4}  {'distance':>8}  {'cosine':>7}  path")
+    for n in neighbors:
+        print(f"{n.rank:>4}  {n.distance:8.4f}  {n.similarity:7.4f}  {n.path}")
 
 
 def _query_examples(col: Collection, args: argparse.Namespace, model) -> int:
@@ -280,9 +283,7 @@ def _query_examples(col: Collection, args: argparse.Namespace, model) -> int:
     if col.is_random:
         print(RANDOM_NOTE, file=sys.stderr)
     print(f"More like: {', '.join(args.images)}" + (f"; not like: {', '.join(args.negatives)}" if args.negatives else ""))
-    print(f"{'rank':>4}  {'distance':>8}  {'cosine':>7}  path")
-    for n in result.neighbors:
-        print(f"{n.rank:>4}  {n.distance:8.4f}  {n.similarity:7.4f}  {n.path}")
+    _print_neighbors(result.neighbors)
     return 0
 
 
@@ -298,9 +299,7 @@ def _text_query(col: Collection, args: argparse.Namespace, model) -> int:
     if embedded.truncated:
         print(f"note: {embedded.note}", file=sys.stderr)
     print(f"Query: text “{embedded.text}” ({col.backbone.spec}, {embedded.tokens} tokens)")
-    print(f"{'rank':>4}  {'distance':>8}  {'cosine':>7}  path")
-    for n in result.neighbors:
-        print(f"{n.rank:>4}  {n.distance:8.4f}  {n.similarity:7.4f}  {n.path}")
+    _print_neighbors(result.neighbors)
     return 0
 
 
@@ -362,9 +361,6 @@ def info_dict(col: Collection) -> dict:
     }
 
 
-
-
-
 def cmd_info(args: argparse.Namespace) -> int:
     col = Collection.open(args.index_dir)
     data = info_dict(col)
@@ -379,13 +375,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"  model:    {model}, pooling {data['pooling']} ({data['dims']:,} values per image)")
     print(f"  weights:  {data['weights_label']}")
     print(f"  updated:  {data['updated']} (created {data['created']})")
-    s = data["search"]
-    print("  search:   " + ("exact" if s["method"] == "exact" else
-                          f"approximate ({s.get('engine')}, {s.get('n_lists')} lists, {s.get('n_probe')} probed, "
-                          f"{s.get('candidates')} re-ranked exactly); recall@10 vs exact {s.get('recall_at_10')} "
-                          f"on {s.get('queries')} queries measured at build time"
-                          + (f"; neighbour graph recall@10 {s['graph_recall_at_10']}"
-                             if s.get("graph_recall_at_10") is not None else "")))
+    print(f"  search:   {col.search_summary(short=True)}")
     for s in data["skipped"]:
         print(f"  skipped {s['path']}: {s['reason']}" + (f" ({s['detail']})" if s["detail"] else ""))
     return 0
@@ -467,11 +457,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return col.extractor(args.weights or None)
 
     def side(path: str) -> int | bytes:
-        p = os.path.expanduser(path)
-        if not os.path.isfile(p):
+        found = col.read_file(path)
+        if found is None:
             raise ImgsimError(f"Image not found: {path}")
-        data = decode.read_bytes(p)
-        row = col.locate(p, data)
+        row, data = found
         return row if row is not None else data
 
     if col.index.pooling == "avg" and not args.json:

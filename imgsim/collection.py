@@ -24,10 +24,7 @@ from imgsim.analysis.evaluate import Evaluation, evaluate
 from imgsim.models.weights import WeightsError, weights_spec
 from imgsim.store.generations import Index, load_index, unpack_blob
 from imgsim.analysis.map2d import GridLayout, grid_layout, render_grid
-from imgsim.search.projection import PCAProjection
-from imgsim.search.ann import AnnSearch
-from imgsim.search.ann_build import is_ann, open_search
-from imgsim.search.exact import ExactSearch, Neighbors, cosine_from_distance
+from imgsim.search import Neighbors, Search, cosine_from_distance, describe, open_search, recorded_method
 from imgsim.analysis.clusters import ClusterModel, SuggestedK, suggest_k
 from imgsim.analysis.explain import Explanation, explain_flatten, explain_maps
 from imgsim.analysis.outliers import Outlier, find_outliers
@@ -79,7 +76,7 @@ class Collection:
 
     def __init__(self, index: Index):
         self.index = index
-        self._search: ExactSearch | None = None
+        self._search: Search | None = None
 
     @classmethod
     def open(cls, index_dir: str | os.PathLike) -> "Collection":
@@ -155,25 +152,6 @@ class Collection:
         data = unpack_blob(self.index.array("thumb_blob"), self.index.array("thumb_offsets"), row)
         return data or None
 
-    def preview_sprite(self, cell: int = 64) -> tuple[Image.Image, int] | None:
-        """Every stored preview in one image, row i at cell (i // columns, i % columns); and the columns.
-
-        The dashboard serves it once so that hovering the map costs no transfer per point.
-        """
-        if not self.index.has_array("thumb_blob") or self.count == 0:
-            return None
-        side = math.ceil(math.sqrt(self.count))
-        rows = np.arange(self.count)
-        layout = GridLayout(rows, np.stack([rows // side, rows % side], axis=1), side)
-
-        def tile(row: int) -> Image.Image | None:
-            data = self.preview(row)
-            if data is None:
-                return None
-            return ImageOps.pad(Image.open(io.BytesIO(data)).convert("RGB"), (cell, cell), color=(255, 255, 255))
-
-        return render_grid(layout, tile, cell_px=cell), side
-
     def has_previews(self) -> bool:
         """Whether any row has a stored preview (indexes built without image files have none)."""
         return self.index.has_array("thumb_offsets") and self.count > 0 and int(self.index.array("thumb_offsets")[-1]) > 0
@@ -217,8 +195,8 @@ class Collection:
 
     @property
     def search_method(self) -> str:
-        """``exact`` or ``ann`` (approximate candidates, exact distances)."""
-        return "ann" if is_ann(self.index.meta) else "exact"
+        """The search method that answers queries (:data:`imgsim.search.METHODS`): ``exact`` or ``ann``."""
+        return recorded_method(self.index.meta)
 
     def search_info(self) -> dict:
         """Which search method answers queries and, for ANN, recall@10 against exact measured at build time."""
@@ -227,27 +205,16 @@ class Collection:
             search["recall_at_10"] = 1.0
         return search
 
-    def search_summary(self) -> str:
-        """One sentence for people: how neighbours are found, and how well, as measured."""
-        s = self.search_info()
-        if s["method"] == "exact":
-            return "Search: exact nearest neighbours (every result is the true nearest)."
-        return (f"Search: approximate for this large collection ({s.get('engine')}, {s.get('n_lists'):,} lists, "
-                f"{s.get('n_probe')} probed, {s.get('candidates')} candidates re-ranked with exact distances). "
-                f"recall@10 against exact search, measured at build time on {s.get('queries')} sample queries: "
-                f"{s.get('recall_at_10')}. Distances shown are always exact."
-                + (f" The neighbour graph behind Duplicates and Odd ones out (fewer candidates per image): recall@10 "
-                   f"{s['graph_recall_at_10']} on the same queries." if s.get("graph_recall_at_10") is not None else ""))
+    def search_summary(self, short: bool = False) -> str:
+        """How neighbours are found, and how well, as measured: a sentence for people (the dashboard's About),
+        or ``short`` the summary ``imgsim info`` prints."""
+        return describe(self.search_info(), short=short)
 
     @property
-    def search(self) -> ExactSearch | AnnSearch:
-        if self._search is None and self.search_method == "ann":
-            self._search = open_search(self.index)
+    def search(self) -> Search:
+        """The search this index answers queries with, opened on first use."""
         if self._search is None:
-            ix = self.index
-            projection = PCAProjection.from_arrays(ix.array("pca_components"), ix.array("pca_mean"))
-            self._search = ExactSearch().fit(ix.vectors, projection, ix.array("projected"), ix.array("residual"),
-                                             ix.array("sqnorm"))
+            self._search = open_search(self.index)
         return self._search
 
     # --- queries -------------------------------------------------------------------------------------
@@ -290,15 +257,23 @@ class Collection:
 
     def query_file(self, path: str | os.PathLike, k: int,
                    extractor: Callable[[], Backbone] | None = None) -> QueryResult:
-        """Neighbours of an image file: its stored vector when it is indexed, else it is embedded."""
+        """Neighbours of an image file (found as :meth:`read_file` says): its stored vector when it is indexed,
+        else it is embedded."""
+        return self.query_embedded(self.embed_file(path, extractor), k)
+
+    def read_file(self, path: str | os.PathLike) -> tuple[int | None, bytes] | None:
+        """The image file a query names, read: its row when it is indexed (by path or content) and its bytes;
+        None when there is no such file. The path as given wins when a file is there; else it is taken relative
+        to the collection's folder, so that a path the results show can be given back."""
         p = Path(path).expanduser()
         if not p.is_file():
-            raise ImgsimError(f"Query image not found: {p}")
+            inside = self.index.root / p
+            # Only paths below the folder: "../x" names a file outside the collection, not one of its images.
+            if p.is_absolute() or ".." in p.parts or not inside.is_file():
+                return None
+            p = inside
         data = decode.read_bytes(p)
-        row = self.locate(p, data)
-        if row is not None:
-            return self.neighbors_of_row(row, k)
-        return self.query_bytes(data, k, extractor)
+        return self.locate(p, data), data
 
     def query_bytes(self, data: bytes, k: int, extractor: Callable[[], Backbone] | None = None) -> QueryResult:
         """Neighbours of an image given as bytes (an upload); decoded in memory, never written to disk."""
@@ -395,12 +370,14 @@ class Collection:
 
     def embed_file(self, path: str | os.PathLike, extractor: Callable[[], Backbone] | None = None
                    ) -> tuple[int | None, np.ndarray | None]:
-        """``(row, None)`` for an indexed file (by path or content), else ``(None, vector)`` from the model."""
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise ImgsimError(f"Query image not found: {p}")
-        data = decode.read_bytes(p)
-        row = self.locate(p, data)
+        """``(row, None)`` for an indexed file (by path or content), else ``(None, vector)`` from the model.
+
+        ``path`` is found as :meth:`read_file` says.
+        """
+        found = self.read_file(path)
+        if found is None:
+            raise ImgsimError(f"Query image not found: {Path(path).expanduser()}")
+        row, data = found
         return (row, None) if row is not None else self.embed_bytes(data, extractor)
 
     def _vector(self, embedded: tuple[int | None, np.ndarray | None]) -> np.ndarray:

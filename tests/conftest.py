@@ -70,7 +70,7 @@ def built_index(tmp_path_factory, photo_dir, extractor_factory) -> Path:
     from imgsim.build import build_index
 
     index_dir = tmp_path_factory.mktemp("index") / "photos.imgsim"
-    build_index(photo_dir, index_dir, weights="random", extractor_factory=extractor_factory)
+    build_index(photo_dir, index_dir, weights="random", model_factory=extractor_factory)
     return index_dir
 
 

@@ -12,10 +12,10 @@ import textwrap
 import numpy as np
 import pytest
 
-from imgsim import build
-from imgsim.search import ann_build
+from imgsim.search import ann_build, choose_method
 from imgsim.store import generations as store
 from imgsim.search.ann import AnnSearch, exact_kneighbors, measure_recall, recall_at_k
+from imgsim.search.exact import ExactSearch
 from imgsim.build import build_index, check_storage
 from imgsim.cli import main as cli_main
 from imgsim.collection import Collection
@@ -106,7 +106,7 @@ class VectorModel:
 
 def run(folder, ix, model, **kw):
     return build_index(folder, ix, weights="random", pooling="avg", search="ann",
-                       extractor_factory=lambda w, p, b: model, **kw)
+                       model_factory=lambda w, p, b: model, **kw)
 
 
 @pytest.fixture
@@ -185,12 +185,12 @@ def test_query_cli_info_and_duplicates_work_on_an_ann_index(photos, tmp_path, ca
 
 
 def test_small_collections_stay_exact_by_default(photos, tmp_path):
-    build_index(photos, tmp_path / "ix", weights="random", pooling="avg", extractor_factory=lambda w, p, b: VectorModel())
+    build_index(photos, tmp_path / "ix", weights="random", pooling="avg", model_factory=lambda w, p, b: VectorModel())
     ix = store.load_index(tmp_path / "ix")
     assert ix.meta["search"] == {"method": "exact", "chosen": "auto"}
-    assert isinstance(Collection(ix).search, build.ExactSearch)
-    assert ann_build.choose_method(None, None, 50_001) == ("ann", "auto")
-    assert ann_build.choose_method(None, None, 50_000) == ("exact", "auto")
+    assert isinstance(Collection(ix).search, ExactSearch)
+    assert choose_method(None, None, 50_001) == ("ann", "auto")
+    assert choose_method(None, None, 50_000) == ("exact", "auto")
 
 
 def test_killed_ann_update_leaves_previous_generation_loadable(photos, tmp_path):
@@ -330,7 +330,7 @@ def test_an_empty_folder_indexed_with_ann_search_commits_and_grows_into_ann(tmp_
     assert cli_main(["info", str(tmp_path / "ix"), "--json"]) == 0
     for i in range(40):
         make_photo(tmp_path / "empty" / f"p{i:02d}.jpg", seed=3000 + i, size=(48, 40))
-    build_index(tmp_path / "empty", tmp_path / "ix", extractor_factory=lambda w, p, b: VectorModel())  # no --search
+    build_index(tmp_path / "empty", tmp_path / "ix", model_factory=lambda w, p, b: VectorModel())  # no --search
     ix = store.load_index(tmp_path / "ix")
     assert ix.count == 40 and ix.meta["search"]["method"] == "ann" and ix.meta["search"]["chosen"] == "asked"
 

@@ -299,7 +299,7 @@ def test_update_index_on_a_float16_index_builds_its_model_in_float16(monkeypatch
     for i in range(3):
         make_photo(src / f"p{i}.jpg", seed=700 + i)
     ix = tmp_path / "ix.imgsim"
-    build_index(src, ix, weights="random", precision="float16", extractor_factory=lambda w, p, b: Half(random_extractor))
+    build_index(src, ix, weights="random", precision="float16", model_factory=lambda w, p, b: Half(random_extractor))
     assert load_index(ix).meta["precision"] == "float16"
     built = []
 

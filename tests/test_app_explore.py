@@ -126,7 +126,7 @@ def avg_index(tmp_path_factory, extractor_factory):
     for i in range(5):
         make_photo(root / f"p{i}.jpg", seed=700 + i)
     index_dir = tmp_path_factory.mktemp("avgindex") / "avg.imgsim"
-    build_index(root, index_dir, weights="random", pooling="avg", extractor_factory=extractor_factory)
+    build_index(root, index_dir, weights="random", pooling="avg", model_factory=extractor_factory)
     return root, index_dir
 
 

@@ -28,7 +28,7 @@ def ann_index_without_files(tmp_path, monkeypatch):
         make_photo(photos / f"g{i % 2}" / f"p{i:02d}.jpg", seed=2000 + i, size=(48, 40))
     index_dir = tmp_path / "ix"
     build_index(photos, index_dir, weights="random", pooling="avg", search="ann",
-                extractor_factory=lambda w, p, b: VectorModel())
+                model_factory=lambda w, p, b: VectorModel())
     shutil.rmtree(photos)  # every file is gone; the index still holds their vectors
     photos.mkdir()
     serve(monkeypatch, tmp_path, index_dir)

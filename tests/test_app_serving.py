@@ -138,7 +138,7 @@ def live(tmp_path, photo_dir, extractor_factory, monkeypatch):
     folder = tmp_path / "live"
     shutil.copytree(photo_dir, folder)
     index_dir = tmp_path / "live.imgsim"
-    build_index(folder, index_dir, weights="random", extractor_factory=extractor_factory)
+    build_index(folder, index_dir, weights="random", model_factory=extractor_factory)
     monkeypatch.setenv("IMGSIM_IMAGES", str(folder))
     monkeypatch.setenv("IMGSIM_INDEX", str(index_dir))
     monkeypatch.setenv("IMGSIM_WEIGHTS", "random")
@@ -163,7 +163,7 @@ def test_a_re_index_keeps_the_query_image_not_its_row(live, extractor_factory):
     # Files before it disappear: every row after them moves up.
     (folder / "blues" / "b0.png").unlink()
     (folder / "blues" / "b1.png").unlink()
-    build_index(folder, index_dir, extractor_factory=extractor_factory)
+    build_index(folder, index_dir, model_factory=extractor_factory)
     assert Collection.open(index_dir).paths.index("blues/b3.png") != col.paths.index("blues/b3.png")
     at.slider(key="k").set_value(5).run()  # the next interaction
     assert not at.exception
@@ -172,7 +172,7 @@ def test_a_re_index_keeps_the_query_image_not_its_row(live, extractor_factory):
     assert at.query_params["q"] == ["blues/b3.png"] or at.query_params["q"] == "blues/b3.png"
     # The query itself disappears: the page says so instead of showing another image.
     (folder / "blues" / "b3.png").unlink()
-    build_index(folder, index_dir, extractor_factory=extractor_factory)
+    build_index(folder, index_dir, model_factory=extractor_factory)
     at.run()
     assert not at.exception
     assert any("The query image blues/b3.png is no longer in this collection" in w.value for w in at.warning)

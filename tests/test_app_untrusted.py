@@ -39,7 +39,7 @@ def hostile_env(monkeypatch, tmp_path, photo_dir, extractor_factory):
     make_photo(folder / "reds" / f"{HOSTILE}.jpg", seed=3)  # a near copy of reds/r3.jpg: close neighbours
     make_photo(folder / HOSTILE_FOLDER / "<b>x</b>.jpg", seed=300)
     index_dir = tmp_path / "hostile.imgsim"
-    build_index(folder, index_dir, weights="random", extractor_factory=extractor_factory)
+    build_index(folder, index_dir, weights="random", model_factory=extractor_factory)
     monkeypatch.setenv("IMGSIM_IMAGES", str(folder))
     monkeypatch.setenv("IMGSIM_INDEX", str(index_dir))
     monkeypatch.setenv("IMGSIM_WEIGHTS", "random")
@@ -301,7 +301,7 @@ def test_a_click_after_a_re_index_acts_on_the_image_that_was_shown(tmp_path, pho
     folder = tmp_path / "live"
     shutil.copytree(photo_dir, folder)
     index_dir = tmp_path / "live.imgsim"
-    build_index(folder, index_dir, weights="random", extractor_factory=extractor_factory)
+    build_index(folder, index_dir, weights="random", model_factory=extractor_factory)
     monkeypatch.setenv("IMGSIM_IMAGES", str(folder))
     monkeypatch.setenv("IMGSIM_INDEX", str(index_dir))
     monkeypatch.setenv("IMGSIM_WEIGHTS", "random")
@@ -312,7 +312,7 @@ def test_a_click_after_a_re_index_acts_on_the_image_that_was_shown(tmp_path, pho
     before = Collection.open(index_dir)
     picked = before.paths.index("blues/b4.png")
     (folder / "blues" / "b0.png").unlink()  # rows after it move up
-    build_index(folder, index_dir, extractor_factory=extractor_factory)
+    build_index(folder, index_dir, model_factory=extractor_factory)
     assert Collection.open(index_dir).paths[picked] != "blues/b4.png"
     at.button(key=f"pick_{picked}").click().run()
     assert not at.exception
@@ -323,7 +323,7 @@ def test_a_click_after_a_re_index_acts_on_the_image_that_was_shown(tmp_path, pho
     gone = after.paths.index("blues/b1.png")
     target = next(n for n in after.neighbors_of_row(row, 8).neighbors[1:] if n.row > gone)  # it will move up
     (folder / "blues" / "b1.png").unlink()
-    build_index(folder, index_dir, extractor_factory=extractor_factory)
+    build_index(folder, index_dir, model_factory=extractor_factory)
     at.button(key=f"more_{target.row}").click().run()
     assert not at.exception
     assert at.query_params["q"] in (target.path, [target.path])
@@ -338,7 +338,7 @@ def test_skipped_symlinks_do_not_show_their_server_targets_on_the_about_tab(monk
     (folder / "leak.jpg").symlink_to(outside / "secret.jpg")
     (folder / "gone.jpg").symlink_to(tmp_path / "private-gone" / "x.jpg")
     index_dir = tmp_path / "served.imgsim"
-    build_index(folder, index_dir, weights="random", extractor_factory=extractor_factory)
+    build_index(folder, index_dir, weights="random", model_factory=extractor_factory)
     serve(monkeypatch, tmp_path, index_dir, folder)
     at = new_app(tab="About this collection").run()
     assert not at.exception
@@ -356,7 +356,6 @@ def test_an_index_built_from_another_folder_is_refused_without_naming_that_folde
     import time
 
     import imgsim.models.resnet50
-    from imgsim.models.weights import Weights
     from imgsim.store.generations import load_index
 
     first, second = tmp_path / "private-first", tmp_path / "served"
@@ -364,7 +363,8 @@ def test_an_index_built_from_another_folder_is_refused_without_naming_that_folde
         make_photo(first / f"a{i}.jpg", seed=800 + i)
         make_photo(second / f"b{i}.jpg", seed=900 + i)
     index_dir = tmp_path / "shared.imgsim"
-    build_index(first, index_dir, weights="random", extractor_factory=extractor_factory)
+    build_index(first, index_dir, weights="random", model_factory=extractor_factory)
+    from imgsim.models.weights import Weights
     monkeypatch.setattr(imgsim.models.resnet50, "ResNet50Backbone", lambda *a, **k: extractor_factory(
         Weights.parse("random"), "flatten", 8))
     serve(monkeypatch, tmp_path, index_dir, second, ALLOW_INDEXING="1")

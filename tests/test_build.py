@@ -42,7 +42,7 @@ def folder(tmp_path):
 
 def run(folder, index_dir, model, **kw):
     return build_index(folder, index_dir, weights=kw.pop("weights", "random"),
-                       extractor_factory=lambda w, p, b: model, **kw)
+                       model_factory=lambda w, p, b: model, **kw)
 
 
 def test_first_run_then_incremental_add_change_delete(folder, tmp_path, random_extractor):
@@ -211,15 +211,15 @@ def test_run_killed_after_extraction_resumes_with_the_weights_recorded(folder, t
     import imgsim.build
 
     ix_dir = tmp_path / "ix"
-    real = imgsim.build.derive_for
+    real = imgsim.build.derive
 
     def killed(*a, **k):
         raise KeyboardInterrupt("killed while deriving the map")
 
-    monkeypatch.setattr(imgsim.build, "derive_for", killed)
+    monkeypatch.setattr(imgsim.build, "derive", killed)
     with pytest.raises(KeyboardInterrupt):
         run(folder, ix_dir, Counting(random_extractor))
-    monkeypatch.setattr(imgsim.build, "derive_for", real)
+    monkeypatch.setattr(imgsim.build, "derive", real)
     fresh = Counting(random_extractor)
     report = run(folder, ix_dir, fresh)
     assert report.resumed == 6 and fresh.embedded == 0 and report.committed
@@ -230,7 +230,7 @@ def test_run_killed_after_extraction_resumes_with_the_weights_recorded(folder, t
 
 
 def test_an_explicit_search_choice_is_remembered_even_when_nothing_else_changed(folder, tmp_path, random_extractor):
-    from imgsim.search import ann_build
+    from imgsim.search import choose_method
 
     ix_dir = tmp_path / "ix"
     run(folder, ix_dir, Counting(random_extractor))
@@ -240,7 +240,7 @@ def test_an_explicit_search_choice_is_remembered_even_when_nothing_else_changed(
     run(folder, ix_dir, Counting(random_extractor), search="exact")
     meta = load_index(ix_dir).meta
     assert meta["search"]["chosen"] == "asked"
-    assert ann_build.choose_method(None, meta, 60_000) == ("exact", "asked")
+    assert choose_method(None, meta, 60_000) == ("exact", "asked")
     # The same through a run that only re-hashes a touched file (vectors and derived data reused).
     run(folder, tmp_path / "ix2", Counting(random_extractor))
     target = folder / "dogs" / "img 2 é.jpg"
@@ -274,7 +274,7 @@ def test_the_model_stage_mentions_a_download_only_for_imagenet_weights(folder, t
     from imgsim.progress import describe
 
     seen = []
-    build_index(folder, tmp_path / "ix", weights="random", extractor_factory=lambda w, p, b: random_extractor,
+    build_index(folder, tmp_path / "ix", weights="random", model_factory=lambda w, p, b: random_extractor,
                 progress=lambda stage, done, total: seen.append(describe(stage, done, total, 0.0)))
     assert "Loading the model…" in seen
     assert not [line for line in seen if "downloads" in line]

@@ -67,7 +67,7 @@ def test_index_then_dedup_finds_the_copied_file(capsys, tmp_path, random_extract
         make_photo(src / f"p{i}.jpg", seed=60 + i)
     shutil.copy(src / "p1.jpg", src / "p1 copy.jpg")
     Image.open(src / "p2.jpg").resize((150, 110)).save(src / "p2 small.jpg", quality=90)
-    monkeypatch.setattr("imgsim.engines.base.ResNet50Backbone", lambda *a, **k: random_extractor)
+    monkeypatch.setattr("imgsim.engines.local.make_backbone", lambda *a, **k: random_extractor)
     assert main(["index", str(src), "--index", str(tmp_path / "ix"), "--weights", "random", "--quiet"]) == 0
     text = capsys.readouterr().out
     assert f"Indexed 6 images from {src.resolve()} into {tmp_path / 'ix'}" in text
@@ -134,7 +134,7 @@ def test_python_dash_m_entry_point(built_index):
 
 
 def test_evaluate_on_the_demo_collection_reports_random_weights(capsys, tmp_path, random_extractor, monkeypatch):
-    monkeypatch.setattr("imgsim.engines.base.ResNet50Backbone", lambda *a, **k: random_extractor)
+    monkeypatch.setattr("imgsim.engines.local.make_backbone", lambda *a, **k: random_extractor)
     demo = REPO / "data" / "demo"
     assert main(["index", str(demo), "--index", str(tmp_path / "demo"), "--weights", "random", "--quiet"]) == 0
     capsys.readouterr()
@@ -147,18 +147,18 @@ def test_evaluate_on_the_demo_collection_reports_random_weights(capsys, tmp_path
 
 
 def test_rebuild_without_weights_uses_imgsim_weights(capsys, tmp_path, random_extractor, monkeypatch):
-    import imgsim.engines.base
+    import imgsim.engines.local
 
     src = tmp_path / "src"
     for i in range(3):
         make_photo(src / f"p{i}.jpg", seed=90 + i)
     asked = []
 
-    def model(weights, pooling="flatten", batch_size=16, **options):
+    def model(spec, weights, pooling="flatten", batch_size=16, **options):
         asked.append((weights.mode, weights.seed))
         return random_extractor
 
-    monkeypatch.setattr(imgsim.engines.base, "ResNet50Backbone", model)
+    monkeypatch.setattr(imgsim.engines.local, "make_backbone", model)
     monkeypatch.setenv("IMGSIM_WEIGHTS", "random")
     assert main(["index", str(src), "--index", str(tmp_path / "ix"), "--quiet"]) == 0
     capsys.readouterr()
@@ -169,7 +169,7 @@ def test_rebuild_without_weights_uses_imgsim_weights(capsys, tmp_path, random_ex
 
 
 def test_incremental_index_of_a_float16_index_needs_no_precision_flag(capsys, tmp_path, random_extractor, monkeypatch):
-    import imgsim.engines.base
+    import imgsim.engines.local
 
     src = tmp_path / "src"
     for i in range(3):
@@ -181,7 +181,7 @@ def test_incremental_index_of_a_float16_index_needs_no_precision_flag(capsys, tm
         def __getattr__(self, name):
             return getattr(random_extractor, name)
 
-    monkeypatch.setattr(imgsim.engines.base, "ResNet50Backbone", lambda *a, **k: AsAsked(k.get("precision")))
+    monkeypatch.setattr(imgsim.engines.local, "make_backbone", lambda *a, **k: AsAsked(k.get("precision")))
     ix = str(tmp_path / "ix")
     assert main(["index", str(src), "--index", ix, "--weights", "random", "--precision", "float16", "--quiet"]) == 0
     make_photo(src / "p3.jpg", seed=43)

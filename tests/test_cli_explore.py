@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import numpy as np
 
@@ -98,15 +99,41 @@ def test_query_several_images_and_not(capsys, built_index, photo_dir):
     assert [n["path"] for n in data["neighbors"]].index(second) > 1
 
 
+def test_image_arguments_may_be_paths_relative_to_the_collection(capsys, built_index, photo_dir, tmp_path,
+                                                                monkeypatch):
+    """Paths as results print them can be given back to query, --not and explain; a file at the path as given
+    wins, and a path that leaves the folder is not one of its images."""
+    here = tmp_path / "here"  # a working folder beside none of the test's folders
+    here.mkdir()
+    monkeypatch.chdir(here)
+    data = run_json(capsys, "query", str(built_index), "reds/r2.jpg", "-k", "12", "--json")
+    assert data["query"] == "reds/r2.jpg"
+    assert data["neighbors"][0] == {"path": "reds/r2.jpg", "distance": 0.0, "similarity": 1.0}
+    second = data["neighbors"][1]["path"]
+    more = run_json(capsys, "query", str(built_index), "reds/r2.jpg", "--not", second, "-k", "12", "--json")
+    assert more["not"] == [second] and [n["path"] for n in more["neighbors"]].index(second) > 1
+    by_path = run_json(capsys, "explain", str(built_index), str(photo_dir / "reds" / "r1.jpg"),
+                       str(photo_dir / "blues" / "b2.png"), "--json")
+    by_rel = run_json(capsys, "explain", str(built_index), "reds/r1.jpg", "blues/b2.png", "--json")
+    assert (by_rel["cosine"], by_rel["cells"]) == (by_path["cosine"], by_path["cells"])
+    (here / "reds").mkdir()
+    shutil.copy(photo_dir / "blues" / "b1.png", here / "reds" / "r2.jpg")  # another image, at the same path
+    data = run_json(capsys, "query", str(built_index), "reds/r2.jpg", "-k", "1", "--json")
+    assert data["neighbors"][0] == {"path": "blues/b1.png", "distance": 0.0, "similarity": 1.0}
+    outside = f"../{photo_dir.resolve().name}/reds/r1.jpg"
+    assert main(["query", str(built_index), outside]) == 1
+    assert capsys.readouterr().err == f"error: Query image not found: {outside}\n"
+
+
 def test_outliers_say_how_many_neighbours_the_score_averages_in_a_tiny_collection(capsys, tmp_path, random_extractor,
                                                                                 monkeypatch):
-    import imgsim.engines.base
+    import imgsim.engines.local
 
     from .conftest import make_photo
 
     for i in range(3):
         make_photo(tmp_path / "src" / f"p{i}.jpg", seed=70 + i)
-    monkeypatch.setattr(imgsim.engines.base, "ResNet50Backbone", lambda *a, **k: random_extractor)
+    monkeypatch.setattr(imgsim.engines.local, "make_backbone", lambda *a, **k: random_extractor)
     ix = str(tmp_path / "ix")
     assert main(["index", str(tmp_path / "src"), "--index", ix, "--weights", "random", "--quiet"]) == 0
     capsys.readouterr()

@@ -54,7 +54,7 @@ def old_index_at(tmp: Path) -> tuple[Path, Path]:
 
 def fresh_build(photos: Path, index: Path, extractor_factory) -> Collection:
     """The same photos indexed by the current code with the fixture's settings."""
-    build_index(photos, index, weights="random", pooling="avg", search="exact", extractor_factory=extractor_factory)
+    build_index(photos, index, weights="random", pooling="avg", search="exact", model_factory=extractor_factory)
     return Collection.open(index)
 
 
@@ -142,7 +142,7 @@ def test_old_index_updates_like_a_fresh_build(tmp_path, extractor_factory):
     (photos / REMOVED).unlink()
 
     # No settings given: an update takes weights, pooling and search from the old index itself.
-    report = build_index(photos, index, extractor_factory=extractor_factory)
+    report = build_index(photos, index, model_factory=extractor_factory)
     assert (report.added, report.removed, report.unchanged, report.extracted, report.committed) == (2, 1, 11, 2, True)
     updated = Collection.open(index)
     assert updated.index.generation == "gen-000002"

@@ -10,7 +10,9 @@ import pytest
 from imgsim import decode
 from imgsim.cli import main
 from imgsim.discover import discover
-from imgsim.engines.base import Embedded, ExtractSettings, LocalEngine, Unchanged, make_engine
+from imgsim.engines import make_engine
+from imgsim.engines.base import Embedded, ExtractSettings, Unchanged
+from imgsim.engines.local import LocalEngine
 from imgsim.errors import ImgsimError
 from imgsim.models.weights import Weights
 

@@ -66,7 +66,7 @@ def test_avg_index_explanation_computes_maps_that_pool_to_the_stored_vectors(tmp
     for i in range(4):
         make_photo(tmp_path / "src" / f"p{i}.jpg", seed=500 + i)
     build_index(tmp_path / "src", tmp_path / "avg.imgsim", weights="random", pooling="avg",
-                extractor_factory=extractor_factory)
+                model_factory=extractor_factory)
     col = Collection.open(tmp_path / "avg.imgsim")
     model = extractor_factory(Weights.parse("random"), "avg", 8)
     calls = []

@@ -263,7 +263,11 @@ def interface_imports(modules: dict[str, Module]) -> list[str]:
     problems = []
     for package in MULTI_IMPLEMENTATION:
         interfaces = {package} | {f"{package}.{n}" for n in INTERFACE_MODULES if n != "__init__"}
-        implementations = {n for n in graph if n.startswith(package + ".") and n not in interfaces}
+        # An implementation is what the package's registries name (and its own submodules); shared helpers
+        # of the package (weights, runtimes, projections) are not, and the interface may use them.
+        named = {target for target, _ in registry_strings(modules) if target.startswith(package + ".")}
+        implementations = {n for n in graph if n not in interfaces
+                           and any(n == t or n.startswith(t + ".") for t in named)}
         for source in sorted(interfaces & set(graph)):
             for target, edge in sorted(graph[source].items()):
                 if target in implementations:
@@ -328,21 +332,29 @@ def name_comparisons(modules: dict[str, Module]) -> list[str]:
     return _in_order(problems)
 
 
-def registry_targets(modules: dict[str, Module]) -> list[str]:
-    """``"imgsim.x.y:Name"`` strings (registries import them on use) that name no module or no such name in it."""
-    problems = []
+def registry_strings(modules: dict[str, Module]) -> list[tuple[str, tuple[Module, ast.Constant]]]:
+    """Every ``"imgsim.x.y:Name"`` string (a registry entry, imported on use): its module name and where it is."""
+    found = []
     for module in modules.values():
         for node in ast.walk(module.tree):
             if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
                 continue
             target, colon, attr = node.value.partition(":")
-            if not (colon and target.startswith("imgsim.") and attr.isidentifier() and " " not in target):
-                continue
-            found = modules.get(target)
-            if found is None:
-                problems.append(f"{module.path}:{node.lineno} names {node.value!r}, but there is no module {target}")
-            elif attr not in _top_level_names(found):
-                problems.append(f"{module.path}:{node.lineno} names {node.value!r}, but {found.path} defines no {attr}")
+            if colon and target.startswith("imgsim.") and attr.isidentifier() and " " not in target:
+                found.append((target, (module, node)))
+    return found
+
+
+def registry_targets(modules: dict[str, Module]) -> list[str]:
+    """``"imgsim.x.y:Name"`` strings (registries import them on use) that name no module or no such name in it."""
+    problems = []
+    for target, (module, node) in registry_strings(modules):
+        attr = node.value.partition(":")[2]
+        found = modules.get(target)
+        if found is None:
+            problems.append(f"{module.path}:{node.lineno} names {node.value!r}, but there is no module {target}")
+        elif attr not in _top_level_names(found):
+            problems.append(f"{module.path}:{node.lineno} names {node.value!r}, but {found.path} defines no {attr}")
     return problems
 
 
@@ -505,8 +517,12 @@ def test_checker_finds_an_interface_importing_an_implementation():
         "imgsim/search/__init__.py": "from imgsim.search import exact",
         "imgsim/search/exact.py": "import numpy",
         "imgsim/search/ann.py": "import numpy",
+        "imgsim/search/registry.py": 'METHODS = {"exact": "imgsim.search.exact:Exact", "ann": "imgsim.search.ann:Ann"}',
         "imgsim/models/__init__.py": "",
-        "imgsim/models/base.py": "def f():\n    import imgsim.models.efficientnet_lite0.weights",
+        "imgsim/models/base.py": "def f():\n    import imgsim.models.efficientnet_lite0.weights\n"
+                                 "import imgsim.models.weights\n"
+                                 'B = {"lite": "imgsim.models.efficientnet_lite0:Net"}',
+        "imgsim/models/weights.py": "",
         "imgsim/models/efficientnet_lite0/__init__.py": "",
         "imgsim/models/efficientnet_lite0/weights.py": "",
     })

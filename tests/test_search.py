@@ -7,7 +7,8 @@ import pytest
 from sklearn.neighbors import NearestNeighbors
 
 from imgsim.search.projection import PCAProjection
-from imgsim.search.exact import ExactSearch, cosine_from_distance
+from imgsim.search import cosine_from_distance
+from imgsim.search.exact import ExactSearch
 
 
 def clustered(n, d, seed=0, clusters=20, latent=16, spread=0.35):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imgsim.search.exact import ExactSearch
+from imgsim.search import Search
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,7 @@ class DuplicateGroup:
     nearest: tuple[float, ...]
 
 
-def duplicate_groups(search: ExactSearch, threshold: float) -> list[DuplicateGroup]:
+def duplicate_groups(search: Search, threshold: float) -> list[DuplicateGroup]:
     """Groups of two or more images, largest first, then tightest first."""
     if threshold < 0:
         raise ValueError(f"threshold must be >= 0 (got {threshold})")

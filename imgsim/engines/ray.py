@@ -97,6 +97,8 @@ class RayEngine:
     """Extraction as a Ray Data job: decoding in CPU tasks, an actor pool with one model per actor."""
 
     name = "ray"
+    #: Runs on a Ray cluster named by an address (see :func:`imgsim.engines.make_engine`).
+    cluster = True
 
     def __init__(self, address: str | None = None, actors: int | None = None, actor_cpus: float | None = None,
                  ship_code: bool = True, num_cpus: int | None = None):
@@ -105,8 +107,9 @@ class RayEngine:
         ``actors``/``actor_cpus`` default to one actor per GPU, or on CPU-only clusters to actors of up to
         4 CPUs that leave CPUs free for decoding. ``ship_code`` sends this imgsim package to the workers of a
         Ray instance that this engine starts (a host that started Ray itself passes ``runtime_env`` there);
-        ``num_cpus`` sizes a local instance.
+        ``num_cpus`` sizes a local instance. Without Ray installed this says how to install it, before any work.
         """
+        import_ray()
         self.num_cpus = num_cpus
         self.address = address
         self.actors = actors
@@ -116,6 +119,9 @@ class RayEngine:
         self._started_ray = False
 
     def start(self, settings: ExtractSettings) -> Started:
+        if settings.backbone.backbone_class is not ResNet50Backbone:  # the actors build the reference model only
+            raise ImgsimError(f"--engine {self.name} runs the resnet50 backbone only; index {settings.backbone.spec} "
+                              "with the local engine.")
         t0 = time.perf_counter()
         ray = import_ray()
         if not ray.is_initialized():

@@ -16,11 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from imgsim.search import Neighbors
 from imgsim.search.projection import PCAProjection
-from imgsim.search.exact import Neighbors
 
-#: Above this many images an index uses approximate search unless told otherwise.
-ANN_THRESHOLD = 50_000
 #: PCA dimensions the IVF index works in. With the residual norm a row is 128 numbers: faiss's SIMD 8-bit
 #: kernels need a multiple of 16 (at 129 the 8-bit scan ran 10 times slower, bench/ann_kernels.py).
 ANN_DIMS = 127
@@ -39,7 +37,7 @@ def default_lists(n: int) -> int:
 
 
 class AnnSearch:
-    """Approximate Euclidean k-NN over unit vectors with exact re-ranking (same interface as ExactSearch).
+    """Approximate Euclidean k-NN over unit vectors with exact re-ranking (a :class:`imgsim.search.Search`).
 
     ``fit(vectors, projection, projected, keys)`` trains and fills the IVF index; ``attach`` reuses a
     stored one. ``graph`` (stored neighbour rows and distances) answers :meth:`pairs_within`.

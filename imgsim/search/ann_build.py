@@ -1,4 +1,5 @@
-"""Derived data of an approximate-search generation, in time linear in the collection (or in the change).
+"""The ``ann`` search method (:class:`AnnMethod`): derived data of an approximate-search generation, in time
+linear in the collection (or in the change).
 
 A fresh build fits the PCA basis on a sample, builds the IVF index (:mod:`imgsim.search.ann`), takes the
 neighbour graph from it with exact re-ranking, lays out the map on a sample (:class:`SampledMap`) and
@@ -14,12 +15,13 @@ import time
 import numpy as np
 
 from imgsim.store import generations as store
-from imgsim.search.ann import ANN_DIMS, ANN_FILE, ANN_THRESHOLD, AnnSearch, default_lists, measure_recall
+from imgsim.search import ANN_THRESHOLD, GRAPH_K, recorded_method
+from imgsim.search.ann import ANN_DIMS, ANN_FILE, AnnSearch, default_lists, measure_recall
+from imgsim.search.exact import ExactMethod
 from imgsim.analysis.map2d import MapBuilder, SampledMap, place_by_neighbors
 from imgsim.progress import ProgressFn
 from imgsim.search.projection import PCAProjection
 
-SEARCH_METHODS = ("exact", "ann")
 #: Rows the PCA basis is fitted on (then reused by every incremental run).
 PCA_SAMPLE = 10_000
 #: Rows t-SNE lays out in a large collection; the others are placed among them.
@@ -29,34 +31,52 @@ GRAPH_CANDIDATES = 16
 RECALL_QUERIES = 100
 
 
-def choose_method(asked: str | None, old_meta: dict | None, count: int) -> tuple[str, str]:
-    """(method, how it was chosen): ``asked`` wins, then an earlier explicit choice, else the size threshold."""
-    if asked is not None:
-        if asked not in SEARCH_METHODS:
-            from imgsim.errors import ImgsimError
+class AnnMethod:
+    """Approximate search as a method of the index: an IVF index, its graph, map and measured recall."""
 
-            raise ImgsimError(f"Unknown search method '{asked}': use one of {', '.join(SEARCH_METHODS)}.")
-        return asked, "asked"
-    search = (old_meta or {}).get("search") or {}
-    if search.get("chosen") == "asked":
-        return search.get("asked", search["method"]), "asked"  # "asked": ann asked on an empty collection
-    return ("ann" if count > ANN_THRESHOLD else "exact"), "auto"
+    name = "ann"
+    files = (ANN_FILE,)
 
+    def derive(self, writer: store.GenerationWriter, progress: ProgressFn, chosen: str) -> dict:
+        """Every derived array of a new ANN generation (:func:`derive_ann`)."""
+        if writer.count == 0:
+            # faiss cannot train cells on no vectors: an empty collection keeps the exact arrays and remembers the ask.
+            meta = ExactMethod().derive(writer, progress, chosen)
+            meta["search"]["asked"] = "ann"
+            return meta
+        return derive_ann(writer, progress, chosen, GRAPH_K)
 
-def is_ann(meta: dict) -> bool:
-    """Whether a generation's metadata says it answers queries with the ANN index."""
-    return (meta.get("search") or {}).get("method") == "ann"
+    def update(self, writer: store.GenerationWriter, progress: ProgressFn, chosen: str, old: store.Index,
+               sources: list) -> dict:
+        """The previous generation's ANN index updated in place (:func:`update_ann`) when it has one."""
+        if writer.count == 0 or not can_update(old, writer.dims):
+            return self.derive(writer, progress, chosen)
+        return update_ann(writer, progress, old, sources, chosen, GRAPH_K)
 
+    def open(self, index: store.Index) -> AnnSearch:
+        """The IVF index read into memory, the stored graph attached for duplicates."""
+        projection = PCAProjection.from_arrays(index.array("pca_components"), index.array("pca_mean"))
+        info = index.meta["search"]
+        search = AnnSearch(n_probe=info.get("n_probe", 24), candidates=info.get("candidates", 100))
+        search.attach(index.vectors, projection, AnnSearch.read(index.directory / index.generation / ANN_FILE),
+                      index.array("ann_keys"))
+        search.graph_ = (index.array("nn_indices"), index.array("nn_distances"))
+        return search
 
-def open_search(ix: store.Index) -> AnnSearch:
-    """The ANN search of a loaded generation (IVF index read into memory, graph attached for duplicates)."""
-    projection = PCAProjection.from_arrays(ix.array("pca_components"), ix.array("pca_mean"))
-    info = ix.meta["search"]
-    search = AnnSearch(n_probe=info.get("n_probe", 24), candidates=info.get("candidates", 100))
-    search.attach(ix.vectors, projection, AnnSearch.read(ix.directory / ix.generation / ANN_FILE),
-                  ix.array("ann_keys"))
-    search.graph_ = (ix.array("nn_indices"), ix.array("nn_distances"))
-    return search
+    def describe(self, info: dict, *, short: bool = False) -> str:
+        """The IVF settings and the recall measured at build time, of queries and of the neighbour graph."""
+        graph = info.get("graph_recall_at_10")
+        if short:
+            return (f"approximate ({info.get('engine')}, {info.get('n_lists')} lists, {info.get('n_probe')} probed, "
+                    f"{info.get('candidates')} re-ranked exactly); recall@10 vs exact {info.get('recall_at_10')} "
+                    f"on {info.get('queries')} queries measured at build time"
+                    + (f"; neighbour graph recall@10 {graph}" if graph is not None else ""))
+        return (f"Search: approximate for this large collection ({info.get('engine')}, {info.get('n_lists'):,} lists, "
+                f"{info.get('n_probe')} probed, {info.get('candidates')} candidates re-ranked with exact distances). "
+                f"recall@10 against exact search, measured at build time on {info.get('queries')} sample queries: "
+                f"{info.get('recall_at_10')}. Distances shown are always exact."
+                + (f" The neighbour graph behind Duplicates and Odd ones out (fewer candidates per image): recall@10 "
+                   f"{graph} on the same queries." if graph is not None else ""))
 
 
 def _graph(search: AnnSearch, rows: np.ndarray, k: int, progress: ProgressFn,
@@ -138,8 +158,8 @@ def derive_ann(writer: store.GenerationWriter, progress: ProgressFn, chosen: str
 
 def can_update(old: store.Index | None, dims: int) -> bool:
     """Whether the previous generation holds an ANN index this run can update instead of rebuilding."""
-    return (old is not None and is_ann(old.meta) and old.dims == dims and old.has_array("ann_keys")
-            and (old.directory / old.generation / ANN_FILE).is_file() and old.count > 0)
+    return (old is not None and recorded_method(old.meta) == AnnMethod.name and old.dims == dims
+            and old.has_array("ann_keys") and (old.directory / old.generation / ANN_FILE).is_file() and old.count > 0)
 
 
 def update_ann(writer: store.GenerationWriter, progress: ProgressFn, old: store.Index, sources: list,

@@ -5,37 +5,26 @@ Here a query is first compared with the PCA projections of all vectors (a few hu
 For an orthonormal basis, ``|P(x - q)|^2 + (|R x| - |R q|)^2 <= |x - q|^2`` (R: the residual outside the
 basis), so those cheap numbers are lower bounds. Exact distances are computed, with BLAS, only for the
 vectors whose bound could still beat the k-th best exact distance; the answer is the same as brute force.
+:class:`ExactMethod` derives what it needs (the reference pipeline's projection, neighbour graph and map).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from imgsim.analysis.map2d import MapBuilder
+from imgsim.progress import ProgressFn
+from imgsim.search import GRAPH_K, Neighbors
 from imgsim.search.projection import PCAProjection
+
+if TYPE_CHECKING:
+    from imgsim.store.generations import GenerationWriter, Index
 
 # Squared distances closer than this are treated as possible ties of the float32 pass.
 _TIE = 1e-5
-
-
-@dataclass(frozen=True)
-class Neighbors:
-    """Neighbours of one or more queries, nearest first: ``indices`` and Euclidean ``distances`` (m, k)."""
-
-    indices: np.ndarray
-    distances: np.ndarray
-
-    @property
-    def similarities(self) -> np.ndarray:
-        """Cosine similarity, from ``d^2 = 2 - 2 cos`` on unit vectors."""
-        return 1.0 - self.distances ** 2 / 2.0
-
-
-def cosine_from_distance(distance: np.ndarray | float) -> np.ndarray | float:
-    """Cosine similarity of two unit vectors at Euclidean distance ``distance``."""
-    return 1.0 - np.square(distance) / 2.0
+PROJECTION_COMPONENTS = 256
 
 
 class ExactSearch:
@@ -217,3 +206,57 @@ def squared_norms(vectors: np.ndarray, chunk_rows: int = 512) -> np.ndarray:
         block = np.asarray(vectors[start:start + chunk_rows], dtype=np.float64)
         out[start:start + len(block)] = np.einsum("ij,ij->i", block, block)
     return out
+
+
+def derive_arrays(writer: GenerationWriter, progress: ProgressFn) -> dict:
+    """Fit the search projection, the neighbour graph and the 2-D map for the vectors being written."""
+    vectors = writer.vectors
+    n = len(vectors)
+    progress("compress", 0, None)
+    projection = PCAProjection(n_components=PROJECTION_COMPONENTS).fit(vectors)
+    projected, residual = projection.transform(vectors)
+    search = ExactSearch().fit(vectors, projection, projected, residual)
+    for name, arr in (("pca_components", projection.components_), ("pca_mean", projection.mean_),
+                      ("projected", projected), ("residual", residual), ("sqnorm", search.sqnorm_)):
+        writer.save_array(name, arr)
+    progress("neighbors", 0, n)
+    graph = search.kneighbors_rows(np.arange(n), GRAPH_K)
+    writer.save_array("nn_indices", graph.indices.astype(np.int32))
+    writer.save_array("nn_distances", graph.distances.astype(np.float32))
+    progress("neighbors", n, n)
+    progress("map", 0, None)
+    mapper = MapBuilder().fit(projected)
+    writer.save_array("map_xy", mapper.embedding_)
+    progress("map", 1, 1)
+    return {
+        "projection": {"n_components": projection.n_components_,
+                       "explained_variance": float(np.sum(projection.explained_variance_ratio_))},
+        "map": {"method": "pca+tsne", "pca_components": mapper.n_components_, "perplexity": mapper.perplexity_},
+        "graph_k": int(graph.indices.shape[1]),
+    }
+
+
+class ExactMethod:
+    """Exact search as a method of the index: the reference pipeline's derived data, re-derived in full."""
+
+    name = "exact"
+    files: tuple[str, ...] = ()
+
+    def derive(self, writer: GenerationWriter, progress: ProgressFn, chosen: str) -> dict:
+        """Projection, neighbour graph and map for the vectors being written."""
+        return dict(derive_arrays(writer, progress), search={"method": "exact", "chosen": chosen})
+
+    def update(self, writer: GenerationWriter, progress: ProgressFn, chosen: str, old: Index,
+               sources: list) -> dict:
+        """The same as :meth:`derive`: every exact array depends on every vector."""
+        return self.derive(writer, progress, chosen)
+
+    def open(self, index: Index) -> ExactSearch:
+        """The stored projections, residuals and squared norms, ready to answer queries."""
+        projection = PCAProjection.from_arrays(index.array("pca_components"), index.array("pca_mean"))
+        return ExactSearch().fit(index.vectors, projection, index.array("projected"), index.array("residual"),
+                                 index.array("sqnorm"))
+
+    def describe(self, info: dict, *, short: bool = False) -> str:
+        """How exact search finds neighbours (every result is the true nearest)."""
+        return "exact" if short else "Search: exact nearest neighbours (every result is the true nearest)."
