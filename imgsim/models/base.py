@@ -147,6 +147,13 @@ class ResNet50Backbone:
     def embed_text(self, text: str) -> TextEmbedding:
         raise TextSearchUnavailable(text_search_help(RESNET50))
 
+    def __getattr__(self, name: str):
+        # The extractor's other abilities (feature maps for explanations; precision, runtime, workers and
+        # timings for indexing) are the wrapper's too, so a cached model serves both.
+        if name == "extractor":
+            raise AttributeError(name)
+        return getattr(self.extractor, name)
+
 
 def backbone_name(model: object) -> str:
     """The backbone a model object implements (a bare FeatureExtractor is ResNet50)."""
@@ -172,7 +179,7 @@ def make_backbone(spec: BackboneSpec, weights: Weights | str | None, pooling: st
         from imgsim.models.clip import ClipBackbone
 
         return ClipBackbone(spec.preset, parsed, batch_size=batch_size)
-    return ResNet50Backbone(FeatureExtractor(parsed, pooling, batch_size))
+    return ResNet50Backbone(FeatureExtractor(weights, pooling, batch_size))  # it parses the weights itself
 
 
 def default_dims(spec: BackboneSpec, pooling: str) -> int:
