@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import imgsim.models.resnet50
+import imgsim.models.base
 from imgsim.serving import export
 from imgsim.collection import Collection
 
@@ -141,7 +141,7 @@ def test_why_in_avg_mode_loads_the_model_and_matches_cells(app_env, avg_index, e
         builds.append(pooling)
         return model
 
-    monkeypatch.setattr(imgsim.models.resnet50, "FeatureExtractor", counting_model)
+    monkeypatch.setattr(imgsim.models.base, "FeatureExtractor", counting_model)
     monkeypatch.setenv("IMGSIM_INDEX", str(index_dir))
     monkeypatch.setenv("IMGSIM_IMAGES", str(root))
     col = Collection.open(index_dir)

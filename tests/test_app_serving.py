@@ -16,7 +16,7 @@ import pytest
 import streamlit as st
 
 import imgsim.build
-import imgsim.models.resnet50
+import imgsim.models.base
 from imgsim.build import build_index
 from imgsim.collection import Collection
 from imgsim.serving.policy import REFUSED, plain
@@ -85,7 +85,7 @@ def test_a_folder_under_a_root_is_offered_and_indexing_it_follows_the_setting(ap
                                                                               random_extractor):
     monkeypatch.setenv("IMGSIM_ROOTS", str(roots))
     monkeypatch.setenv("IMGSIM_ALLOW_INDEXING", "0")
-    monkeypatch.setattr(imgsim.models.resnet50, "FeatureExtractor", lambda *a, **k: random_extractor)
+    monkeypatch.setattr(imgsim.models.base, "FeatureExtractor", lambda *a, **k: random_extractor)
     at = new_app().run()
     at.text_input(key="folder_input").set_value("holiday").run()
     assert not at.exception and not at.sidebar.error
@@ -122,7 +122,7 @@ def test_a_60000_character_link_value_is_cut(app_env):
 
 
 def test_upload_names_are_escaped(app_env, monkeypatch, random_extractor, tmp_path):
-    monkeypatch.setattr(imgsim.models.resnet50, "FeatureExtractor", lambda *a, **k: random_extractor)
+    monkeypatch.setattr(imgsim.models.base, "FeatureExtractor", lambda *a, **k: random_extractor)
     data = make_photo(tmp_path / "u.jpg", seed=77).read_bytes()
     at = new_app().run()
     at.file_uploader[0].set_value(("[x](http://h/p) **b**.jpg", data, "image/jpeg")).run()
@@ -224,7 +224,7 @@ def test_two_sessions_and_a_reload_share_one_indexing_job(monkeypatch, tmp_path,
     monkeypatch.delenv("IMGSIM_ROOTS", raising=False)
     st.cache_resource.clear()
     st.cache_data.clear()
-    monkeypatch.setattr(imgsim.models.resnet50, "FeatureExtractor", lambda *a, **k: random_extractor)
+    monkeypatch.setattr(imgsim.models.base, "FeatureExtractor", lambda *a, **k: random_extractor)
     release, runs = threading.Event(), []
     real = imgsim.build.build_index
 
