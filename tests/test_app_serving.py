@@ -212,6 +212,49 @@ for tab in ("Search", "Map", "Duplicates", "About this collection"):
         assert str(index_copy) not in line and "(the index)" in line
 
 
+# --- 5. one process, many sessions ------------------------------------------------------------------------
+
+def _redacting_page():
+    """A page that names this session's folder (only on a run that sets it, as a fragment's rerun does not)."""
+    from pathlib import Path
+
+    import streamlit as st
+
+    from dashboard import messages
+
+    if st.session_state.get("folder"):
+        folder = Path(st.session_state["folder"])
+        messages.set_redactions(folder, folder.with_suffix(".imgsim"), folder.name, "random")
+    st.text(messages.say(st.session_state["probe"]))
+
+
+def test_two_sessions_with_different_folders_never_see_each_others_redactions(tmp_path):
+    """The dashboard's modules are imported once per process: a table of server paths kept there would be shared
+    by every session, and a rerun that does not rebuild it (a fragment's) would use another visitor's."""
+    from streamlit.testing.v1 import AppTest
+
+    alice, bob = tmp_path / "alice-photos", tmp_path / "bob-photos"
+    probe = f"{alice}/a.jpg and {bob}/b.jpg"
+    sessions = {}
+    for folder in (alice, bob):
+        at = AppTest.from_function(_redacting_page, default_timeout=60)
+        at.session_state["folder"], at.session_state["probe"] = str(folder), probe
+        sessions[folder.name] = at.run()
+    for at in sessions.values():  # each reruns without rebuilding its table, after the other session built its own
+        at.session_state["folder"] = ""
+        at.run()
+    assert [t.value for t in sessions["alice-photos"].text] == [plain(f"alice-photos/a.jpg and {bob}/b.jpg", 2000)]
+    assert [t.value for t in sessions["bob-photos"].text] == [plain(f"{alice}/a.jpg and bob-photos/b.jpg", 2000)]
+
+
+def test_the_dashboard_log_has_one_handler_however_many_runs(app_env):
+    import logging
+
+    for _ in range(3):
+        assert not new_app().run().exception
+    assert len(logging.getLogger("imgsim.app").handlers) == 1
+
+
 # --- 6. indexing as a server-side job ----------------------------------------------------------------------
 
 def test_two_sessions_and_a_reload_share_one_indexing_job(monkeypatch, tmp_path, photo_dir, random_extractor):
