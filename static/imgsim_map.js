@@ -1,6 +1,6 @@
 // imgsim map: a Plotly WebGL scatter with thumbnail-on-hover, click-to-query and lasso/box selection.
-// Loaded by app.py as a Streamlit custom component (v2). Plotly.js is served by Streamlit's static
-// serving from the copy that ships inside the plotly Python package (no network needed).
+// Loaded with static/imgsim_map.html by dashboard/cached.py as a Streamlit custom component (v2). Plotly.js is
+// served by Streamlit's static serving from the copy that ships inside the plotly Python package (no network).
 
 export default async function (component) {
   const { data, parentElement, setStateValue, setTriggerValue } = component;

@@ -12,7 +12,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import imgsim.collection
-import imgsim.models.native
+import imgsim.models.base
 import imgsim.models.resnet50
 from imgsim.collection import Collection
 from imgsim.serving.policy import plain
@@ -179,12 +179,12 @@ def test_upload_is_embedded_and_model_and_index_load_once_in_20_reruns(app_env, 
         loads.append(path)
         return real_load(path)
 
-    def counting_model(weights, pooling="flatten", batch_size=16, precision="float32"):
+    def counting_model(spec, weights, pooling="flatten", batch_size=16, **options):
         builds.append((weights, pooling))
         return random_extractor
 
     monkeypatch.setattr(imgsim.collection, "load_index", counting_load)
-    monkeypatch.setattr(imgsim.models.resnet50, "ResNet50Backbone", counting_model)
+    monkeypatch.setattr(imgsim.models.base, "make_backbone", counting_model)
     at = new_app().run()
     at.file_uploader[0].set_value(("holiday photo.jpg", _jpeg(tmp_path, 4242), "image/jpeg")).run()
     assert not at.exception
@@ -199,7 +199,7 @@ def test_upload_is_embedded_and_model_and_index_load_once_in_20_reruns(app_env, 
 
 
 def test_unusable_upload_gets_a_one_line_message(app_env, monkeypatch, random_extractor):
-    monkeypatch.setattr(imgsim.models.resnet50, "ResNet50Backbone", lambda *a, **k: random_extractor)
+    monkeypatch.setattr(imgsim.models.base, "make_backbone", lambda *a, **k: random_extractor)
     at = new_app().run()
     at.file_uploader[0].set_value(("notes.jpg", b"definitely not an image", "image/jpeg")).run()
     assert not at.exception
@@ -238,7 +238,7 @@ def test_missing_weights_explain_what_to_do_and_existing_index_still_browses(app
 
 
 def test_empty_folder_says_so(app_env, monkeypatch, tmp_path, random_extractor):
-    monkeypatch.setattr(imgsim.models.resnet50, "ResNet50Backbone", lambda *a, **k: random_extractor)
+    monkeypatch.setattr(imgsim.models.base, "make_backbone", lambda *a, **k: random_extractor)
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "readme.txt").write_text("no pictures here")

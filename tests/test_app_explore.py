@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import imgsim.models.resnet50
+import imgsim.models.base
 from imgsim.serving import export
 from imgsim.collection import Collection
 
@@ -137,11 +137,11 @@ def test_why_in_avg_mode_loads_the_model_and_matches_cells(app_env, avg_index, e
     model = extractor_factory(Weights.parse("random"), "avg", 8)
     builds = []
 
-    def counting_model(weights, pooling="flatten", batch_size=16, precision="float32"):
+    def counting_model(spec, weights, pooling="flatten", batch_size=16, **options):
         builds.append(pooling)
         return model
 
-    monkeypatch.setattr(imgsim.models.resnet50, "ResNet50Backbone", counting_model)
+    monkeypatch.setattr(imgsim.models.base, "make_backbone", counting_model)
     monkeypatch.setenv("IMGSIM_INDEX", str(index_dir))
     monkeypatch.setenv("IMGSIM_IMAGES", str(root))
     col = Collection.open(index_dir)

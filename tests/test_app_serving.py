@@ -16,7 +16,7 @@ import pytest
 import streamlit as st
 
 import imgsim.build
-import imgsim.models.resnet50
+import imgsim.models.base
 from imgsim.build import build_index
 from imgsim.collection import Collection
 from imgsim.serving.policy import REFUSED, plain
@@ -85,7 +85,7 @@ def test_a_folder_under_a_root_is_offered_and_indexing_it_follows_the_setting(ap
                                                                               random_extractor):
     monkeypatch.setenv("IMGSIM_ROOTS", str(roots))
     monkeypatch.setenv("IMGSIM_ALLOW_INDEXING", "0")
-    monkeypatch.setattr(imgsim.models.resnet50, "ResNet50Backbone", lambda *a, **k: random_extractor)
+    monkeypatch.setattr(imgsim.models.base, "make_backbone", lambda *a, **k: random_extractor)
     at = new_app().run()
     at.text_input(key="folder_input").set_value("holiday").run()
     assert not at.exception and not at.sidebar.error
@@ -122,7 +122,7 @@ def test_a_60000_character_link_value_is_cut(app_env):
 
 
 def test_upload_names_are_escaped(app_env, monkeypatch, random_extractor, tmp_path):
-    monkeypatch.setattr(imgsim.models.resnet50, "ResNet50Backbone", lambda *a, **k: random_extractor)
+    monkeypatch.setattr(imgsim.models.base, "make_backbone", lambda *a, **k: random_extractor)
     data = make_photo(tmp_path / "u.jpg", seed=77).read_bytes()
     at = new_app().run()
     at.file_uploader[0].set_value(("[x](http://h/p) **b**.jpg", data, "image/jpeg")).run()
@@ -212,6 +212,49 @@ for tab in ("Search", "Map", "Duplicates", "About this collection"):
         assert str(index_copy) not in line and "(the index)" in line
 
 
+# --- 5. one process, many sessions ------------------------------------------------------------------------
+
+def _redacting_page():
+    """A page that names this session's folder (only on a run that sets it, as a fragment's rerun does not)."""
+    from pathlib import Path
+
+    import streamlit as st
+
+    from dashboard import messages
+
+    if st.session_state.get("folder"):
+        folder = Path(st.session_state["folder"])
+        messages.set_redactions(folder, folder.with_suffix(".imgsim"), folder.name, "random")
+    st.text(messages.say(st.session_state["probe"]))
+
+
+def test_two_sessions_with_different_folders_never_see_each_others_redactions(tmp_path):
+    """The dashboard's modules are imported once per process: a table of server paths kept there would be shared
+    by every session, and a rerun that does not rebuild it (a fragment's) would use another visitor's."""
+    from streamlit.testing.v1 import AppTest
+
+    alice, bob = tmp_path / "alice-photos", tmp_path / "bob-photos"
+    probe = f"{alice}/a.jpg and {bob}/b.jpg"
+    sessions = {}
+    for folder in (alice, bob):
+        at = AppTest.from_function(_redacting_page, default_timeout=60)
+        at.session_state["folder"], at.session_state["probe"] = str(folder), probe
+        sessions[folder.name] = at.run()
+    for at in sessions.values():  # each reruns without rebuilding its table, after the other session built its own
+        at.session_state["folder"] = ""
+        at.run()
+    assert [t.value for t in sessions["alice-photos"].text] == [plain(f"alice-photos/a.jpg and {bob}/b.jpg", 2000)]
+    assert [t.value for t in sessions["bob-photos"].text] == [plain(f"{alice}/a.jpg and bob-photos/b.jpg", 2000)]
+
+
+def test_the_dashboard_log_has_one_handler_however_many_runs(app_env):
+    import logging
+
+    for _ in range(3):
+        assert not new_app().run().exception
+    assert len(logging.getLogger("imgsim.app").handlers) == 1
+
+
 # --- 6. indexing as a server-side job ----------------------------------------------------------------------
 
 def test_two_sessions_and_a_reload_share_one_indexing_job(monkeypatch, tmp_path, photo_dir, random_extractor):
@@ -224,7 +267,7 @@ def test_two_sessions_and_a_reload_share_one_indexing_job(monkeypatch, tmp_path,
     monkeypatch.delenv("IMGSIM_ROOTS", raising=False)
     st.cache_resource.clear()
     st.cache_data.clear()
-    monkeypatch.setattr(imgsim.models.resnet50, "ResNet50Backbone", lambda *a, **k: random_extractor)
+    monkeypatch.setattr(imgsim.models.base, "make_backbone", lambda *a, **k: random_extractor)
     release, runs = threading.Event(), []
     real = imgsim.build.build_index
 

@@ -252,10 +252,10 @@ def test_why_on_an_upload_decodes_it_with_the_bounded_upload_decoder_once(app_en
                                                                          tmp_path):
     """Uploads are decoded with bounded memory (decode.open_upload); Why? decoded them again, unbounded, on
     every rerun while the panel was open."""
-    import imgsim.models.resnet50
+    import imgsim.models.base
     from imgsim import decode
 
-    monkeypatch.setattr(imgsim.models.resnet50, "ResNet50Backbone", lambda *a, **k: random_extractor)
+    monkeypatch.setattr(imgsim.models.base, "make_backbone", lambda *a, **k: random_extractor)
     data = make_photo(tmp_path / "u.jpg", seed=77).read_bytes()
     unbounded, bounded = [], []
     real_model_input, real_upload_input = decode.model_input, decode.upload_model_input
@@ -355,6 +355,7 @@ def test_an_index_built_from_another_folder_is_refused_without_naming_that_folde
     quotes neither server path."""
     import time
 
+    import imgsim.models.base
     import imgsim.models.resnet50
     from imgsim.store.generations import load_index
 
@@ -363,9 +364,9 @@ def test_an_index_built_from_another_folder_is_refused_without_naming_that_folde
         make_photo(first / f"a{i}.jpg", seed=800 + i)
         make_photo(second / f"b{i}.jpg", seed=900 + i)
     index_dir = tmp_path / "shared.imgsim"
-    build_index(first, index_dir, weights="random", model_factory=extractor_factory)
     from imgsim.models.weights import Weights
-    monkeypatch.setattr(imgsim.models.resnet50, "ResNet50Backbone", lambda *a, **k: extractor_factory(
+    build_index(first, index_dir, weights="random", model_factory=extractor_factory)
+    monkeypatch.setattr(imgsim.models.base, "make_backbone", lambda *a, **k: extractor_factory(
         Weights.parse("random"), "flatten", 8))
     serve(monkeypatch, tmp_path, index_dir, second, ALLOW_INDEXING="1")
     at = new_app().run()

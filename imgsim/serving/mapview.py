@@ -3,7 +3,16 @@ hover previews cut into sprite-sheet tiles of the drawn points (so the first ren
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from imgsim.collection import Collection
 
 #: Points drawn individually; beyond this a deterministic sample is drawn over a density layer.
 MAP_POINTS = 20_000
@@ -30,3 +39,53 @@ def tiles_for(rows: np.ndarray, per_tile: int = TILE_ROWS) -> list[np.ndarray]:
     """The drawn rows cut into consecutive tiles: position p in ``rows`` is cell p % per_tile of tile p // per_tile."""
     rows = np.asarray(rows)
     return [rows[start:start + per_tile] for start in range(0, len(rows), per_tile)]
+
+
+def publish_previews(col: "Collection", cache: Path, url: str, prefix: str, generation: str,
+                     log: logging.Logger | None = None) -> dict | None:
+    """Write the previews of the drawn points as sprite-sheet JPEG tiles into ``cache`` (served at ``url``), for
+    the browser to fetch each only when a point on it is first hovered.
+
+    The first tile is written now, the others by a background thread, so the first render does not grow with
+    the collection. Tiles are named ``PREFIX-GENERATION[-tNNNN].jpg``; other generations' tiles of ``prefix`` are
+    removed. None when the index has no previews or ``cache`` cannot be written: hovering then shows names only.
+    """
+    if not col.has_previews():
+        return None
+    rows = drawn_rows(col.count)
+    cell = 64 if len(rows) <= 10000 else 40
+    tiles = tiles_for(rows)
+    names = [f"{prefix}-{generation}.jpg"] + [f"{prefix}-{generation}-t{t:04d}.jpg" for t in range(1, len(tiles))]
+
+    def write(t: int) -> None:
+        if not (cache / names[t]).exists():
+            tmp = cache / f".{names[t]}.tmp"
+            col.preview_tile(tiles[t], cell, TILE_COLUMNS).save(tmp, format="JPEG", quality=80)
+            os.replace(tmp, cache / names[t])
+
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        write(0)
+        for old in cache.glob(f"{prefix}-*.jpg"):
+            if old.name not in names:
+                old.unlink(missing_ok=True)
+    except OSError:
+        return None
+    if len(tiles) > 1:
+        def rest() -> None:
+            try:
+                for t in range(1, len(tiles)):
+                    write(t)
+            except OSError:
+                (log or logging.getLogger(__name__)).warning("could not write preview tiles to %s", cache)
+
+        threading.Thread(target=rest, daemon=True, name="imgsim-preview-tiles").start()
+    return {"urls": [url + name for name in names], "per_tile": TILE_ROWS, "columns": TILE_COLUMNS, "cell": cell}
+
+
+def clear_previews(cache: Path) -> None:
+    """Remove every file of ``cache`` (previews left by earlier server processes)."""
+    if cache.is_dir():
+        for old in cache.iterdir():
+            if old.is_file():
+                old.unlink(missing_ok=True)

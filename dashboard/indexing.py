@@ -1,0 +1,115 @@
+"""Indexing from the page: one server-side job per index folder, shared by every session, and its progress."""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from dashboard import cached, state
+from dashboard.messages import LOG, say, weights_help
+from dashboard.settings import Settings
+from imgsim.collection import Collection
+from imgsim.errors import ImgsimError
+from imgsim.models.base import BackboneSpec
+from imgsim.models.weights import WeightsError
+from imgsim.serving import jobs
+from imgsim.serving.policy import plain
+from imgsim.store.generations import index_exists
+
+
+def start_indexing(s: Settings, col: Collection | None) -> jobs.JobSnapshot:
+    """Start (or attach to) the server-side indexing job of this index folder.
+
+    The model is loaded here, in the script run, so missing weights show at once in this page; the job
+    itself runs in a server thread, so a reload or a closed tab neither stops nor restarts it.
+    """
+    registry = cached.job_registry()
+    running = registry.get(str(s.index_dir))
+    if running is not None and running.running:
+        return running
+    new = col is None
+    # The process's cached model (the one the index records): an update never builds another one.
+    if new:
+        spec = BackboneSpec.parse(None)  # what `index` builds by default
+        model = cached.load_model(spec.spec, s.weights, spec.default_pooling())
+    else:
+        model = cached.index_model(col)
+
+    def work(progress):
+        from imgsim.build import build_index  # indexing only: opening an existing index never imports it
+
+        return build_index(s.folder, s.index_dir, weights=s.weights if new else None, progress=progress,
+                           model_factory=lambda w, p, b: model)
+
+    snap = registry.start(str(s.index_dir), work)
+    if running is None or snap.number != running.number:
+        LOG.info("indexing job #%d started for %s", snap.number, s.index_dir)
+    registry.wait(str(s.index_dir), timeout=3.0)  # a small folder finishes inside this run: no progress flash
+    return registry.get(str(s.index_dir)) or snap
+
+
+@st.fragment(run_every=1.0)
+def indexing_progress(index_dir: str) -> None:
+    """The job's live progress, polled once a second; the whole page reruns when it has finished."""
+    snap = cached.job_registry().get(index_dir)
+    if snap is None or not snap.running:
+        st.rerun()
+    st.progress(snap.fraction, text=snap.describe())
+    st.caption(f"Indexing job #{snap.number}, started {time.strftime('%H:%M:%S', time.gmtime(snap.started))} "
+               "UTC, runs on the server: every visitor of this collection sees it, and closing or reloading "
+               "this page neither stops nor restarts it.")
+
+
+def job_outcome(snap: jobs.JobSnapshot | None) -> None:
+    """What a finished job left for this session: a toast once when it committed, or its error."""
+    if snap is None or snap.running:
+        return
+    if snap.state == jobs.FAILED:
+        if time.time() - (snap.finished or 0) > 300:  # an old failure is not news: don't show it forever
+            return
+        if isinstance(snap.error, WeightsError):
+            weights_help(snap.error)
+        elif isinstance(snap.error, ImgsimError):
+            st.error(say(str(snap.error)))
+        else:
+            LOG.error("indexing job failed", exc_info=snap.error)
+            st.error(f"Indexing failed ({type(snap.error).__name__}). The details are in the server log.")
+        return
+    seen = st.session_state.setdefault(state.JOBS_SEEN, set())
+    report = snap.result
+    if snap.number not in seen and report is not None and report.committed:
+        st.toast(f"Indexed {report.indexed} images ({report.extracted} extracted"
+                 + (f" at {report.images_per_second:.1f} images/s" if report.extracted else "") + ")")
+    seen.add(snap.number)
+
+
+def ready_collection(s: Settings, col: Collection | None, wants_index: bool, name: str,
+                     allow_indexing: bool) -> Collection | None:
+    """The collection to show once any indexing this run starts or follows allows it; None: the page stops here
+    (the job's progress, its error, or why there is no index yet is shown)."""
+    exists = col is not None
+    job = cached.job_registry().get(str(s.index_dir))
+    retry_failed = job is None or job.state != jobs.FAILED or time.time() - (job.finished or 0) > 30
+    if wants_index or (not exists and s.automatic and retry_failed and not (job and job.state == jobs.DONE)):
+        try:
+            job = start_indexing(s, col)
+        except WeightsError as exc:
+            weights_help(exc)
+            if not exists:
+                return None
+    if job is not None and job.running:
+        indexing_progress(str(s.index_dir))
+        if not exists:
+            return None
+    job_outcome(job)
+    if index_exists(s.index_dir):
+        return cached.current_collection(s.index_dir)
+    if job is not None and job.state == jobs.FAILED:
+        return None
+    if allow_indexing:
+        st.info(f"{plain(name)} has no index yet. Press **Index this folder** in the sidebar.")
+    else:
+        st.info(f"{plain(name)} has no index yet, and indexing from the page is turned off on this server. "
+                "Its operator can build one with `python -m imgsim index`.")
+    return None

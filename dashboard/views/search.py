@@ -1,0 +1,238 @@
+"""The Search tab: give an image (pick, upload, click the map), a description or several images; see its nearest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import streamlit as st
+
+from dashboard import cached, state
+from dashboard.components.cards import results_grid
+from dashboard.components.gallery import gallery
+from dashboard.components.map import draw_map, preload_plotly
+from dashboard.components.picker import more_like_picker
+from dashboard.components.thumbs import image_or_placeholder, thumb
+from dashboard.fragments import section
+from dashboard.messages import model_shown, say, weights_help
+from dashboard.paths import DEMO_DIR, DEMO_EXAMPLE
+from imgsim import decode
+from imgsim.analysis.explain import heat_overlay, matched_cells
+from imgsim.collection import Collection, QueryResult
+from imgsim.errors import ImgsimError
+from imgsim.models.weights import WeightsError
+from imgsim.serving.policy import plain
+
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff"]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A query's neighbours and how the query is shown above them."""
+
+    result: QueryResult
+    caption: str  # the query's name ("query: a.jpg", "uploaded: b.jpg", "more like: …")
+    image: bytes | None = None  # its thumbnail
+    described: str | None = None  # a description, shown as text instead of an image
+    source: int | bytes | None = None  # what Why? compares the results with: a row or the upload's bytes
+
+
+def render(col: Collection, index_dir: Path, generation: str) -> None:
+    """The query, its results and the map with them."""
+    text = text_box(col) if col.supports_text else None
+    top_left, top_right = st.columns([1, 1], gap="large")
+    with top_left:
+        upload = st.file_uploader("Upload an image to search with", type=UPLOAD_TYPES, key=state.upload_key())
+    with top_right:
+        k = st.slider("Number of results (k)", 1, 50, 8, key=state.K, bind="query-params")
+    query = state.Query(upload, text, examples(col))
+    example_row = first_view_row(col) if query.wants_first_view(col.supports_text) else None
+    with st.expander("Pick an image from the collection", expanded=query.source == state.IMAGE
+                     and state.current_query(col) is None and example_row is None):
+        gallery(index_dir, generation)
+    more_like_picker(col, query.examples)
+    left, right = st.columns([3, 2], gap="large")
+    with right:
+        st.markdown("**Map of the collection** · hover for a preview, click a point to search with it")
+        map_slot = st.empty()
+        if state.first_plotly_load():
+            with map_slot:  # the browser starts loading Plotly now, while the server finds the results
+                preload_plotly()
+    with left:
+        answer = ANSWERS[query.source](col, index_dir, generation, k, query, example_row)
+        prompt = (("Describe what you are looking for, pick" if col.supports_text else "Pick")
+                  + " an image above, upload one, or click a point on the map.")
+        if example_row is not None and answer is not None:
+            st.info(f"An example to start with: the images nearest to {plain(col.paths[example_row])}. " + prompt,
+                    icon=":material/lightbulb:")
+        if answer is None:
+            st.info(prompt)
+        else:
+            answer_header(col, answer, k)
+            results(index_dir, generation, answer.result, answer.source)
+    with map_slot:
+        query_row = answer.result.row if answer is not None else None
+        shown = [n for n in answer.result.neighbors if n.row != query_row] if answer is not None else []
+        stars = query.examples.positives if query.source == state.EXAMPLES else query_row
+        draw_map(col, index_dir, generation, state.SEARCH_MAP, 560, stars, [n.row for n in shown],
+                 ranks=[n.rank for n in shown])
+
+
+def text_box(col: Collection) -> str | None:
+    """The description to search with, or None; picking an image afterwards clears it (and ?text= with it)."""
+    state.drop_text_replaced_by_an_image()
+    text = st.text_input("Describe what you are looking for", key=state.TEXT, bind="query-params",
+                         on_change=state.text_changed, placeholder="e.g. a red car at night",
+                         help=f"Search by text with this index's {model_shown(col)} model; press Enter.")
+    return state.text_entered(text)
+
+
+def examples(col: Collection) -> state.Examples | None:
+    """The more-like-these query in the collection; names of a link that are not in it are said and left out."""
+    paths = state.more_like_paths()
+    missing = [p for p in sum(paths, []) if col.index.row_of(p) is None] if paths else []
+    if missing:
+        st.warning(f"Not in this collection, left out: {plain(', '.join(missing))}.")
+    return state.examples_in(col, paths)
+
+
+def first_view_row(col: Collection) -> int | None:
+    """The example shown before anyone chooses: the demo's tiger, another folder's most central image."""
+    if col.index.root.resolve() == DEMO_DIR.resolve():
+        row = col.index.row_of(DEMO_EXAMPLE)
+        if row is not None:
+            return row
+    return col.central_row()
+
+
+# --- the four sources -----------------------------------------------------------------------------------------
+
+def by_description(col: Collection, index_dir: Path, generation: str, k: int, query: state.Query,
+                   example_row: int | None) -> Answer | None:
+    """Neighbours of a description (CLIP indexes)."""
+    try:
+        embedded = cached.embed_text(str(index_dir), generation, query.text)
+        result = col.neighbors_of_vector(embedded.vector, k)
+        if embedded.truncated:
+            st.info(plain(embedded.note, 1000))  # it quotes the text, which may come from the URL
+        return Answer(result, "", described=f"“{plain(embedded.text, 300)}”")  # from the URL too: untrusted
+    except WeightsError as exc:
+        weights_help(exc)
+    except ImgsimError as exc:
+        st.error(say(str(exc)))
+    return None
+
+
+def by_upload(col: Collection, index_dir: Path, generation: str, k: int, query: state.Query,
+              example_row: int | None) -> Answer | None:
+    """Neighbours of an upload (its own row when it is an indexed file)."""
+    data = query.upload.getvalue()  # in memory only: never written to disk under its name
+    try:
+        embedded = cached.embed_upload(str(index_dir), generation, data)
+        return Answer(col.query_embedded(embedded, k), f"uploaded: {plain(query.upload.name)}",
+                      cached.upload_thumb(data), source=embedded[0] if embedded[0] is not None else data)
+    except decode.DecodeError as exc:
+        st.error(say(f"That upload cannot be used: {exc}."))
+    except WeightsError as exc:
+        weights_help(exc)
+    return None
+
+
+def by_examples(col: Collection, index_dir: Path, generation: str, k: int, query: state.Query,
+                example_row: int | None) -> Answer | None:
+    """Neighbours of several images to look like, away from those to avoid."""
+    pos, neg = query.examples.positives, query.examples.negatives
+    result = col.query_examples([(r, None) for r in pos], [(r, None) for r in neg], k)
+    # The images the query was made of (a link's names left out are not), escaped: from the URL or the folder.
+    caption = ("more like: " + ", ".join(plain(col.paths[r]) for r in pos)
+               + (" · not like: " + ", ".join(plain(col.paths[r]) for r in neg) if neg else ""))
+    return Answer(result, caption, thumb(col, pos[0], 256))
+
+
+def by_image(col: Collection, index_dir: Path, generation: str, k: int, query: state.Query,
+             example_row: int | None) -> Answer | None:
+    """Neighbours of the image query, else of the first view's example."""
+    row = state.current_query(col)
+    row = example_row if row is None else row
+    if row is None:
+        return None
+    return Answer(col.neighbors_of_row(row, k), f"query: {plain(col.paths[row])}", thumb(col, row, 256), source=row)
+
+
+ANSWERS: dict[str, Callable[..., Answer | None]] = {
+    state.UPLOAD: by_upload, state.DESCRIPTION: by_description, state.EXAMPLES: by_examples, state.IMAGE: by_image}
+
+
+# --- the answer -----------------------------------------------------------------------------------------------
+
+def answer_header(col: Collection, answer: Answer, k: int) -> None:
+    """The query (its image and name, or the description) and what the figures below mean."""
+    result = answer.result
+    q1, q2 = st.columns([1, 3])
+    with q1:
+        if answer.described is not None:
+            st.markdown(f"**Described:**  \n{answer.described}")
+        else:
+            image_or_placeholder(answer.image)
+    with q2:  # the query's name beside its image, where it has room (no mid-word wrapping)
+        if answer.described is None:
+            st.caption(answer.caption if answer.image else f"{answer.caption} (image file unavailable)")
+        st.markdown(f"**{len(result.neighbors)} nearest images** (k = {result.k}"
+                    + (f", clamped from {k}" if result.k < k else "") + ").")
+        if col.search_method == "ann":  # "nearest" is a claim only exact search makes
+            st.caption(f"Found by approximate search: usually, not always, the true nearest (recall@10 "
+                       f"{col.search_info().get('recall_at_10')}, measured when the index was built). "
+                       "The distances are exact.")
+        st.caption("Distance: Euclidean between unit feature vectors (0 = identical, 2 = opposite). "
+                   "cos: cosine similarity.")
+
+
+@section
+def results(col: Collection, index_dir: Path, generation: str, result: QueryResult, source: int | bytes | None
+            ) -> None:
+    """The result cards with the Why? panel above them; opening or closing Why? reruns only this."""
+    why_slot = st.container()  # above the cards, filled after them: a card's Why? sets what it shows
+    results_grid(col, result, key="more", can_explain=source is not None and col.can_explain)
+    with why_slot:
+        why_panel(col, index_dir, generation, result, source)
+
+
+def why_panel(col: Collection, index_dir: Path, generation: str, result: QueryResult, source: int | bytes | None
+              ) -> None:
+    """The query and the chosen result with a 7x7 heat overlay of each cell's part in their similarity."""
+    path = state.why_path()
+    row = col.index.row_of(path) if path else None
+    if source is None or row is None or not col.can_explain or row not in {n.row for n in result.neighbors}:
+        return
+    with st.container(border=True, key="why_panel"):
+        head, close = st.columns([5, 1])
+        head.markdown(f"**Why is {plain(path)} similar to the query?**")
+        close.button("Close", key="why_close", width="stretch", on_click=state.close_why)
+        try:
+            if col.index.pooling == "avg":
+                with st.spinner("Loading ResNet50 to compute both 7×7×2048 feature maps: this index stores "
+                                "pooled vectors, so the model is needed…"):
+                    e = cached.explanation(str(index_dir), generation, source, row)
+            else:
+                e = cached.explanation(str(index_dir), generation, source, row)
+            left_img = cached.model_view(str(index_dir), generation, source)
+            right_img = cached.model_view(str(index_dir), generation, row)
+        except WeightsError as exc:
+            weights_help(exc)
+            return
+        except decode.DecodeError as exc:
+            st.error(say(f"The image cannot be read again: {exc}."))
+            return
+        a, b = st.columns(2)
+        a.image(heat_overlay(left_img, e.cells), caption="query", width="stretch")
+        b.image(heat_overlay(right_img, matched_cells(e)), caption=plain(path), width="stretch")  # Markdown
+        st.markdown(e.describe())
+        if e.mode == "flatten":
+            st.caption("Red: each of the 7×7 cells' part of the cosine (the same cell in both images). The 49 "
+                       "parts add up to the cosine exactly.")
+        else:
+            st.caption("Red, left: how well each cell of the query matches its best cell in the result; right: the "
+                       "cells it matched.")
+        if col.is_random:
+            st.caption("Random weights: the cells show colour and texture statistics, not objects.")
