@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imgsim.metadata.fields import MetadataError
+from imgsim.metadata.table import MetadataTable
 
 #: The Earth's mean radius (IUGG), in kilometres.
 EARTH_RADIUS_KM = 6371.0088
@@ -38,13 +39,13 @@ class Near:
         """The ``LAT,LON,KM`` form (for the CLI and the URL)."""
         return f"{self.lat:g},{self.lon:g},{self.km:g}"
 
-    def distances(self, table) -> np.ndarray:
+    def distances(self, table: MetadataTable) -> np.ndarray:
         """Each image's distance in km from the centre; NaN for an image without a position."""
         lat = table.column("lat").to_numpy(zero_copy_only=False)
         lon = table.column("lon").to_numpy(zero_copy_only=False)
         return haversine_km(self.lat, self.lon, lat.astype(np.float64), lon.astype(np.float64))
 
-    def mask(self, table) -> np.ndarray:
+    def mask(self, table: MetadataTable) -> np.ndarray:
         """True for the images with a position within the radius."""
         with np.errstate(invalid="ignore"):
             return self.distances(table) <= self.km

@@ -109,7 +109,7 @@ def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON value")
 
 
-def normalize_path(text: str) -> str:
+def _normalize_path(text: str) -> str:
     """A sidecar path as the index writes it: forward slashes, no leading ``./``."""
     text = text.strip().replace("\\", "/")
     while text.startswith("./"):
@@ -131,7 +131,7 @@ def _typed(source: str, records: list[tuple[int, dict[str, object]]]) -> Sidecar
         key = record[PATH]
         if not isinstance(key, str):
             raise SidecarError(f"{source} line {line}: '{PATH}' is {json.dumps(key)}, not text.")
-        key = normalize_path(key)
+        key = _normalize_path(key)
         if not key:
             no_path += 1
             continue
