@@ -109,9 +109,10 @@ def test_reading_checks_count_version_format_and_damage(tmp_path):
     _rewrite_meta(path, dict(meta, version=2))
     with pytest.raises(MetadataFormatError, match=r"written by a newer imgsim \(metadata format 2\); this imgsim reads format 1"):
         MetadataTable.load(tmp_path)
-    _rewrite_meta(path, dict(meta, kinds=dict(meta["kinds"], bytes="text")))
-    with pytest.raises(MetadataFormatError, match="columns that do not match its recorded kinds"):
-        MetadataTable.load(tmp_path)
+    for kinds in (dict(meta["kinds"], bytes="text"), dict(meta["kinds"], extra="text")):
+        _rewrite_meta(path, dict(meta, kinds=kinds))
+        with pytest.raises(MetadataFormatError, match="columns that do not match its recorded kinds"):
+            MetadataTable.load(tmp_path)
     pq.write_table(pa.table({"a": [1]}), path)
     with pytest.raises(MetadataFormatError, match="is not an imgsim metadata table"):
         MetadataTable.load(tmp_path)

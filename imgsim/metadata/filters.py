@@ -67,7 +67,8 @@ def _quoted(text: str, kind: str) -> str:
     if kind == "field":
         bare = bool(text) and not set(text) & _BARE_STOP
     else:
-        bare = bool(text) and text == text.strip() and text[0] not in "[\"'" and not (kind == "item" and set(text) & set(",[]"))
+        bare = (bool(text) and text == text.strip() and text[0] not in "[\"'"
+                and not (kind == "item" and set(text) & set(",[]")))
     if bare:
         return text
     quote = '"' if '"' not in text else "'"

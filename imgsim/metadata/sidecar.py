@@ -48,11 +48,13 @@ def read_sidecar(file: str | os.PathLike) -> Sidecar:
         elif path.suffix.lower() in (".jsonl", ".ndjson"):
             records = _jsonl_records(path)
         else:
-            raise SidecarError(f"{path.name}: a metadata file is .csv or .jsonl (JSON Lines), not {path.suffix or 'no extension'}.")
+            raise SidecarError(f"{path.name}: a metadata file is .csv or .jsonl (JSON Lines), "
+                               f"not {path.suffix or 'no extension'}.")
     except OSError as exc:
         raise SidecarError(f"Cannot read the metadata file {path}: {exc.strerror or exc}.") from None
     except UnicodeDecodeError as exc:
-        raise SidecarError(f"{path.name} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8.") from None
+        raise SidecarError(f"{path.name} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                           f"save it as UTF-8.") from None
     return _typed(path.name, records)
 
 
@@ -151,7 +153,9 @@ def _typed(source: str, records: list[tuple[int, dict[str, object]]]) -> Sidecar
 
 
 def _missing(value: object) -> bool:
-    return value is None or (isinstance(value, (str, list)) and not (value.strip() if isinstance(value, str) else value))
+    if isinstance(value, str):
+        return not value.strip()
+    return value is None or value == []
 
 
 def infer_column(values: list[object]) -> tuple[Kind, list[object]]:

@@ -213,8 +213,10 @@ class MetadataTable:
             raise MetadataFormatError(f"{path} is not an imgsim metadata table. {rebuild}")
         if version > VERSION:
             raise MetadataFormatError(f"{path} was written by a newer imgsim (metadata format {version}); this imgsim "
-                                      f"reads format {VERSION} and older. Upgrade imgsim (pip install -U -r requirements.txt).")
-        if table.column_names != list(kinds) or any(table.schema.field(n).type != ARROW_TYPES[k] for n, k in kinds.items()):
+                                      f"reads format {VERSION} and older. Upgrade imgsim "
+                                      f"(pip install -U -r requirements.txt).")
+        if table.column_names != list(kinds) or not all(
+                table.schema.field(n).type == ARROW_TYPES[k] for n, k in kinds.items()):
             raise MetadataFormatError(f"{path} has columns that do not match its recorded kinds. {rebuild}")
         if count is not None and table.num_rows != count:
             raise MetadataFormatError(f"{path} has {table.num_rows} rows for an index of {count} images. {rebuild}")
