@@ -131,7 +131,7 @@ class Filter:
         return [c.text for c in self.clauses]
 
     def mask(self, table: MetadataTable) -> np.ndarray:
-        """True for the rows that pass every clause and the place; every clause is checked first."""
+        """True for the rows that pass every clause and the place; the first clause that cannot apply raises."""
         masks = [c.mask(table) for c in self.clauses]
         if self.near is not None:
             masks.append(self.near.mask(table))
