@@ -170,14 +170,14 @@ def main() -> None:
                      f"{percentile(local, 99):.2f}", f"{1000 / statistics.mean(local):,.0f}", "-"]]
             for clients in (int(c) for c in args.clients.split(",")):
                 latencies, seconds, failed = load(port, paths, args.k, clients, args.requests)
-                rows.append([f"HTTP `GET /v1/similar`", clients, f"{statistics.median(latencies):.2f}",
+                rows.append(["HTTP `GET /v1/similar`", clients, f"{statistics.median(latencies):.2f}",
                              f"{percentile(latencies, 99):.2f}", f"{len(latencies) / seconds:,.0f}", failed])
             rss = peak_rss_mb(server.pid)
         finally:
             server.terminate()
             server.wait(30)
         started, mcp_times = mcp_round_trips(index, paths, args.k, args.mcp_calls)
-        rows.append([f"MCP `similar_to` (stdio)", 1, f"{statistics.median(mcp_times):.2f}",
+        rows.append(["MCP `similar_to` (stdio)", 1, f"{statistics.median(mcp_times):.2f}",
                      f"{percentile(mcp_times, 99):.2f}", f"{1000 / statistics.mean(mcp_times):,.0f}", 0])
 
     print(f"{machine()}; index: {col.count:,} images, {col.index.dims:,} dims ({col.index.pooling}, "

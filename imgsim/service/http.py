@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imgsim import __version__
 from imgsim.errors import ImgsimError
+from imgsim.service.clip_retrieval import knn_service
 from imgsim.service.limits import (CLIP_RETRIEVAL_DEDUP, ApiError, base64_image, check_listen, read_token,
                                    token_matches)
 from imgsim.service.operations import SearchQuery, Service, status_of
@@ -327,10 +328,10 @@ def make_app(service: Service, token: str | None = None, cors_origins: Sequence[
         return service.explain(a, b)
 
     @app.post("/knn-service", summary="clip-retrieval's search, for ClipClient")
-    async def knn_service(request: Request) -> list:
+    async def knn(request: Request) -> list:
         payload = parse_json(await request.body())
         base = str(request.base_url).rstrip("/")
-        return await run_in_threadpool(service.knn_service, payload,
+        return await run_in_threadpool(knn_service, service, payload,
                                        lambda p: f"{base}/v1/images/{quote(p)}/thumbnail")
 
     @app.get("/indices-list", summary="clip-retrieval's list of indices: this server's one")

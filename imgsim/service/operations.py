@@ -21,8 +21,8 @@ from imgsim import decode
 from imgsim.collection import Collection, QueryResult
 from imgsim.errors import ImgsimError, SkipReason
 from imgsim.models.resnet50 import FeatureExtractor, WeightsError
-from imgsim.service.limits import (CLIP_RETRIEVAL_DEDUP, ApiError, Limits, base64_image, check_distance, check_k,
-                                   check_range, inside, one_line, quoted, relative_path, unit_vector)
+from imgsim.service.limits import (ApiError, Limits, check_distance, check_k, check_range, inside, one_line, quoted,
+                                   relative_path, unit_vector)
 from imgsim.service.results import (clusters_json, dedup_json, examples_json, explain_json, info_dict, query_json,
                                     text_json)
 
@@ -213,30 +213,6 @@ class Service:
             if getattr(q, name) is not None:
                 data[name] = getattr(q, name)
         return data
-
-    def knn_service(self, payload: object, image_url: Callable[[str], str]) -> list[dict]:
-        """clip-retrieval's ``POST /knn-service``: ``[{id, similarity, url, caption, ...}]``, nearest first.
-
-        ``text``, ``image`` (base64) or ``embedding_input``; ``num_images``; ``deduplicate`` (clip-retrieval's
-        cosine 0.94). ``image_url`` is refused (the server fetches nothing) and so is ``modality: text`` (there
-        is no caption index); the safety and aesthetic settings are ignored (there are no such models here).
-        """
-        if not isinstance(payload, dict):
-            raise ApiError(400, "The body must be a JSON object, as clip-retrieval's ClipClient sends.")
-        if payload.get("image_url"):
-            raise ApiError(400, "image_url is not supported (this server fetches nothing): send the image itself, "
-                                "base64-encoded, in image.")
-        if (payload.get("modality") or "image") != "image":
-            raise ApiError(400, "Only modality 'image' is served: this index holds image vectors.")
-        k = payload.get("num_images", 40)
-        image = payload.get("image")
-        q = SearchQuery(k=k, text=payload.get("text") or None, vector=payload.get("embedding_input") or None,
-                        image=base64_image(image, self.limits.max_body_bytes) if image else None,
-                        deduplicate=CLIP_RETRIEVAL_DEDUP if payload.get("deduplicate") else None)
-        found = self.search(q)
-        return [{"id": self.collection.index.row_of(n["path"]), "similarity": n["similarity"],
-                 "distance": n["distance"], "path": n["path"], "url": image_url(n["path"]), "caption": n["path"]}
-                for n in found["neighbors"]]
 
     # --- images and the collection as a whole ---------------------------------------------------------------
 
