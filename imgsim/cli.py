@@ -166,7 +166,38 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("index_dir", metavar="INDEX_DIR")
     p.add_argument("-n", type=_positive_int, default=20, help="how many (clamped to the collection size)")
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("serve", help="HTTP JSON API over an index (/v1/...; the OpenAPI page at /docs)")
+    p.add_argument("index_dir", metavar="INDEX_DIR")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; any other needs "
+                   "--token-file, or --insecure-no-token)")
+    p.add_argument("--port", type=_positive_int, default=8600)
+    p.add_argument("--token-file", metavar="FILE", help="clients must send 'Authorization: Bearer TOKEN', the token "
+                   "in FILE")
+    p.add_argument("--insecure-no-token", action="store_true", help="listen beyond loopback without a token "
+                   "(only on a network you trust)")
+    p.add_argument("--cors-origin", metavar="ORIGIN", action="append", default=[],
+                   help="a browser origin allowed to call the API, e.g. https://app.example.org (repeatable; "
+                        "default: none)")
+
+    p = sub.add_parser("mcp", help="Model Context Protocol server over an index, on stdio (for LLM clients)")
+    p.add_argument("index_dir", metavar="INDEX_DIR")
     return parser
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The HTTP API, until interrupted."""
+    from imgsim.service.http import serve
+
+    return serve(args.index_dir, host=args.host, port=args.port, token_file=args.token_file,
+                 insecure_no_token=args.insecure_no_token, cors_origins=args.cors_origin)
+
+
+def cmd_mcp(args: argparse.Namespace) -> int:
+    """The MCP server on stdio, until the client closes it."""
+    from imgsim.service.mcp import run_stdio
+
+    return run_stdio(args.index_dir)
 
 
 def _print_json(data: dict) -> None:
@@ -504,7 +535,7 @@ def cmd_outliers(args: argparse.Namespace) -> int:
 
 COMMANDS = {"index": cmd_index, "query": cmd_query, "dedup": cmd_dedup, "info": cmd_info,
             "evaluate": cmd_evaluate, "grid": cmd_grid, "cluster": cmd_cluster, "explain": cmd_explain,
-            "outliers": cmd_outliers}
+            "outliers": cmd_outliers, "serve": cmd_serve, "mcp": cmd_mcp}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,108 @@
+"""The JSON shapes of ``python -m imgsim ... --json``, built from a Collection's answers.
+
+The HTTP API and the MCP server return exactly what the CLI prints for the same inputs; the CLI's own
+private helpers of the same names move here (cli.py switches to these at the merge).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from imgsim.analysis.duplicates import DuplicateGroup, threshold_summary
+from imgsim.analysis.explain import Explanation
+from imgsim.analysis.recommend import NEGATIVE_WEIGHT
+from imgsim.collection import Collection, QueryResult
+from imgsim.models.base import TextEmbedding
+from imgsim.models.resnet50 import weights_spec
+
+
+def weights_fields(col: Collection) -> dict:
+    """``weights`` (the spec that built the index) and ``random_weights``, as every ``--json`` output carries."""
+    spec = weights_spec(col.index.weights)
+    if col.backbone.name != "resnet50" and not col.is_random:
+        spec = "pretrained"  # the preset's own weights, not ImageNet's ResNet50 file
+    return {"weights": spec, "random_weights": col.is_random}
+
+
+def query_json(col: Collection, query: object, result: QueryResult) -> dict:
+    """``query --json`` for one image: ``{"query", "neighbors", "k", "weights", "random_weights"}``."""
+    return {"query": query, "neighbors": [n.to_json() for n in result.neighbors], "k": result.k,
+            **weights_fields(col)}
+
+
+def examples_json(col: Collection, positives: Sequence[str], negatives: Sequence[str], result: QueryResult) -> dict:
+    """``query --json`` for several images and ``--not`` images (more like these)."""
+    return {"query": list(positives), "not": list(negatives), "weight": NEGATIVE_WEIGHT,
+            "neighbors": [n.to_json() for n in result.neighbors], "k": result.k, **weights_fields(col)}
+
+
+def text_json(col: Collection, embedded: TextEmbedding, result: QueryResult) -> dict:
+    """``query --text ... --json``: the text as the model read it, its tokens, and the neighbours."""
+    return {"query": {"text": embedded.text}, "neighbors": [n.to_json() for n in result.neighbors],
+            "k": result.k, "tokens": embedded.tokens, "truncated": embedded.truncated,
+            **({"note": embedded.note} if embedded.truncated else {}), **weights_fields(col)}
+
+
+def nearest_distribution(col: Collection) -> dict:
+    """Each image's distance to its nearest other image, summarised to help choose a threshold."""
+    d = col.nearest_distances()
+    if not len(d):
+        return {"percentiles": {}, "images_within": []}
+    points = (1, 5, 10, 25, 50, 75, 90)
+    return {"percentiles": {str(p): round(float(v), 4) for p, v in zip(points, np.percentile(d, points))},
+            "images_within": [[t, n] for t, n in threshold_summary(d)]}
+
+
+def dedup_json(col: Collection, threshold: float, groups: list[DuplicateGroup]) -> dict:
+    """``dedup --json``: groups of relative paths, each image's nearest distance, and the distribution."""
+    return {"threshold": threshold, "groups": [[col.paths[r] for r in g.rows] for g in groups],
+            "nearest": [[round(d, 6) for d in g.nearest] for g in groups],
+            "nearest_distance_distribution": nearest_distribution(col), **weights_fields(col)}
+
+
+def cluster_dict(col: Collection, model, central: int = 5) -> list[dict]:
+    """Clusters as JSON-ready dicts: id, size, central paths, and every path (nearest to the centre first)."""
+    return [{"id": c, "size": int(model.sizes_[c]),
+             "central": [col.paths[r] for r in model.central(c, central)],
+             "paths": [col.paths[r] for r in model.members(c)]} for c in range(model.k_)]
+
+
+def clusters_json(col: Collection, model, requested_k: int | None, central: int, suggested=None) -> dict:
+    """``cluster --json`` (without ``--out``): k, the clusters, the method, and the suggestion when k was not given."""
+    data = {"k": model.k_, "clusters": cluster_dict(col, model, central), "method": model.method_,
+            "requested_k": requested_k, **weights_fields(col)}
+    if suggested is not None:
+        data["suggested"] = {"k": suggested.k, "silhouette": {str(k): round(v, 6) for k, v in suggested.scores.items()},
+                             "sample_size": suggested.sample_size}
+    return data
+
+
+def explain_json(col: Collection, a: str, b: str, explanation: Explanation) -> dict:
+    """``explain --json``: the cosine, the 7x7 cells and how they were computed."""
+    return {"a": a, "b": b, **explanation.to_json(), "pooling": col.index.pooling, **weights_fields(col)}
+
+
+def info_dict(col: Collection) -> dict:
+    """``info --json``: what an index holds (the CLI's view: it names the server's folders)."""
+    meta = col.index.meta
+    return {
+        "indexed": col.count,
+        "skipped": [{"path": s.path, "reason": s.reason.value, "detail": s.detail} for s in col.index.skipped],
+        **weights_fields(col),
+        "weights_label": col.weights_label,
+        "pooling": col.index.pooling,
+        "dims": col.index.dims,
+        "version": meta["version"],
+        "backbone": meta["backbone"],
+        "preset": meta.get("preset"),
+        "root": meta["root"],
+        "created": meta["created"],
+        "updated": meta["updated"],
+        "ignored": meta.get("ignored", 0),
+        "generation": col.index.generation,
+        "projection": meta.get("projection"),
+        "map": meta.get("map"),
+        "search": col.search_info(),
+    }
