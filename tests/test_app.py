@@ -303,11 +303,11 @@ def test_update_index_on_a_float16_index_builds_its_model_in_float16(monkeypatch
     assert load_index(ix).meta["precision"] == "float16"
     built = []
 
-    def model(weights, pooling="flatten", batch_size=16, runtime=None, precision=None):
+    def model(spec, weights, pooling="flatten", batch_size=16, runtime=None, precision=None):
         built.append((str(weights), pooling, precision))
         return Half(random_extractor) if precision == "float16" else random_extractor
 
-    monkeypatch.setattr(imgsim.models.resnet50, "ResNet50Backbone", model)
+    monkeypatch.setattr(imgsim.models.base, "make_backbone", model)
     serve(monkeypatch, tmp_path, ix, src, ALLOW_INDEXING="1")
     at = new_app().run()
     assert not at.exception
