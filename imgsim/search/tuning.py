@@ -2,12 +2,13 @@
 recall target at the lowest latency, on queries the index was not tuned on.
 
 Queries are held out by leaving one out: an indexed row searched with itself excluded meets the rest of the
-collection exactly as a fresh image from the same distribution would (self-queries, which find themselves
-in their own cell at distance 0, overstate recall). Ground truth is brute force (:func:`exact_kneighbors`).
-For each count of re-ranked candidates on a small grid, faiss explores ``n_probe`` on the IVF index
-(``ParameterSpace.explore`` with an ``IntersectionCriterion``); the end-to-end latency of the cheapest
-``n_probe`` that reaches the target, per count, decides. The chosen point is then measured again on other
-rows than the ones it was tuned on: that is the recall it reports.
+collection as a fresh image from the same distribution would (a self-query finds itself in its own cell at
+distance 0 and overstates recall). Ground truth is brute force (:func:`exact_kneighbors`). For each count of
+re-ranked candidates on a small grid, faiss explores ``n_probe`` on the IVF index
+(``ParameterSpace.explore`` with an ``IntersectionCriterion``), a doubling of cells at a time, until the
+recall reaches the target plus a sampling margin or scanning the cells alone takes the latency budget; the
+end-to-end p50 of the cheapest ``n_probe`` that reached it, per count, decides. The chosen point is then
+measured on other rows than the ones it was tuned on: that is the recall it reports.
 """
 
 from __future__ import annotations
@@ -301,7 +302,9 @@ def tune_operating_point(search, vectors: np.ndarray, target: float = DEFAULT_TA
         return OperatingPoint("ann", int(search.index_.nlist), max(n, 1), target, latency_budget_ms, 1.0, 1.0,
                               None, None, True, f"{n} rows: every row is re-ranked exactly, nothing to tune")
     tuning, fresh = _samples(search, vectors, tune_queries, verify_queries, k, random_state)
-    timing = np.asarray(vectors[tuning.rows[:latency_queries]], dtype=np.float32)
+    # Spread over the collection (the rows are sorted), not the first rows of it.
+    timing = np.asarray(vectors[tuning.rows[::max(1, len(tuning.rows) // latency_queries)][:latency_queries]],
+                        dtype=np.float32)
     aim = _aim(target, len(tuning.rows))
 
     explored: list[dict] = []
@@ -320,6 +323,7 @@ def tune_operating_point(search, vectors: np.ndarray, target: float = DEFAULT_TA
     # first C results are a prefix of the first C' > C), nor more than faiss can scan within the budget:
     # ``cap`` only comes down.
     cap = ladder[-1]
+    reached = ladder[-1] + 1  # fewest cells that reached the aim so far
     for candidates in sorted(set(candidate_grid)):
         if met and timed(_full_cells(search, ladder, candidates), None, candidates)["query_ms_p50"] >= \
                 min(p["query_ms_p50"] for p in met):
@@ -334,8 +338,8 @@ def tune_operating_point(search, vectors: np.ndarray, target: float = DEFAULT_TA
                 break  # scanning the cells alone takes the budget: more cells cannot fit
         ladders[candidates] = rungs
         first = next((r for r in rungs if r.recall >= aim), None)
-        if first is not None and (first.n_probe < cap or not met):  # same cells, more candidates: slower
-            cap = first.n_probe
+        if first is not None and first.n_probe < reached:  # the same cells and more candidates: only slower
+            cap = reached = first.n_probe
             point = timed(first.n_probe, first.recall, candidates)
             if point["query_ms_p50"] <= latency_budget_ms:
                 met.append(point)
@@ -348,8 +352,7 @@ def tune_operating_point(search, vectors: np.ndarray, target: float = DEFAULT_TA
         best = _best_within_budget(ladders, timed, latency_budget_ms, explored)
     set_operating_point(search, best["n_probe"], best["candidates"])
     oos, self_q = held_out_recall(search, vectors, fresh)
-    p50, p99 = query_latency_ms(search, np.asarray(vectors[fresh.rows[:max(latency_queries, 100)]],
-                                                   dtype=np.float32), k)
+    p50, p99 = query_latency_ms(search, np.asarray(vectors[fresh.rows], dtype=np.float32), k)
     ok = bool(oos >= target and p50 <= latency_budget_ms)
     where = f"n_probe {best['n_probe']}, {best['candidates']} candidates"
     if ok:
