@@ -31,17 +31,26 @@ def collection():
     return x, fresh, exact_kneighbors(x, fresh, 10).indices
 
 
-def ann(x: np.ndarray) -> AnnSearch:
+@pytest.fixture(scope="module")
+def fitted(collection) -> AnnSearch:
+    x = collection[0]
     return AnnSearch(n_lists=100).fit(x, PCAProjection(n_components=127).fit(x))
+
+
+@pytest.fixture
+def search(fitted) -> AnnSearch:
+    """The fitted search back at its default operating point (tests change only that)."""
+    defaults = AnnSearch()
+    tuning.set_operating_point(fitted, defaults.n_probe, defaults.candidates)
+    return fitted
 
 
 def fresh_recall(search, fresh: np.ndarray, truth: np.ndarray) -> float:
     return recall_at_k(search.kneighbors(fresh, 10).indices, truth)
 
 
-def test_the_chosen_point_reaches_the_target_on_fresh_queries_it_was_not_tuned_on(collection):
+def test_the_chosen_point_reaches_the_target_on_fresh_queries_it_was_not_tuned_on(collection, search):
     x, fresh, truth = collection
-    search = ann(x)
     tuning.set_operating_point(search, 2, 20)
     assert fresh_recall(search, fresh, truth) < 0.8  # a fixed cheap point loses recall on this data
 
@@ -61,9 +70,8 @@ def test_the_chosen_point_reaches_the_target_on_fresh_queries_it_was_not_tuned_o
     assert point.to_meta()["n_probe"] == point.n_probe
 
 
-def test_faiss_explored_recall_is_the_recall_the_whole_search_gets_on_the_same_rows(collection):
+def test_faiss_explored_recall_is_the_recall_the_whole_search_gets_on_the_same_rows(collection, search):
     x, _, _ = collection
-    search = ann(x)
     sample = tuning.held_out(search, x, np.arange(0, 4000, 13))
     explored = {r.n_probe: r.recall for r in tuning.explore_n_probe(search, sample, 50)}
     assert list(explored) == tuning.n_probe_ladder(search) and list(explored.values())[-1] == 1.0
@@ -74,9 +82,8 @@ def test_faiss_explored_recall_is_the_recall_the_whole_search_gets_on_the_same_r
             assert end_to_end == pytest.approx(explored[n_probe], abs=0.005)
 
 
-def test_a_target_out_of_reach_within_the_budget_is_reported_not_met_with_what_was_reached(collection):
+def test_a_target_out_of_reach_within_the_budget_is_reported_not_met_with_what_was_reached(collection, search):
     x, fresh, truth = collection
-    search = ann(x)
     point = tuning.tune_operating_point(search, x, target=0.999, latency_budget_ms=0.01,
                                         candidate_grid=(20, 50), latency_queries=20)
     assert not point.met
@@ -96,9 +103,8 @@ def test_a_target_out_of_reach_within_the_budget_is_reported_not_met_with_what_w
     assert point.recall_tuning == max(p["recall_tuning"] for p in point.explored)
 
 
-def test_a_degraded_operating_point_is_re_tuned_and_recovers_the_target(collection):
+def test_a_degraded_operating_point_is_re_tuned_and_recovers_the_target(collection, search):
     x, fresh, truth = collection
-    search = ann(x)
     point = tuning.tune_operating_point(search, x, TARGET, candidate_grid=(20, 50, 100, 200))
     assert point.met, point.reason
     kept = tuning.retune_if_drifted(search, x, TARGET, sample=200, candidate_grid=(20, 50, 100, 200))
@@ -114,15 +120,17 @@ def test_a_degraded_operating_point_is_re_tuned_and_recovers_the_target(collecti
     assert check.to_meta()["point"]["met"] is True
 
 
-def test_the_neighbour_graph_gets_the_candidates_that_reach_the_target_or_reports_its_shortfall(collection):
+def test_the_neighbour_graph_gets_the_candidates_that_reach_the_target_or_reports_its_shortfall(collection,
+                                                                                                search):
     x, _, _ = collection
-    search = ann(x)
     rows = np.arange(1, 4000, 11)
     sample = tuning.held_out(search, x, rows)
     today = search.kneighbors_rows(rows, 10, candidates=ann_build.GRAPH_CANDIDATES)
     assert recall_at_k(today.indices, sample.others) < TARGET  # 16 candidates fall short on this data
 
-    graph = tuning.tune_graph_candidates(search, x, TARGET)
+    samples = tuning.held_out_samples(search, x)  # as a build shares them with the query tuning
+    assert not set(samples[0].rows) & set(samples[1].rows)
+    graph = tuning.tune_graph_candidates(search, x, TARGET, samples=samples)
     assert graph.met and graph.recall_out_of_sample >= TARGET, graph.reason
     assert graph.candidates > ann_build.GRAPH_CANDIDATES and graph.n_probe == search.index_.nprobe
     rebuilt = search.kneighbors_rows(rows, 10, candidates=graph.candidates)

@@ -264,9 +264,11 @@ def _aim(target: float, queries: int) -> float:
     return min(1.0, target + math.sqrt(target * (1 - target) / max(queries, 1)))
 
 
-def _samples(search: AnnSearch, vectors: np.ndarray, tune_queries: int, verify_queries: int, k: int,
-             random_state: int) -> tuple[HeldOut, HeldOut]:
-    """Disjoint tuning and verification rows, held out, from one brute-force pass."""
+def held_out_samples(search: AnnSearch, vectors: np.ndarray, tune_queries: int = TUNE_QUERIES,
+                     verify_queries: int = VERIFY_QUERIES, k: int = 10, random_state: int = 0
+                     ) -> tuple[HeldOut, HeldOut]:
+    """Disjoint tuning and verification rows, held out, from one brute-force pass (the costly part of
+    tuning: pass them to both :func:`tune_operating_point` and :func:`tune_graph_candidates`)."""
     n = search.n
     tune_rows, verify_rows = _split(n, (min(tune_queries, n // 2), verify_queries), random_state)
     both = held_out(search, vectors, np.concatenate([tune_rows, verify_rows]), k)
@@ -288,11 +290,12 @@ def tune_operating_point(search, vectors: np.ndarray, target: float = DEFAULT_TA
                          latency_budget_ms: float = LATENCY_BUDGET_MS, k: int = 10,
                          candidate_grid: tuple[int, ...] = CANDIDATE_GRID, tune_queries: int = TUNE_QUERIES,
                          verify_queries: int = VERIFY_QUERIES, latency_queries: int = LATENCY_QUERIES,
-                         random_state: int = 0) -> OperatingPoint:
+                         random_state: int = 0, samples: tuple[HeldOut, HeldOut] | None = None) -> OperatingPoint:
     """The (n_probe, candidates) reaching recall@k ``target`` on held-out rows at the lowest p50 latency
     within ``latency_budget_ms``, else the best recall reached within it; ``search`` is left at that point.
 
-    Tuned on one sample of rows, reported on another (``recall_out_of_sample``).
+    Tuned on one sample of rows, reported on another (``recall_out_of_sample``); ``samples`` (from
+    :func:`held_out_samples`) replaces the ones drawn here.
     """
     if not isinstance(search, AnnSearch):
         return nothing_to_tune(target, latency_budget_ms)
@@ -301,7 +304,7 @@ def tune_operating_point(search, vectors: np.ndarray, target: float = DEFAULT_TA
         set_operating_point(search, search.index_.nlist, max(n, 1))
         return OperatingPoint("ann", int(search.index_.nlist), max(n, 1), target, latency_budget_ms, 1.0, 1.0,
                               None, None, True, f"{n} rows: every row is re-ranked exactly, nothing to tune")
-    tuning, fresh = _samples(search, vectors, tune_queries, verify_queries, k, random_state)
+    tuning, fresh = samples or held_out_samples(search, vectors, tune_queries, verify_queries, k, random_state)
     # Spread over the collection (the rows are sorted), not the first rows of it.
     timing = np.asarray(vectors[tuning.rows[::max(1, len(tuning.rows) // latency_queries)][:latency_queries]],
                         dtype=np.float32)
@@ -416,7 +419,8 @@ def retune_if_drifted(search, vectors: np.ndarray, target: float = DEFAULT_TARGE
 
 def tune_graph_candidates(search, vectors: np.ndarray, target: float = DEFAULT_TARGET, k: int = 10,
                           grid: tuple[int, ...] = GRAPH_CANDIDATE_GRID, tune_queries: int = TUNE_QUERIES,
-                          verify_queries: int = VERIFY_QUERIES, random_state: int = 2) -> GraphPoint:
+                          verify_queries: int = VERIFY_QUERIES, random_state: int = 2,
+                          samples: tuple[HeldOut, HeldOut] | None = None) -> GraphPoint:
     """The fewest re-ranked candidates per row that give the stored neighbour graph recall@k ``target``
     (each row is its own left-out query) at the search's ``n_probe`` (tune the queries first), else the
     largest count tried and its shortfall. Measured again on other rows than it was chosen on."""
@@ -426,7 +430,7 @@ def tune_graph_candidates(search, vectors: np.ndarray, target: float = DEFAULT_T
         return GraphPoint(max(search.n, 1), int(search.index_.nprobe), target, 1.0, True,
                           f"{search.n} rows: every row is re-ranked exactly, nothing to tune")
     faiss = _faiss()
-    tuning, fresh = _samples(search, vectors, tune_queries, verify_queries, k, random_state)
+    tuning, fresh = samples or held_out_samples(search, vectors, tune_queries, verify_queries, k, random_state)
     counts = sorted({_count(search, c, k) for c in grid})
     # One IVF search for the largest count: its first C results are the search for C.
     _, keys = search.index_.search(tuning.coords, counts[-1])
