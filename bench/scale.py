@@ -1,15 +1,24 @@
 """A real index of N synthetic images, built by the same code as ``imgsim index`` minus extraction.
 
     python bench/scale.py --n 1000000 --dims 2048 --out DIR [--json] [--add 1000] [--search ann|exact]
+                          [--data clustered|features] [--target 0.95] [--budget-ms 5] [--no-tune]
 
-Vectors: synthetic clustered unit vectors (non-negative, 64 latent dimensions, 2,000 clusters, a little
-isotropic noise), written chunk by chunk straight into a new index generation; paths are synthetic relative
-paths (``c0123/img_0000042.jpg``) whose files do not exist (the app shows placeholders). Then the derived
-data (PCA, ANN index, neighbour graph, map, recall) come from ``imgsim.build.derive`` and the
-generation is committed with ``GenerationWriter.commit`` exactly as ``imgsim index`` does. Queries are
-indexed rows, k = 10, one at a time, through ``Collection`` (what the dashboard calls); recall@10 and the
-exact p50 are measured against brute force in the same run. ``--add`` then adds that many images through
-``imgsim.build._write`` (the incremental path). DIR opens in the app: ``IMGSIM_INDEX=DIR streamlit run app.py``.
+Vectors (``--data``): ``clustered`` (default) are easy synthetic unit vectors (non-negative, 64 latent
+dimensions, 2,000 tight clusters, a little isotropic noise); ``features`` are shaped like pooled CNN features
+(ReLU of a Gaussian whose covariance has a power-law spectrum over 300 latent dimensions mixed into ``--dims``,
+L2-normalised, no clusters), on which a fixed operating point loses recall. They are written chunk by chunk
+straight into a new index generation; paths are synthetic relative paths (``b012/img_0000042.jpg``) whose
+files do not exist (the app shows placeholders). Then the derived data (PCA, ANN index, neighbour graph, map,
+recall) come from ``imgsim.build.derive`` and the generation is committed with
+``GenerationWriter.commit`` exactly as ``imgsim index`` does.
+
+Measured through ``Collection`` (what the dashboard calls), k = 10, one query at a time: out-of-sample
+queries (new vectors from the same distribution, not in the index; ``query_ms_*``,
+``recall_at_10_out_of_sample``) and indexed rows (``indexed_query_ms_*``, ``recall_at_10``), against brute
+force in the same run, at the operating point the build recorded; then, for an ANN index, the same queries
+again at the point :func:`imgsim.search.tuning.tune_operating_point` chooses for ``--target`` within
+``--budget-ms`` (``tuned``). ``--add`` then adds that many images through ``imgsim.build._write`` (the
+incremental path). DIR opens in the app: ``IMGSIM_INDEX=DIR streamlit run app.py``.
 """
 
 from __future__ import annotations
@@ -24,21 +33,22 @@ from pathlib import Path
 
 import numpy as np
 
-from common import machine
+from common import machine, table
 
 from imgsim import build
 from imgsim.search import choose_method
 from imgsim.store import generations as store
+from imgsim.search import tuning
 from imgsim.search.ann import exact_kneighbors, recall_at_k
 from imgsim.collection import Collection
 
 
 def synthetic_chunks(n: int, d: int, seed: int = 0, clusters: int = 2000, latent: int = 64, spread: float = 0.5,
                      noise: float = 0.02, chunk: int = 8192, sample_seed: int | None = None):
-    """Yield (start, vectors, cluster labels) chunks of clustered unit vectors, float32, never all in memory.
+    """Yield (start, vectors) chunks of clustered unit vectors, float32, never all in memory.
 
     ``seed`` fixes the clusters; ``sample_seed`` (default: the same) draws the points, so later additions
-    come from the same distribution without repeating earlier points.
+    and out-of-sample queries come from the same distribution without repeating earlier points.
     """
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(clusters, latent)).astype(np.float32)
@@ -52,7 +62,34 @@ def synthetic_chunks(n: int, d: int, seed: int = 0, clusters: int = 2000, latent
         x = z @ mixing + noise * rng.standard_normal(size=(m, d), dtype=np.float32)
         np.maximum(x, 0, out=x)
         x /= np.linalg.norm(x, axis=1, keepdims=True)
-        yield start, x, labels[start:start + m]
+        yield start, x
+
+
+def feature_chunks(n: int, d: int, seed: int = 0, latent: int = 300, alpha: float = 1.0, chunk: int = 8192,
+                   sample_seed: int | None = None):
+    """Yield (start, vectors) chunks shaped like pooled CNN features, float32, never all in memory.
+
+    A Gaussian whose covariance has eigenvalues ``i ** -alpha`` over ``latent`` dimensions, mixed into ``d``
+    by a fixed random matrix, then ReLU (non-negative, about half the values 0) and L2 normalisation: a
+    smooth, heavy-tailed spread with no clusters, so neighbours are far and near-equidistant and the top
+    PCA coordinates hold only part of each distance. ``seed`` fixes the mixing; ``sample_seed`` draws points.
+    """
+    rng = np.random.default_rng(seed)
+    spectrum = np.arange(1, latent + 1, dtype=np.float32) ** (-alpha / 2)
+    mixing = rng.normal(size=(latent, d)).astype(np.float32) * spectrum[:, None]
+    if sample_seed is not None:
+        rng = np.random.default_rng(sample_seed)
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        x = rng.standard_normal(size=(m, latent), dtype=np.float32) @ mixing
+        np.maximum(x, 0, out=x)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        yield start, x
+
+
+DATA = {"clustered": synthetic_chunks, "features": feature_chunks}
+#: Draws out-of-sample queries: neither the index (the default draw) nor ``--add`` (7) repeat them.
+QUERY_SEED = 12345
 
 
 def synthetic_path(i: int, prefix: str = "img") -> str:
@@ -75,7 +112,13 @@ def main() -> int:
     ap.add_argument("--exact-queries", type=int, default=20, help="brute-force queries timed (one at a time)")
     ap.add_argument("--add", type=int, default=1000, help="images added afterwards through the incremental path")
     ap.add_argument("--measure-only", action="store_true",
-                    help="skip building: measure queries, recall and exact search on the index already in --out")
+                    help="skip building: measure queries, recall and exact search on the index already in --out "
+                         "(pass the --data it was built with: out-of-sample queries come from it)")
+    ap.add_argument("--data", choices=sorted(DATA), default="clustered",
+                    help="clustered: easy, tight clusters; features: shaped like pooled CNN features")
+    ap.add_argument("--target", type=float, default=tuning.DEFAULT_TARGET, help="recall@10 the tuning aims for")
+    ap.add_argument("--budget-ms", type=float, default=tuning.LATENCY_BUDGET_MS, help="p50 the tuning may spend")
+    ap.add_argument("--no-tune", action="store_true", help="measure only the operating point the build recorded")
     args = ap.parse_args()
     out: Path = args.out
     stages: dict[str, float] = {}
@@ -87,7 +130,7 @@ def main() -> int:
         build_synthetic(args, out, stages, log, pooling)
     else:
         args.n = store.load_index(out).count
-    result = measure(args, out, stages, pooling)
+    result = measure(args, out, stages, pooling, log)
     if args.add:
         add_images(args, out, stages, result)
     result["stages"] = {k: round(v, 2) for k, v in stages.items()}
@@ -108,7 +151,7 @@ def build_synthetic(args, out: Path, stages: dict, log, pooling: str) -> None:
     t = time.perf_counter()
     writer = store.GenerationWriter(out, args.n, args.dims)
     paths: list = [None] * args.n
-    for start, x, labels in synthetic_chunks(args.n, args.dims):
+    for start, x in DATA[args.data](args.n, args.dims):
         writer.vectors[start:start + len(x)] = x
         paths[start:start + len(x)] = [synthetic_path(start + i) for i in range(len(x))]
     stages["synthetic_vectors"] = time.perf_counter() - t
@@ -128,7 +171,7 @@ def build_synthetic(args, out: Path, stages: dict, log, pooling: str) -> None:
     root = out.resolve().with_name(out.name + "-images")  # the (empty) collection folder the app opens
     root.mkdir(parents=True, exist_ok=True)
     meta = {"backbone": "resnet50", "pooling": pooling, "root": str(root),
-            "weights": {"mode": "random", "identity": None, "label": "synthetic vectors (bench/scale.py)",
+            "weights": {"mode": "random", "identity": None, "label": f"synthetic {args.data} vectors (bench/scale.py)",
                         "path": None, "seed": 0},
             "created": store.now_iso(), "updated": store.now_iso(), "ignored": 0, "graph_k": None}
     meta.update(build.derive(writer, progress, method))
@@ -141,47 +184,93 @@ def build_synthetic(args, out: Path, stages: dict, log, pooling: str) -> None:
     del paths, entries, writer
 
 
-def measure(args, out: Path, stages: dict, pooling: str) -> dict:
-    """Open as the dashboard does, then query one at a time; recall and exact search in the same run."""
+def measure(args, out: Path, stages: dict, pooling: str, log) -> dict:
+    """Open as the dashboard does, then query one at a time at the recorded operating point and, for an ANN
+    index, at the tuned one; recall and exact search in the same run."""
     t = time.perf_counter()
     col = Collection.open(out)
     col.search  # noqa: B018  (loads the search structures, as the first query would)
     stages["open_index"] = time.perf_counter() - t
+    vectors = col.index.vectors
     rng = np.random.default_rng(1)
-    rows = rng.choice(args.n, args.queries, replace=False)
-    col.neighbors_of_row(int(rows[0]), 10)
-    times, found = [], []
-    for r in rows:
-        t0 = time.perf_counter()
-        res = col.neighbors_of_row(int(r), 10)
-        times.append(time.perf_counter() - t0)
-        found.append([n.row for n in res.neighbors])
+    rows = np.sort(rng.choice(args.n, args.queries, replace=False))
+    fresh = np.concatenate([x for _, x in DATA[args.data](args.queries, args.dims, sample_seed=QUERY_SEED)])
     t = time.perf_counter()
-    truth = exact_kneighbors(col.index.vectors, np.asarray(col.index.vectors[np.sort(rows)]), 10)
-    truth_by_row = dict(zip(np.sort(rows).tolist(), truth.indices))
-    recall = recall_at_k(np.array(found), np.array([truth_by_row[int(r)] for r in rows]))
+    truth = exact_kneighbors(vectors, np.concatenate([np.asarray(vectors[rows]), fresh]), 10).indices
     stages["recall_ground_truth"] = time.perf_counter() - t
+    col.neighbors_of_row(int(rows[0]), 10)
+    recorded = _at_point(col, rows, fresh, truth)
     exact_times = []
     for r in rows[:args.exact_queries]:
         t0 = time.perf_counter()
-        exact_kneighbors(col.index.vectors, np.asarray(col.index.vectors[int(r)])[None], 10)
+        exact_kneighbors(vectors, np.asarray(vectors[int(r)])[None], 10)
         exact_times.append(time.perf_counter() - t0)
     gen_dir = out / col.index.generation
     files = {p.name: p.stat().st_size for p in gen_dir.iterdir()}
+    built = col.index.meta.get("search") or {}
     result = {
-        "n": args.n, "dims": args.dims, "pooling": pooling, "search": col.search_method,
-        "query_ms_p50": round(float(np.percentile(times, 50)) * 1e3, 3),
-        "query_ms_p99": round(float(np.percentile(times, 99)) * 1e3, 3),
+        "n": args.n, "dims": args.dims, "data": args.data, "pooling": pooling, "search": col.search_method,
+        "operating_point": {"n_probe": built.get("n_probe"), "candidates": built.get("candidates")},
+        **recorded,
         "exact_query_ms_p50": round(float(np.percentile(exact_times, 50)) * 1e3, 3) if exact_times else None,
-        "recall_at_10": round(recall, 4),
-        "recall_at_10_recorded_at_build": (col.index.meta.get("search") or {}).get("recall_at_10"),
+        "recall_at_10_recorded_at_build": built.get("recall_at_10"),
+        "graph_recall_at_10_recorded_at_build": built.get("graph_recall_at_10"),
         "bytes_per_image": round(sum(files.values()) / args.n, 1),
         "bytes_per_image_by_file": {k: round(v / args.n, 1) for k, v in sorted(files.items())},
     }
     result["speedup_vs_exact"] = (round(result["exact_query_ms_p50"] / result["query_ms_p50"], 1)
                                   if result["exact_query_ms_p50"] else None)
+    if not args.no_tune and col.search_method == "ann":
+        t = time.perf_counter()
+        samples = tuning.held_out_samples(col.search, vectors)  # brute force once for both tunings
+        stages["tune_ground_truth"] = time.perf_counter() - t
+        t = time.perf_counter()
+        point = tuning.tune_operating_point(col.search, vectors, args.target, args.budget_ms, samples=samples)
+        stages["tune"] = time.perf_counter() - t
+        result["tuned"] = {"operating_point": point.to_meta(), **_at_point(col, rows, fresh, truth)}
+        result["tuned"]["speedup_vs_exact"] = (round(result["exact_query_ms_p50"] / result["tuned"]["query_ms_p50"], 1)
+                                               if result["exact_query_ms_p50"] else None)
+        t = time.perf_counter()
+        graph = tuning.tune_graph_candidates(col.search, vectors, args.target, samples=samples)
+        stages["tune_graph"] = time.perf_counter() - t
+        result["tuned"]["graph"] = graph.to_meta()
+        log(_comparison(result))
+        log(f"neighbour graph: recall@10 {built.get('graph_recall_at_10')} at build "
+            f"({build.ann_build.GRAPH_CANDIDATES} candidates); {graph.reason} at n_probe {graph.n_probe}")
     del col
     return result
+
+
+def _at_point(col: Collection, rows: np.ndarray, fresh: np.ndarray, truth: np.ndarray) -> dict:
+    """Out-of-sample and indexed queries, one at a time, at the search's current operating point."""
+    times, found = [], []
+    for v in fresh:
+        t0 = time.perf_counter()
+        res = col.neighbors_of_vector(v, 10)
+        times.append(time.perf_counter() - t0)
+        found.append([n.row for n in res.neighbors])
+    row_times, row_found = [], []
+    for r in rows:
+        t0 = time.perf_counter()
+        res = col.neighbors_of_row(int(r), 10)
+        row_times.append(time.perf_counter() - t0)
+        row_found.append([n.row for n in res.neighbors])
+    ms = lambda ts, q: round(float(np.percentile(ts, q)) * 1e3, 3)
+    return {"query_ms_p50": ms(times, 50), "query_ms_p99": ms(times, 99),
+            "indexed_query_ms_p50": ms(row_times, 50), "indexed_query_ms_p99": ms(row_times, 99),
+            "recall_at_10": round(recall_at_k(np.array(row_found), truth[:len(rows)]), 4),
+            "recall_at_10_out_of_sample": round(recall_at_k(np.array(found), truth[len(rows):]), 4)}
+
+
+def _comparison(result: dict) -> str:
+    """Recorded against tuned operating point, as a Markdown table."""
+    rows = []
+    for name, r, point in (("recorded", result, result["operating_point"]),
+                           ("tuned", result["tuned"], result["tuned"]["operating_point"])):
+        rows.append([name, point["n_probe"], point["candidates"], r["recall_at_10_out_of_sample"], r["recall_at_10"],
+                     r["query_ms_p50"], r["query_ms_p99"], r["indexed_query_ms_p50"]])
+    return table(["point", "n_probe", "candidates", "recall@10 out-of-sample", "recall@10 self-query",
+                  "p50 ms", "p99 ms", "indexed p50 ms"], rows)
 
 
 def add_images(args, out: Path, stages: dict, result: dict) -> None:
@@ -191,8 +280,8 @@ def add_images(args, out: Path, stages: dict, result: dict) -> None:
     old = store.load_index(out)
     rows_map = {p: (None, i) for i, p in enumerate(old.paths)}
     add_entries = {}
-    for start, x, labels in synthetic_chunks(args.add, args.dims, sample_seed=7, chunk=args.add):
-        for i, (v, l) in enumerate(zip(x, labels)):
+    for start, x in DATA[args.data](args.add, args.dims, sample_seed=7, chunk=args.add):
+        for i, v in enumerate(x):
             rel = synthetic_path(int(rng.integers(0, args.n)), prefix=f"new{i:04d}")
             rows_map[rel] = (store.Entry(rel, 0, 0, f"{args.n + i:064x}"), v)
             add_entries[rel] = b""
