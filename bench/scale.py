@@ -38,7 +38,7 @@ from common import machine, table
 from imgsim import build
 from imgsim.search import choose_method
 from imgsim.store import generations as store
-from imgsim.search import tuning
+from imgsim.search import ann_build, tuning
 from imgsim.search.ann import exact_kneighbors, recall_at_k
 from imgsim.collection import Collection
 
@@ -236,7 +236,7 @@ def measure(args, out: Path, stages: dict, pooling: str, log) -> dict:
         result["tuned"]["graph"] = graph.to_meta()
         log(_comparison(result))
         log(f"neighbour graph: recall@10 {built.get('graph_recall_at_10')} at build "
-            f"({build.ann_build.GRAPH_CANDIDATES} candidates); {graph.reason} at n_probe {graph.n_probe}")
+            f"({ann_build.GRAPH_CANDIDATES} candidates); {graph.reason} at n_probe {graph.n_probe}")
     del col
     return result
 
