@@ -15,14 +15,14 @@ from imgsim.analysis.explain import Explanation
 from imgsim.analysis.recommend import NEGATIVE_WEIGHT
 from imgsim.collection import Collection, QueryResult
 from imgsim.models.base import TextEmbedding
-from imgsim.models.resnet50 import weights_spec
+from imgsim.models.weights import weights_spec
 
 
 def weights_fields(col: Collection) -> dict:
     """``weights`` (the spec that built the index) and ``random_weights``, as every ``--json`` output carries."""
     spec = weights_spec(col.index.weights)
-    if col.backbone.name != "resnet50" and not col.is_random:
-        spec = "pretrained"  # the preset's own weights, not ImageNet's ResNet50 file
+    if spec == "imagenet":  # Weights' word for published weights: say it as the backbone does (CLIP: pretrained)
+        spec = col.backbone.capabilities.pretrained_weights
     return {"weights": spec, "random_weights": col.is_random}
 
 
