@@ -1,7 +1,7 @@
 """The JSON shapes of ``python -m imgsim ... --json``, built from a Collection's answers.
 
-The HTTP API and the MCP server return exactly what the CLI prints for the same inputs; the CLI's own
-private helpers of the same names move here (cli.py switches to these at the merge).
+One implementation for every transport: the CLI prints these, and the HTTP API and the MCP server return them,
+so all three answer the same inputs with the same JSON.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from typing import Sequence
 import numpy as np
 
 from imgsim.analysis.duplicates import DuplicateGroup, threshold_summary
+from imgsim.analysis.evaluate import Evaluation
 from imgsim.analysis.explain import Explanation
+from imgsim.analysis.outliers import Outlier
 from imgsim.analysis.recommend import NEGATIVE_WEIGHT
 from imgsim.collection import Collection, QueryResult
 from imgsim.models.base import TextEmbedding
@@ -82,6 +84,18 @@ def clusters_json(col: Collection, model, requested_k: int | None, central: int,
 def explain_json(col: Collection, a: str, b: str, explanation: Explanation) -> dict:
     """``explain --json``: the cosine, the 7x7 cells and how they were computed."""
     return {"a": a, "b": b, **explanation.to_json(), "pooling": col.index.pooling, **weights_fields(col)}
+
+
+def evaluate_json(col: Collection, ev: Evaluation) -> dict:
+    """``evaluate --json``: precision@k, 1-NN accuracy and the random baseline, overall and per label."""
+    return {**ev.to_json(), **weights_fields(col)}
+
+
+def outliers_json(col: Collection, found: Sequence[Outlier], k: int) -> dict:
+    """``outliers --json``: the images farthest from their ``k`` nearest others, odd ones first."""
+    return {"n": len(found), "score": f"mean distance to the {k} nearest other images",
+            "outliers": [{"rank": o.rank, "path": col.paths[o.row], "score": round(o.score, 6),
+                          "nearest": round(o.nearest, 6)} for o in found], **weights_fields(col)}
 
 
 def info_dict(col: Collection) -> dict:
