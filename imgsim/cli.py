@@ -10,7 +10,8 @@ import argparse
 import json
 import os
 import sys
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 from imgsim import __version__
 from imgsim.build import BuildConfig, BuildReport, build_index
@@ -187,18 +188,31 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
+def _service_extra(command: str) -> Iterator[None]:
+    """Imports of the service transports: a missing package of the ``service`` extra becomes what to install."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        package = (exc.name or "").partition(".")[0]
+        if package in ("", "imgsim"):
+            raise  # a broken installation of imgsim itself, not a missing extra
+        raise ImgsimError(f"`{command}` needs the service extra, and {package} is not installed: "
+                          f"pip install 'imgsim[service]' (in a checkout: pip install -r requirements.txt).") from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """The HTTP API, until interrupted."""
-    from imgsim.service.http import serve
-
+    with _service_extra("serve"):
+        from imgsim.service.http import serve
     return serve(args.index_dir, host=args.host, port=args.port, token_file=args.token_file,
                  insecure_no_token=args.insecure_no_token, cors_origins=args.cors_origin)
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:
     """The MCP server on stdio, until the client closes it."""
-    from imgsim.service.mcp import run_stdio
-
+    with _service_extra("mcp"):
+        from imgsim.service.mcp import run_stdio
     return run_stdio(args.index_dir)
 
 
