@@ -1,4 +1,8 @@
-"""Command line: ``python -m imgsim index | query | dedup | info | evaluate | grid | cluster | explain | outliers``."""
+"""Command line: ``python -m imgsim index | query | dedup | info | evaluate | grid | cluster | explain | outliers
+| serve | mcp``.
+
+Every ``--json`` output is built by :mod:`imgsim.service.results`, the shapes the HTTP API and MCP server return.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +10,22 @@ import argparse
 import json
 import os
 import sys
-from typing import Sequence
-
-import numpy as np
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 from imgsim import __version__
 from imgsim.build import BuildConfig, BuildReport, build_index
 from imgsim.analysis.clusters import check_output, organise
 from imgsim.collection import Collection, Neighbor
-from imgsim.analysis.duplicates import threshold_summary
 from imgsim.engines import ENGINES, make_engine
 from imgsim.errors import ImgsimError
 from imgsim.models.resnet50 import POOLINGS
-from imgsim.models.weights import weights_spec
 from imgsim.store.generations import index_exists
 from imgsim.progress import STAGE_LABELS
-from imgsim.analysis.recommend import NEGATIVE_WEIGHT
 from imgsim.search import METHODS
+from imgsim.service.results import (cluster_dict, clusters_json, dedup_json, evaluate_json, examples_json,
+                                    explain_json, info_dict, nearest_distribution, outliers_json, query_json,
+                                    text_json)
 
 RANDOM_NOTE = "Random weights: similarities are not meaningful (use ImageNet weights for real results)."
 #: How an image argument is found, for the help of every command that takes one.
@@ -185,31 +188,37 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
+def _service_extra(command: str) -> Iterator[None]:
+    """Imports of the service transports: a missing package of the ``service`` extra becomes what to install."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        package = (exc.name or "").partition(".")[0]
+        if package in ("", "imgsim"):
+            raise  # a broken installation of imgsim itself, not a missing extra
+        raise ImgsimError(f"`{command}` needs the service extra, and {package} is not installed: "
+                          f"pip install 'imgsim[service]' (in a checkout: pip install -r requirements.txt).") from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """The HTTP API, until interrupted."""
-    from imgsim.service.http import serve
-
+    with _service_extra("serve"):
+        from imgsim.service.http import serve
     return serve(args.index_dir, host=args.host, port=args.port, token_file=args.token_file,
                  insecure_no_token=args.insecure_no_token, cors_origins=args.cors_origin)
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:
     """The MCP server on stdio, until the client closes it."""
-    from imgsim.service.mcp import run_stdio
-
+    with _service_extra("mcp"):
+        from imgsim.service.mcp import run_stdio
     return run_stdio(args.index_dir)
 
 
 def _print_json(data: dict) -> None:
     json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")
-
-
-def _weights_fields(col: Collection) -> dict:
-    spec = weights_spec(col.index.weights)
-    if spec == "imagenet":  # Weights' word for published weights: say it as the backbone does (CLIP: pretrained)
-        spec = col.backbone.capabilities.pretrained_weights
-    return {"weights": spec, "random_weights": col.is_random}
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -284,8 +293,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     args.image = args.images[0]
     result = col.query_file(args.image, args.k, extractor=model)
     if args.json:
-        _print_json({"query": args.image, "neighbors": [n.to_json() for n in result.neighbors], "k": result.k,
-                     **_weights_fields(col)})
+        _print_json(query_json(col, args.image, result))
         return 0
     if col.is_random:
         print(RANDOM_NOTE, file=sys.stderr)
@@ -308,8 +316,7 @@ def _query_examples(col: Collection, args: argparse.Namespace, model) -> int:
     negatives = [col.embed_file(p, model) for p in args.negatives]
     result = col.query_examples(positives, negatives, args.k)
     if args.json:
-        _print_json({"query": list(args.images), "not": list(args.negatives), "weight": NEGATIVE_WEIGHT,
-                     "neighbors": [n.to_json() for n in result.neighbors], "k": result.k, **_weights_fields(col)})
+        _print_json(examples_json(col, args.images, args.negatives, result))
         return 0
     if col.is_random:
         print(RANDOM_NOTE, file=sys.stderr)
@@ -321,9 +328,7 @@ def _query_examples(col: Collection, args: argparse.Namespace, model) -> int:
 def _text_query(col: Collection, args: argparse.Namespace, model) -> int:
     result, embedded = col.query_text(args.text, args.k, model=model)
     if args.json:
-        _print_json({"query": {"text": embedded.text}, "neighbors": [n.to_json() for n in result.neighbors],
-                     "k": result.k, "tokens": embedded.tokens, "truncated": embedded.truncated,
-                     **({"note": embedded.note} if embedded.truncated else {}), **_weights_fields(col)})
+        _print_json(text_json(col, embedded, result))
         return 0
     if col.is_random:
         print(RANDOM_NOTE, file=sys.stderr)
@@ -334,26 +339,13 @@ def _text_query(col: Collection, args: argparse.Namespace, model) -> int:
     return 0
 
 
-def nearest_distribution(col: Collection) -> dict:
-    """Each image's distance to its nearest other image, summarised to help choose a threshold."""
-    d = col.nearest_distances()
-    if not len(d):
-        return {"percentiles": {}, "images_within": []}
-    points = (1, 5, 10, 25, 50, 75, 90)
-    return {"percentiles": {str(p): round(float(v), 4) for p, v in zip(points, np.percentile(d, points))},
-            "images_within": [[t, n] for t, n in threshold_summary(d)]}
-
-
 def cmd_dedup(args: argparse.Namespace) -> int:
     col = Collection.open(args.index_dir)
     groups = col.duplicate_groups(args.threshold)
-    distribution = nearest_distribution(col)
     if args.json:
-        _print_json({"threshold": args.threshold,
-                     "groups": [[col.paths[r] for r in g.rows] for g in groups],
-                     "nearest": [[round(d, 6) for d in g.nearest] for g in groups],
-                     "nearest_distance_distribution": distribution, **_weights_fields(col)})
+        _print_json(dedup_json(col, args.threshold, groups))
         return 0
+    distribution = nearest_distribution(col)
     if col.is_random:
         print(RANDOM_NOTE, file=sys.stderr)
     if distribution["percentiles"]:
@@ -367,29 +359,6 @@ def cmd_dedup(args: argparse.Namespace) -> int:
         for r, d in zip(g.rows, g.nearest):
             print(f"  {d:8.4f}  {col.paths[r]}")
     return 0
-
-
-def info_dict(col: Collection) -> dict:
-    meta = col.index.meta
-    return {
-        "indexed": col.count,
-        "skipped": [{"path": s.path, "reason": s.reason.value, "detail": s.detail} for s in col.index.skipped],
-        **_weights_fields(col),
-        "weights_label": col.weights_label,
-        "pooling": col.index.pooling,
-        "dims": col.index.dims,
-        "version": meta["version"],
-        "backbone": meta["backbone"],
-        "preset": meta.get("preset"),
-        "root": meta["root"],
-        "created": meta["created"],
-        "updated": meta["updated"],
-        "ignored": meta.get("ignored", 0),
-        "generation": col.index.generation,
-        "projection": meta.get("projection"),
-        "map": meta.get("map"),
-        "search": col.search_info(),
-    }
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -416,7 +385,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     col = Collection.open(args.index_dir)
     ev = col.evaluate(args.k)
     if args.json:
-        _print_json({**ev.to_json(), **_weights_fields(col)})
+        _print_json(evaluate_json(col, ev))
         return 0
     if col.is_random:
         print(RANDOM_NOTE)
@@ -441,13 +410,6 @@ def cmd_grid(args: argparse.Namespace) -> int:
     return 0
 
 
-def cluster_dict(col: Collection, model, central: int = 5) -> list[dict]:
-    """Clusters as JSON-ready dicts: id, size, central paths, and every path (nearest to the centre first)."""
-    return [{"id": c, "size": int(model.sizes_[c]),
-             "central": [col.paths[r] for r in model.central(c, central)],
-             "paths": [col.paths[r] for r in model.members(c)]} for c in range(model.k_)]
-
-
 def cmd_cluster(args: argparse.Namespace) -> int:
     col = Collection.open(args.index_dir)
     if args.mode and not args.out:
@@ -459,11 +421,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     report = organise(col.paths, model.labels_, model.k_, col.index.root, args.out, args.mode or "link") \
         if args.out else None
     if args.json:
-        data = {"k": model.k_, "clusters": cluster_dict(col, model, args.central), "method": model.method_,
-                "requested_k": args.k, **_weights_fields(col)}
-        if suggested is not None:
-            data["suggested"] = {"k": suggested.k, "silhouette": {str(k): round(v, 6) for k, v in suggested.scores.items()},
-                                 "sample_size": suggested.sample_size}
+        data = clusters_json(col, model, args.k, args.central, suggested)
         if report is not None:
             data["out"] = {"dir": str(report.out), "mode": report.mode, "folders": report.folders, "files": report.files}
         _print_json(data)
@@ -499,8 +457,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
               file=sys.stderr)
     explanation = col.explain(side(args.image_a), side(args.image_b), extractor=model)
     if args.json:
-        _print_json({"a": args.image_a, "b": args.image_b, **explanation.to_json(), "pooling": col.index.pooling,
-                     **_weights_fields(col)})
+        _print_json(explain_json(col, args.image_a, args.image_b, explanation))
         return 0
     if col.is_random:
         print(RANDOM_NOTE, file=sys.stderr)
@@ -520,9 +477,7 @@ def cmd_outliers(args: argparse.Namespace) -> int:
     # The score averages up to 5 neighbours, fewer where the stored graph is shallower (tiny collections).
     k = max(1, min(5, int(col.index.array("nn_distances").shape[1])))
     if args.json:
-        _print_json({"n": len(found), "score": f"mean distance to the {k} nearest other images",
-                     "outliers": [{"rank": o.rank, "path": col.paths[o.row], "score": round(o.score, 6),
-                                   "nearest": round(o.nearest, 6)} for o in found], **_weights_fields(col)})
+        _print_json(outliers_json(col, found, k))
         return 0
     if col.is_random:
         print(RANDOM_NOTE, file=sys.stderr)

@@ -1,9 +1,12 @@
 """imgsim as an installable package: a wheel built from the sources installs into a fresh virtual environment,
-where the ``imgsim`` console script indexes a few demo photos and reads the index back; and pyproject.toml
-asks for exactly what requirements.txt installs."""
+where the ``imgsim`` console script indexes a few demo photos and reads the index back; pyproject.toml asks for
+exactly what requirements.txt installs, split into the core and the ``service`` extra that only the HTTP API and
+the MCP server need; the dashboard is not in the wheel (it runs from a checkout)."""
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import json
 import re
 import shutil
@@ -16,6 +19,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+#: An index written by an older imgsim (tests/test_compat.py): ``info`` reads it without its photos or a model.
+OLD_INDEX = ROOT / "tests" / "data" / "index_c6b858a" / "index"
 
 
 def requirement_lines(path: Path) -> set[str]:
@@ -24,13 +30,61 @@ def requirement_lines(path: Path) -> set[str]:
     return {re.sub(r"\s+", "", line) for line in lines if line}
 
 
+def distribution(requirement: str) -> str:
+    """The normalised distribution name of a requirement: ``python-multipart>=0.0.20`` -> ``python-multipart``."""
+    return re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9._-]+", requirement).group()).lower()
+
+
+SERVICE = {distribution(r) for r in PROJECT["optional-dependencies"]["service"]}
+
+
+def service_imports() -> dict[str, str]:
+    """``{top-level import name: distribution}`` of the service extra (``python_multipart``: python-multipart)."""
+    return {name: dist for name, dists in importlib.metadata.packages_distributions().items()
+            for dist in {distribution(d) for d in dists} & SERVICE}
+
+
 def test_pyproject_asks_for_what_requirements_txt_installs():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    extras = project["optional-dependencies"]
-    assert set(project["dependencies"]) | set(extras["service"]) == requirement_lines(ROOT / "requirements.txt")
+    extras = PROJECT["optional-dependencies"]
+    assert set(PROJECT["dependencies"]) | set(extras["service"]) == requirement_lines(ROOT / "requirements.txt")
+    assert not {distribution(r) for r in PROJECT["dependencies"]} & SERVICE  # a package is core or the extra's
     assert set(extras["ray"]) == requirement_lines(ROOT / "requirements-ray.txt")
-    assert not any(name.startswith("torch") for name in project["dependencies"])  # weights are read without it
-    assert project["scripts"] == {"imgsim": "imgsim.cli:main"}
+    assert not any(name.startswith("torch") for name in PROJECT["dependencies"])  # weights are read without it
+    assert PROJECT["scripts"] == {"imgsim": "imgsim.cli:main"}
+
+
+def test_only_the_service_transports_import_the_service_extra():
+    names = service_imports()
+    importers: dict[str, set[str]] = {}
+    for path in sorted((ROOT / "imgsim").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and not node.level and node.module else []
+            for module in modules:
+                if module.partition(".")[0] in names:
+                    importers.setdefault(names[module.partition(".")[0]], set()).add(
+                        path.relative_to(ROOT).as_posix())
+    # Each package of the extra is used (else it is not the service's), and only under imgsim/service/.
+    assert set(importers) == SERVICE
+    assert all(p.startswith("imgsim/service/") for paths in importers.values() for p in paths), importers
+
+
+def without_service_extra(*args: str) -> subprocess.CompletedProcess:
+    """``python -m imgsim ARGS`` where no package of the service extra can be imported."""
+    code = (f"import sys\nfor name in {sorted(service_imports())!r}:\n    sys.modules[name] = None\n"
+            "from imgsim.cli import main\nsys.exit(main(sys.argv[1:]))")
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_the_core_install_runs_the_cli_and_says_what_serve_and_mcp_need():
+    info = without_service_extra("info", str(OLD_INDEX), "--json")
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["indexed"] == 12
+    for command in ("serve", "mcp"):
+        refused = without_service_extra(command, str(OLD_INDEX))
+        assert refused.returncode == 1
+        assert refused.stderr.startswith(f"error: `{command}` needs the service extra, and ")
+        assert "pip install 'imgsim[service]'" in refused.stderr and "Traceback" not in refused.stderr
 
 
 def run(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -45,16 +99,16 @@ def test_wheel_installs_and_its_console_script_runs(tmp_path):
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    for package in ("imgsim", "dashboard"):
-        if (ROOT / package).is_dir():
-            shutil.copytree(ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("imgsim", "dashboard", "static"):  # the dashboard's too, to show the wheel leaves them out
+        shutil.copytree(ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__", "cache"))
+    shutil.copy(ROOT / "app.py", src / "app.py")
     run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(src),
         "-w", str(tmp_path / "wheels"), cwd=tmp_path)
     [wheel] = (tmp_path / "wheels").glob("imgsim-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {"imgsim/cli.py", "imgsim/service/http.py", "imgsim/service/mcp.py", "imgsim/client.py",
             "imgsim/models/resnet50.py"} <= set(names)
-    assert not any(n.startswith(("tests/", "bench/")) for n in names)
+    assert not any(n.startswith(("tests/", "bench/", "dashboard/", "static/")) or n == "app.py" for n in names)
 
     # A fresh environment that sees the installed dependencies but not this checkout.
     venv = tmp_path / "venv"

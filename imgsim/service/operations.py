@@ -20,7 +20,8 @@ import numpy as np
 from imgsim import decode
 from imgsim.collection import Collection, QueryResult
 from imgsim.errors import ImgsimError, SkipReason
-from imgsim.models.resnet50 import FeatureExtractor, WeightsError
+from imgsim.models.base import Backbone
+from imgsim.models.weights import WeightsError
 from imgsim.service.limits import (ApiError, Limits, check_distance, check_k, check_range, inside, one_line, quoted,
                                    relative_path, unit_vector)
 from imgsim.service.results import (clusters_json, dedup_json, examples_json, explain_json, info_dict, query_json,
@@ -65,7 +66,7 @@ class Service:
     """One opened collection behind the HTTP API and the MCP server."""
 
     def __init__(self, collection: Collection, limits: Limits = Limits(),
-                 extractor: Callable[[], FeatureExtractor] | None = None):
+                 extractor: Callable[[], Backbone] | None = None):
         self.collection = collection
         self.limits = limits
         root, index_dir = collection.index.root, collection.index.directory
@@ -74,7 +75,7 @@ class Service:
         self.redactions = {str(index_dir): "(the index)", os.path.realpath(index_dir): "(the index)",
                            str(root): self.name, os.path.realpath(root): self.name, str(Path.home()): "~"}
         self._make_extractor = extractor or collection.extractor
-        self._model: FeatureExtractor | None = None
+        self._model: Backbone | None = None
         # One forward pass at a time: a shared model, bounded memory, and Keras is not built for racing threads.
         self._model_lock = threading.RLock()
         self._clusters: dict[int | None, tuple] = {}
@@ -90,7 +91,7 @@ class Service:
         """What a caller reads about a refusal: one line, no server path."""
         return one_line(str(exc), self.redactions)
 
-    def _extractor(self) -> FeatureExtractor:
+    def _extractor(self) -> Backbone:
         with self._model_lock:
             if self._model is None:
                 self._model = self._make_extractor()

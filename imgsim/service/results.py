@@ -1,7 +1,7 @@
 """The JSON shapes of ``python -m imgsim ... --json``, built from a Collection's answers.
 
-The HTTP API and the MCP server return exactly what the CLI prints for the same inputs; the CLI's own
-private helpers of the same names move here (cli.py switches to these at the merge).
+One implementation for every transport: the CLI prints these, and the HTTP API and the MCP server return them,
+so all three answer the same inputs with the same JSON.
 """
 
 from __future__ import annotations
@@ -11,18 +11,20 @@ from typing import Sequence
 import numpy as np
 
 from imgsim.analysis.duplicates import DuplicateGroup, threshold_summary
+from imgsim.analysis.evaluate import Evaluation
 from imgsim.analysis.explain import Explanation
+from imgsim.analysis.outliers import Outlier
 from imgsim.analysis.recommend import NEGATIVE_WEIGHT
 from imgsim.collection import Collection, QueryResult
 from imgsim.models.base import TextEmbedding
-from imgsim.models.resnet50 import weights_spec
+from imgsim.models.weights import weights_spec
 
 
 def weights_fields(col: Collection) -> dict:
     """``weights`` (the spec that built the index) and ``random_weights``, as every ``--json`` output carries."""
     spec = weights_spec(col.index.weights)
-    if col.backbone.name != "resnet50" and not col.is_random:
-        spec = "pretrained"  # the preset's own weights, not ImageNet's ResNet50 file
+    if spec == "imagenet":  # Weights' word for published weights: say it as the backbone does (CLIP: pretrained)
+        spec = col.backbone.capabilities.pretrained_weights
     return {"weights": spec, "random_weights": col.is_random}
 
 
@@ -82,6 +84,18 @@ def clusters_json(col: Collection, model, requested_k: int | None, central: int,
 def explain_json(col: Collection, a: str, b: str, explanation: Explanation) -> dict:
     """``explain --json``: the cosine, the 7x7 cells and how they were computed."""
     return {"a": a, "b": b, **explanation.to_json(), "pooling": col.index.pooling, **weights_fields(col)}
+
+
+def evaluate_json(col: Collection, ev: Evaluation) -> dict:
+    """``evaluate --json``: precision@k, 1-NN accuracy and the random baseline, overall and per label."""
+    return {**ev.to_json(), **weights_fields(col)}
+
+
+def outliers_json(col: Collection, found: Sequence[Outlier], k: int) -> dict:
+    """``outliers --json``: the images farthest from their ``k`` nearest others, odd ones first."""
+    return {"n": len(found), "score": f"mean distance to the {k} nearest other images",
+            "outliers": [{"rank": o.rank, "path": col.paths[o.row], "score": round(o.score, 6),
+                          "nearest": round(o.nearest, 6)} for o in found], **weights_fields(col)}
 
 
 def info_dict(col: Collection) -> dict:
