@@ -15,7 +15,7 @@ from .test_app import new_app, results, texts
 def clip_env(monkeypatch, clip_index, photo_dir, tmp_path, random_clip):
     builds = []
 
-    def cached_model(spec, weights, pooling=None, batch_size=16):
+    def cached_model(spec, weights, pooling=None, batch_size=16, **options):
         builds.append((spec.spec, str(weights), pooling))
         return random_clip
 

@@ -22,6 +22,7 @@ class Counting:
     def __init__(self, inner, batch_size=8, die_on_call=None):
         self.inner, self.batch_size, self.die_on_call = inner, batch_size, die_on_call
         self.weights, self.device, self.pooling, self.dims = inner.weights, inner.device, inner.pooling, inner.dims
+        self.name = inner.name  # the backbone it stands for: check_compatible compares it with the index's
         self.calls = self.embedded = 0
 
     def embed(self, images):
