@@ -22,7 +22,7 @@ from imgsim.models.base import DEFAULT_BACKBONE, Backbone, BackboneSpec, default
 from imgsim.discover import ImageFile, discover
 from imgsim.errors import ImgsimError, Skipped
 from imgsim.engines.base import Embedded, Engine, ExtractSettings, LocalEngine, Unchanged
-from imgsim.models.resnet50 import POOLINGS
+from imgsim.models.resnet50 import POOLINGS, ResNet50Backbone
 from imgsim.models.weights import Weights, weights_spec
 from imgsim.analysis.map2d import MapBuilder
 from imgsim.progress import ProgressFn, no_progress
@@ -145,13 +145,14 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, *, wei
         if work:
             # Only ResNet50 with ImageNet weights may download anything; other models just load.
             progress(bspec.capabilities.pretrained_load_stage if spec.mode == "imagenet" else "model_load", 0, None)
-            if bspec.capabilities.runtimes:
+            if bspec.backbone_class is ResNet50Backbone:  # the one model the engines build themselves
                 factory = extractor_factory  # None: the engine builds ResNet50Backbone with runtime/precision
             else:
                 if engine is not None and engine.name != "local":
                     raise ImgsimError(f"--engine {engine.name} runs the resnet50 backbone only; index {bspec.spec} "
                                       "with the local engine.")
-                factory = model_factory or (lambda w, p, b: make_backbone(bspec, w, p, b or 16))
+                factory = model_factory or (lambda w, p, b: make_backbone(bspec, w, p, b or 16, runtime=runtime,
+                                                                          precision=precision))
             engine = engine or LocalEngine(factory, workers)
             report.engine = engine.name
             ready = engine.start(ExtractSettings(spec, pooling, batch_size, runtime, precision))
