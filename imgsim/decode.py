@@ -4,6 +4,8 @@ The reference notebook uses ``keras.utils.load_img(path, target_size=(224, 224))
 ``convert("RGB")``, nearest-neighbour resize of the whole image. :func:`model_input` reproduces that
 exactly for ordinary RGB photos, and does better where ``load_img`` is wrong: EXIF orientation is
 applied, transparency is composited on white (not black) and 16-bit greyscale is scaled, not clipped.
+The resize filter is the backbone's (``Capabilities.resample``): nearest for the reference, bicubic for a
+network evaluated that way (EfficientNet-Lite0).
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from imgsim.errors import ImgsimError, SkipReason
 
 MODEL_SIZE = (224, 224)
+#: The resize filters a backbone may ask for, by the name it declares (``Capabilities.resample``).
+RESAMPLE = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+            "bicubic": Image.Resampling.BICUBIC}
+#: ``load_img``'s filter: the reference pipeline's, and what every function here uses unless told otherwise.
+DEFAULT_RESAMPLE = "nearest"
 #: Largest image accepted, in pixels (a 100 MP medium-format photo fits; a decompression bomb does not).
 MAX_PIXELS = 120_000_000
 #: Largest file accepted, in bytes.
@@ -130,16 +137,23 @@ def _scale_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)
 
 
-def model_input(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode bytes to the 224x224x3 uint8 array the model sees (nearest resize, as ``load_img``)."""
-    return resize_for_model(open_rgb(data, max_pixels=max_pixels))
+def model_input(data: bytes, max_pixels: int = MAX_PIXELS, resample: str = DEFAULT_RESAMPLE) -> np.ndarray:
+    """Decode bytes to the 224x224x3 uint8 array the model sees (``resample``: the backbone's filter)."""
+    return resize_for_model(open_rgb(data, max_pixels=max_pixels), resample)
 
 
-def resize_for_model(im: Image.Image) -> np.ndarray:
-    """The whole image squashed to 224x224 with nearest-neighbour sampling, as the reference does."""
+def resize_for_model(im: Image.Image, resample: str = DEFAULT_RESAMPLE) -> np.ndarray:
+    """The whole image squashed to 224x224 with the filter named ``resample`` (nearest: as the reference)."""
     if im.size != MODEL_SIZE:
-        im = im.resize(MODEL_SIZE, Image.Resampling.NEAREST)
+        im = im.resize(MODEL_SIZE, _resample_filter(resample))
     return np.asarray(im, dtype=np.uint8)
+
+
+def _resample_filter(name: str) -> Image.Resampling:
+    """The Pillow filter for a name in :data:`RESAMPLE`; a ValueError names them (a backbone declared another)."""
+    if name not in RESAMPLE:
+        raise ValueError(f"unknown resize filter {name!r}: use one of {', '.join(RESAMPLE)}")
+    return RESAMPLE[name]
 
 
 def small_jpeg(im: Image.Image, size: int = 64, quality: int = 75) -> bytes:
@@ -172,8 +186,8 @@ UPLOAD_MAX_PIXELS = 40_000_000
 #: WebP decoder keeps libwebp's RGBA frame and its own copy: about 15 bytes a pixel, measured).
 UPLOAD_MAX_PIXELS_BY_FORMAT = {"WEBP": 16_000_000}
 #: Uploads up to this size decode exactly as :func:`model_input` (and ``load_img``); larger ones are
-#: sampled down first (JPEG: Pillow's draft mode, the decoder skips detail; others: nearest-neighbour),
-#: which keeps every model input a nearest-neighbour sample of the original image.
+#: sampled down first (JPEG: Pillow's draft mode, the decoder skips detail; others: the backbone's filter),
+#: which keeps every model input a sample of the original image by that filter (nearest: as ``load_img``).
 EXACT_UPLOAD_PIXELS = 8_000_000
 #: Longest side kept from a large upload: enough for the 224 x 224 model input and a 256 px thumbnail.
 UPLOAD_WORKING_SIDE = 1024
@@ -182,18 +196,21 @@ LARGE_DECODES = 2
 _large_decodes = threading.BoundedSemaphore(LARGE_DECODES)
 
 
-def open_upload(data: bytes, max_pixels: int = UPLOAD_MAX_PIXELS) -> Image.Image:
-    """Decode an upload to an upright RGB image with bounded memory; small ones exactly as :func:`open_rgb`."""
+def open_upload(data: bytes, max_pixels: int = UPLOAD_MAX_PIXELS, resample: str = DEFAULT_RESAMPLE) -> Image.Image:
+    """Decode an upload to an upright RGB image with bounded memory; small ones exactly as :func:`open_rgb`.
+
+    ``resample`` is the filter that samples a large upload down to its working size (the backbone's own).
+    """
     width, height = _declared_size(data, max_pixels)
     if width * height <= EXACT_UPLOAD_PIXELS:
         return open_rgb(data, max_pixels=max_pixels)
     with _large_decodes:
-        return _open_reduced(data, max_pixels)
+        return _open_reduced(data, max_pixels, resample)
 
 
-def upload_model_input(data: bytes) -> np.ndarray:
-    """The 224x224x3 model input of an upload, decoded with bounded memory."""
-    return resize_for_model(open_upload(data))
+def upload_model_input(data: bytes, resample: str = DEFAULT_RESAMPLE) -> np.ndarray:
+    """The 224x224x3 model input of an upload, decoded with bounded memory (``resample``: the backbone's filter)."""
+    return resize_for_model(open_upload(data, resample=resample), resample)
 
 
 def upload_thumbnail(data: bytes, size: int = 256) -> Image.Image:
@@ -216,8 +233,13 @@ def _declared_size(data: bytes, max_pixels: int) -> tuple[int, int]:
     return width, height
 
 
-def _open_reduced(data: bytes, max_pixels: int) -> Image.Image:
-    """A large upload at most :data:`UPLOAD_WORKING_SIDE` on its longest side, converted only once small."""
+def _open_reduced(data: bytes, max_pixels: int, resample: str = DEFAULT_RESAMPLE) -> Image.Image:
+    """A large upload at most :data:`UPLOAD_WORKING_SIDE` on its longest side, converted only once small.
+
+    Reduced with the model's own filter, so a bicubic model input stays (close to) a bicubic sample of the
+    original.
+    """
+    reduce = _resample_filter(resample)  # outside the try: a wrong name is no corrupt file
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         warnings.filterwarnings("ignore", "Corrupt EXIF data", UserWarning)
@@ -232,7 +254,11 @@ def _open_reduced(data: bytes, max_pixels: int) -> Image.Image:
             if scale < 1:
                 size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
                 exif = im.getexif()
-                im = im.resize(size, Image.Resampling.NEAREST)  # in the file's own mode: no full-size copy
+                if reduce != Image.Resampling.NEAREST and im.mode in ("LA", "RGBA") and scale < 0.5:
+                    # Pillow filters these premultiplied, in a full-size copy (+160 MB at 40 MP): nearest to
+                    # twice the size first, the model's filter from there.
+                    im = im.resize((2 * size[0], 2 * size[1]), Image.Resampling.NEAREST)
+                im = im.resize(size, reduce)  # in the file's own mode: no full-size copy
                 if exif:
                     im.info["exif"] = exif.tobytes()
         except _DECODE_ERRORS as exc:

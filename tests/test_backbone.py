@@ -16,6 +16,7 @@ from imgsim.models.resnet50 import pool
 
 @pytest.mark.parametrize("text, name, preset", [
     (None, "resnet50", None), ("resnet50", "resnet50", None), (" CLIP ", "clip", None),
+    ("efficientnet-lite0", "efficientnet-lite0", None),
     ("clip:clip_vit_large_patch14", "clip", "clip_vit_large_patch14"), ("clip:/models/my preset", "clip", "/models/my preset"),
 ])
 def test_backbone_spec_parses_names_and_presets(text, name, preset):
@@ -26,7 +27,7 @@ def test_backbone_spec_parses_names_and_presets(text, name, preset):
 
 
 def test_backbone_spec_refuses_unknown_names_with_the_choices():
-    with pytest.raises(ImgsimError, match=r"Unknown backbone 'vit': use resnet50, clip or clip:PRESET_OR_DIR"):
+    with pytest.raises(ImgsimError, match=r"Unknown backbone 'vit': use resnet50, efficientnet-lite0, clip or clip:PRESET_OR_DIR"):
         BackboneSpec.parse("vit")
     with pytest.raises(ImgsimError, match="The resnet50 backbone takes no preset"):
         BackboneSpec.parse("resnet50:imagenet")
@@ -49,8 +50,11 @@ def test_poolings_and_dims_per_backbone():
     resnet, clip = BackboneSpec.parse("resnet50"), BackboneSpec.parse("clip")
     assert resnet.default_pooling() == "flatten" and clip.default_pooling() == "projection"
     assert resnet.check_pooling("avg") == "avg" and clip.check_pooling("projection") == "projection"
-    with pytest.raises(ImgsimError, match="CLIP has a single image embedding"):
+    with pytest.raises(ImgsimError, match=r"^CLIP has a single image embedding \('projection'\); --pooling flatten "
+                                          r"applies to resnet50, efficientnet-lite0 only\.$"):
         clip.check_pooling("flatten")
+    with pytest.raises(ImgsimError, match=r"--pooling max is not a pooling of any backbone\.$"):
+        clip.check_pooling("max")
     with pytest.raises(ImgsimError, match="Unknown pooling 'projection'"):
         resnet.check_pooling("projection")
     assert default_dims(resnet, "flatten") == 100352 and default_dims(resnet, "avg") == 2048
@@ -78,6 +82,8 @@ def test_capabilities_are_known_without_building_a_model():
     assert (resnet.pretrained_weights, clip.pretrained_weights) == ("imagenet", "pretrained")
     assert (resnet.default_preset, clip.default_preset) == (None, "clip_vit_base_patch32")
     assert resnet.input_size == clip.input_size == (224, 224)
+    # The resize filter: load_img's nearest for the reference; CLIP indexes were always built with the same.
+    assert resnet.resample == clip.resample == "nearest"
     assert (resnet.runtimes, clip.runtimes) == (("auto", "openvino", "keras"), ())
     assert (resnet.precisions, clip.precisions) == (("float32", "float16"), ("float32",))
     for name in BACKBONES:  # every registered class names itself as registered and declares every capability
@@ -101,7 +107,7 @@ def test_reading_capabilities_imports_no_tensorflow():
 
 def test_an_index_recording_an_unknown_backbone_says_which_ones_exist():
     spec = BackboneSpec.from_meta({"backbone": "vit"})
-    with pytest.raises(ImgsimError, match=r"Unknown backbone 'vit': use resnet50, clip or clip:PRESET_OR_DIR"):
+    with pytest.raises(ImgsimError, match=r"Unknown backbone 'vit': use resnet50, efficientnet-lite0, clip or clip:PRESET_OR_DIR"):
         spec.capabilities
 
 

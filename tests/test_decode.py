@@ -193,6 +193,37 @@ def test_model_input_is_224_square_uint8_for_any_size():
     assert tuple(out[100, 100]) == (1, 2, 3)
 
 
+def test_model_input_squashes_with_the_filter_the_backbone_names():
+    """Nearest (load_img's) unless a backbone asks for another: bicubic is Pillow's, on the same decode."""
+    path_im = Image.effect_noise((333, 251), 60).convert("RGB")
+    data = _png_bytes(path_im)
+    nearest = np.asarray(path_im.resize((224, 224), Image.Resampling.NEAREST))
+    bicubic = np.asarray(path_im.resize((224, 224), Image.Resampling.BICUBIC))
+    np.testing.assert_array_equal(decode.model_input(data), nearest)
+    np.testing.assert_array_equal(decode.model_input(data, resample="nearest"), nearest)
+    np.testing.assert_array_equal(decode.model_input(data, resample="bicubic"), bicubic)
+    np.testing.assert_array_equal(decode.resize_for_model(path_im, "bicubic"), bicubic)
+    assert np.abs(bicubic.astype(int) - nearest).mean() > 10  # the filter really changes what the model sees
+    assert set(decode.RESAMPLE) == {"nearest", "bilinear", "bicubic"} and decode.DEFAULT_RESAMPLE == "nearest"
+    with pytest.raises(ValueError, match=r"^unknown resize filter 'lanczos': use one of nearest, bilinear, bicubic$"):
+        decode.model_input(data, resample="lanczos")
+
+
+@pytest.mark.parametrize("mode, off_by", [("RGB", 1), ("RGBA", 6)])
+def test_a_large_upload_is_sampled_down_with_the_backbones_filter(mode, off_by):
+    """Past EXACT_UPLOAD_PIXELS an upload is reduced before the 224 squash: with a bicubic backbone, by bicubic
+    too (RGBA through nearest to twice the working size first), so noise averages out instead of aliasing.
+    Noise of standard deviation 60: the direct bicubic squash leaves 3.4, RGB uploads 3.4, RGBA 6.6; nearest 58."""
+    noise = Image.effect_noise((4000, 2500), 60).convert(mode)
+    data = _png_bytes(noise)
+    assert 4000 * 2500 > decode.EXACT_UPLOAD_PIXELS
+    direct = decode.model_input(data, resample="bicubic").astype(int)
+    upload = decode.upload_model_input(data, resample="bicubic").astype(int)
+    aliased = decode.upload_model_input(data).astype(int)  # today's default: nearest all the way
+    assert np.abs(upload - direct).mean() < off_by
+    assert upload.std() < 8 < 30 < aliased.std()
+
+
 def test_thumbnail_square_and_bounded():
     data = _jpeg_bytes(Image.new("RGB", (800, 400), (9, 9, 9)))
     assert decode.thumbnail(data, 64, square="crop").size == (64, 64)
@@ -239,8 +270,10 @@ def test_pillow_bomb_message_does_not_end_with_two_full_stops():
     assert not message.endswith("..") and message.endswith("attack.")
 
 
-def test_worst_case_upload_adds_at_most_300_mb_to_peak_rss(tmp_path):
-    """A 40 MP RGBA PNG (the largest accepted, 4 bytes a pixel) decoded in a fresh process."""
+@pytest.mark.parametrize("resample", ["nearest", "bicubic"])
+def test_worst_case_upload_adds_at_most_300_mb_to_peak_rss(tmp_path, resample):
+    """A 40 MP RGBA PNG (the largest accepted, 4 bytes a pixel) decoded in a fresh process, for a nearest and a
+    bicubic backbone (Pillow filters RGBA bicubically in a premultiplied full-size copy: 330 MB if let)."""
     import subprocess
     import sys
 
@@ -251,7 +284,7 @@ from imgsim import decode
 data = open({str(path)!r}, "rb").read()
 hwm = lambda: int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
 before = hwm()  # not ru_maxrss: Linux carries the parent's peak across fork and exec
-decode.upload_model_input(data)
+decode.upload_model_input(data, {resample!r})
 decode.upload_thumbnail(data)
 print((hwm() - before) / 1024)
 """

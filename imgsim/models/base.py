@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from imgsim.errors import ImgsimError
-from imgsim.models.weights import ResolvedWeights, Weights
+
+if TYPE_CHECKING:  # the interface names the weights types; it needs none of their code
+    from imgsim.models.weights import ResolvedWeights, Weights
 
 #: Backbone name -> ``module:class`` of its implementation.
 BACKBONES = {
     "resnet50": "imgsim.models.resnet50:ResNet50Backbone",
+    "efficientnet-lite0": "imgsim.models.efficientnet_lite0:EfficientNetLite0Backbone",
     "clip": "imgsim.models.clip:ClipBackbone",
 }
 DEFAULT_BACKBONE = "resnet50"
@@ -60,6 +63,9 @@ class Capabilities:
     default_preset: str | None
     #: ``(height, width)`` of the images its ``embed`` takes.
     input_size: tuple[int, int]
+    #: The filter that squashes a whole image to ``input_size`` (a name in ``imgsim.decode.RESAMPLE``):
+    #: ``nearest`` as the reference's ``load_img``, ``bicubic`` where the network was evaluated so.
+    resample: str
     #: Forward-pass runtimes ``--runtime`` chooses between; empty: no choice (``runtime`` is not passed).
     runtimes: tuple[str, ...]
     #: Arithmetic ``--precision`` chooses between.
@@ -72,20 +78,21 @@ class Capabilities:
         """The capabilities a backbone class declares, with its poolings for ``preset``."""
         return cls(backbone.supports_text, backbone.feature_grid, backbone.pooling_dims(preset),
                    backbone.default_pooling, backbone.pretrained_weights, backbone.default_preset,
-                   backbone.input_size, tuple(backbone.runtimes), tuple(backbone.precisions),
+                   backbone.input_size, backbone.resample, tuple(backbone.runtimes), tuple(backbone.precisions),
                    backbone.pretrained_load_stage)
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """Which backbone: ``resnet50``, or ``clip`` with an optional keras-hub preset name or local directory."""
+    """Which backbone: ``resnet50``, ``efficientnet-lite0``, or ``clip`` with an optional keras-hub preset name or
+    local directory."""
 
     name: str
     preset: str | None = None
 
     @classmethod
     def parse(cls, text: str | None) -> "BackboneSpec":
-        """Parse ``resnet50``, ``clip`` or ``clip:PRESET_OR_DIR``; anything else says what to write."""
+        """Parse a name of :data:`BACKBONES` or ``clip:PRESET_OR_DIR``; anything else says what to write."""
         text = (text or DEFAULT_BACKBONE).strip()
         name, _, preset = text.partition(":")
         name = name.strip().lower()
@@ -198,10 +205,11 @@ def make_backbone(spec: BackboneSpec, weights: Weights | str | None, pooling: st
     """Build the model for a backbone spec (loads TensorFlow and the weights): the one constructor of every model.
 
     ``pooling`` defaults to the backbone's own; ``batch_size=None`` lets it choose for the device.
-    ``runtime`` and ``precision`` reach backbones that have runtimes (ResNet50); others compute in float32.
+    ``runtime`` and ``precision`` reach backbones that have runtimes (ResNet50, EfficientNet-Lite0); others
+    compute in float32.
     """
     cls = spec.backbone_class
-    parsed = weights if isinstance(weights, Weights) else spec.parse_weights(weights)
+    parsed = spec.parse_weights(weights) if weights is None or isinstance(weights, str) else weights
     options: dict = {"pooling": spec.check_pooling(pooling or cls.default_pooling)}
     if cls.default_preset is not None:
         options["preset"] = spec.preset

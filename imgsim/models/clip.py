@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from imgsim.errors import ImgsimError
-from imgsim.models.base import TextEmbedding
+from imgsim.models.base import BACKBONES, TextEmbedding, backbone_class
 from imgsim.models.embedding import MODEL_INPUT, check_images, embed_batches, normalize
 from imgsim.models.native import device_name, filtered_native_stderr, import_keras
 from imgsim.models.resnet50 import missing_weights_file
@@ -146,6 +146,7 @@ class ClipBackbone:
     pretrained_weights = "pretrained"
     default_preset = DEFAULT_PRESET
     input_size = MODEL_INPUT[:2]
+    resample = "nearest"  # ResNet50's squash, which every CLIP index so far was built with
     runtimes: tuple[str, ...] = ()
     precisions = ("float32",)
     pretrained_load_stage = "model_load"  # keras-hub says what it downloads itself
@@ -157,10 +158,11 @@ class ClipBackbone:
 
     @classmethod
     def check_pooling(cls, pooling: str) -> str:
-        """``projection``, or a message saying CLIP has no other."""
+        """``projection``, or a message saying CLIP has no other (and which backbones have that one)."""
         if pooling != POOLING:
-            raise ImgsimError(f"CLIP has a single image embedding ('{POOLING}'); --pooling {pooling} "
-                              "applies to resnet50 only.")
+            others = [name for name in BACKBONES if pooling in backbone_class(name).pooling_dims()]
+            where = f"applies to {', '.join(others)} only" if others else "is not a pooling of any backbone"
+            raise ImgsimError(f"CLIP has a single image embedding ('{POOLING}'); --pooling {pooling} {where}.")
         return pooling
 
     @classmethod

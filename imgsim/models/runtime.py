@@ -1,15 +1,17 @@
-"""Forward-pass runtimes for the Keras ResNet50: OpenVINO on CPU (fastest measured here), else Keras itself.
+"""Forward-pass runtimes for the Keras backbones: OpenVINO on CPU (fastest measured here), else Keras itself.
 
-Keras' ResNet50 stays the one definition of the model and its weights. On a CPU the same model is converted
-once per weights identity to OpenVINO IR (``model.export(format="openvino")``), cached next to Keras' own
-cache under ``$KERAS_HOME/imgsim/openvino/`` and written atomically, so a killed conversion leaves no half
-file. A runtime that is missing or fails gives way to the plain Keras path with a one-line note.
+The backbone's Keras model stays the one definition of the network and its weights. On a CPU the same model
+is converted once per model name and weights identity to OpenVINO IR (``model.export(format="openvino")``),
+cached next to Keras' own cache under ``$KERAS_HOME/imgsim/openvino/`` and written atomically, so a killed
+conversion leaves no half file. A runtime that is missing or fails gives way to the plain Keras path with a
+one-line note.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import resource
 import shutil
 import sys
@@ -29,6 +31,8 @@ RUNTIMES = ("auto", "openvino", "keras")
 PRECISIONS = ("float32", "float16")
 #: Bump when the cached artefact's layout or the conversion recipe changes.
 CACHE_FORMAT = 1
+#: The model a caller that names none converts: the reference, for which this module was first written.
+DEFAULT_MODEL = "ResNet50"
 
 NoteFn = Callable[[str], None]
 
@@ -56,15 +60,16 @@ class Conversion:
     seconds: float
     peak_rss_bytes: int
     path: Path
+    model: str = DEFAULT_MODEL
 
     def describe(self) -> str:
-        return (f"converted ResNet50 to OpenVINO once for these weights in {self.seconds:.1f} s "
+        return (f"converted {self.model} to OpenVINO once for these weights in {self.seconds:.1f} s "
                 f"(peak memory {self.peak_rss_bytes / 2**30:.2f} GiB); cached at {self.path}")
 
 
 @dataclass
 class Forward:
-    """A callable forward pass: preprocessed ``(n, 224, 224, 3)`` float32 in, ``(n, 7, 7, 2048)`` float32 out."""
+    """A callable forward pass: preprocessed ``(n, 224, 224, 3)`` float32 in, the feature maps (float32) out."""
 
     name: str
     run: Callable[[np.ndarray], np.ndarray]
@@ -82,19 +87,23 @@ def cache_root() -> Path:
     return Path(home) / "imgsim" / "openvino"
 
 
-def cache_key(identity: str) -> str:
-    """A file-name-safe key for one weights identity under the installed Keras/TensorFlow/OpenVINO versions."""
+def cache_key(identity: str, name: str = DEFAULT_MODEL) -> str:
+    """A file-name-safe key for one model and weights identity under the installed Keras/TensorFlow/OpenVINO
+    versions: ``resnet50-…``, ``efficientnet-lite0-…`` (two models' ``random:0`` never share a file)."""
     import keras
     import openvino
 
-    parts = [f"format {CACHE_FORMAT}", "resnet50 include_top=False 224x224x3", identity,
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    # Every backbone converted here is headless at 224x224x3; the text is ResNet50's from before other models
+    # were converted, so the IR already cached for it stays valid.
+    parts = [f"format {CACHE_FORMAT}", f"{slug} include_top=False 224x224x3", identity,
              f"keras {keras.__version__}", f"backend {keras.backend.backend()}",
              f"openvino {openvino.__version__}"]
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
         parts.append(f"tensorflow {tf.__version__}")  # seeded random initialisers may differ between versions
-    return "resnet50-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
+    return f"{slug}-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
 
 
 class _PeakRSS:
@@ -135,14 +144,16 @@ def _remove_stale_temporaries(root: Path, max_age_s: float = 3600.0) -> None:
             pass
 
 
-def convert_to_openvino(model: Any, identity: str, root: Path | None = None) -> tuple[Path, Conversion | None]:
-    """The cached OpenVINO IR of ``model`` for this weights identity, converting it (atomically) if needed.
+def convert_to_openvino(model: Any, identity: str, root: Path | None = None,
+                        name: str = DEFAULT_MODEL) -> tuple[Path, Conversion | None]:
+    """The cached OpenVINO IR of ``model`` (called ``name``) for this weights identity, converting it
+    (atomically) if needed.
 
     Returns the ``model.xml`` path and, when this call converted it, how long that took and its peak memory.
     The IR is written into a hidden temporary folder and renamed into place only once complete.
     """
     root = root or cache_root()
-    final = root / cache_key(identity)
+    final = root / cache_key(identity, name)
     xml = final / "model.xml"
     if xml.is_file() and (final / "model.bin").is_file():
         return xml, None
@@ -166,7 +177,7 @@ def convert_to_openvino(model: Any, identity: str, root: Path | None = None) -> 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return xml, Conversion(seconds, peak.peak, xml)
+    return xml, Conversion(seconds, peak.peak, xml, name)
 
 
 def keras_forward(model: Any) -> Forward:
@@ -187,11 +198,11 @@ def keras_forward(model: Any) -> Forward:
 
 
 def openvino_forward(model: Any, identity: str, precision: str = "float32", root: Path | None = None,
-                     note: NoteFn = stderr_note) -> Forward:
-    """The model converted to OpenVINO IR (cached) and compiled for the CPU at the asked precision."""
+                     note: NoteFn = stderr_note, name: str = DEFAULT_MODEL) -> Forward:
+    """The model (called ``name``) converted to OpenVINO IR (cached) and compiled for the CPU at the asked precision."""
     import openvino as ov
 
-    xml, conversion = convert_to_openvino(model, identity, root)
+    xml, conversion = convert_to_openvino(model, identity, root, name)
     if conversion is not None:
         note(f"note: {conversion.describe()}")
     core = ov.Core()
@@ -213,17 +224,19 @@ def openvino_forward(model: Any, identity: str, precision: str = "float32", root
 
 
 def make_forward(model: Any, identity: str, runtime: str = "auto", precision: str = "float32",
-                 device: str = "CPU", note: NoteFn = stderr_note, root: Path | None = None) -> Forward:
+                 device: str = "CPU", note: NoteFn = stderr_note, root: Path | None = None,
+                 name: str = DEFAULT_MODEL) -> Forward:
     """The fastest available forward pass for this model: OpenVINO on a CPU, Keras on a GPU or as the fallback.
 
-    ``runtime``: ``auto`` (OpenVINO on CPU, Keras on GPU), ``openvino`` or ``keras``. A missing or failing
-    OpenVINO gives the Keras path and one note line, never an exception.
+    ``runtime``: ``auto`` (OpenVINO on CPU, Keras on GPU), ``openvino`` or ``keras``. ``name`` is the model's,
+    as people read it (``EfficientNet-Lite0``): it keys the conversion cache and names the model in notes.
+    A missing or failing OpenVINO gives the Keras path and one note line, never an exception.
     """
     runtime, precision = check_runtime(runtime, precision)
     if runtime == "keras" or (runtime == "auto" and device != "CPU"):
         return keras_forward(model)
     try:
-        return openvino_forward(model, identity, precision, root, note)
+        return openvino_forward(model, identity, precision, root, note, name)
     except ImportError as exc:
         reason = f"OpenVINO is not installed ({exc})"
     except Exception as exc:  # noqa: BLE001 - any converter/runtime failure must leave the Keras path working
