@@ -75,7 +75,7 @@ def test_every_stage_of_a_build_reaches_the_registry_and_moves(photo_dir, extrac
         by_stage.setdefault(stage, []).append((done, total))
     assert [d for d, _ in by_stage["compress"]] == [0, 1, 2, 3] and by_stage["compress"][-1][1] == 3
     assert by_stage["neighbors"] == [(0, 12), (5, 12), (10, 12), (12, 12)]
-    assert by_stage["extract"][-1] == (12, 12) and by_stage["map"][-1] == (1, 1)
+    assert by_stage["extract"][-1] == (13, 13)  # the broken file too and by_stage["map"][-1] == (1, 1)
     # the graph built in blocks is the graph of one call over every row
     index = load_index(key)
     whole = exact.ExactMethod().open(index).kneighbors_rows(np.arange(12), index.meta["graph_k"])
