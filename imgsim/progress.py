@@ -41,10 +41,12 @@ def describe(stage: str, done: int, total: int | None, elapsed: float) -> str:
 
     >>> describe("extract", 120, 373, 3.0)
     'Extracting features: 120 / 373 · 40.0 images/s · about 6 s left'
+    >>> describe("map", 0, None, 12.0)
+    'Building 2-D map (t-SNE)… 12 s'
     """
     label = STAGE_LABELS.get(stage, stage)
-    if total is None:
-        return f"{label}…"
+    if total is None:  # no count to show: the time spent keeps the line moving
+        return f"{label}… {_duration(elapsed)}" if elapsed >= 1 else f"{label}…"
     parts = [f"{label}: {done:,} / {total:,}"]
     if stage == "extract" and done > 0 and elapsed > 0:
         rate = done / elapsed

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
+
 from imgsim.errors import ImgsimError
 from imgsim.serving.jobs import DONE, FAILED, JobRegistry
 
@@ -47,3 +49,42 @@ def test_a_failure_is_the_jobs_value_and_a_new_start_runs_again():
     assert again.number > snap.number and registry.wait("idx", 10).result == "ok"
     registry.forget("idx")
     assert registry.get("idx") is None
+
+
+def test_every_stage_of_a_build_reaches_the_registry_and_moves(photo_dir, extractor_factory, tmp_path,
+                                                                 monkeypatch):
+    from imgsim.build import build_index
+    from imgsim.search import exact
+    from imgsim.store.generations import load_index
+
+    monkeypatch.setattr(exact, "GRAPH_BLOCK", 5)  # 12 images: the neighbour graph in three blocks
+    registry, seen, key = JobRegistry(), [], str(tmp_path / "ix")
+
+    def work(progress):
+        def spy(stage, done, total):
+            progress(stage, done, total)
+            snap = registry.get(key)
+            seen.append((snap.stage, snap.done, snap.total))
+
+        return build_index(photo_dir, key, weights="random", progress=spy, model_factory=extractor_factory)
+
+    registry.start(key, work)
+    assert registry.wait(key, 300).state == DONE
+    by_stage = {}
+    for stage, done, total in seen:
+        by_stage.setdefault(stage, []).append((done, total))
+    assert [d for d, _ in by_stage["compress"]] == [0, 1, 2, 3] and by_stage["compress"][-1][1] == 3
+    assert by_stage["neighbors"] == [(0, 12), (5, 12), (10, 12), (12, 12)]
+    assert by_stage["extract"][-1] == (13, 13)  # the broken file too and by_stage["map"][-1] == (1, 1)
+    # the graph built in blocks is the graph of one call over every row
+    index = load_index(key)
+    whole = exact.ExactMethod().open(index).kneighbors_rows(np.arange(12), index.meta["graph_k"])
+    assert np.array_equal(index.array("nn_indices"), whole.indices)
+    assert np.allclose(index.array("nn_distances"), whole.distances, atol=1e-6)
+
+
+def test_a_stage_without_a_count_shows_its_time_so_the_line_moves():
+    from imgsim.progress import describe
+
+    assert describe("compress", 0, None, 0.2) == "Fitting search projection…"
+    assert describe("map", 0, None, 75.0) == "Building 2-D map (t-SNE)… 1 min 15 s"

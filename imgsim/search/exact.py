@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 # Squared distances closer than this are treated as possible ties of the float32 pass.
 _TIE = 1e-5
 PROJECTION_COMPONENTS = 256
+#: Rows per neighbour-graph block: one progress report each.
+GRAPH_BLOCK = 64
 
 
 class ExactSearch:
@@ -212,18 +214,27 @@ def derive_arrays(writer: GenerationWriter, progress: ProgressFn) -> dict:
     """Fit the search projection, the neighbour graph and the 2-D map for the vectors being written."""
     vectors = writer.vectors
     n = len(vectors)
-    progress("compress", 0, None)
+    progress("compress", 0, 3)  # three steps: fit, project, index
     projection = PCAProjection(n_components=PROJECTION_COMPONENTS).fit(vectors)
+    progress("compress", 1, 3)
     projected, residual = projection.transform(vectors)
+    progress("compress", 2, 3)
     search = ExactSearch().fit(vectors, projection, projected, residual)
     for name, arr in (("pca_components", projection.components_), ("pca_mean", projection.mean_),
                       ("projected", projected), ("residual", residual), ("sqnorm", search.sqnorm_)):
         writer.save_array(name, arr)
+    progress("compress", 3, 3)
     progress("neighbors", 0, n)
-    graph = search.kneighbors_rows(np.arange(n), GRAPH_K)
+    indices, distances = [], []
+    for start in range(0, n, GRAPH_BLOCK):  # in blocks, so the bar moves
+        part = search.kneighbors_rows(np.arange(start, min(n, start + GRAPH_BLOCK)), GRAPH_K)
+        indices.append(part.indices)
+        distances.append(part.distances)
+        progress("neighbors", start + len(part.indices), n)
+    graph = Neighbors(np.concatenate(indices) if indices else np.zeros((0, 0), np.int64),
+                      np.concatenate(distances) if distances else np.zeros((0, 0)))
     writer.save_array("nn_indices", graph.indices.astype(np.int32))
     writer.save_array("nn_distances", graph.distances.astype(np.float32))
-    progress("neighbors", n, n)
     progress("map", 0, None)
     mapper = MapBuilder().fit(projected)
     writer.save_array("map_xy", mapper.embedding_)
