@@ -1,24 +1,25 @@
 """A real index of N synthetic images, built by the same code as ``imgsim index`` minus extraction.
 
     python bench/scale.py --n 1000000 --dims 2048 --out DIR [--json] [--add 1000] [--search ann|exact]
-                          [--data clustered|features] [--target 0.95] [--budget-ms 5] [--no-tune]
+                          [--data clustered|features] [--target 0.95] [--measure-only]
 
 Vectors (``--data``): ``clustered`` (default) are easy synthetic unit vectors (non-negative, 64 latent
 dimensions, 2,000 tight clusters, a little isotropic noise); ``features`` are shaped like pooled CNN features
 (ReLU of a Gaussian whose covariance has a power-law spectrum over 300 latent dimensions mixed into ``--dims``,
 L2-normalised, no clusters), on which a fixed operating point loses recall. They are written chunk by chunk
 straight into a new index generation; paths are synthetic relative paths (``b012/img_0000042.jpg``) whose
-files do not exist (the app shows placeholders). Then the derived data (PCA, ANN index, neighbour graph, map,
-recall) come from ``imgsim.build.derive`` and the generation is committed with
-``GenerationWriter.commit`` exactly as ``imgsim index`` does.
+files do not exist (the app shows placeholders). Then the derived data (PCA, ANN index tuned for recall@10
+``--target`` as ``imgsim index --recall`` tunes it, neighbour graph, map, recall) come from
+``imgsim.build.derive`` and the generation is committed with ``GenerationWriter.commit`` exactly as
+``imgsim index`` does.
 
 Measured through ``Collection`` (what the dashboard calls), k = 10, one query at a time: out-of-sample
 queries (new vectors from the same distribution, not in the index; ``query_ms_*``,
 ``recall_at_10_out_of_sample``) and indexed rows (``indexed_query_ms_*``, ``recall_at_10``), against brute
 force in the same run, at the operating point the build recorded; then, for an ANN index, the same queries
-again at the point :func:`imgsim.search.tuning.tune_operating_point` chooses for ``--target`` within
-``--budget-ms`` (``tuned``). ``--add`` then adds that many images through ``imgsim.build._write`` (the
-incremental path). DIR opens in the app: ``IMGSIM_INDEX=DIR streamlit run app.py``.
+again at the fixed point every index used before tuning (``fixed_point``: 24 cells probed, 100 candidates).
+``--add`` then adds that many images through ``imgsim.build._write`` (the incremental path, which
+re-measures recall and re-tunes when it drifted). DIR opens in the app: ``IMGSIM_INDEX=DIR streamlit run app.py``.
 """
 
 from __future__ import annotations
@@ -36,10 +37,10 @@ import numpy as np
 from common import machine, table
 
 from imgsim import build
-from imgsim.search import choose_method
+from imgsim.search import RECALL_TARGET, choose_method
 from imgsim.store import generations as store
-from imgsim.search import ann_build, tuning
-from imgsim.search.ann import exact_kneighbors, recall_at_k
+from imgsim.search import tuning
+from imgsim.search.ann import AnnSearch, exact_kneighbors, recall_at_k
 from imgsim.collection import Collection
 
 
@@ -116,9 +117,8 @@ def main() -> int:
                          "(pass the --data it was built with: out-of-sample queries come from it)")
     ap.add_argument("--data", choices=sorted(DATA), default="clustered",
                     help="clustered: easy, tight clusters; features: shaped like pooled CNN features")
-    ap.add_argument("--target", type=float, default=tuning.DEFAULT_TARGET, help="recall@10 the tuning aims for")
-    ap.add_argument("--budget-ms", type=float, default=tuning.LATENCY_BUDGET_MS, help="p50 the tuning may spend")
-    ap.add_argument("--no-tune", action="store_true", help="measure only the operating point the build recorded")
+    ap.add_argument("--target", type=float, default=RECALL_TARGET,
+                    help="recall@10 the build tunes for (imgsim index --recall)")
     args = ap.parse_args()
     out: Path = args.out
     stages: dict[str, float] = {}
@@ -174,7 +174,7 @@ def build_synthetic(args, out: Path, stages: dict, log, pooling: str) -> None:
             "weights": {"mode": "random", "identity": None, "label": f"synthetic {args.data} vectors (bench/scale.py)",
                         "path": None, "seed": 0},
             "created": store.now_iso(), "updated": store.now_iso(), "ignored": 0, "graph_k": None}
-    meta.update(build.derive(writer, progress, method))
+    meta.update(build.derive(writer, progress, method, recall_target=args.target))
     entries = store.Manifest(paths, np.zeros(args.n, dtype=store.Manifest.DTYPE))
     entries.table["sha256"] = [f"{i:064x}".encode() for i in range(args.n)]
     writer.commit(meta, entries, [])
@@ -186,7 +186,7 @@ def build_synthetic(args, out: Path, stages: dict, log, pooling: str) -> None:
 
 def measure(args, out: Path, stages: dict, pooling: str, log) -> dict:
     """Open as the dashboard does, then query one at a time at the recorded operating point and, for an ANN
-    index, at the tuned one; recall and exact search in the same run."""
+    index, at the fixed point used before tuning; recall and exact search in the same run."""
     t = time.perf_counter()
     col = Collection.open(out)
     col.search  # noqa: B018  (loads the search structures, as the first query would)
@@ -210,33 +210,27 @@ def measure(args, out: Path, stages: dict, pooling: str, log) -> dict:
     built = col.index.meta.get("search") or {}
     result = {
         "n": args.n, "dims": args.dims, "data": args.data, "pooling": pooling, "search": col.search_method,
-        "operating_point": {"n_probe": built.get("n_probe"), "candidates": built.get("candidates")},
+        "operating_point": {key: built.get(key) for key in ("n_probe", "candidates", "graph_candidates", "target",
+                                                             "latency_budget_ms", "met", "reason")},
         **recorded,
         "exact_query_ms_p50": round(float(np.percentile(exact_times, 50)) * 1e3, 3) if exact_times else None,
         "recall_at_10_recorded_at_build": built.get("recall_at_10"),
+        "recall_at_10_out_of_sample_recorded_at_build": built.get("recall_at_10_out_of_sample"),
+        "query_ms_p50_recorded_at_build": built.get("query_ms_p50"),
         "graph_recall_at_10_recorded_at_build": built.get("graph_recall_at_10"),
         "bytes_per_image": round(sum(files.values()) / args.n, 1),
         "bytes_per_image_by_file": {k: round(v / args.n, 1) for k, v in sorted(files.items())},
     }
     result["speedup_vs_exact"] = (round(result["exact_query_ms_p50"] / result["query_ms_p50"], 1)
                                   if result["exact_query_ms_p50"] else None)
-    if not args.no_tune and col.search_method == "ann":
-        t = time.perf_counter()
-        samples = tuning.held_out_samples(col.search, vectors)  # brute force once for both tunings
-        stages["tune_ground_truth"] = time.perf_counter() - t
-        t = time.perf_counter()
-        point = tuning.tune_operating_point(col.search, vectors, args.target, args.budget_ms, samples=samples)
-        stages["tune"] = time.perf_counter() - t
-        result["tuned"] = {"operating_point": point.to_meta(), **_at_point(col, rows, fresh, truth)}
-        result["tuned"]["speedup_vs_exact"] = (round(result["exact_query_ms_p50"] / result["tuned"]["query_ms_p50"], 1)
-                                               if result["exact_query_ms_p50"] else None)
-        t = time.perf_counter()
-        graph = tuning.tune_graph_candidates(col.search, vectors, args.target, samples=samples)
-        stages["tune_graph"] = time.perf_counter() - t
-        result["tuned"]["graph"] = graph.to_meta()
+    if col.search_method == "ann":
+        fixed = AnnSearch()
+        tuning.set_operating_point(col.search, fixed.n_probe, fixed.candidates)
+        result["fixed_point"] = {"n_probe": fixed.n_probe, "candidates": fixed.candidates,
+                                 **_at_point(col, rows, fresh, truth)}
         log(_comparison(result))
         log(f"neighbour graph: recall@10 {built.get('graph_recall_at_10')} at build "
-            f"({ann_build.GRAPH_CANDIDATES} candidates); {graph.reason} at n_probe {graph.n_probe}")
+            f"({built.get('graph_candidates')} candidates)")
     del col
     return result
 
@@ -263,10 +257,10 @@ def _at_point(col: Collection, rows: np.ndarray, fresh: np.ndarray, truth: np.nd
 
 
 def _comparison(result: dict) -> str:
-    """Recorded against tuned operating point, as a Markdown table."""
+    """The operating point tuned at build against the fixed one used before, as a Markdown table."""
     rows = []
-    for name, r, point in (("recorded", result, result["operating_point"]),
-                           ("tuned", result["tuned"], result["tuned"]["operating_point"])):
+    for name, r, point in (("tuned at build", result, result["operating_point"]),
+                           ("fixed (before tuning)", result["fixed_point"], result["fixed_point"])):
         rows.append([name, point["n_probe"], point["candidates"], r["recall_at_10_out_of_sample"], r["recall_at_10"],
                      r["query_ms_p50"], r["query_ms_p99"], r["indexed_query_ms_p50"]])
     return table(["point", "n_probe", "candidates", "recall@10 out-of-sample", "recall@10 self-query",

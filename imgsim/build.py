@@ -27,7 +27,7 @@ from imgsim.models.base import DEFAULT_BACKBONE, BackboneSpec, default_dims
 from imgsim.models.resnet50 import POOLINGS
 from imgsim.models.weights import Weights, weights_spec
 from imgsim.progress import ProgressFn, no_progress
-from imgsim.search import choose_method, recorded_method, search_method
+from imgsim.search import choose_method, recorded_method, retune_asked, search_method
 from imgsim.store import generations as store
 
 
@@ -48,12 +48,20 @@ class BuildConfig:
     precision: str | None = None
     #: ``exact`` or ``ann`` (default: the index's earlier explicit choice, else ``ann`` above 50,000 images).
     search: str | None = None
+    #: recall@10 on queries not in the index that approximate search is tuned for (default: the index's
+    #: recorded target, else 0.95, :data:`imgsim.search.RECALL_TARGET`).
+    recall_target: float | None = None
     #: Extract every image again, into a fresh index; needed to change the settings above.
     rebuild: bool = False
     #: Build a ``flatten`` index estimated above 20 GB instead of refusing up front.
     allow_large: bool = False
     #: Vectors per checkpoint shard, from which a killed run resumes.
     checkpoint_every: int = 256
+
+    def __post_init__(self) -> None:
+        if self.recall_target is not None and not 0 < self.recall_target <= 1:
+            raise ImgsimError(f"--recall {self.recall_target} is not a recall: give a value above 0 and at most 1, "
+                              "such as 0.95.")
 
 
 @dataclass
@@ -144,14 +152,16 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, config
         same_vectors = old is not None and old.paths == sorted(plan.rows) and all(
             isinstance(plan.rows[p][1], int) and plan.rows[p][1] == i for i, p in enumerate(old.paths))
         same_method = old is not None and recorded_method(old.meta) == method[0]
-        if same_vectors and same_method and _nothing_else_changed(plan, method):
+        # A new recall target re-tunes the search through its update (the vectors and their cells stay).
+        keep = same_vectors and same_method and not retune_asked(old.meta, config.recall_target)
+        if keep and _nothing_else_changed(plan, method):
             store.clear_checkpoints(index_dir)
             report.seconds = time.perf_counter() - started
             clock.lap("write")
             return report
         _write(index_dir, plan.rows, plan.skipped, _meta(plan), plan.dims or default_dims(plan.backbone, plan.pooling),
-               old if same_vectors and same_method else None, old, progress, plan.thumbs, plan.found.root, clock,
-               method)
+               old if keep else None, old, progress, plan.thumbs, plan.found.root, clock, method,
+               config.recall_target)
         store.clear_checkpoints(index_dir)
         clock.lap("write")
         report.committed = True
@@ -407,7 +417,7 @@ def _check_same_settings(old: store.Index, spec: Weights, pooling: str, index_di
 def _write(index_dir: Path, rows: dict, skipped: list[Skipped], meta: dict, dims: int,
            same_vectors_as: store.Index | None, old: store.Index | None, progress: ProgressFn,
            thumbs: dict[str, bytes], root: Path, clock: _Clock | None = None,
-           method: tuple[str, str] = ("exact", "auto")) -> None:
+           method: tuple[str, str] = ("exact", "auto"), recall_target: float | None = None) -> None:
     """The write step: vectors (old rows copied, new ones written) and previews of a new generation, then its
     derived data (kept from ``same_vectors_as`` when the vectors are the same, else :func:`derive`d)."""
     order = sorted(rows)
@@ -437,7 +447,7 @@ def _write(index_dir: Path, rows: dict, skipped: list[Skipped], meta: dict, dims
         else:
             if clock is not None:
                 clock.lap("write")
-            meta.update(derive(writer, progress, method, old, sources))
+            meta.update(derive(writer, progress, method, old, sources, recall_target))
             if clock is not None:
                 clock.lap("derived data (projection, neighbour graph, map)")
         writer.commit(meta, entries, skipped)
@@ -468,14 +478,14 @@ def _thumbnails(order: list[str], sources: list, fresh: dict[str, bytes], old: s
 
 
 def derive(writer: store.GenerationWriter, progress: ProgressFn, method: tuple[str, str],
-           old: store.Index | None = None, sources: list | None = None) -> dict:
+           old: store.Index | None = None, sources: list | None = None, recall_target: float | None = None) -> dict:
     """The derive step: the search method's data for the vectors being written (``method``: name and how it
     was chosen), updated from the previous generation ``old`` where the method can (``sources[i]``: the old row
-    that new row ``i`` keeps, else its new vector)."""
+    that new row ``i`` keeps, else its new vector), tuned for ``recall_target`` where it approximates."""
     name, chosen = method
     if old is not None and sources is not None:
-        return search_method(name).update(writer, progress, chosen, old, sources)
-    return search_method(name).derive(writer, progress, chosen)
+        return search_method(name).update(writer, progress, chosen, old, sources, recall_target)
+    return search_method(name).derive(writer, progress, chosen, recall_target)
 
 
 #: Above this estimated size a flatten index is refused until the user confirms (``--allow-large``).

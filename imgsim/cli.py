@@ -98,6 +98,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--rebuild", action="store_true", help="discard the existing index and extract everything again")
     p.add_argument("--search", choices=list(METHODS),
                    help="exact k-NN, or approximate (IVF) with exact re-ranking; default: ann above 50,000 images")
+    p.add_argument("--recall", type=float, default=None, metavar="R",
+                   help="recall@10 that approximate search is tuned to keep on queries not in the index "
+                        "(default: the index's own, else 0.95)")
     p.add_argument("--allow-large", action="store_true",
                    help="index in flatten mode even when the index is estimated above 20 GB")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -228,7 +231,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     engine = make_engine(args.engine, address=args.ray_address)  # refuses, or says what to install, before any work
     config = BuildConfig(backbone=args.backbone, weights=weights, pooling=args.pooling, batch_size=args.batch_size,
                          runtime=args.runtime, precision=args.precision, search=args.search, rebuild=args.rebuild,
-                         allow_large=args.allow_large)
+                         allow_large=args.allow_large, recall_target=args.recall)
     progress = TqdmProgress(enabled=not args.quiet)
     try:
         report = build_index(args.src_dir, args.index, config, progress=progress, engine=engine)

@@ -12,18 +12,20 @@ import textwrap
 import numpy as np
 import pytest
 
-from imgsim.search import ann_build, choose_method
+from imgsim.search import ann_build, choose_method, tuning
 from imgsim.store import generations as store
-from imgsim.search.ann import AnnSearch, exact_kneighbors, measure_recall, recall_at_k
+from imgsim.search.ann import AnnSearch, exact_kneighbors, recall_at_k
 from imgsim.search.exact import ExactSearch
 from imgsim.build import build_index, check_storage
 from imgsim.cli import main as cli_main
 from imgsim.collection import Collection
 from imgsim.errors import ImgsimError
 from imgsim.models.weights import ResolvedWeights
+from imgsim.progress import no_progress
 from imgsim.search.projection import PCAProjection
 
 from .conftest import make_photo
+from .test_tuning import features
 
 DIMS = 2048
 
@@ -49,13 +51,14 @@ def test_recall_at_10_against_exact_is_at_least_095_and_distances_are_exact():
     # Distances shown are exact (re-ranked from the full vectors), whatever the candidates were.
     recomputed = np.linalg.norm(x[found.indices] - queries[:, None, :], axis=2)
     np.testing.assert_allclose(found.distances, recomputed, atol=1e-5)
-    assert measure_recall(search, x, 10, 50)["recall_at_10"] >= 0.95
+    sample = tuning.random_held_out(search, x, 50)
+    assert tuning.measure_recall(search, x, sample)["recall_at_10"] >= 0.95
     # The stored graph's recall comes from the same brute-force pass: true graph 1.0, a shuffled one ~0.
     truth_graph = exact_kneighbors(x, x, 11).indices
     truth_graph = np.array([[j for j in row if j != r][:10] for r, row in enumerate(truth_graph.tolist())])
-    assert measure_recall(search, x, 10, 50, graph=truth_graph)["graph_recall_at_10"] == 1.0
+    assert tuning.measure_recall(search, x, sample, graph=truth_graph)["graph_recall_at_10"] == 1.0
     shuffled = np.random.default_rng(0).permutation(truth_graph)
-    assert measure_recall(search, x, 10, 50, graph=shuffled)["graph_recall_at_10"] < 0.2
+    assert tuning.measure_recall(search, x, sample, graph=shuffled)["graph_recall_at_10"] < 0.2
     # An indexed image is its own first result at distance 0.
     one = search.kneighbors(x[5][None], 4, prefer=5)
     assert one.indices[0, 0] == 5 and one.distances[0, 0] == pytest.approx(0, abs=1e-6)
@@ -388,3 +391,213 @@ def test_a_collection_that_grows_past_four_times_its_cells_gets_new_cells_but_ke
     assert col.search.index_.nlist == 6 and col.search.index_.ntotal == 261
     row = after.row_of("n3/q199.jpg")
     assert col.neighbors_of_row(row, 3).neighbors[0].row == row
+
+
+# --- the operating point, tuned at build time and kept by updates (issue 17) ---------------------------
+
+HARD_N = 3000
+
+
+def commit_vectors(ix_dir, vectors: np.ndarray, old: store.Index | None = None, target: float | None = None,
+                   method: ann_build.AnnMethod | None = None) -> store.Index:
+    """A generation of ``vectors`` written as ``imgsim index`` writes one, minus extraction: with ``old``, its
+    rows first (kept) and the rest new, through the method's incremental update."""
+    method = method or ann_build.AnnMethod()
+    n, d = vectors.shape
+    writer = store.GenerationWriter(ix_dir, n, d)
+    writer.vectors[:] = vectors
+    blob, offsets = store.pack_blobs([b""] * n)
+    writer.save_array("thumb_blob", blob)
+    writer.save_array("thumb_offsets", offsets)
+    if old is None:
+        meta = method.derive(writer, no_progress, "asked", target)
+    else:
+        sources = list(range(old.count)) + [vectors[i] for i in range(old.count, n)]
+        meta = method.update(writer, no_progress, "asked", old, sources, target)
+    meta.update(backbone="resnet50", pooling="avg", root=str(ix_dir), created=store.now_iso(),
+                updated=store.now_iso(), ignored=0, weights={"mode": "random", "identity": None,
+                                                             "label": "synthetic", "path": None, "seed": 0})
+    writer.commit(meta, [store.Entry(f"v/{i:05d}.jpg", 0, 0, f"{i:064x}") for i in range(n)], [])
+    return store.load_index(ix_dir)
+
+
+@pytest.fixture(scope="module")
+def hard_index(tmp_path_factory):
+    """An ANN index of a few thousand vectors shaped like pooled CNN features (a fixed point loses recall)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ann_build, "MAP_SAMPLE", 300)  # t-SNE of a sample: the map is not what is tested here
+        ix_dir = tmp_path_factory.mktemp("hard") / "ix"
+        commit_vectors(ix_dir, features(HARD_N))
+    return ix_dir
+
+
+def fresh_recall(search, queries: np.ndarray, vectors: np.ndarray) -> float:
+    """recall@10 of vectors that are in neither the index nor any tuning sample."""
+    return recall_at_k(search.kneighbors(queries, 10).indices, exact_kneighbors(vectors, queries, 10).indices)
+
+
+def test_a_hard_ann_index_records_an_operating_point_that_keeps_the_target_on_fresh_queries(hard_index, capsys):
+    col = Collection.open(hard_index)
+    info = col.search_info()
+    assert info["target"] == 0.95 and info["met"] is True, info["reason"]
+    assert info["recall_at_10_out_of_sample"] >= 0.95 and info["recall_at_10"] >= 0.95 and info["queries"] == 400
+    assert info["query_ms_p50"] <= info["latency_budget_ms"] == 5.0
+    # The search opens at the recorded point, and new vectors (never indexed, never tuned on) keep the target.
+    assert (col.search.index_.nprobe, col.search.candidates) == (info["n_probe"], info["candidates"])
+    vectors = np.asarray(col.index.vectors)
+    assert fresh_recall(col.search, features(400, sample_seed=99), vectors) >= 0.95
+    # The neighbour graph got the candidates that reach the target; its recall holds on other rows than measured.
+    assert info["graph_candidates"] > ann_build.GRAPH_CANDIDATES  # 16 fall short on this data (test_tuning)
+    assert info["graph_met"] is True and info["graph_recall_at_10"] >= 0.95
+    rows = np.arange(1, HARD_N, 7)
+    others = tuning.held_out(col.search, vectors, rows).others
+    assert recall_at_k(np.asarray(col.index.array("nn_indices"))[rows], others) >= 0.94
+
+    assert cli_main(["info", str(hard_index), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)["search"]
+    assert {k: shown[k] for k in ("n_probe", "candidates", "target", "met", "recall_at_10_out_of_sample",
+                                  "graph_candidates")} == {k: info[k] for k in ("n_probe", "candidates", "target",
+                                                                                "met", "recall_at_10_out_of_sample",
+                                                                                "graph_candidates")}
+    about = col.search_summary()
+    assert (f"on 400 sample queries: {info['recall_at_10']} for images in the collection, "
+            f"{info['recall_at_10_out_of_sample']} for images not in it") in about
+    assert (f"The operating point was tuned for recall@10 >= 0.95 on images not in the index within 5 ms: met "
+            f"(recall@10 {info['recall_at_10_out_of_sample']} at p50 {info['query_ms_p50']:.2f} ms).") in about
+    assert (f"({info['graph_candidates']} candidates per image): recall@10 {info['graph_recall_at_10']} on the "
+            f"same queries.") in about
+    assert cli_main(["info", str(hard_index)]) == 0
+    assert (f"; tuned for recall@10 >= 0.95 on images not in the index within 5 ms: met (recall@10 "
+            f"{info['recall_at_10_out_of_sample']}") in capsys.readouterr().out
+
+
+def test_a_target_out_of_reach_within_a_tiny_budget_is_recorded_as_not_met_and_said(tmp_path, monkeypatch):
+    monkeypatch.setattr(ann_build, "MAP_SAMPLE", 300)
+    real = tuning.tune_graph_candidates
+    monkeypatch.setattr(tuning, "tune_graph_candidates", lambda *a, **kw: real(*a, grid=(11,), **kw))
+    commit_vectors(tmp_path / "ix", features(HARD_N), target=0.999,
+                   method=ann_build.AnnMethod(latency_budget_ms=0.01))
+    col = Collection.open(tmp_path / "ix")
+    info = col.search_info()
+    assert info["target"] == 0.999 and info["met"] is False and info["latency_budget_ms"] == 0.01
+    assert "target 0.999 not reached within 0.01 ms" in info["reason"]
+    assert info["recall_at_10_out_of_sample"] < 0.999 and info["query_ms_p50"] > 0.01
+    # Still a working search, at the point reported (the fastest measured), not silently the defaults.
+    assert (col.search.index_.nprobe, col.search.candidates) == (info["n_probe"], info["candidates"])
+    about = col.search_summary()
+    assert (f"tuned for recall@10 >= 0.999 on images not in the index within 0.01 ms: NOT met, the best reached "
+            f"was recall@10 {info['recall_at_10_out_of_sample']} at p50 {info['query_ms_p50']:.2f} ms") in about
+    # The neighbour graph short of the target (11 candidates: 8-bit codes misorder some neighbours) says by how much.
+    assert info["graph_candidates"] == 11 and info["graph_met"] is False
+    assert (f"(11 candidates per image): recall@10 {info['graph_recall_at_10']} on the same queries, below the "
+            f"target 0.999 by {0.999 - info['graph_recall_at_10']:.3f}.") in about
+    assert "below the target 0.999 by" in col.search_summary(short=True)
+
+
+def test_an_update_that_degrades_recall_is_re_tuned_without_a_rebuild_and_one_that_does_not_keeps_the_point(
+        hard_index, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(ann_build, "MAP_SAMPLE", 300)
+    ix_dir = tmp_path / "ix"
+    shutil.copytree(hard_index, ix_dir)
+    old = store.load_index(ix_dir)
+    before = dict(old.meta["search"])
+    # 1,500 images from another distribution (another mixing of the latent factors): the old basis and cells
+    # fit them badly, so the recorded point loses recall; the update notices and re-tunes.
+    shifted = features(1500, seed=5)
+    new = commit_vectors(ix_dir, np.vstack([np.asarray(old.vectors), shifted]), old=old)
+    info = new.meta["search"]
+    assert info["drift"]["retuned"] is True and info["drift"]["recall_at_10_out_of_sample"] < 0.95
+    assert (info["drift"]["n_probe"], info["drift"]["candidates"]) == (before["n_probe"], before["candidates"])
+    assert info["reason"].startswith(f"recall@10 had drifted to {info['drift']['recall_at_10_out_of_sample']:.3f} "
+                                     f"< 0.95 on 200 rows left out after the update: re-tuned; ")
+    assert info["met"] is True and info["recall_at_10_out_of_sample"] >= 0.95
+    assert (info["n_probe"], info["candidates"]) != (before["n_probe"], before["candidates"])
+    assert info["incremental"] == {"added": 1500, "removed": 0, "graph_rows_recomputed": 1500,
+                                   "cells_retrained": False}  # no rebuild: the cells and old graph rows stay
+    col = Collection.open(ix_dir)
+    assert (col.search.index_.nprobe, col.search.candidates) == (info["n_probe"], info["candidates"])
+    vectors = np.asarray(new.vectors)
+    fresh = np.vstack([features(200, sample_seed=99), features(100, seed=5, sample_seed=98)])  # both, 2:1
+    assert fresh_recall(col.search, fresh, vectors) >= 0.95
+
+    # A small addition from the same distributions keeps the point: re-measured, not re-tuned.
+    third = commit_vectors(ix_dir, np.vstack([vectors, features(20, sample_seed=97)]), old=new)
+    kept = third.meta["search"]
+    assert kept["drift"]["retuned"] is False and kept["drift"]["recall_at_10_out_of_sample"] >= 0.95
+    assert (kept["n_probe"], kept["candidates"], kept["graph_candidates"]) == \
+        (info["n_probe"], info["candidates"], info["graph_candidates"])
+    assert kept["met"] is True and "after the update, at the recorded point" in kept["reason"]
+    assert kept["tuning"] == info["tuning"]  # how the point was chosen, as recorded when it was
+
+
+def test_a_new_recall_target_re_tunes_an_unchanged_index_and_is_then_remembered(photos, tmp_path):
+    ix_dir = tmp_path / "ix"
+    model = VectorModel()
+    run(photos, ix_dir, model)
+    assert store.load_index(ix_dir).meta["search"]["target"] == 0.95
+    report = run(photos, ix_dir, model, recall_target=0.99)
+    assert report.committed and model.calls == 2  # no image extracted again (the first run made 2 calls)
+    info = store.load_index(ix_dir).meta["search"]
+    assert info["target"] == 0.99 and info["incremental"]["added"] == 0
+    assert info["met"] == (info["recall_at_10_out_of_sample"] >= 0.99)
+    assert not run(photos, ix_dir, model).committed  # no --recall: the recorded target stands, nothing to do
+    make_photo(photos / "g0" / "zz.jpg", seed=77, size=(48, 40))
+    run(photos, ix_dir, model)
+    assert store.load_index(ix_dir).meta["search"]["target"] == 0.99
+    with pytest.raises(ImgsimError, match=r"--recall 1.5 is not a recall: give a value above 0 and at most 1"):
+        run(photos, ix_dir, model, recall_target=1.5)
+
+
+def test_the_cli_passes_recall_to_the_build_and_refuses_a_value_that_is_not_a_recall(photos, tmp_path, capsys,
+                                                                                     monkeypatch):
+    from imgsim.build import BuildReport
+
+    seen = {}
+
+    def build(src, ix, config, **kw):
+        seen["config"] = config
+        return BuildReport(ix, src)
+
+    monkeypatch.setattr("imgsim.cli.build_index", build)
+    assert cli_main(["index", str(photos), "--index", str(tmp_path / "ix"), "--recall", "0.9", "--quiet"]) == 0
+    assert seen["config"].recall_target == 0.9
+    cli_main(["index", str(photos), "--index", str(tmp_path / "ix"), "--quiet"])
+    assert seen["config"].recall_target is None  # the index's own target, else 0.95
+    assert cli_main(["index", str(photos), "--index", str(tmp_path / "ix"), "--recall", "0"]) != 0
+    assert "--recall 0.0 is not a recall: give a value above 0 and at most 1, such as 0.95." in capsys.readouterr().err
+
+
+def test_an_index_recorded_before_tuning_opens_at_the_old_defaults_says_what_it_did_and_is_tuned_on_update(
+        photos, tmp_path):
+    ix_dir = tmp_path / "ix"
+    run(photos, ix_dir, VectorModel())
+    ix = store.load_index(ix_dir)
+    meta_path = ix_dir / ix.generation / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    for key in ("recall_at_10_out_of_sample", "target", "latency_budget_ms", "met", "reason", "query_ms_p50",
+                "query_ms_p99", "graph_candidates", "graph_met", "tuning"):
+        meta["search"].pop(key)
+    meta["search"].update(n_probe=1, candidates=100)  # as the fixed point was recorded (24 probed, clamped to 1 cell)
+    meta_path.write_text(json.dumps(meta))
+    col = Collection.open(ix_dir)
+    info = col.search_info()
+    assert (col.search.index_.nprobe, col.search.candidates) == (1, 100)
+    assert col.search_summary(short=True) == (
+        f"approximate ({info['engine']}, {info['n_lists']} lists, 1 probed, 100 re-ranked exactly); recall@10 "
+        f"vs exact {info['recall_at_10']} on {info['queries']} queries measured at build time; neighbour graph "
+        f"recall@10 {info['graph_recall_at_10']}")
+    assert col.search_summary().endswith(
+        f"measured at build time on {info['queries']} sample queries: {info['recall_at_10']}. Distances shown are "
+        f"always exact. The neighbour graph behind Duplicates and Odd ones out (fewer candidates per image): "
+        f"recall@10 {info['graph_recall_at_10']} on the same queries.")
+    make_photo(photos / "g0" / "zz.jpg", seed=77, size=(48, 40))
+    run(photos, ix_dir, VectorModel())
+    after = store.load_index(ix_dir).meta["search"]
+    # Re-measured at the recorded point (100 candidates of 61 images: every one re-ranked, so exact) and kept,
+    # with the graph's candidates of its time for the rows recomputed; now recorded with the target.
+    assert after["drift"] == {"recall_at_10_out_of_sample": 1.0, "queries": 61, "n_probe": 1, "candidates": 100,
+                              "retuned": False}
+    assert after["target"] == 0.95 and after["met"] is True and after["graph_candidates"] == ann_build.GRAPH_CANDIDATES
+    assert after["tuning"] is None  # this point was never tuned: nothing recorded pretends it was

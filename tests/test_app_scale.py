@@ -56,7 +56,7 @@ def test_about_panel_names_the_search_method_and_measured_recall(ann_index_witho
     assert "Distances shown are always exact." in text
     graph = Collection.open(ann_index_without_files).search_info()["graph_recall_at_10"]
     assert 0.9 <= graph <= 1.0
-    assert (f"The neighbour graph behind Duplicates and Odd ones out (fewer candidates per image): recall@10 "
+    assert (f"The neighbour graph behind Duplicates and Odd ones out (40 candidates per image): recall@10 "
             f"{graph} on the same queries.") in text
 
 

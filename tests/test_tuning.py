@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imgsim.search import ann_build, tuning
+from imgsim.search import ann_build, choose_method, tuning
 from imgsim.search.ann import AnnSearch, exact_kneighbors, recall_at_k
 from imgsim.search.exact import ExactSearch
 from imgsim.search.projection import PCAProjection
@@ -144,7 +144,7 @@ def test_the_neighbour_graph_gets_the_candidates_that_reach_the_target_or_report
 def test_small_collections_keep_exact_search_with_nothing_to_tune(collection):
     x, fresh, _ = collection
     small = x[:2000]
-    assert ann_build.choose_method(None, None, len(small)) == ("exact", "auto")
+    assert choose_method(None, None, len(small)) == ("exact", "auto")
     search = ExactSearch().fit(small, PCAProjection(n_components=64).fit(small))
     point = tuning.tune_operating_point(search, small, TARGET)
     assert point.method == "exact" and point.met and point.n_probe is None and point.recall_out_of_sample == 1.0

@@ -26,6 +26,8 @@ METHODS = {"exact": "imgsim.search.exact:ExactMethod", "ann": "imgsim.search.ann
 ANN_THRESHOLD = 50_000
 #: Neighbours stored per image: enough for the duplicate histogram and the quality check.
 GRAPH_K = 10
+#: recall@10 on queries not in the index that approximate search is tuned to keep (``index --recall``).
+RECALL_TARGET = 0.95
 
 
 @dataclass(frozen=True)
@@ -73,13 +75,15 @@ class SearchMethod(Protocol):
     #: Files besides arrays that each generation of this method holds (kept when the vectors are).
     files: tuple[str, ...]
 
-    def derive(self, writer: GenerationWriter, progress: ProgressFn, chosen: str) -> dict:
-        """Every derived array for the vectors being written, from scratch; returns the metadata to record."""
+    def derive(self, writer: GenerationWriter, progress: ProgressFn, chosen: str,
+               target: float | None = None) -> dict:
+        """Every derived array for the vectors being written, from scratch; returns the metadata to record.
+        ``target``: the recall@10 an approximate method is tuned for (default :data:`RECALL_TARGET`)."""
 
     def update(self, writer: GenerationWriter, progress: ProgressFn, chosen: str, old: Index,
-               sources: list) -> dict:
+               sources: list, target: float | None = None) -> dict:
         """The same from the previous generation ``old`` (``sources[i]``: the old row new row ``i`` keeps,
-        else a new vector), reusing what the method can."""
+        else a new vector), reusing what the method can; ``target`` defaults to the one ``old`` records."""
 
     def open(self, index: Index) -> Search:
         """The search of a loaded generation built by this method."""
@@ -115,6 +119,13 @@ def choose_method(asked: str | None, old_meta: dict | None, count: int) -> tuple
     if search.get("chosen") == "asked":
         return search.get("asked", search["method"]), "asked"  # "asked": ann asked on an empty collection
     return ("ann" if count > ANN_THRESHOLD else "exact"), "auto"
+
+
+def retune_asked(meta: dict, target: float | None) -> bool:
+    """Whether recall ``target`` asks a generation for new tuning: its approximate search was tuned for another
+    target (or, built before tuning, for none). Exact search has nothing to tune."""
+    search = meta.get("search") or {}
+    return target is not None and recorded_method(meta) != "exact" and search.get("target") != target
 
 
 def open_search(index: Index) -> Search:

@@ -6,7 +6,8 @@ the basis (queries get 0 there), so the IVF distance is ``|P(x-q)|^2 + |R x|^2``
 true distance when residuals are uncorrelated (PCA coordinates alone rank near-equidistant points badly); their exact Euclidean distances are then computed from the memory-mapped full vectors, so every
 distance shown is exact and only the *set* of neighbours is approximate. Rows are addressed in the IVF
 index by a stable key (``keys_[row]``), so an incremental update removes and adds keys instead of
-rebuilding. Recall against exact search is measured, never assumed: :func:`recall_at_k`.
+rebuilding. Recall against exact search is measured, never assumed: :func:`recall_at_k`, and
+:mod:`imgsim.search.tuning` chooses the operating point that keeps a target.
 """
 
 from __future__ import annotations
@@ -288,22 +289,3 @@ def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
     hits = [len(set(a.tolist()) & set(e.tolist())) / len(e) for a, e in zip(np.asarray(approx), exact)]
     return float(np.mean(hits))
 
-
-def measure_recall(search: AnnSearch, vectors: np.ndarray, k: int = 10, queries: int = 100,
-                   random_state: int = 0, graph: np.ndarray | None = None) -> dict:
-    """recall@k of ``search`` against brute force on a sample of indexed rows (each row's own vector); with the
-    stored neighbour ``graph`` (rows' k nearest others), its recall too, from the same brute-force pass."""
-    n = len(vectors)
-    m = min(queries, n)
-    rows = np.sort(np.random.default_rng(random_state).choice(n, m, replace=False)) if m else np.zeros(0, int)
-    if m == 0:
-        return {"recall_at_10": None, "queries": 0, "k": k}
-    q = np.asarray(vectors[rows], dtype=np.float32)
-    truth = exact_kneighbors(vectors, q, k + 1)
-    found = search.kneighbors(q, k)
-    out = {"recall_at_10": round(recall_at_k(found.indices, truth.indices[:, :k]), 4), "queries": int(m), "k": int(k)}
-    if graph is not None and len(graph) == n and n > 1:
-        stored = np.asarray(graph)[rows][:, :k]
-        others = [[j for j in row if j != r][:stored.shape[1]] for r, row in zip(rows.tolist(), truth.indices.tolist())]
-        out["graph_recall_at_10"] = round(recall_at_k(stored, np.array(others)), 4)
-    return out

@@ -253,12 +253,14 @@ class ExactMethod:
     name = "exact"
     files: tuple[str, ...] = ()
 
-    def derive(self, writer: GenerationWriter, progress: ProgressFn, chosen: str) -> dict:
-        """Projection, neighbour graph and map for the vectors being written."""
+    def derive(self, writer: GenerationWriter, progress: ProgressFn, chosen: str,
+               target: float | None = None) -> dict:
+        """Projection, neighbour graph and map for the vectors being written (every answer is exact: no
+        ``target`` to tune for)."""
         return dict(derive_arrays(writer, progress), search={"method": "exact", "chosen": chosen})
 
     def update(self, writer: GenerationWriter, progress: ProgressFn, chosen: str, old: Index,
-               sources: list) -> dict:
+               sources: list, target: float | None = None) -> dict:
         """The same as :meth:`derive`: every exact array depends on every vector."""
         return self.derive(writer, progress, chosen)
 

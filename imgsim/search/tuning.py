@@ -20,9 +20,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from imgsim.search import RECALL_TARGET
 from imgsim.search.ann import AnnSearch, exact_kneighbors, query_coords, recall_at_k
 
-DEFAULT_TARGET = 0.95
 #: p50 of one query (projection, IVF scan, exact re-rank) that an operating point may cost.
 LATENCY_BUDGET_MS = 5.0
 #: Re-ranked candidates tried per query; each gets its own faiss exploration of ``n_probe``.
@@ -125,8 +125,10 @@ EXACT = "exact search: every query compares all vectors, nothing to tune"
 
 
 def held_out(search: AnnSearch, vectors: np.ndarray, rows: np.ndarray, k: int = 10) -> HeldOut:
-    """Rows as held-out queries: their exact neighbours with and without themselves, and their IVF coords."""
+    """Rows as held-out queries: their exact neighbours with and without themselves, and their IVF coords
+    (``k`` clamped to the other rows there are)."""
     rows = np.sort(np.asarray(rows, dtype=np.int64))
+    k = max(0, min(int(k), len(vectors) - 1))
     q = np.asarray(vectors[rows], dtype=np.float32)
     truth = exact_kneighbors(vectors, q, k + 1).indices
     # A row's exact duplicate may tie with it at distance 0: drop the row itself, wherever it sits.
@@ -141,6 +143,19 @@ def held_out_recall(search: AnnSearch, vectors: np.ndarray, sample: HeldOut) -> 
     left_out = search.kneighbors_rows(sample.rows, sample.k, exclude_self=True)
     found = search.kneighbors(np.asarray(vectors[sample.rows], dtype=np.float32), sample.k)
     return recall_at_k(left_out.indices, sample.others), recall_at_k(found.indices, sample.nearest)
+
+
+def measure_recall(search: AnnSearch, vectors: np.ndarray, sample: HeldOut, graph: np.ndarray | None = None
+                   ) -> dict:
+    """What a generation records of its search, measured on ``sample``'s rows: recall@k of self-queries
+    (``recall_at_10``), of the same rows left out (``recall_at_10_out_of_sample``: queries not in the index)
+    and of the stored neighbour ``graph`` (rows' k nearest others), against brute force."""
+    left_out, self_query = held_out_recall(search, vectors, sample)
+    out = {"recall_at_10": round(self_query, 4), "recall_at_10_out_of_sample": round(left_out, 4),
+           "queries": len(sample.rows), "k": sample.k}
+    if graph is not None and len(sample.rows):
+        out["graph_recall_at_10"] = round(recall_at_k(np.asarray(graph)[sample.rows][:, :sample.k], sample.others), 4)
+    return out
 
 
 def query_latency_ms(search: AnnSearch, queries: np.ndarray, k: int = 10) -> tuple[float, float]:
@@ -276,8 +291,8 @@ def held_out_samples(search: AnnSearch, vectors: np.ndarray, tune_queries: int =
     return tuple(HeldOut(both.rows[m], both.others[m], both.nearest[m], both.coords[m]) for m in (pick, ~pick))
 
 
-def _too_few_rows(search: AnnSearch, k: int) -> bool:
-    # Samples of a handful of rows measure nothing; re-ranking every row answers exactly instead.
+def too_few_to_tune(search: AnnSearch, k: int = 10) -> bool:
+    """Whether ``search`` holds too few rows to sample: re-ranking every row answers exactly instead."""
     return search.n < 4 * (k + 1)
 
 
@@ -286,7 +301,7 @@ def nothing_to_tune(target: float, latency_budget_ms: float = LATENCY_BUDGET_MS)
     return OperatingPoint("exact", None, None, target, latency_budget_ms, 1.0, 1.0, None, None, True, EXACT)
 
 
-def tune_operating_point(search, vectors: np.ndarray, target: float = DEFAULT_TARGET,
+def tune_operating_point(search, vectors: np.ndarray, target: float = RECALL_TARGET,
                          latency_budget_ms: float = LATENCY_BUDGET_MS, k: int = 10,
                          candidate_grid: tuple[int, ...] = CANDIDATE_GRID, tune_queries: int = TUNE_QUERIES,
                          verify_queries: int = VERIFY_QUERIES, latency_queries: int = LATENCY_QUERIES,
@@ -300,7 +315,7 @@ def tune_operating_point(search, vectors: np.ndarray, target: float = DEFAULT_TA
     if not isinstance(search, AnnSearch):
         return nothing_to_tune(target, latency_budget_ms)
     n = search.n
-    if _too_few_rows(search, k):
+    if too_few_to_tune(search, k):
         set_operating_point(search, search.index_.nlist, max(n, 1))
         return OperatingPoint("ann", int(search.index_.nlist), max(n, 1), target, latency_budget_ms, 1.0, 1.0,
                               None, None, True, f"{n} rows: every row is re-ranked exactly, nothing to tune")
@@ -397,27 +412,39 @@ def _best_within_budget(ladders: dict[int, list[Rung]], timed, budget_ms: float,
     return min((p for p in explored if p["recall_tuning"] is not None), key=lambda p: p["query_ms_p50"])
 
 
-def retune_if_drifted(search, vectors: np.ndarray, target: float = DEFAULT_TARGET, sample: int = 200,
-                      k: int = 10, random_state: int = 1, **tune) -> DriftCheck:
-    """Re-measure recall@k with ``sample`` rows left out; re-tune (no rebuild) only when it fell below
-    ``target``. ``tune`` passes on to :func:`tune_operating_point`."""
+def random_held_out(search: AnnSearch, vectors: np.ndarray, count: int, k: int = 10, random_state: int = 1
+                    ) -> HeldOut:
+    """``count`` random rows (all of them in a smaller collection) as held-out queries."""
+    return held_out(search, vectors, _split(search.n, (count,), random_state)[0], k)
+
+
+def retune_if_drifted(search, vectors: np.ndarray, target: float = RECALL_TARGET, sample: int = 200,
+                      k: int = 10, random_state: int = 1, check: HeldOut | None = None, **tune) -> DriftCheck:
+    """Re-measure recall@k with ``sample`` rows left out (or the rows of ``check``); re-tune (no rebuild) only
+    when it fell below ``target``, on other rows, and report the new point's recall on the checked ones.
+    ``tune`` passes on to :func:`tune_operating_point`."""
     if not isinstance(search, AnnSearch):
         return DriftCheck(target, None, None, 1.0, 0, retuned=False, point=nothing_to_tune(target))
-    if _too_few_rows(search, k):
+    if too_few_to_tune(search, k):
         return DriftCheck(target, int(search.index_.nprobe), int(search.candidates), 1.0, 0, retuned=True,
                           point=tune_operating_point(search, vectors, target, k=k, **tune))
-    check = held_out(search, vectors, _split(search.n, (sample,), random_state)[0], k)
+    if check is None:
+        check = random_held_out(search, vectors, sample, k, random_state)
     left_out = search.kneighbors_rows(check.rows, k, exclude_self=True)
     recall = recall_at_k(left_out.indices, check.others)
     out = DriftCheck(target, int(search.index_.nprobe), int(search.candidates), round(recall, 4),
                      len(check.rows), retuned=False)
     if recall < target:
         out.retuned = True
-        out.point = tune_operating_point(search, vectors, target, k=k, random_state=random_state + 1, **tune)
+        # Tuned on rows outside the check, verified on it: the recall reported is of rows it was not tuned on.
+        rest = np.setdiff1d(np.arange(search.n), check.rows)
+        pick = _split(len(rest), (min(tune.pop("tune_queries", TUNE_QUERIES), len(rest)),), random_state + 1)[0]
+        samples = (held_out(search, vectors, rest[pick], k), check)
+        out.point = tune_operating_point(search, vectors, target, k=k, samples=samples, **tune)
     return out
 
 
-def tune_graph_candidates(search, vectors: np.ndarray, target: float = DEFAULT_TARGET, k: int = 10,
+def tune_graph_candidates(search, vectors: np.ndarray, target: float = RECALL_TARGET, k: int = 10,
                           grid: tuple[int, ...] = GRAPH_CANDIDATE_GRID, tune_queries: int = TUNE_QUERIES,
                           verify_queries: int = VERIFY_QUERIES, random_state: int = 2,
                           samples: tuple[HeldOut, HeldOut] | None = None) -> GraphPoint:
@@ -426,7 +453,7 @@ def tune_graph_candidates(search, vectors: np.ndarray, target: float = DEFAULT_T
     largest count tried and its shortfall. Measured again on other rows than it was chosen on."""
     if not isinstance(search, AnnSearch):
         return GraphPoint(None, None, target, 1.0, True, EXACT)
-    if _too_few_rows(search, k):
+    if too_few_to_tune(search, k):
         return GraphPoint(max(search.n, 1), int(search.index_.nprobe), target, 1.0, True,
                           f"{search.n} rows: every row is re-ranked exactly, nothing to tune")
     faiss = _faiss()
