@@ -99,3 +99,25 @@ def test_a_lite0_build_and_a_lite0_upload_decode_with_its_bicubic_filter(tmp_pat
     np.testing.assert_allclose(stored, fixture_path, atol=1e-5)
     nearest = model.embed(decode.model_input(data, resample="nearest")[None])[0]
     assert float(np.abs(stored - nearest).max()) > 1e-3  # the filter shows in the vector: this test can fail
+
+
+def test_a_resnet50_run_without_weights_names_the_offline_backbone_and_switches_to_nothing(capsys, monkeypatch,
+                                                                                            photo_dir, tmp_path):
+    """The CLI never changes model by itself: it fails with the weights message plus the Lite0 alternative."""
+    from imgsim.models import native
+    from imgsim.models.resnet50 import WEIGHTS_FILE, keras_cache_path
+    from imgsim.store.generations import index_exists
+
+    keras = native.import_keras()
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty-keras-home"))
+    monkeypatch.delenv("IMGSIM_WEIGHTS", raising=False)
+    monkeypatch.setattr(keras.utils, "get_file",
+                        lambda *a, **k: (_ for _ in ()).throw(Exception("URL fetch failure: offline")))
+    assert main(["index", str(photo_dir), "--index", str(tmp_path / "ix"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: ImageNet weights for ResNet50 are not available: {keras_cache_path()} does not "
+                          "exist and the download failed (")
+    assert (f"(CLI) or set IMGSIM_WEIGHTS=/path/to/{WEIGHTS_FILE} (app),\n"
+            "or index with EfficientNet-Lite0, which is installed with imgsim and works offline: "
+            "--backbone efficientnet-lite0.\n\nTo try imgsim without real weights") in err
+    assert "Traceback" not in err and not index_exists(tmp_path / "ix")
