@@ -201,10 +201,10 @@ def model_view(index_dir: str, generation: str, source: int | bytes):
     upload with the bounded-memory decoder every upload goes through."""
     from PIL import Image
 
-    if isinstance(source, bytes):
-        return Image.fromarray(decode.upload_model_input(source))
     col = open_collection(index_dir, generation)
-    return Image.fromarray(decode.model_input(decode.read_bytes(col.image_path(int(source)))))
+    if isinstance(source, bytes):
+        return Image.fromarray(decode.upload_model_input(source, resample=col.resample))
+    return Image.fromarray(decode.model_input(decode.read_bytes(col.image_path(int(source))), resample=col.resample))
 
 
 # --- the collection's structure -------------------------------------------------------------------------------------

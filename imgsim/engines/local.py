@@ -25,12 +25,14 @@ class LocalEngine:
         """``model_factory`` replaces the model built for the settings' backbone."""
         self.model_factory = model_factory
         self.extractor: Backbone | None = None
+        self.resample = ""
 
     def start(self, settings: ExtractSettings) -> Started:
         started = time.perf_counter()
         import_keras()  # timed on its own: often the largest fixed cost of a small run
         imported = time.perf_counter()
         self.extractor = ex = self._model(settings)
+        self.resample = settings.resample
         timings = {"import Keras/TensorFlow": imported - started,
                    **(getattr(ex, "timings", None) or {"model build": time.perf_counter() - imported})}
         return Started(ex.weights, ex.pooling, ex.device, ex.batch_size, getattr(ex, "runtime", ""),
@@ -48,7 +50,7 @@ class LocalEngine:
         side: dict[str, tuple[str, bytes]] = {}
 
         def load(f: ImageFile):
-            got = decode_file(f, known_sha256.get(f.rel))
+            got = decode_file(f, known_sha256.get(f.rel), self.resample)
             if isinstance(got, Unchanged):
                 return got
             sha, thumb, pixels = got

@@ -20,8 +20,9 @@ import numpy as np
 from imgsim.discover import ImageFile
 from imgsim.engines.base import Embedded, ExtractSettings, Outcome, Started, Unchanged, decode_file
 from imgsim.errors import ImgsimError, SkipReason
-from imgsim.models.resnet50 import POOLINGS, ResNet50Backbone, default_batch_size, resolve_weights
-from imgsim.models.weights import Weights
+from imgsim.models.base import Backbone, BackboneSpec, make_backbone
+from imgsim.models.embedding import default_batch_size
+from imgsim.models.weights import ResolvedWeights, Weights
 
 INSTALL_HINT = "python -m pip install -r requirements-ray.txt   (that is: pip install 'ray[data]>=2.40,<3')"
 _PACKAGE_DIR = str(Path(__file__).resolve().parents[1])  # the imgsim package, shipped to Ray workers
@@ -39,13 +40,14 @@ def import_ray() -> Any:
     return ray
 
 
-def _decode_row(row: dict[str, Any]) -> dict[str, Any]:
-    """Ray task: one file to the model's input, or to a typed skip / "unchanged" (failures are values)."""
+def _decode_row(row: dict[str, Any], resample: str) -> dict[str, Any]:
+    """Ray task: one file to the model's input (squashed with the backbone's ``resample`` filter), or to a typed
+    skip / "unchanged" (failures are values)."""
     f = ImageFile(row["rel"], Path(row["path"]), int(row["size"]), int(row["mtime_ns"]))
     out = {"rel": row["rel"], "status": "ok", "sha256": "", "thumb": b"", "reason": "", "detail": "",
            "pixels": _BLANK}
     try:
-        got = decode_file(f, row["known"] or None)
+        got = decode_file(f, row["known"] or None, resample)
     except ImgsimError as exc:
         reason = getattr(exc, "reason", None)
         if reason is None:
@@ -60,23 +62,37 @@ def _decode_row(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _build(spec: BackboneSpec, weights: Weights, pooling: str, batch_size: int | None, runtime: str | None,
+           precision: str | None) -> tuple[Backbone | None, str]:
+    """The backbone's model, or ``(None, message)``: a failure on a worker is kept as a value and sent back, as
+    raised Ray would only show the driver an ActorDiedError (or RayTaskError) traceback instead of the message
+    that says what to do."""
+    try:
+        return make_backbone(spec, weights, pooling, batch_size, runtime=runtime, precision=precision), ""
+    except ImgsimError as exc:
+        return None, str(exc)
+
+
+def _resolve(spec: BackboneSpec, weights: Weights, pooling: str, runtime: str | None,
+             precision: str | None) -> tuple[ResolvedWeights | None, str | None, str]:
+    """Ray task: ``(weights, preset, "")`` as a worker resolves them for this backbone (by building its model
+    once), or ``(None, None, message)``: the driver builds no model, and only a backbone knows how its weights
+    resolve."""
+    model, error = _build(spec, weights, pooling, 1, runtime, precision)
+    return (None, None, error) if model is None else (model.weights, getattr(model, "preset", None), "")
+
+
 class _Embedder:
     """Ray actor: one model per actor, built once; embeds the decoded rows of each batch."""
 
-    def __init__(self, weights: Weights, pooling: str, batch_size: int, identity: str, runtime: str | None,
-                 precision: str | None):
-        # A failure here is kept as a value and sent back with the rows: raised, Ray Data would only show
-        # the driver an ActorDiedError traceback instead of the message that says what to do.
-        self.extractor: ResNet50Backbone | None = None
-        self.dims = POOLINGS[pooling]
-        self.error = ""
-        try:
-            self.extractor = ResNet50Backbone(weights, pooling, batch_size, runtime=runtime, precision=precision)
-            if self.extractor.weights.identity != identity:
-                raise ImgsimError(f"The weights on this Ray node ({self.extractor.weights.identity}) differ from the "
-                                  f"driver's ({identity}): every node must read the same weights file.")
-        except ImgsimError as exc:
-            self.extractor, self.error = None, str(exc)
+    def __init__(self, spec: BackboneSpec, weights: Weights, pooling: str, batch_size: int, identity: str,
+                 runtime: str | None, precision: str | None):
+        self.dims = spec.capabilities.poolings[pooling]
+        self.extractor, self.error = _build(spec, weights, pooling, batch_size, runtime, precision)
+        if self.extractor is not None and self.extractor.weights.identity != identity:
+            self.extractor, self.error = None, (
+                f"The weights on this Ray node ({self.extractor.weights.identity}) differ from the driver's "
+                f"({identity}): every node must read the same weights file.")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = np.asarray(batch["status"]) == "ok"
@@ -119,9 +135,6 @@ class RayEngine:
         self._started_ray = False
 
     def start(self, settings: ExtractSettings) -> Started:
-        if settings.backbone.backbone_class is not ResNet50Backbone:  # the actors build the reference model only
-            raise ImgsimError(f"--engine {self.name} runs the resnet50 backbone only; index {settings.backbone.spec} "
-                              "with the local engine.")
         t0 = time.perf_counter()
         ray = import_ray()
         if not ray.is_initialized():
@@ -136,20 +149,26 @@ class RayEngine:
                 raise ImgsimError(f"Could not {what}: {exc}") from None
             self._started_ray = True
         t1 = time.perf_counter()
-        weights = resolve_weights(settings.weights)
+        weights, preset, error = ray.get(ray.remote(_resolve).options(num_cpus=0.5).remote(
+            settings.backbone, settings.weights, settings.pooling, settings.runtime, settings.precision))
+        if weights is None:
+            raise ImgsimError(error)
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
         device = "GPU" if gpus else "CPU"
         batch_size = settings.batch_size or default_batch_size(device, settings.precision or "float32")
         self._settings = ExtractSettings(settings.weights, settings.pooling, batch_size, settings.runtime,
-                                         settings.precision)
+                                         settings.precision, settings.backbone)
         self._identity = weights.identity
         self._gpus = gpus
         self._cpus = float(resources.get("CPU", 1))
         where = f"{self._cpus:g} CPU" + (f", {gpus} GPU" if gpus else "")
+        capabilities = settings.backbone.capabilities
         return Started(weights, settings.pooling, f"{device} (Ray: {where})", batch_size,
-                       f"Ray Data actors ({settings.runtime or 'auto'} runtime)", settings.precision or "float32",
-                       {"start Ray": t1 - t0, "resolve weights": time.perf_counter() - t1}, POOLINGS[settings.pooling])
+                       f"Ray Data actors ({settings.runtime or 'auto'} runtime)" if capabilities.runtimes
+                       else "Ray Data actors", settings.precision or "float32",
+                       {"start Ray": t1 - t0, "resolve weights": time.perf_counter() - t1},
+                       capabilities.poolings[settings.pooling], preset)
 
     def _pool(self) -> tuple[int, float, float]:
         """(actors, CPUs per actor, GPUs per actor) for this cluster."""
@@ -180,14 +199,14 @@ class RayEngine:
         ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4 * int(self._cpus))))
         # Half a CPU per decode task: unlike the actors' resources, so Ray Data keeps decoding in its own
         # CPU tasks instead of fusing it into the model actors (which would leave a GPU waiting on JPEGs).
-        ds = ds.map(_decode_row, num_cpus=0.5)
+        ds = ds.map(_decode_row, num_cpus=0.5, fn_kwargs={"resample": s.resample})
         ds = ds.map_batches(_Embedder, batch_size=s.batch_size, batch_format="numpy",
                             compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=actor_cpus,
                             num_gpus=actor_gpus or None,
-                            fn_constructor_kwargs={"weights": s.weights, "pooling": s.pooling,
+                            fn_constructor_kwargs={"spec": s.backbone, "weights": s.weights, "pooling": s.pooling,
                                                    "batch_size": s.batch_size, "identity": self._identity,
                                                    "runtime": s.runtime, "precision": s.precision})
-        dims = POOLINGS[s.pooling]
+        dims = s.backbone.capabilities.poolings[s.pooling]
         for batch in ds.iter_batches(batch_size=s.batch_size, batch_format="numpy"):
             for i, rel in enumerate(batch["rel"]):
                 f = by_rel[str(rel)]

