@@ -3,6 +3,9 @@ clusters, odd ones out."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -154,3 +157,28 @@ def test_why_in_avg_mode_loads_the_model_and_matches_cells(app_env, avg_index, e
     page = texts(at)
     assert "Each cell of the first image is matched with its most similar cell of the second" in page
     assert "how well each cell of the query matches its best cell in the result" in page
+
+
+def _chart_configs(at) -> list[dict]:
+    """The Plotly.js config of every chart on the page: st.plotly_chart's and the map component's."""
+    configs = [json.loads(el.proto.config) for el in at.get("plotly_chart")]
+    configs += [json.loads(el.proto.json)["config"] for el in at.get("bidi_component")
+                if el.proto.component_name == "imgsim_map" and "config" in json.loads(el.proto.json)]
+    return configs
+
+
+def test_no_chart_offers_a_button_that_talks_to_an_outside_service(app_env):
+    """Plotly.js 3's mode bar shows "Share chart…" (an upload to Plotly Cloud) unless told not to."""
+    seen = 0
+    for tab in ("Search", "Map", "Clusters", "Duplicates"):
+        at = new_app(tab=tab).run()
+        assert not at.exception
+        for config in _chart_configs(at):
+            seen += 1
+            assert config["showSendToCloud"] is False and config["plotlyServerURL"] == "", (tab, config)
+            assert config["displaylogo"] is False and config.get("showLink") is not True, (tab, config)
+            assert {"sendChartToCloud", "sendDataToCloud"} <= set(config["modeBarButtonsToRemove"]), (tab, config)
+    assert seen >= 4  # the search map, the full map, the clusters' map, the duplicates' histogram
+    # The map component draws with the config it is given, none of its own.
+    assert "Plotly.react(plot, base.data.concat(JSON.parse(data.overlay).data || []), base.layout, data.config)" in (
+        Path(__file__).resolve().parents[1] / "static" / "imgsim_map.js").read_text()

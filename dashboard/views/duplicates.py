@@ -41,7 +41,8 @@ def duplicates(col: Collection, index_dir: Path, generation: str) -> None:
             st.download_button("Download groups as CSV", lambda: export.groups_csv(col.paths, groups, threshold),
                                file_name="imgsim-duplicates.csv", mime="text/csv", on_click="ignore")
     with right:
-        st.plotly_chart(charts.distance_histogram(nearest, threshold), width="stretch", key="dup_hist")
+        st.plotly_chart(charts.distance_histogram(nearest, threshold), width="stretch", key="dup_hist",
+                        config=charts.plotly_config())
     for number, g in enumerate(groups[:GROUPS], start=1):
         st.markdown(f"**Group {number}** · {len(g.rows)} images")
         nearest_of = dict(zip(g.rows[:PER_GROUP], g.nearest[:PER_GROUP]))
