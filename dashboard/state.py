@@ -14,6 +14,7 @@ import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from imgsim.collection import Collection
+from imgsim.serving.policy import MAX_EXAMPLES
 
 # --- URL parameters of a shared link: ?q=&not=&k=&t=&tab=&text= ---------------------------------------------
 URL_QUERY = "q"  # the image query; several (with or without URL_NOT) make a more-like-these query
@@ -29,6 +30,7 @@ QUERY_PATH = "query_path"  # this session's image query (None: none), else the l
 QUERY_FROM_LINK = "query_from_link"  # whether QUERY_PATH came from the link
 QUERY_ROW = "query_row"  # QUERY_PATH's row in the generation drawn last; derived again on every rerun
 MORE_LIKE = "more_like"  # {"q": [path, ...], "not": [path, ...]} or None
+MORE_LIKE_CUT = "more_like_cut"  # the note saying that a more-like-these query was cut to MAX_EXAMPLES, or None
 TEXT_OVER_ROW = "text_over_row"  # the image query a description replaced (picking another clears the text)
 UPLOAD_KEY = "upload_key"  # bumped to clear the uploader (its key changes)
 ML_KEY = "ml_key"  # bumped to reset the more-like-these picker
@@ -144,19 +146,36 @@ class Examples:
 
 def _clear_more_like() -> None:
     st.session_state[MORE_LIKE] = None
+    st.session_state[MORE_LIKE_CUT] = None
     if URL_NOT in st.query_params:
         del st.query_params[URL_NOT]
 
 
+def _examples(positives: list[str], negatives: list[str]) -> tuple[list[str], list[str], str | None]:
+    """Each side without repeats, at most MAX_EXAMPLES long, and the note saying what was cut (or None)."""
+    positives = list(dict.fromkeys(positives))
+    negatives = [p for p in dict.fromkeys(negatives) if p not in set(positives)]
+    cut = [f"{len(side):,} images to {what}" for side, what in ((positives, "look like"), (negatives, "avoid"))
+           if len(side) > MAX_EXAMPLES]
+    note = (f"More like these uses at most {MAX_EXAMPLES} images to look like and {MAX_EXAMPLES} to avoid: of "
+            f"{' and '.join(cut)}, the first {MAX_EXAMPLES} are used.") if cut else None
+    return positives[:MAX_EXAMPLES], negatives[:MAX_EXAMPLES], note
+
+
+def examples_cut() -> str | None:
+    """The note saying that the more-like-these query was cut to MAX_EXAMPLES images a side, or None."""
+    return st.session_state.get(MORE_LIKE_CUT)
+
+
 def set_more_like(col: Collection, positives: list[str], negatives: list[str]) -> None:
     """Make several images (and images to avoid) the query, relative paths also in the URL; rerun the page."""
-    positives = list(dict.fromkeys(positives))
-    negatives = [p for p in dict.fromkeys(negatives) if p not in positives]
+    positives, negatives, cut = _examples(positives, negatives)
     if len(positives) == 1 and not negatives:
         row = col.index.row_of(positives[0])
         if row is not None:
             set_query_row(col, row)
     st.session_state[MORE_LIKE] = {"q": positives, "not": negatives}
+    st.session_state[MORE_LIKE_CUT] = cut
     st.session_state[QUERY_ROW] = None
     st.session_state[QUERY_PATH] = None  # the one-image query gives way to these
     st.query_params[URL_QUERY] = positives
@@ -169,11 +188,19 @@ def set_more_like(col: Collection, positives: list[str], negatives: list[str]) -
 
 
 def more_like_paths() -> tuple[list[str], list[str]] | None:
-    """(paths to look like, paths to avoid) of a more-like-these query, or None; a link with several ``q`` or
-    any ``not`` is read once per session."""
+    """(paths to look like, paths to avoid) of a more-like-these query, or None; a link with several different
+    ``q`` or any ``not`` is read once per session, without repeats and cut to MAX_EXAMPLES a side."""
     if MORE_LIKE not in st.session_state:
-        qs, nots = st.query_params.get_all(URL_QUERY), st.query_params.get_all(URL_NOT)
+        asked = st.query_params.get_all(URL_QUERY), st.query_params.get_all(URL_NOT)
+        qs, nots, cut = _examples(*asked)
         st.session_state[MORE_LIKE] = {"q": qs, "not": nots} if len(qs) > 1 or nots else None
+        st.session_state[MORE_LIKE_CUT] = cut
+        if (qs, nots) != asked:  # the URL says what is used, as the page does
+            st.query_params[URL_QUERY] = qs
+            if nots:
+                st.query_params[URL_NOT] = nots
+            elif URL_NOT in st.query_params:
+                del st.query_params[URL_NOT]
     chosen = st.session_state.get(MORE_LIKE)
     return (list(chosen["q"]), list(chosen["not"])) if chosen else None
 

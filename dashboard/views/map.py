@@ -42,7 +42,7 @@ def map_view(col: Collection, index_dir: Path, generation: str) -> None:
                        on_click="ignore")
     if st.button("More like these", key="lasso_more_like", icon=":material/thumb_up:",
                  help="Search with the selected images together (Search tab)"):
-        state.set_more_like(col, [col.paths[r] for r in selection[:50]], [])
+        state.set_more_like(col, [col.paths[r] for r in selection], [])  # cut to MAX_EXAMPLES, with a note
     image_rows(col, selection, lambda r: plain(col.paths[r]), limit=LISTED)
     if len(selection) > LISTED:
         st.caption(f"… and {len(selection) - LISTED} more in the CSV.")

@@ -91,6 +91,8 @@ def text_box(col: Collection) -> str | None:
 def examples(col: Collection) -> state.Examples | None:
     """The more-like-these query in the collection; names of a link that are not in it are said and left out."""
     paths = state.more_like_paths()
+    if state.examples_cut():
+        st.info(state.examples_cut())
     missing = [p for p in sum(paths, []) if col.index.row_of(p) is None] if paths else []
     if missing:
         st.warning(f"Not in this collection, left out: {plain(', '.join(missing))}.")
