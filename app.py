@@ -84,7 +84,7 @@ def main() -> None:
     """One run of the page: the collection this session shows, then its tabs."""
     st.title("imgsim")
     st.caption("What looks like this? Nearest neighbours by ResNet50 or CLIP features, and a t-SNE map of your images.")
-    cached.sprite_secret()  # first run of this process: previews left in static/cache/ by earlier servers are removed
+    cached.preview_folder()  # first run of this process: previews left in static/cache/ by ended servers are removed
     if not login_gate():
         return
     pol = policy()
