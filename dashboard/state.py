@@ -144,9 +144,15 @@ class Examples:
     negatives: list[int]
 
 
+def _reset_picker() -> None:
+    """The picker's lists start afresh from the query (a widget with an unchanged key keeps what it showed)."""
+    st.session_state[ML_KEY] = st.session_state.get(ML_KEY, 0) + 1
+
+
 def _clear_more_like() -> None:
     st.session_state[MORE_LIKE] = None
     st.session_state[MORE_LIKE_CUT] = None
+    _reset_picker()
     if URL_NOT in st.query_params:
         del st.query_params[URL_NOT]
 
@@ -174,6 +180,8 @@ def set_more_like(col: Collection, positives: list[str], negatives: list[str]) -
         row = col.index.row_of(positives[0])
         if row is not None:
             set_query_row(col, row)
+            return  # a callback's st.rerun does not stop it
+    _reset_picker()
     st.session_state[MORE_LIKE] = {"q": positives, "not": negatives}
     st.session_state[MORE_LIKE_CUT] = cut
     st.session_state[QUERY_ROW] = None
@@ -233,10 +241,10 @@ def picker_key(side: str) -> str:
     return f"ml_{side}_{st.session_state.get(ML_KEY, 0)}"
 
 
-def search_with_picked(col: Collection, positives: list[str], negatives: list[str]) -> None:
-    """The picker's choice becomes the query; the picker starts afresh."""
-    st.session_state[ML_KEY] = st.session_state.get(ML_KEY, 0) + 1
-    set_more_like(col, positives, negatives)
+def search_with_selection(col: Collection, positives: list[str]) -> None:
+    """A button callback: a map selection becomes the query, and the Search tab, which shows its answer, opens."""
+    st.session_state[TAB] = "Search"
+    set_more_like(col, positives, [])
 
 
 # --- which query the Search tab answers -----------------------------------------------------------------------
@@ -261,6 +269,22 @@ class Query:
         if self.text is not None:
             return DESCRIPTION
         return EXAMPLES if self.examples is not None else IMAGE
+
+    def show_in_url(self) -> None:
+        """The link names the query answered: none for an upload (which a link cannot carry), else the image
+        or images chosen, back again once the upload is removed."""
+        if self.source == UPLOAD:
+            for key in (URL_QUERY, URL_NOT):
+                if key in st.query_params:
+                    del st.query_params[key]
+        elif URL_QUERY not in st.query_params:
+            chosen = st.session_state.get(MORE_LIKE)
+            if self.source == EXAMPLES and chosen:
+                st.query_params[URL_QUERY] = chosen["q"]
+                if chosen["not"]:
+                    st.query_params[URL_NOT] = chosen["not"]
+            elif self.source == IMAGE and st.session_state.get(QUERY_PATH):
+                st.query_params[URL_QUERY] = st.session_state[QUERY_PATH]
 
     def wants_first_view(self, supports_text: bool) -> bool:
         """Nothing chosen yet (not even text typed): the first view is already answered."""

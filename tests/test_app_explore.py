@@ -182,3 +182,58 @@ def test_no_chart_offers_a_button_that_talks_to_an_outside_service(app_env):
     # The map component draws with the config it is given, none of its own.
     assert "Plotly.react(plot, base.data.concat(JSON.parse(data.overlay).data || []), base.layout, data.config)" in (
         Path(__file__).resolve().parents[1] / "static" / "imgsim_map.js").read_text()
+
+
+def _look_like(at) -> tuple[list[str], list[str]]:
+    """The more-like-these picker's two lists as shown."""
+    shown = {m.label: list(m.value) for m in at.multiselect}
+    return shown["Look like"], shown["Not like"]
+
+
+def test_more_like_these_is_one_state_in_the_url_the_caption_and_the_lists(app_env):
+    """👍 fills the lists; a lasso opens the results; Back to one image clears them; 👍/👎 and Search with these
+    start from what is shown, never an earlier selection."""
+    at = new_app(q="blues/b0.png").run()
+    up = app_env.neighbors_of_row(app_env.paths.index("blues/b0.png"), 8).neighbors[1]
+    at.button(key=f"more_pos_{up.row}").click().run()
+    assert not at.exception
+    assert at.query_params["q"] == ["blues/b0.png", up.path] and _look_like(at) == (["blues/b0.png", up.path], [])
+    # A lasso on the Map tab: More like these opens the Search tab with its answer.
+    lasso = new_app(tab="Map").run()
+    lasso.session_state["full_map"] = {"selection": [0, 2, 5]}
+    lasso.run()
+    lasso.button(key="lasso_more_like").click().run()
+    selected = [app_env.paths[r] for r in (0, 2, 5)]
+    assert not lasso.exception
+    assert lasso.session_state["tab"] == "Search"
+    assert any(c.value == "more like: " + ", ".join(selected) for c in lasso.caption)
+    assert lasso.query_params["q"] == selected and _look_like(lasso) == (selected, [])
+    # Back to one image: the lists are empty again.
+    lasso.button(key="ml_clear").click().run()
+    assert any(c.value == f"query: {selected[0]}" for c in lasso.caption)
+    assert lasso.query_params["q"] == selected[0] and _look_like(lasso) == ([], [])
+    # 👍 then starts from that one image, and Search with these searches with what the lists show.
+    other = next(n for n in app_env.neighbors_of_row(0, 8).neighbors if n.path not in selected)
+    lasso.button(key=f"more_pos_{other.row}").click().run()
+    assert lasso.query_params["q"] == [selected[0], other.path]
+    assert _look_like(lasso) == ([selected[0], other.path], [])
+    lasso.button(key="ml_go").click().run()
+    assert not lasso.exception
+    assert lasso.query_params["q"] == [selected[0], other.path]
+    assert any(c.value == f"more like: {selected[0]}, {other.path}" for c in lasso.caption)
+
+
+def test_an_upload_takes_the_image_out_of_the_link_and_says_it_cannot_be_shared(app_env, random_extractor,
+                                                                                 monkeypatch, tmp_path):
+    monkeypatch.setattr(imgsim.models.base, "make_backbone", lambda *a, **kw: random_extractor)
+    at = new_app(q="reds/r0.jpg").run()
+    assert at.query_params["q"] == "reds/r0.jpg"
+    photo = make_photo(tmp_path / "mine.jpg", seed=4242).read_bytes()
+    at.file_uploader[0].set_value(("mine.jpg", photo, "image/jpeg")).run()
+    assert not at.exception
+    assert any(c.value == "uploaded: mine.jpg" for c in at.caption)
+    assert "q" not in at.query_params
+    assert "An upload cannot be shared: this page's link names no image while it is the query." in texts(at)
+    at.file_uploader[0].set_value(None).run()  # the upload removed: the image query, and its link, again
+    assert not at.exception and at.query_params["q"] == "reds/r0.jpg"
+    assert any(c.value == "query: reds/r0.jpg" for c in at.caption)

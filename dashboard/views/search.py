@@ -36,6 +36,7 @@ class Answer:
     image: bytes | None = None  # its thumbnail
     described: str | None = None  # a description, shown as text instead of an image
     source: int | bytes | None = None  # what Why? compares the results with: a row or the upload's bytes
+    in_link: bool = True  # whether the page's link names the query (an upload cannot be shared)
 
 
 def render(col: Collection, index_dir: Path, generation: str) -> None:
@@ -47,6 +48,7 @@ def render(col: Collection, index_dir: Path, generation: str) -> None:
     with top_right:
         k = st.slider("Number of results (k)", 1, 50, 8, key=state.K, bind="query-params")
     query = state.Query(upload, text, examples(col))
+    query.show_in_url()
     example_row = first_view_row(col) if query.wants_first_view(col.supports_text) else None
     with st.expander("Pick an image from the collection", expanded=query.source == state.IMAGE
                      and state.current_query(col) is None and example_row is None):
@@ -133,7 +135,8 @@ def by_upload(col: Collection, index_dir: Path, generation: str, k: int, query: 
     try:
         embedded = cached.embed_upload(str(index_dir), generation, data)
         return Answer(col.query_embedded(embedded, k), f"uploaded: {plain(query.upload.name)}",
-                      cached.upload_thumb(data), source=embedded[0] if embedded[0] is not None else data)
+                      cached.upload_thumb(data), source=embedded[0] if embedded[0] is not None else data,
+                      in_link=False)
     except decode.DecodeError as exc:
         st.error(say(f"That upload cannot be used: {exc}."))
     except WeightsError as exc:
@@ -180,6 +183,8 @@ def answer_header(col: Collection, answer: Answer, k: int) -> None:
     with q2:  # the query's name beside its image, where it has room (no mid-word wrapping)
         if answer.described is None:
             st.caption(answer.caption if answer.image else f"{answer.caption} (image file unavailable)")
+        if not answer.in_link:
+            st.caption("An upload cannot be shared: this page's link names no image while it is the query.")
         st.markdown(f"**{len(result.neighbors)} nearest images** (k = {result.k}"
                     + (f", clamped from {k}" if result.k < k else "") + ").")
         if col.search_method == "ann":  # "nearest" is a claim only exact search makes
