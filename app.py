@@ -116,6 +116,9 @@ def main() -> None:
             st.caption(f"{plain(skipped.path)}: {skipped.reason.value}")
         return
     query_notice(col)
+    asked = st.query_params.get(state.TAB)
+    if asked and asked not in TABS:  # Streamlit would drop it without a word
+        st.info(f"The link's tab ({plain(asked)}) is not one of this page's tabs: {', '.join(TABS)}.")
     tabs = st.tabs(list(TABS), key=state.TAB, bind="query-params")
     for tab, view in zip(tabs, TABS.values()):
         with tab:

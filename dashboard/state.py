@@ -14,13 +14,15 @@ import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from imgsim.collection import Collection
-from imgsim.serving.policy import MAX_EXAMPLES
+from imgsim.serving.policy import MAX_EXAMPLES, plain
 
 # --- URL parameters of a shared link: ?q=&not=&k=&t=&tab=&text= ---------------------------------------------
 URL_QUERY = "q"  # the image query; several (with or without URL_NOT) make a more-like-these query
 URL_NOT = "not"  # images to avoid
 # Widgets bound to the URL (bind="query-params") carry the parameter's name as their key.
 K = "k"  # number of results
+K_MAX = 50  # the k slider's largest value
+K_DEFAULT = 8
 THRESHOLD = "t"  # duplicates distance threshold
 TAB = "tab"
 TEXT = "text"  # the description (CLIP indexes)
@@ -104,6 +106,23 @@ def query_missing(col: Collection) -> tuple[str, bool] | None:
     if path and col.index.row_of(path) is None:
         return path, bool(st.session_state.get(QUERY_FROM_LINK))
     return None
+
+
+def k_from_link() -> str | None:
+    """A link's ``?k=`` outside the slider's 1..K_MAX is capped (Streamlit would silently show the default): the
+    note saying so (Markdown, the link's value as text), on the run that reads it; else None."""
+    if K in st.session_state or K not in st.query_params:
+        return None
+    raw = st.query_params.get(K)
+    try:
+        asked = int(float(raw))
+    except (TypeError, ValueError, OverflowError):
+        return f"The link's k ({plain(raw)}) is not a number of results: showing {K_DEFAULT}."
+    if 1 <= asked <= K_MAX and float(raw) == asked:
+        return None
+    k = min(max(asked, 1), K_MAX)
+    st.session_state[K] = k
+    return f"The link asks for k = {plain(raw)} results; k is 1 to {K_MAX} here: showing {k}."
 
 
 # --- a description (CLIP indexes) ----------------------------------------------------------------------------

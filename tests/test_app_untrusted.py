@@ -16,7 +16,7 @@ from imgsim.collection import Collection
 from imgsim.serving.policy import MAX_EXAMPLES, plain
 
 from .conftest import make_photo, serve
-from .test_app import app_env, new_app, texts  # noqa: F401  (app_env is a fixture)
+from .test_app import app_env, new_app, results, texts  # noqa: F401  (app_env is a fixture)
 from .test_app_clip import clip_env  # noqa: F401  (a fixture)
 from .test_app_scale import ann_index_without_files  # noqa: F401  (a fixture)
 from .test_app_serving import PAYLOAD, everything
@@ -415,3 +415,22 @@ def test_a_link_repeating_q_a_thousand_times_costs_what_one_q_costs_and_long_lis
             ) in [i.value for i in long.info]
     assert long.query_params["q"] == names[:MAX_EXAMPLES] and len(long.query_params["not"]) == MAX_EXAMPLES
     assert long.multiselect(key="ml_pos_0").value == app_env.paths
+
+
+def test_link_values_the_page_cannot_use_are_said_not_dropped(app_env):
+    """?k=500 once became 8 silently, ?tab=Nope vanished, ?text= on an image-only index did nothing."""
+    big = new_app(k="500").run()
+    assert not big.exception
+    assert "The link asks for k = 500 results; k is 1 to 50 here: showing 50." in [i.value for i in big.info]
+    assert big.slider(key="k").value == 50 and big.slider(key="k").max == 50
+    assert len(results(big)) == app_env.count  # 50 asked of a 12-image collection: all of them
+    nope = new_app(tab="No*pe").run()
+    assert not nope.exception
+    assert ("The link's tab (No\\*pe) is not one of this page's tabs: Search, Map, Clusters, Duplicates, "
+            "Odd ones out, About this collection.") in [i.value for i in nope.info]
+    tiger = new_app(text="a **tiger**").run()
+    assert not tiger.exception
+    warning = next(w.value for w in tiger.warning if "cannot search by text" in w.value)
+    assert warning.startswith("The link asks to search for “a \\*\\*tiger\\*\\*”, but this index cannot search by text. "
+                              "Text search needs a CLIP index")
+    assert "\\-\\-backbone clip" in warning or "--backbone clip" in warning

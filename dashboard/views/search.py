@@ -21,6 +21,7 @@ from imgsim import decode
 from imgsim.analysis.explain import heat_overlay, matched_cells
 from imgsim.collection import Collection, QueryResult
 from imgsim.errors import ImgsimError
+from imgsim.models.base import text_search_help
 from imgsim.models.weights import WeightsError
 from imgsim.serving.policy import plain
 
@@ -42,11 +43,12 @@ class Answer:
 def render(col: Collection, index_dir: Path, generation: str) -> None:
     """The query, its results and the map with them."""
     text = text_box(col) if col.supports_text else None
+    link_notes(col)
     top_left, top_right = st.columns([1, 1], gap="large")
     with top_left:
         upload = st.file_uploader("Upload an image to search with", type=UPLOAD_TYPES, key=state.upload_key())
     with top_right:
-        k = st.slider("Number of results (k)", 1, 50, 8, key=state.K, bind="query-params")
+        k = st.slider("Number of results (k)", 1, state.K_MAX, state.K_DEFAULT, key=state.K, bind="query-params")
     query = state.Query(upload, text, examples(col))
     query.show_in_url()
     example_row = first_view_row(col) if query.wants_first_view(col.supports_text) else None
@@ -79,6 +81,17 @@ def render(col: Collection, index_dir: Path, generation: str) -> None:
         stars = query.examples.positives if query.source == state.EXAMPLES else query_row
         draw_map(col, index_dir, generation, state.SEARCH_MAP, 560, stars, [n.row for n in shown],
                  ranks=[n.rank for n in shown])
+
+
+def link_notes(col: Collection) -> None:
+    """Say what a link asked for that this page cannot do (as text: the values are the visitor's)."""
+    note = state.k_from_link()
+    if note:
+        st.info(note)
+    text = st.query_params.get(state.TEXT)
+    if text and not col.supports_text:  # the CLI's explanation, without the server's path
+        st.warning(f"The link asks to search for “{plain(text, 200)}”, but this index cannot search by text. "
+                   + plain(text_search_help(col.backbone.spec), 1000))
 
 
 def text_box(col: Collection) -> str | None:
