@@ -147,15 +147,17 @@ def preview_folder() -> Path | None:
     return folder
 
 
-@st.cache_data(show_spinner=False)
 def hover_sprite(index_dir: str, generation: str) -> dict | None:
     """The drawn points' previews as sprite-sheet tiles in this process's folder (see mapview.publish_previews)."""
     folder = preview_folder()
-    if folder is None:
-        return None
+    return None if folder is None else _sprite(index_dir, generation, str(folder))
+
+
+@st.cache_data(show_spinner=False)
+def _sprite(index_dir: str, generation: str, folder: str) -> dict | None:
     prefix = hashlib.sha1(index_dir.encode()).hexdigest()[:12]
-    return mapview.publish_previews(open_collection(index_dir, generation), folder, f"{PREVIEW_URL}{folder.name}/",
-                                    prefix, generation, log=LOG)
+    return mapview.publish_previews(open_collection(index_dir, generation), Path(folder),
+                                    f"{PREVIEW_URL}{Path(folder).name}/", prefix, generation, log=LOG)
 
 
 @st.cache_data(show_spinner=False)

@@ -68,8 +68,10 @@ def test_place_by_neighbors_uses_only_placed_points_and_weights_by_distance():
 def test_each_server_process_has_its_own_previews_and_removes_only_ended_ones(tmp_path):
     """Two servers from one checkout: the second's first view once emptied static/cache/ of the first's tiles."""
     cache = tmp_path / "cache"
-    running = mapview.own_previews(cache)  # this process: a server still running
+    running = mapview.own_previews(cache)
+    (running / mapview.OWNER).write_text(str(os.getppid()))  # another server, still running
     (running / "abc-gen-000001.jpg").write_bytes(b"tile")
+    earlier = mapview.own_previews(cache)  # this process's, before its caches were cleared
     ended = cache / ("0" * 32)
     ended.mkdir()
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -78,7 +80,7 @@ def test_each_server_process_has_its_own_previews_and_removes_only_ended_ones(tm
     (cache / "old-layout-gen-000001.jpg").write_bytes(b"tile")  # loose files of an earlier version
     other = mapview.own_previews(cache)  # a second server starting
     assert (running / "abc-gen-000001.jpg").read_bytes() == b"tile"
-    assert not ended.exists() and not (cache / "old-layout-gen-000001.jpg").exists()
+    assert not ended.exists() and not earlier.exists() and not (cache / "old-layout-gen-000001.jpg").exists()
     assert other != running and re.fullmatch(r"[0-9a-f]{32}", other.name)
     assert (other / mapview.OWNER).read_text() == str(os.getpid())
     assert sorted(p.name for p in cache.iterdir()) == sorted([running.name, other.name])

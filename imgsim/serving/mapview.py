@@ -90,27 +90,33 @@ OWNER = ".owner"
 
 
 def _running(pid: int) -> bool:
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OverflowError, ValueError):  # another user's process, or no valid id: keep it
-        return pid > 0
+    except PermissionError:  # another user's process: running
+        return True
+    except (OverflowError, ValueError):
+        return False
     return True
 
 
-def _owner_running(folder: Path) -> bool:
+def _owner(folder: Path) -> int:
+    """The process id that owns a folder of previews (0: none says so)."""
     try:
-        return _running(int((folder / OWNER).read_text().strip()))
+        return int((folder / OWNER).read_text().strip())
     except (OSError, ValueError):
-        return False
+        return 0
 
 
 def own_previews(cache: Path) -> Path:
     """A new folder of ``cache`` for this process's previews, named by a secret (its URLs cannot be guessed).
 
-    Several servers may run from one checkout: only the folders of server processes that have ended (and loose
-    files of earlier versions) are removed, never those of a server still running.
+    Several servers may run from one checkout: only the folders of server processes that have ended, this
+    process's earlier ones (its caches were cleared) and loose files of earlier versions are removed, never
+    those of another server still running.
     """
     if cache.is_dir():
         for old in cache.iterdir():
@@ -118,7 +124,7 @@ def own_previews(cache: Path) -> Path:
                 continue
             if old.is_file():
                 old.unlink(missing_ok=True)
-            elif old.is_dir() and not _owner_running(old):
+            elif old.is_dir() and (_owner(old) == os.getpid() or not _running(_owner(old))):
                 shutil.rmtree(old, ignore_errors=True)
     name = secrets.token_hex(16)
     making = cache / f".{name}"
