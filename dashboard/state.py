@@ -42,6 +42,7 @@ FOLDER_INPUT = "folder_input"  # the folder a visitor typed (only where the oper
 FOLDER_REFUSED = "_folder_refused"
 GALLERY_FILTER = "gallery_filter"
 JOBS_SEEN = "_jobs_seen"  # indexing jobs whose outcome this session has been told
+JOBS_WATCHED = "_jobs_watched"  # indexing jobs this session started or saw running: only they are news here
 PLOTLY_PRELOADED = "plotly_preloaded"
 REDACTIONS = "_redactions"  # server path -> name shown (see dashboard.messages)
 SEARCH_MAP = "search_map"  # the map components' values: {"clicked": [generation, row], "selection": ...}
@@ -51,6 +52,16 @@ FULL_MAP = "full_map"
 def last_click_key(map_key: str) -> str:
     """Where the last click of a map was kept (a component's trigger value stays until the next one)."""
     return f"{map_key}_last_click"
+
+
+def watch_job(number: int) -> None:
+    """This session started indexing job ``number`` or saw it running: its outcome is news to it."""
+    st.session_state.setdefault(JOBS_WATCHED, set()).add(number)
+
+
+def watched_job(number: int) -> bool:
+    """Whether this session started indexing job ``number`` or saw it running."""
+    return number in st.session_state.get(JOBS_WATCHED, set())
 
 
 # --- the one-image query ----------------------------------------------------------------------------------------

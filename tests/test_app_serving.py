@@ -298,7 +298,13 @@ def test_two_sessions_and_a_reload_share_one_indexing_job(monkeypatch, tmp_path,
             time.sleep(0.5)
         assert not at.exception and not at.error, [e.value for e in at.error]
         assert any(t.label == "Search" for t in at.tabs)
+        assert [str(t.value) for t in at.toast if str(t.value).startswith("Indexed ")]  # it watched the job
+        at.run()
+        assert not [t for t in at.toast if str(t.value).startswith("Indexed ")]  # once
     assert len(runs) == 1
+    late = new_app().run()  # a visitor arriving after the job finished: not news to them
+    assert not late.exception and any(t.label == "Search" for t in late.tabs)
+    assert not [t for t in late.toast if str(t.value).startswith("Indexed ")]
 
 
 def test_with_login_required_a_visitor_who_is_not_signed_in_sees_nothing(app_env, monkeypatch, photo_dir):
