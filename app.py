@@ -8,6 +8,7 @@ IMGSIM_ALLOW_INDEXING (see README, "Running it for other people").
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -35,6 +36,10 @@ def login_gate() -> bool:
     in .streamlit/secrets.toml [auth]) see the collection; True when the page may go on."""
     if (os.environ.get("IMGSIM_REQUIRE_LOGIN") or "").strip().lower() not in ("1", "true", "yes", "on"):
         return True
+    if importlib.util.find_spec("authlib") is None:  # st.login's button would fail in Streamlit's own error box
+        st.error("This collection is private, and signing in needs Authlib, which is not installed on this server. "
+                 "Its operator can install it with `pip install Authlib` and restart the app.")
+        return False
     if st.user.get("is_logged_in", False):  # the attribute exists only once [auth] is configured
         with st.sidebar:
             st.caption(f"Signed in as {plain(str(st.user.get('email') or st.user.get('name') or 'you'))}")

@@ -4,6 +4,7 @@ server, and indexing as one server-side job shared by every session."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -307,7 +308,15 @@ def test_two_sessions_and_a_reload_share_one_indexing_job(monkeypatch, tmp_path,
     assert not [t for t in late.toast if str(t.value).startswith("Indexed ")]
 
 
+def authlib_installed(monkeypatch, installed: bool) -> None:
+    """Whether the page finds Authlib (st.login needs it; this machine may or may not have it)."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **kw: (
+        (real("json") if installed else None) if name == "authlib" else real(name, *a, **kw)))
+
+
 def test_with_login_required_a_visitor_who_is_not_signed_in_sees_nothing(app_env, monkeypatch, photo_dir):
+    authlib_installed(monkeypatch, True)
     monkeypatch.setenv("IMGSIM_REQUIRE_LOGIN", "1")
     at = new_app(q="reds/r1.jpg").run()
     assert not at.exception
@@ -336,3 +345,15 @@ def test_a_description_in_a_shared_link_is_shown_as_plain_text(clip_env):
     assert not at.exception
     [shown] = [m.value for m in at.markdown if m.value.startswith("**Described:**")]
     assert shown == "**Described:**  \n“" + plain(PAYLOAD, 300) + "”"
+
+
+def test_login_required_without_authlib_says_what_to_install(app_env, monkeypatch):
+    """st.login without Authlib fails inside a button callback, in Streamlit's generic error box."""
+    authlib_installed(monkeypatch, False)
+    monkeypatch.setenv("IMGSIM_REQUIRE_LOGIN", "1")
+    at = new_app(q="reds/r1.jpg").run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        "This collection is private, and signing in needs Authlib, which is not installed on this server. "
+        "Its operator can install it with `pip install Authlib` and restart the app."]
+    assert not at.button and not at.tabs and "reds/r1.jpg" not in everything(at)
