@@ -237,3 +237,12 @@ def test_an_upload_takes_the_image_out_of_the_link_and_says_it_cannot_be_shared(
     at.file_uploader[0].set_value(None).run()  # the upload removed: the image query, and its link, again
     assert not at.exception and at.query_params["q"] == "reds/r0.jpg"
     assert any(c.value == "query: reds/r0.jpg" for c in at.caption)
+
+
+def test_duplicate_thumbnails_are_one_size_however_small_the_group(app_env):
+    """A pair once filled two of four columns (a quarter of the page each, pixelated) while big groups had eight."""
+    threshold = float(np.ceil(app_env.nearest_distances().min() * 100) / 100)
+    at = new_app(tab="Duplicates", t=str(threshold)).run()
+    assert not at.exception
+    shown = [c for c in at.columns if any("· nearest" in cap.value for cap in c.caption)]
+    assert shown and all(abs(c.weight - 1 / 8) < 1e-9 for c in shown), [c.weight for c in shown]
