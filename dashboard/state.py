@@ -16,7 +16,7 @@ from streamlit.runtime.uploaded_file_manager import UploadedFile
 from imgsim.collection import Collection
 from imgsim.serving.policy import MAX_EXAMPLES, plain
 
-# --- URL parameters of a shared link: ?q=&not=&k=&t=&tab=&text= ---------------------------------------------
+# --- URL parameters of a shared link: ?q=&not=&k=&t=&ck=&tab=&text= ---------------------------------------------
 URL_QUERY = "q"  # the image query; several (with or without URL_NOT) make a more-like-these query
 URL_NOT = "not"  # images to avoid
 # Widgets bound to the URL (bind="query-params") carry the parameter's name as their key.
@@ -24,6 +24,7 @@ K = "k"  # number of results
 K_MAX = 50  # the k slider's largest value
 K_DEFAULT = 8
 THRESHOLD = "t"  # duplicates distance threshold
+CLUSTERS_K = "ck"  # number of clusters
 TAB = "tab"
 TEXT = "text"  # the description (CLIP indexes)
 

@@ -246,3 +246,12 @@ def test_duplicate_thumbnails_are_one_size_however_small_the_group(app_env):
     assert not at.exception
     shown = [c for c in at.columns if any("· nearest" in cap.value for cap in c.caption)]
     assert shown and all(abs(c.weight - 1 / 8) < 1e-9 for c in shown), [c.weight for c in shown]
+
+
+def test_the_number_of_clusters_is_in_the_link(app_env):
+    """The number input is bound to ?ck= (AppTest does not write bound widgets back to its URL)."""
+    suggested = new_app(tab="Clusters").run().number_input(key="ck").value
+    asked = 2 if suggested != 2 else 3
+    at = new_app(tab="Clusters", ck=str(asked)).run()
+    assert not at.exception
+    assert at.number_input(key="ck").value == asked and at.metric[0].value == str(asked)

@@ -38,8 +38,8 @@ def clusters(col: Collection, index_dir: Path, generation: str) -> None:
     left, right = st.columns([1, 2], gap="large")
     with left:
         top = max(2, min(50, col.count))
-        k = st.number_input("Number of clusters (k)", 1, top, min(max(suggestion.k, 1), top), key="ck",
-                            help="k-means on the PCA-compressed feature vectors")
+        k = st.number_input("Number of clusters (k)", 1, top, min(max(suggestion.k, 1), top),
+                            key=state.CLUSTERS_K, bind="query-params", help="k-means on the PCA-compressed feature vectors")
         if suggestion.scores:
             st.caption(f"Suggested: k = {suggestion.k}, the best silhouette score for k from "
                        f"{min(suggestion.scores)} to {max(suggestion.scores)} on {suggestion.sample_size} images.")
