@@ -60,8 +60,10 @@ def sidebar(pol: serving.Policy, s: Settings, col: Collection | None) -> bool:
                                + "; sub-folders become colours on the map and labels for the check.")
             if folder_refused():
                 st.error(serving.REFUSED)
-        st.caption(f"Collection: {plain(pol.display_name(s.folder))}  \n"
-                   f"Weights for new indexes: {weights_name(s.weights)}")
+        # An index keeps its own weights (Update index too): the setting only says what a new index gets.
+        weights = (f"Weights: {weights_name(weights_spec(col.index.weights))}" if col is not None
+                   else f"Weights for new indexes: {weights_name(s.weights)}")
+        st.caption(f"Collection: {plain(pol.display_name(s.folder))}  \n{weights}")
         if col is not None:
             st.markdown(f"**{col.count}** images · {len(col.index.skipped)} skipped · pooling `{col.index.pooling}`")
             if col.is_random:
