@@ -255,3 +255,10 @@ def test_the_number_of_clusters_is_in_the_link(app_env):
     at = new_app(tab="Clusters", ck=str(asked)).run()
     assert not at.exception
     assert at.number_input(key="ck").value == asked and at.metric[0].value == str(asked)
+
+
+def test_more_and_less_like_this_buttons_have_a_label(app_env):
+    """Icon-only 👍/👎 buttons had no accessible name."""
+    at = new_app(q="blues/b0.png").run()
+    thumbs = [b for b in at.button if b.key and (b.key.startswith("more_pos_") or b.key.startswith("more_neg_"))]
+    assert thumbs and all(b.label in ("More", "Less") for b in thumbs), [b.label for b in thumbs]
