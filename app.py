@@ -8,6 +8,7 @@ IMGSIM_ALLOW_INDEXING (see README, "Running it for other people").
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -35,6 +36,10 @@ def login_gate() -> bool:
     in .streamlit/secrets.toml [auth]) see the collection; True when the page may go on."""
     if (os.environ.get("IMGSIM_REQUIRE_LOGIN") or "").strip().lower() not in ("1", "true", "yes", "on"):
         return True
+    if importlib.util.find_spec("authlib") is None:  # st.login's button would fail in Streamlit's own error box
+        st.error("This collection is private, and signing in needs Authlib, which is not installed on this server. "
+                 "Its operator can install it with `pip install Authlib` and restart the app.")
+        return False
     if st.user.get("is_logged_in", False):  # the attribute exists only once [auth] is configured
         with st.sidebar:
             st.caption(f"Signed in as {plain(str(st.user.get('email') or st.user.get('name') or 'you'))}")
@@ -55,8 +60,10 @@ def sidebar(pol: serving.Policy, s: Settings, col: Collection | None) -> bool:
                                + "; sub-folders become colours on the map and labels for the check.")
             if folder_refused():
                 st.error(serving.REFUSED)
-        st.caption(f"Collection: {plain(pol.display_name(s.folder))}  \n"
-                   f"Weights for new indexes: {weights_name(s.weights)}")
+        # An index keeps its own weights (Update index too): the setting only says what a new index gets.
+        weights = (f"Weights: {weights_name(weights_spec(col.index.weights))}" if col is not None
+                   else f"Weights for new indexes: {weights_name(s.weights)}")
+        st.caption(f"Collection: {plain(pol.display_name(s.folder))}  \n{weights}")
         if col is not None:
             st.markdown(f"**{col.count}** images · {len(col.index.skipped)} skipped · pooling `{col.index.pooling}`")
             if col.is_random:
@@ -84,7 +91,7 @@ def main() -> None:
     """One run of the page: the collection this session shows, then its tabs."""
     st.title("imgsim")
     st.caption("What looks like this? Nearest neighbours by ResNet50 or CLIP features, and a t-SNE map of your images.")
-    cached.sprite_secret()  # first run of this process: previews left in static/cache/ by earlier servers are removed
+    cached.preview_folder()  # first run of this process: previews left in static/cache/ by ended servers are removed
     if not login_gate():
         return
     pol = policy()
@@ -116,6 +123,9 @@ def main() -> None:
             st.caption(f"{plain(skipped.path)}: {skipped.reason.value}")
         return
     query_notice(col)
+    asked = st.query_params.get(state.TAB)
+    if asked and asked not in TABS:  # Streamlit would drop it without a word
+        st.info(f"The link's tab ({plain(asked)}) is not one of this page's tabs: {', '.join(TABS)}.")
     tabs = st.tabs(list(TABS), key=state.TAB, bind="query-params")
     for tab, view in zip(tabs, TABS.values()):
         with tab:

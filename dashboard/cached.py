@@ -6,10 +6,10 @@ generation) loads the new data while sessions still drawing the old one keep the
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import html
 import io
-import secrets
 import shutil
 from pathlib import Path
 
@@ -135,19 +135,29 @@ def grid_png(index_dir: str, generation: str, cell: int) -> bytes:
 # --- the map ------------------------------------------------------------------------------------------------------
 
 @st.cache_resource(show_spinner=False)
-def sprite_secret() -> str:
-    """A per-process secret in sprite names; first call empties static/cache/ of earlier processes' files,
-    so it only ever holds previews of collections this server is serving."""
-    mapview.clear_previews(PREVIEW_CACHE)
-    return secrets.token_hex(16)
+def preview_folder() -> Path | None:
+    """This process's folder of hover previews under static/cache/ (a secret name), removed when it exits; the
+    first call also removes the folders of servers that have ended (never another running server's). None when
+    static/cache/ cannot be written: hovering then shows names only."""
+    try:
+        folder = mapview.own_previews(PREVIEW_CACHE)
+    except OSError:
+        return None
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+def hover_sprite(index_dir: str, generation: str) -> dict | None:
+    """The drawn points' previews as sprite-sheet tiles in this process's folder (see mapview.publish_previews)."""
+    folder = preview_folder()
+    return None if folder is None else _sprite(index_dir, generation, str(folder))
 
 
 @st.cache_data(show_spinner=False)
-def hover_sprite(index_dir: str, generation: str) -> dict | None:
-    """The drawn points' previews as sprite-sheet tiles in static/cache/ (see mapview.publish_previews)."""
-    prefix = hashlib.sha1((sprite_secret() + index_dir).encode()).hexdigest()[:12]
-    return mapview.publish_previews(open_collection(index_dir, generation), PREVIEW_CACHE, PREVIEW_URL, prefix,
-                                    generation, log=LOG)
+def _sprite(index_dir: str, generation: str, folder: str) -> dict | None:
+    prefix = hashlib.sha1(index_dir.encode()).hexdigest()[:12]
+    return mapview.publish_previews(open_collection(index_dir, generation), Path(folder),
+                                    f"{PREVIEW_URL}{Path(folder).name}/", prefix, generation, log=LOG)
 
 
 @st.cache_data(show_spinner=False)

@@ -108,7 +108,8 @@ def indexing_progress(index_dir: str) -> None:
 
 
 def job_outcome(snap: jobs.JobSnapshot | None) -> None:
-    """What a finished job left for this session: a toast once when it committed, or its error."""
+    """What a finished job left for this session: a toast once when it committed (to a session that watched
+    it), or its error."""
     if snap is None or snap.running:
         return
     if snap.state == jobs.FAILED:
@@ -124,7 +125,8 @@ def job_outcome(snap: jobs.JobSnapshot | None) -> None:
         return
     seen = st.session_state.setdefault(state.JOBS_SEEN, set())
     report = snap.result
-    if snap.number not in seen and report is not None and report.committed:
+    # Only to sessions that watched it: a visitor arriving later is not greeted with an old job's figures.
+    if snap.number not in seen and state.watched_job(snap.number) and report is not None and report.committed:
         st.toast(f"Indexed {report.indexed} images ({report.extracted} extracted"
                  + (f" at {report.images_per_second:.1f} images/s" if report.extracted else "") + ")")
     seen.add(snap.number)
@@ -140,11 +142,13 @@ def ready_collection(s: Settings, col: Collection | None, wants_index: bool, nam
     if wants_index or (not exists and s.automatic and retry_failed and not (job and job.state == jobs.DONE)):
         try:
             job = start_indexing(s, col)
+            state.watch_job(job.number)
         except WeightsError as exc:
             weights_help(exc)
             if not exists:
                 return None
     if job is not None and job.running:
+        state.watch_job(job.number)
         indexing_progress(str(s.index_dir))
         if not exists:
             return None

@@ -8,7 +8,7 @@ from pathlib import Path
 APP_DIR = Path(__file__).resolve().parents[1]
 #: Served by Streamlit as app/static/... (.streamlit/config.toml: enableStaticServing).
 STATIC_DIR = APP_DIR / "static"
-#: The maps' hover previews: only collections this server process serves (see cached.sprite_secret).
+#: The maps' hover previews: one folder per running server process (see cached.preview_folder).
 PREVIEW_CACHE = STATIC_DIR / "cache"
 PREVIEW_URL = "app/static/cache/"
 DEMO_DIR = APP_DIR / "data" / "demo"

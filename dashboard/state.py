@@ -14,13 +14,17 @@ import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from imgsim.collection import Collection
+from imgsim.serving.policy import MAX_EXAMPLES, plain
 
-# --- URL parameters of a shared link: ?q=&not=&k=&t=&tab=&text= ---------------------------------------------
+# --- URL parameters of a shared link: ?q=&not=&k=&t=&ck=&tab=&text= ---------------------------------------------
 URL_QUERY = "q"  # the image query; several (with or without URL_NOT) make a more-like-these query
 URL_NOT = "not"  # images to avoid
 # Widgets bound to the URL (bind="query-params") carry the parameter's name as their key.
 K = "k"  # number of results
+K_MAX = 50  # the k slider's largest value
+K_DEFAULT = 8
 THRESHOLD = "t"  # duplicates distance threshold
+CLUSTERS_K = "ck"  # number of clusters
 TAB = "tab"
 TEXT = "text"  # the description (CLIP indexes)
 
@@ -29,6 +33,7 @@ QUERY_PATH = "query_path"  # this session's image query (None: none), else the l
 QUERY_FROM_LINK = "query_from_link"  # whether QUERY_PATH came from the link
 QUERY_ROW = "query_row"  # QUERY_PATH's row in the generation drawn last; derived again on every rerun
 MORE_LIKE = "more_like"  # {"q": [path, ...], "not": [path, ...]} or None
+MORE_LIKE_CUT = "more_like_cut"  # the note saying that a more-like-these query was cut to MAX_EXAMPLES, or None
 TEXT_OVER_ROW = "text_over_row"  # the image query a description replaced (picking another clears the text)
 UPLOAD_KEY = "upload_key"  # bumped to clear the uploader (its key changes)
 ML_KEY = "ml_key"  # bumped to reset the more-like-these picker
@@ -38,6 +43,7 @@ FOLDER_INPUT = "folder_input"  # the folder a visitor typed (only where the oper
 FOLDER_REFUSED = "_folder_refused"
 GALLERY_FILTER = "gallery_filter"
 JOBS_SEEN = "_jobs_seen"  # indexing jobs whose outcome this session has been told
+JOBS_WATCHED = "_jobs_watched"  # indexing jobs this session started or saw running: only they are news here
 PLOTLY_PRELOADED = "plotly_preloaded"
 REDACTIONS = "_redactions"  # server path -> name shown (see dashboard.messages)
 SEARCH_MAP = "search_map"  # the map components' values: {"clicked": [generation, row], "selection": ...}
@@ -47,6 +53,16 @@ FULL_MAP = "full_map"
 def last_click_key(map_key: str) -> str:
     """Where the last click of a map was kept (a component's trigger value stays until the next one)."""
     return f"{map_key}_last_click"
+
+
+def watch_job(number: int) -> None:
+    """This session started indexing job ``number`` or saw it running: its outcome is news to it."""
+    st.session_state.setdefault(JOBS_WATCHED, set()).add(number)
+
+
+def watched_job(number: int) -> bool:
+    """Whether this session started indexing job ``number`` or saw it running."""
+    return number in st.session_state.get(JOBS_WATCHED, set())
 
 
 # --- the one-image query ----------------------------------------------------------------------------------------
@@ -104,6 +120,23 @@ def query_missing(col: Collection) -> tuple[str, bool] | None:
     return None
 
 
+def k_from_link() -> str | None:
+    """A link's ``?k=`` outside the slider's 1..K_MAX is capped (Streamlit would silently show the default): the
+    note saying so (Markdown, the link's value as text), on the run that reads it; else None."""
+    if K in st.session_state or K not in st.query_params:
+        return None
+    raw = st.query_params.get(K)
+    try:
+        asked = int(float(raw))
+    except (TypeError, ValueError, OverflowError):
+        return f"The link's k ({plain(raw)}) is not a number of results: showing {K_DEFAULT}."
+    if 1 <= asked <= K_MAX and float(raw) == asked:
+        return None
+    k = min(max(asked, 1), K_MAX)
+    st.session_state[K] = k
+    return f"The link asks for k = {plain(raw)} results; k is 1 to {K_MAX} here: showing {k}."
+
+
 # --- a description (CLIP indexes) ----------------------------------------------------------------------------
 
 def text_changed() -> None:
@@ -142,21 +175,46 @@ class Examples:
     negatives: list[int]
 
 
+def _reset_picker() -> None:
+    """The picker's lists start afresh from the query (a widget with an unchanged key keeps what it showed)."""
+    st.session_state[ML_KEY] = st.session_state.get(ML_KEY, 0) + 1
+
+
 def _clear_more_like() -> None:
     st.session_state[MORE_LIKE] = None
+    st.session_state[MORE_LIKE_CUT] = None
+    _reset_picker()
     if URL_NOT in st.query_params:
         del st.query_params[URL_NOT]
 
 
+def _examples(positives: list[str], negatives: list[str]) -> tuple[list[str], list[str], str | None]:
+    """Each side without repeats, at most MAX_EXAMPLES long, and the note saying what was cut (or None)."""
+    positives = list(dict.fromkeys(positives))
+    negatives = [p for p in dict.fromkeys(negatives) if p not in set(positives)]
+    cut = [f"{len(side):,} images to {what}" for side, what in ((positives, "look like"), (negatives, "avoid"))
+           if len(side) > MAX_EXAMPLES]
+    note = (f"More like these uses at most {MAX_EXAMPLES} images to look like and {MAX_EXAMPLES} to avoid: of "
+            f"{' and '.join(cut)}, the first {MAX_EXAMPLES} are used.") if cut else None
+    return positives[:MAX_EXAMPLES], negatives[:MAX_EXAMPLES], note
+
+
+def examples_cut() -> str | None:
+    """The note saying that the more-like-these query was cut to MAX_EXAMPLES images a side, or None."""
+    return st.session_state.get(MORE_LIKE_CUT)
+
+
 def set_more_like(col: Collection, positives: list[str], negatives: list[str]) -> None:
     """Make several images (and images to avoid) the query, relative paths also in the URL; rerun the page."""
-    positives = list(dict.fromkeys(positives))
-    negatives = [p for p in dict.fromkeys(negatives) if p not in positives]
+    positives, negatives, cut = _examples(positives, negatives)
     if len(positives) == 1 and not negatives:
         row = col.index.row_of(positives[0])
         if row is not None:
             set_query_row(col, row)
+            return  # a callback's st.rerun does not stop it
+    _reset_picker()
     st.session_state[MORE_LIKE] = {"q": positives, "not": negatives}
+    st.session_state[MORE_LIKE_CUT] = cut
     st.session_state[QUERY_ROW] = None
     st.session_state[QUERY_PATH] = None  # the one-image query gives way to these
     st.query_params[URL_QUERY] = positives
@@ -169,11 +227,19 @@ def set_more_like(col: Collection, positives: list[str], negatives: list[str]) -
 
 
 def more_like_paths() -> tuple[list[str], list[str]] | None:
-    """(paths to look like, paths to avoid) of a more-like-these query, or None; a link with several ``q`` or
-    any ``not`` is read once per session."""
+    """(paths to look like, paths to avoid) of a more-like-these query, or None; a link with several different
+    ``q`` or any ``not`` is read once per session, without repeats and cut to MAX_EXAMPLES a side."""
     if MORE_LIKE not in st.session_state:
-        qs, nots = st.query_params.get_all(URL_QUERY), st.query_params.get_all(URL_NOT)
+        asked = st.query_params.get_all(URL_QUERY), st.query_params.get_all(URL_NOT)
+        qs, nots, cut = _examples(*asked)
         st.session_state[MORE_LIKE] = {"q": qs, "not": nots} if len(qs) > 1 or nots else None
+        st.session_state[MORE_LIKE_CUT] = cut
+        if (qs, nots) != asked:  # the URL says what is used, as the page does
+            st.query_params[URL_QUERY] = qs
+            if nots:
+                st.query_params[URL_NOT] = nots
+            elif URL_NOT in st.query_params:
+                del st.query_params[URL_NOT]
     chosen = st.session_state.get(MORE_LIKE)
     return (list(chosen["q"]), list(chosen["not"])) if chosen else None
 
@@ -206,10 +272,10 @@ def picker_key(side: str) -> str:
     return f"ml_{side}_{st.session_state.get(ML_KEY, 0)}"
 
 
-def search_with_picked(col: Collection, positives: list[str], negatives: list[str]) -> None:
-    """The picker's choice becomes the query; the picker starts afresh."""
-    st.session_state[ML_KEY] = st.session_state.get(ML_KEY, 0) + 1
-    set_more_like(col, positives, negatives)
+def search_with_selection(col: Collection, positives: list[str]) -> None:
+    """A button callback: a map selection becomes the query, and the Search tab, which shows its answer, opens."""
+    st.session_state[TAB] = "Search"
+    set_more_like(col, positives, [])
 
 
 # --- which query the Search tab answers -----------------------------------------------------------------------
@@ -234,6 +300,22 @@ class Query:
         if self.text is not None:
             return DESCRIPTION
         return EXAMPLES if self.examples is not None else IMAGE
+
+    def show_in_url(self) -> None:
+        """The link names the query answered: none for an upload (which a link cannot carry), else the image
+        or images chosen, back again once the upload is removed."""
+        if self.source == UPLOAD:
+            for key in (URL_QUERY, URL_NOT):
+                if key in st.query_params:
+                    del st.query_params[key]
+        elif URL_QUERY not in st.query_params:
+            chosen = st.session_state.get(MORE_LIKE)
+            if self.source == EXAMPLES and chosen:
+                st.query_params[URL_QUERY] = chosen["q"]
+                if chosen["not"]:
+                    st.query_params[URL_NOT] = chosen["not"]
+            elif self.source == IMAGE and st.session_state.get(QUERY_PATH):
+                st.query_params[URL_QUERY] = st.session_state[QUERY_PATH]
 
     def wants_first_view(self, supports_text: bool) -> bool:
         """Nothing chosen yet (not even text typed): the first view is already answered."""

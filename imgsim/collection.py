@@ -400,8 +400,8 @@ class Collection:
         """
         if len(positives) == 1 and not negatives:
             return self.query_embedded(positives[0], k)
-        query = rocchio(np.stack([self._vector(e) for e in positives]),
-                        np.stack([self._vector(e) for e in negatives]) if negatives else None, weight)
+        # Generators: the vectors are read and averaged one at a time, never stacked.
+        query = rocchio((self._vector(e) for e in positives), (self._vector(e) for e in negatives), weight)
         return self.neighbors_of_vector(query, k)
 
     @property

@@ -29,12 +29,8 @@ export default async function (component) {
   const base = JSON.parse(data.base);  // the collection, cached per index on the server
   performance.mark("imgsim-map-parsed");
   plot.style.height = `${data.height}px`;
-  await window.Plotly.react(plot, base.data.concat(JSON.parse(data.overlay).data || []), base.layout, {
-    responsive: true,
-    displaylogo: false,
-    scrollZoom: true,
-    modeBarButtonsToRemove: ["toImage", "autoScale2d", "resetScale2d"],
-  });
+  // The config comes from imgsim.serving.charts.plotly_config, as every chart's does (no outside services).
+  await window.Plotly.react(plot, base.data.concat(JSON.parse(data.overlay).data || []), base.layout, data.config);
   // Re-renders call this function again: replace, never stack, the handlers.
   for (const name of ["plotly_hover", "plotly_unhover", "plotly_click", "plotly_selected", "plotly_deselect"]) {
     plot.removeAllListeners(name);

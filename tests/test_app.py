@@ -321,3 +321,12 @@ def test_update_index_on_a_float16_index_builds_its_model_in_float16(monkeypatch
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert load_index(ix).count == 4 and load_index(ix).meta["precision"] == "float16"
     assert built == [("random", "flatten", "float16")]
+
+
+def test_the_sidebar_names_the_weights_of_the_index_shown(app_env, monkeypatch):
+    """With only IMGSIM_INDEX set it once said "Weights for new indexes: imagenet" above a random-weights index."""
+    monkeypatch.delenv("IMGSIM_WEIGHTS")
+    at = new_app().run()
+    assert not at.exception
+    shown = [c.value for c in at.sidebar.caption if "Weights" in c.value]
+    assert len(shown) == 1 and shown[0].endswith("Weights: random") and "imagenet" not in shown[0], shown

@@ -3,6 +3,9 @@ clusters, odd ones out."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -154,3 +157,108 @@ def test_why_in_avg_mode_loads_the_model_and_matches_cells(app_env, avg_index, e
     page = texts(at)
     assert "Each cell of the first image is matched with its most similar cell of the second" in page
     assert "how well each cell of the query matches its best cell in the result" in page
+
+
+def _chart_configs(at) -> list[dict]:
+    """The Plotly.js config of every chart on the page: st.plotly_chart's and the map component's."""
+    configs = [json.loads(el.proto.config) for el in at.get("plotly_chart")]
+    configs += [json.loads(el.proto.json)["config"] for el in at.get("bidi_component")
+                if el.proto.component_name == "imgsim_map" and "config" in json.loads(el.proto.json)]
+    return configs
+
+
+def test_no_chart_offers_a_button_that_talks_to_an_outside_service(app_env):
+    """Plotly.js 3's mode bar shows "Share chart…" (an upload to Plotly Cloud) unless told not to."""
+    seen = 0
+    for tab in ("Search", "Map", "Clusters", "Duplicates"):
+        at = new_app(tab=tab).run()
+        assert not at.exception
+        for config in _chart_configs(at):
+            seen += 1
+            assert config["showSendToCloud"] is False and config["plotlyServerURL"] == "", (tab, config)
+            assert config["displaylogo"] is False and config.get("showLink") is not True, (tab, config)
+            assert {"sendChartToCloud", "sendDataToCloud"} <= set(config["modeBarButtonsToRemove"]), (tab, config)
+    assert seen >= 4  # the search map, the full map, the clusters' map, the duplicates' histogram
+    # The map component draws with the config it is given, none of its own.
+    assert "Plotly.react(plot, base.data.concat(JSON.parse(data.overlay).data || []), base.layout, data.config)" in (
+        Path(__file__).resolve().parents[1] / "static" / "imgsim_map.js").read_text()
+
+
+def _look_like(at) -> tuple[list[str], list[str]]:
+    """The more-like-these picker's two lists as shown."""
+    shown = {m.label: list(m.value) for m in at.multiselect}
+    return shown["Look like"], shown["Not like"]
+
+
+def test_more_like_these_is_one_state_in_the_url_the_caption_and_the_lists(app_env):
+    """👍 fills the lists; a lasso opens the results; Back to one image clears them; 👍/👎 and Search with these
+    start from what is shown, never an earlier selection."""
+    at = new_app(q="blues/b0.png").run()
+    up = app_env.neighbors_of_row(app_env.paths.index("blues/b0.png"), 8).neighbors[1]
+    at.button(key=f"more_pos_{up.row}").click().run()
+    assert not at.exception
+    assert at.query_params["q"] == ["blues/b0.png", up.path] and _look_like(at) == (["blues/b0.png", up.path], [])
+    # A lasso on the Map tab: More like these opens the Search tab with its answer.
+    lasso = new_app(tab="Map").run()
+    lasso.session_state["full_map"] = {"selection": [0, 2, 5]}
+    lasso.run()
+    lasso.button(key="lasso_more_like").click().run()
+    selected = [app_env.paths[r] for r in (0, 2, 5)]
+    assert not lasso.exception
+    assert lasso.session_state["tab"] == "Search"
+    assert any(c.value == "more like: " + ", ".join(selected) for c in lasso.caption)
+    assert lasso.query_params["q"] == selected and _look_like(lasso) == (selected, [])
+    # Back to one image: the lists are empty again.
+    lasso.button(key="ml_clear").click().run()
+    assert any(c.value == f"query: {selected[0]}" for c in lasso.caption)
+    assert lasso.query_params["q"] == selected[0] and _look_like(lasso) == ([], [])
+    # 👍 then starts from that one image, and Search with these searches with what the lists show.
+    other = next(n for n in app_env.neighbors_of_row(0, 8).neighbors if n.path not in selected)
+    lasso.button(key=f"more_pos_{other.row}").click().run()
+    assert lasso.query_params["q"] == [selected[0], other.path]
+    assert _look_like(lasso) == ([selected[0], other.path], [])
+    lasso.button(key="ml_go").click().run()
+    assert not lasso.exception
+    assert lasso.query_params["q"] == [selected[0], other.path]
+    assert any(c.value == f"more like: {selected[0]}, {other.path}" for c in lasso.caption)
+
+
+def test_an_upload_takes_the_image_out_of_the_link_and_says_it_cannot_be_shared(app_env, random_extractor,
+                                                                                 monkeypatch, tmp_path):
+    monkeypatch.setattr(imgsim.models.base, "make_backbone", lambda *a, **kw: random_extractor)
+    at = new_app(q="reds/r0.jpg").run()
+    assert at.query_params["q"] == "reds/r0.jpg"
+    photo = make_photo(tmp_path / "mine.jpg", seed=4242).read_bytes()
+    at.file_uploader[0].set_value(("mine.jpg", photo, "image/jpeg")).run()
+    assert not at.exception
+    assert any(c.value == "uploaded: mine.jpg" for c in at.caption)
+    assert "q" not in at.query_params
+    assert "An upload cannot be shared: this page's link names no image while it is the query." in texts(at)
+    at.file_uploader[0].set_value(None).run()  # the upload removed: the image query, and its link, again
+    assert not at.exception and at.query_params["q"] == "reds/r0.jpg"
+    assert any(c.value == "query: reds/r0.jpg" for c in at.caption)
+
+
+def test_duplicate_thumbnails_are_one_size_however_small_the_group(app_env):
+    """A pair once filled two of four columns (a quarter of the page each, pixelated) while big groups had eight."""
+    threshold = float(np.ceil(app_env.nearest_distances().min() * 100) / 100)
+    at = new_app(tab="Duplicates", t=str(threshold)).run()
+    assert not at.exception
+    shown = [c for c in at.columns if any("· nearest" in cap.value for cap in c.caption)]
+    assert shown and all(abs(c.weight - 1 / 8) < 1e-9 for c in shown), [c.weight for c in shown]
+
+
+def test_the_number_of_clusters_is_in_the_link(app_env):
+    """The number input is bound to ?ck= (AppTest does not write bound widgets back to its URL)."""
+    suggested = new_app(tab="Clusters").run().number_input(key="ck").value
+    asked = 2 if suggested != 2 else 3
+    at = new_app(tab="Clusters", ck=str(asked)).run()
+    assert not at.exception
+    assert at.number_input(key="ck").value == asked and at.metric[0].value == str(asked)
+
+
+def test_more_and_less_like_this_buttons_have_a_label(app_env):
+    """Icon-only 👍/👎 buttons had no accessible name."""
+    at = new_app(q="blues/b0.png").run()
+    thumbs = [b for b in at.button if b.key and (b.key.startswith("more_pos_") or b.key.startswith("more_neg_"))]
+    assert thumbs and all(b.label in ("More", "Less") for b in thumbs), [b.label for b in thumbs]

@@ -4,6 +4,8 @@ server, and indexing as one server-side job shared by every session."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import re
 import shutil
 import subprocess
@@ -19,6 +21,7 @@ import imgsim.build
 import imgsim.models.base
 from imgsim.build import build_index
 from imgsim.collection import Collection
+from imgsim.serving import mapview
 from imgsim.serving.policy import REFUSED, plain
 
 from .conftest import make_photo
@@ -296,10 +299,24 @@ def test_two_sessions_and_a_reload_share_one_indexing_job(monkeypatch, tmp_path,
             time.sleep(0.5)
         assert not at.exception and not at.error, [e.value for e in at.error]
         assert any(t.label == "Search" for t in at.tabs)
+        assert [str(t.value) for t in at.toast if str(t.value).startswith("Indexed ")]  # it watched the job
+        at.run()
+        assert not [t for t in at.toast if str(t.value).startswith("Indexed ")]  # once
     assert len(runs) == 1
+    late = new_app().run()  # a visitor arriving after the job finished: not news to them
+    assert not late.exception and any(t.label == "Search" for t in late.tabs)
+    assert not [t for t in late.toast if str(t.value).startswith("Indexed ")]
+
+
+def authlib_installed(monkeypatch, installed: bool) -> None:
+    """Whether the page finds Authlib (st.login needs it; this machine may or may not have it)."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **kw: (
+        (real("json") if installed else None) if name == "authlib" else real(name, *a, **kw)))
 
 
 def test_with_login_required_a_visitor_who_is_not_signed_in_sees_nothing(app_env, monkeypatch, photo_dir):
+    authlib_installed(monkeypatch, True)
     monkeypatch.setenv("IMGSIM_REQUIRE_LOGIN", "1")
     at = new_app(q="reds/r1.jpg").run()
     assert not at.exception
@@ -316,8 +333,10 @@ def test_static_cache_holds_only_previews_of_collections_being_served(app_env):
     at = new_app(tab="Map").run()
     assert not at.exception
     assert not left.exists()
-    served = sorted(p.name for p in cache.iterdir())
-    assert len(served) <= 1 and all(p.endswith(".jpg") for p in served)
+    # One folder per server process still running (this one's, and perhaps another test run's).
+    ours = [p for p in cache.iterdir() if (p / mapview.OWNER).is_file()
+            and (p / mapview.OWNER).read_text() == str(os.getpid())]
+    assert len(ours) == 1 and all(p.name.endswith(".jpg") for p in ours[0].iterdir() if p.name != mapview.OWNER)
 
 
 def test_a_description_in_a_shared_link_is_shown_as_plain_text(clip_env):
@@ -326,3 +345,15 @@ def test_a_description_in_a_shared_link_is_shown_as_plain_text(clip_env):
     assert not at.exception
     [shown] = [m.value for m in at.markdown if m.value.startswith("**Described:**")]
     assert shown == "**Described:**  \n“" + plain(PAYLOAD, 300) + "”"
+
+
+def test_login_required_without_authlib_says_what_to_install(app_env, monkeypatch):
+    """st.login without Authlib fails inside a button callback, in Streamlit's generic error box."""
+    authlib_installed(monkeypatch, False)
+    monkeypatch.setenv("IMGSIM_REQUIRE_LOGIN", "1")
+    at = new_app(q="reds/r1.jpg").run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        "This collection is private, and signing in needs Authlib, which is not installed on this server. "
+        "Its operator can install it with `pip install Authlib` and restart the app."]
+    assert not at.button and not at.tabs and "reds/r1.jpg" not in everything(at)

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import re
 import shutil
+import tracemalloc
 
 import pytest
 import streamlit as st
+from streamlit.testing.v1 import AppTest
 
 from imgsim.build import build_index
 from imgsim.collection import Collection
-from imgsim.serving.policy import plain
+from imgsim.serving.policy import MAX_EXAMPLES, plain
 
 from .conftest import make_photo, serve
-from .test_app import app_env, new_app, texts  # noqa: F401  (app_env is a fixture)
+from .test_app import app_env, new_app, results, texts  # noqa: F401  (app_env is a fixture)
 from .test_app_clip import clip_env  # noqa: F401  (a fixture)
 from .test_app_scale import ann_index_without_files  # noqa: F401  (a fixture)
 from .test_app_serving import PAYLOAD, everything
@@ -383,3 +385,53 @@ def test_an_index_built_from_another_folder_is_refused_without_naming_that_folde
     assert "private-first" not in page and "pytest-of" not in page  # (the page escapes _ in paths)
     assert "(the folder this index was built from)" in errors[0]
     assert load_index(index_dir).root == first.resolve()
+
+
+def test_a_link_repeating_q_a_thousand_times_costs_what_one_q_costs_and_long_lists_are_cut(app_env):
+    """A 13 KB link with the same ?q= 1,000 times once stacked 999 vectors (and copied them as float64)."""
+    def peak(**params) -> tuple[AppTest, int]:
+        at = new_app(**params)
+        tracemalloc.start()
+        try:
+            at.run()
+            return at, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    new_app(q="reds/r0.jpg").run()  # the collection and its caches, loaded once
+    _, one = peak(q=["reds/r0.jpg", "reds/r1.jpg"])
+    at, many = peak(q=["reds/r0.jpg", "reds/r1.jpg"] * 500)
+    vector = app_env.index.vectors.shape[1] * 8
+    assert not at.exception
+    assert many - one < 10 * vector, (many - one) / vector  # was ~830 vectors' worth
+    assert at.query_params["q"] == ["reds/r0.jpg", "reds/r1.jpg"]  # the URL says what is used
+    assert any(c.value == "more like: reds/r0.jpg, reds/r1.jpg" for c in at.caption)
+    # More names than a query uses (Streamlit ignores a link of over 1,000 values): the first MAX_EXAMPLES,
+    # said so; the lists and the URL hold those.
+    names = app_env.paths + [f"gone/{i}.jpg" for i in range(900 - app_env.count)]
+    long = new_app(q=names, **{"not": [f"away/{i}.jpg" for i in range(60)]}).run()
+    assert not long.exception
+    assert (f"More like these uses at most {MAX_EXAMPLES} images to look like and {MAX_EXAMPLES} to avoid: of 900 "
+            f"images to look like and 60 images to avoid, the first {MAX_EXAMPLES} are used."
+            ) in [i.value for i in long.info]
+    assert long.query_params["q"] == names[:MAX_EXAMPLES] and len(long.query_params["not"]) == MAX_EXAMPLES
+    assert long.multiselect(key="ml_pos_0").value == app_env.paths
+
+
+def test_link_values_the_page_cannot_use_are_said_not_dropped(app_env):
+    """?k=500 once became 8 silently, ?tab=Nope vanished, ?text= on an image-only index did nothing."""
+    big = new_app(k="500").run()
+    assert not big.exception
+    assert "The link asks for k = 500 results; k is 1 to 50 here: showing 50." in [i.value for i in big.info]
+    assert big.slider(key="k").value == 50 and big.slider(key="k").max == 50
+    assert len(results(big)) == app_env.count  # 50 asked of a 12-image collection: all of them
+    nope = new_app(tab="No*pe").run()
+    assert not nope.exception
+    assert ("The link's tab (No\\*pe) is not one of this page's tabs: Search, Map, Clusters, Duplicates, "
+            "Odd ones out, About this collection.") in [i.value for i in nope.info]
+    tiger = new_app(text="a **tiger**").run()
+    assert not tiger.exception
+    warning = next(w.value for w in tiger.warning if "cannot search by text" in w.value)
+    assert warning.startswith("The link asks to search for “a \\*\\*tiger\\*\\*”, but this index cannot search by text. "
+                              "Text search needs a CLIP index")
+    assert "\\-\\-backbone clip" in warning or "--backbone clip" in warning

@@ -193,7 +193,7 @@ def test_pick_click_map_and_upload_in_a_real_browser(browser_page, built_index, 
         hovered = tip.inner_text().strip()  # the point under the pointer (b4, unless another lies on top of it)
         assert hovered in col.paths and hovered != "reds/r2.jpg"
         style = tip.locator(".imgsim-preview").get_attribute("style")
-        assert re.search(r'background-image: url\("http://127\.0\.0\.1:\d+/app/static/cache/[0-9a-f]{12}-gen-\d{6}\.jpg"\)',
+        assert re.search(r'background-image: url\("http://127\.0\.0\.1:\d+/app/static/cache/[0-9a-f]{32}/[0-9a-f]{12}-gen-\d{6}\.jpg"\)',
                          style), style
         page.screenshot(path=str(ARTIFACTS / "2-hover.png"))
         page.mouse.click(x, y)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+
 import numpy as np
 
 from imgsim.serving import charts
@@ -58,3 +63,24 @@ def test_place_by_neighbors_uses_only_placed_points_and_weights_by_distance():
     out = place_by_neighbors(np.array([[0, 1, 2], [2, -1, -1]]), np.array([[1.0, 3.0, 0.0], [0.1, 0, 0]]), xy, known)
     assert out[0, 0] == np.float32(10 / 3.001 / (1 / 1.001 + 1 / 3.001))
     assert out[0, 1] == 0 and (out[1] == np.array([5.0, 0.0])).all()  # no placed neighbour: the centre
+
+
+def test_each_server_process_has_its_own_previews_and_removes_only_ended_ones(tmp_path):
+    """Two servers from one checkout: the second's first view once emptied static/cache/ of the first's tiles."""
+    cache = tmp_path / "cache"
+    running = mapview.own_previews(cache)
+    (running / mapview.OWNER).write_text(str(os.getppid()))  # another server, still running
+    (running / "abc-gen-000001.jpg").write_bytes(b"tile")
+    earlier = mapview.own_previews(cache)  # this process's, before its caches were cleared
+    ended = cache / ("0" * 32)
+    ended.mkdir()
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (ended / mapview.OWNER).write_text(done.stdout.strip())  # a process that has exited
+    (ended / "abc-gen-000001.jpg").write_bytes(b"tile")
+    (cache / "old-layout-gen-000001.jpg").write_bytes(b"tile")  # loose files of an earlier version
+    other = mapview.own_previews(cache)  # a second server starting
+    assert (running / "abc-gen-000001.jpg").read_bytes() == b"tile"
+    assert not ended.exists() and not earlier.exists() and not (cache / "old-layout-gen-000001.jpg").exists()
+    assert other != running and re.fullmatch(r"[0-9a-f]{32}", other.name)
+    assert (other / mapview.OWNER).read_text() == str(os.getpid())
+    assert sorted(p.name for p in cache.iterdir()) == sorted([running.name, other.name])

@@ -46,10 +46,11 @@ def card_actions(col: Collection, result: QueryResult, row: int, key: str, can_e
         if can_explain and result.row != row:
             st.button("Why?", key=f"{key}_why_{row}", type="tertiary",
                       help="Which parts of the two images make them similar", on_click=state.show_why, args=(path,))
-        st.button("", key=f"{key}_pos_{row}", icon=":material/thumb_up:", type="tertiary",
+        # Labelled, not icon-only: a screen reader reads the label (help= is only a tooltip).
+        st.button("More", key=f"{key}_pos_{row}", icon=":material/thumb_up:", type="tertiary",
                   help=f"More like this: add {plain(path)} to the query",
                   on_click=state.set_more_like, args=(col, pos + [path], [p for p in neg if p != path]))
-        st.button("", key=f"{key}_neg_{row}", icon=":material/thumb_down:", type="tertiary",
+        st.button("Less", key=f"{key}_neg_{row}", icon=":material/thumb_down:", type="tertiary",
                   help=f"Less like this: results should not look like {plain(path)}",
                   on_click=state.set_more_like if pos else None,
                   args=(col, [p for p in pos if p != path] or pos, neg + [path]))

@@ -30,7 +30,9 @@ def draw_map(col: Collection, index_dir: Path, generation: str, key: str, height
                        "overlay": go.Figure(data=overlay).to_json(),
                        "paths": col.paths if col.count <= mapview.MAP_POINTS else [],
                        "points": int(min(col.count, mapview.MAP_POINTS)), "height": height,
-                       "sprite": cached.hover_sprite(str(index_dir), generation), "generation": generation},
+                       "sprite": cached.hover_sprite(str(index_dir), generation), "generation": generation,
+                       "config": charts.plotly_config("toImage", "autoScale2d", "resetScale2d", responsive=True,
+                                                      scrollZoom=True)},
         default={"selection": []}, height=height + 10, on_clicked_change=lambda: None,
         on_selection_change=lambda: None)
     clicked = result.clicked

@@ -31,6 +31,6 @@ def more_like_picker(col: Collection, examples: state.Examples | None) -> None:
             neg = st.multiselect("Not like", options, default=chosen_neg, key=state.picker_key("neg"))
         c1, c2 = st.columns(2)
         if c1.button("Search with these", key="ml_go", disabled=not pos, width="stretch"):
-            state.search_with_picked(col, pos, neg)
+            state.set_more_like(col, pos, neg)
         if examples is not None and c2.button("Back to one image", key="ml_clear", width="stretch"):
             state.set_query_row(col, examples.positives[0])

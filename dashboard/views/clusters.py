@@ -11,7 +11,7 @@ from dashboard import cached, state
 from dashboard.components.thumbs import image_rows
 from dashboard.fragments import section
 from imgsim.collection import Collection
-from imgsim.serving import export
+from imgsim.serving import charts, export
 from imgsim.serving.policy import plain
 
 OPENED = 96  # images of an opened cluster shown; the CSV has all
@@ -38,8 +38,8 @@ def clusters(col: Collection, index_dir: Path, generation: str) -> None:
     left, right = st.columns([1, 2], gap="large")
     with left:
         top = max(2, min(50, col.count))
-        k = st.number_input("Number of clusters (k)", 1, top, min(max(suggestion.k, 1), top), key="ck",
-                            help="k-means on the PCA-compressed feature vectors")
+        k = st.number_input("Number of clusters (k)", 1, top, min(max(suggestion.k, 1), top),
+                            key=state.CLUSTERS_K, bind="query-params", help="k-means on the PCA-compressed feature vectors")
         if suggestion.scores:
             st.caption(f"Suggested: k = {suggestion.k}, the best silhouette score for k from "
                        f"{min(suggestion.scores)} to {max(suggestion.scores)} on {suggestion.sample_size} images.")
@@ -52,7 +52,7 @@ def clusters(col: Collection, index_dir: Path, generation: str) -> None:
                    "folders (symlinks; originals untouched).")
     with right:
         st.plotly_chart(pio.from_json(cached.cluster_map_json(str(index_dir), generation, model.k_, 420)),
-                        width="stretch", key="cluster_map")
+                        width="stretch", key="cluster_map", config=charts.plotly_config())
     opened = state.opened_cluster()
     if opened is not None and opened < model.k_:
         head, close = st.columns([5, 1])

@@ -41,12 +41,13 @@ def duplicates(col: Collection, index_dir: Path, generation: str) -> None:
             st.download_button("Download groups as CSV", lambda: export.groups_csv(col.paths, groups, threshold),
                                file_name="imgsim-duplicates.csv", mime="text/csv", on_click="ignore")
     with right:
-        st.plotly_chart(charts.distance_histogram(nearest, threshold), width="stretch", key="dup_hist")
+        st.plotly_chart(charts.distance_histogram(nearest, threshold), width="stretch", key="dup_hist",
+                        config=charts.plotly_config())
     for number, g in enumerate(groups[:GROUPS], start=1):
         st.markdown(f"**Group {number}** · {len(g.rows)} images")
         nearest_of = dict(zip(g.rows[:PER_GROUP], g.nearest[:PER_GROUP]))
         image_rows(col, g.rows, lambda r, d=nearest_of: f"{plain(col.paths[r])} · nearest {d[r]:.3f}", limit=PER_GROUP,
-                   columns=min(PER_GROUP, max(len(g.rows), 4)))
+                   columns=PER_GROUP)  # every group's thumbnails one size: a pair is not stretched to a quarter
         if len(g.rows) > PER_GROUP:
             st.caption(f"… and {len(g.rows) - PER_GROUP} more in the CSV.")
     if len(groups) > GROUPS:

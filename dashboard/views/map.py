@@ -40,9 +40,9 @@ def map_view(col: Collection, index_dir: Path, generation: str) -> None:
     csv = export.selection_csv(col.paths, col.labels, col.map_xy(), selection)
     st.download_button("Download selection as CSV", csv, file_name="imgsim-selection.csv", mime="text/csv",
                        on_click="ignore")
-    if st.button("More like these", key="lasso_more_like", icon=":material/thumb_up:",
-                 help="Search with the selected images together (Search tab)"):
-        state.set_more_like(col, [col.paths[r] for r in selection[:50]], [])
+    st.button("More like these", key="lasso_more_like", icon=":material/thumb_up:",
+              help="Search with the selected images together (opens the Search tab)",
+              on_click=state.search_with_selection, args=(col, [col.paths[r] for r in selection]))
     image_rows(col, selection, lambda r: plain(col.paths[r]), limit=LISTED)
     if len(selection) > LISTED:
         st.caption(f"… and {len(selection) - LISTED} more in the CSV.")

@@ -21,6 +21,7 @@ from imgsim import decode
 from imgsim.analysis.explain import heat_overlay, matched_cells
 from imgsim.collection import Collection, QueryResult
 from imgsim.errors import ImgsimError
+from imgsim.models.base import text_search_help
 from imgsim.models.weights import WeightsError
 from imgsim.serving.policy import plain
 
@@ -36,17 +37,20 @@ class Answer:
     image: bytes | None = None  # its thumbnail
     described: str | None = None  # a description, shown as text instead of an image
     source: int | bytes | None = None  # what Why? compares the results with: a row or the upload's bytes
+    in_link: bool = True  # whether the page's link names the query (an upload cannot be shared)
 
 
 def render(col: Collection, index_dir: Path, generation: str) -> None:
     """The query, its results and the map with them."""
     text = text_box(col) if col.supports_text else None
+    link_notes(col)
     top_left, top_right = st.columns([1, 1], gap="large")
     with top_left:
         upload = st.file_uploader("Upload an image to search with", type=UPLOAD_TYPES, key=state.upload_key())
     with top_right:
-        k = st.slider("Number of results (k)", 1, 50, 8, key=state.K, bind="query-params")
+        k = st.slider("Number of results (k)", 1, state.K_MAX, state.K_DEFAULT, key=state.K, bind="query-params")
     query = state.Query(upload, text, examples(col))
+    query.show_in_url()
     example_row = first_view_row(col) if query.wants_first_view(col.supports_text) else None
     with st.expander("Pick an image from the collection", expanded=query.source == state.IMAGE
                      and state.current_query(col) is None and example_row is None):
@@ -79,6 +83,17 @@ def render(col: Collection, index_dir: Path, generation: str) -> None:
                  ranks=[n.rank for n in shown])
 
 
+def link_notes(col: Collection) -> None:
+    """Say what a link asked for that this page cannot do (as text: the values are the visitor's)."""
+    note = state.k_from_link()
+    if note:
+        st.info(note)
+    text = st.query_params.get(state.TEXT)
+    if text and not col.supports_text:  # the CLI's explanation, without the server's path
+        st.warning(f"The link asks to search for “{plain(text, 200)}”, but this index cannot search by text. "
+                   + plain(text_search_help(col.backbone.spec), 1000))
+
+
 def text_box(col: Collection) -> str | None:
     """The description to search with, or None; picking an image afterwards clears it (and ?text= with it)."""
     state.drop_text_replaced_by_an_image()
@@ -91,6 +106,8 @@ def text_box(col: Collection) -> str | None:
 def examples(col: Collection) -> state.Examples | None:
     """The more-like-these query in the collection; names of a link that are not in it are said and left out."""
     paths = state.more_like_paths()
+    if state.examples_cut():
+        st.info(state.examples_cut())
     missing = [p for p in sum(paths, []) if col.index.row_of(p) is None] if paths else []
     if missing:
         st.warning(f"Not in this collection, left out: {plain(', '.join(missing))}.")
@@ -131,7 +148,8 @@ def by_upload(col: Collection, index_dir: Path, generation: str, k: int, query: 
     try:
         embedded = cached.embed_upload(str(index_dir), generation, data)
         return Answer(col.query_embedded(embedded, k), f"uploaded: {plain(query.upload.name)}",
-                      cached.upload_thumb(data), source=embedded[0] if embedded[0] is not None else data)
+                      cached.upload_thumb(data), source=embedded[0] if embedded[0] is not None else data,
+                      in_link=False)
     except decode.DecodeError as exc:
         st.error(say(f"That upload cannot be used: {exc}."))
     except WeightsError as exc:
@@ -178,6 +196,8 @@ def answer_header(col: Collection, answer: Answer, k: int) -> None:
     with q2:  # the query's name beside its image, where it has room (no mid-word wrapping)
         if answer.described is None:
             st.caption(answer.caption if answer.image else f"{answer.caption} (image file unavailable)")
+        if not answer.in_link:
+            st.caption("An upload cannot be shared: this page's link names no image while it is the query.")
         st.markdown(f"**{len(result.neighbors)} nearest images** (k = {result.k}"
                     + (f", clamped from {k}" if result.k < k else "") + ").")
         if col.search_method == "ann":  # "nearest" is a claim only exact search makes

@@ -13,6 +13,16 @@ from PIL import Image
 
 QUERY_COLOUR = "#d62728"
 NEIGHBOUR_COLOUR = "#111111"
+#: Mode-bar buttons that send the chart (the collection's file names) to an outside service: Plotly.js 3 shows
+#: "Share chart…" (an upload to Plotly Cloud) unless told not to.
+OUTSIDE_BUTTONS = ("sendChartToCloud", "sendDataToCloud", "editInChartStudio")
+
+
+def plotly_config(*remove: str, **options) -> dict:
+    """The Plotly.js config of every chart: no button or link to an outside service, no logo; ``remove`` drops
+    more mode-bar buttons, ``options`` add settings."""
+    return {"displaylogo": False, "showSendToCloud": False, "showLink": False,
+            "plotlyServerURL": "", "modeBarButtonsToRemove": [*OUTSIDE_BUTTONS, *remove], **options}
 
 
 def palette(n: int) -> list[str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
+import shutil
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -83,9 +85,49 @@ def publish_previews(col: "Collection", cache: Path, url: str, prefix: str, gene
     return {"urls": [url + name for name in names], "per_tile": TILE_ROWS, "columns": TILE_COLUMNS, "cell": cell}
 
 
-def clear_previews(cache: Path) -> None:
-    """Remove every file of ``cache`` (previews left by earlier server processes)."""
+#: In each process's folder of previews: the process id of the server that owns it.
+OWNER = ".owner"
+
+
+def _running(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: running
+        return True
+    except (OverflowError, ValueError):
+        return False
+    return True
+
+
+def _owner(folder: Path) -> int:
+    """The process id that owns a folder of previews (0: none says so)."""
+    try:
+        return int((folder / OWNER).read_text().strip())
+    except (OSError, ValueError):
+        return 0
+
+
+def own_previews(cache: Path) -> Path:
+    """A new folder of ``cache`` for this process's previews, named by a secret (its URLs cannot be guessed).
+
+    Several servers may run from one checkout: only the folders of server processes that have ended, this
+    process's earlier ones (its caches were cleared) and loose files of earlier versions are removed, never
+    those of another server still running.
+    """
     if cache.is_dir():
         for old in cache.iterdir():
+            if old.name.startswith("."):  # a folder another process is making now
+                continue
             if old.is_file():
                 old.unlink(missing_ok=True)
+            elif old.is_dir() and (_owner(old) == os.getpid() or not _running(_owner(old))):
+                shutil.rmtree(old, ignore_errors=True)
+    name = secrets.token_hex(16)
+    making = cache / f".{name}"
+    making.mkdir(parents=True)
+    (making / OWNER).write_text(str(os.getpid()))
+    return making.rename(cache / name)  # named only once it says whose it is

@@ -22,6 +22,9 @@ from typing import Mapping
 REFUSED = "That folder is not available here. Choose a folder under the collections this server offers."
 #: Longest untrusted value shown on the page (file names, URL values); longer ones are cut with "…".
 MAX_SHOWN = 120
+#: Images to look like, and apart images to avoid, in one more-like-these query: a link's ``q=`` list is the
+#: visitor's to make as long as they like, and each one is a vector read and averaged.
+MAX_EXAMPLES = 50
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
