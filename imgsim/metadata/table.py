@@ -76,10 +76,10 @@ class MetadataTable:
         """Row i is ``old`` row ``sources[i]`` (an int) or a fresh row (a mapping): an incremental update in one pass.
 
         ``sources`` is the build's list of (old row | new vector) per new row, with new vectors replaced by
-        their files' metadata. Columns only ``old`` has (a sidecar's) are null in fresh rows.
+        their files' metadata. Columns only ``old`` has (a sidecar's) are null in fresh rows that do not give them.
         """
         base = old if old is not None else cls.from_rows([])
-        fresh = cls.from_rows([s for s in sources if not isinstance(s, (int, np.integer))])
+        fresh = cls.from_rows([s for s in sources if not isinstance(s, (int, np.integer))], base.kinds)
         order, added = [], len(base)
         for source in sources:
             if isinstance(source, (int, np.integer)):
@@ -137,6 +137,11 @@ class MetadataTable:
 
     def __len__(self) -> int:
         return self._count
+
+    def equals(self, other: MetadataTable | None) -> bool:
+        """True when ``other`` has the same fields, kinds and values, row by row."""
+        return (other is not None and self._kinds == other._kinds and len(self) == len(other)
+                and all(c.equals(other._columns[n]) for n, c in self._columns.items()))
 
     @property
     def kinds(self) -> dict[str, Kind]:
