@@ -73,6 +73,27 @@ def test_similar_is_query_json(client, built_index, photo_dir):
                                                                          "similarity": 1.0}
 
 
+def test_filters_are_the_cli_filters(client, built_index, photo_dir):
+    got = client.get("/v1/similar", params={"path": "reds/r1.jpg", "k": 4, "where": ["folder = reds", "width >= 100"]})
+    assert got.status_code == 200
+    assert got.json() == cli_json(built_index, photo_dir, "query", "reds/r1.jpg", "-k", "4", "--where", "folder = reds",
+                                  "--where", "width >= 100")
+    assert got.json()["where"] == ["folder = reds", "width >= 100"]
+    assert [n["path"] for n in got.json()["neighbors"]][:1] == ["reds/r1.jpg"]
+    assert all(n["metadata"]["folder"] == "reds" for n in got.json()["neighbors"]) and len(got.json()["neighbors"]) == 4
+    body = {"positive": ["reds/r0.jpg", "blues/b2.png"], "k": 6, "where": "folder in [blues, '']", "max_distance": 1.5}
+    got = client.post("/v1/search", json=body).json()
+    assert got == cli_json(built_index, photo_dir, "query", "reds/r0.jpg", "blues/b2.png", "-k", "6",
+                           "--where", "folder in [blues, '']", "--max-distance", "1.5")
+    assert got["neighbors"] and all(n["path"].startswith("blues/") or "/" not in n["path"] for n in got["neighbors"])
+    nowhere = client.post("/v1/search", json={"positive": ["top.jpg"], "near": "48.85,2.35,10"}).json()
+    assert nowhere["near"] == "48.85,2.35,10" and nowhere["neighbors"] == []  # no photo here has a position
+    upload = (photo_dir / "blues" / "b3.png").read_bytes()
+    got = client.post("/v1/search", files={"image": ("b.png", upload, "image/png")},
+                      data={"k": "3", "where": "folder = reds"}).json()
+    assert got["where"] == ["folder = reds"] and all(n["path"].startswith("reds/") for n in got["neighbors"])
+
+
 def test_more_like_these_is_query_json(client, built_index, photo_dir):
     got = client.post("/v1/search", json={"positive": ["reds/r0.jpg", "blues/b2.png"], "negative": ["top.jpg"], "k": 6})
     assert got.status_code == 200
