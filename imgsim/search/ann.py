@@ -150,9 +150,10 @@ class AnnSearch:
             bits[self.keys_[allowed]] = True
             bitmap = np.packbits(bits, bitorder="little")  # kept alive while faiss reads it
             selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
-            # Cells hold about n / nlist rows, of which a share passes: probe enough for count of them at once.
+            # The k nearest rows that pass lie about as far as the k / share nearest of all rows: probe 1 / share
+            # times the cells (and enough to hold count rows that pass); a scanned row that fails costs one bit test.
             share = max(int(allowed.sum()), 1) / max(self.n, 1)
-            nprobe = int(min(nlist, max(nprobe, math.ceil(1.5 * count * nlist / (share * max(self.n, 1))))))
+            nprobe = int(min(nlist, math.ceil(max(nprobe, 1.5 * count * nlist / max(self.n, 1)) / share)))
         params = faiss.SearchParametersIVF(nprobe=nprobe, sel=selector) if selector is not None else None
         keys = self.index_.search(q, int(count), params=params)[1]
         short = np.flatnonzero((keys < 0).any(axis=1))
