@@ -161,6 +161,28 @@ class MetadataTable:
             self._timestamps[name] = pc.cast(pc.utf8_slice_codeunits(self._columns[name], 0, 19), pa.timestamp("s"))
         return self._timestamps[name]
 
+    def values(self, name: str, limit: int = 50) -> list[tuple[object, int]]:
+        """A field's most common values with how many images have each, most common first (a list field counts
+        each item): what a filter's choice of camera, folder or keyword offers."""
+        column = self._columns[name]
+        if self._kinds[name] == Kind.LIST:
+            column = pc.list_flatten(column)
+        counts = pc.value_counts(column.drop_null())
+        pairs = zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())
+        return sorted(pairs, key=lambda p: (-p[1], str(p[0])))[:limit]
+
+    def span(self, name: str) -> tuple[object, object] | None:
+        """The smallest and largest value of a number or date field (dates as ISO text); None when none is known."""
+        if self._kinds[name] not in (Kind.INT, Kind.FLOAT, Kind.DATE):
+            raise ValueError(f"{name} is {self._kinds[name]}: it has no range")
+        column = self.timestamps(name) if self._kinds[name] == Kind.DATE else self._columns[name]
+        low, high = pc.min_max(column).values()
+        if not low.is_valid:
+            return None
+        if self._kinds[name] == Kind.DATE:
+            return low.as_py().isoformat(), high.as_py().isoformat()
+        return low.as_py(), high.as_py()
+
     def fields(self) -> list[FieldInfo]:
         """Every field with its kind and how many images have a value for it."""
         return [FieldInfo(n, k, len(self) - self._columns[n].null_count) for n, k in self._kinds.items()]
