@@ -1,8 +1,9 @@
 """Incremental indexing: discover files, extract only what is new or changed, write a new generation.
 
-A run is four named steps on one :class:`BuildConfig`: plan (the folder against the old index and the
+A run is five named steps on one :class:`BuildConfig`: plan (the folder against the old index and the
 checkpoints of a killed run: what to reuse, what to extract), extract (the engine embeds the work and
-checkpoints it), write (the vectors and previews of a new generation) and derive (the search method's data,
+checkpoints it), metadata (each image's header fields and the sidecar's columns, :mod:`imgsim.metadata`),
+write (the vectors, previews and metadata of a new generation) and derive (the search method's data,
 :mod:`imgsim.search`). A second run over the same folder reuses every unchanged vector (same size and mtime,
 or same content hash), drops deleted files, and resumes from the checkpoints of a run that was killed part-way.
 """
@@ -23,12 +24,17 @@ from imgsim.discover import Discovery, ImageFile, discover
 from imgsim.engines import make_engine
 from imgsim.engines.base import Embedded, Engine, ExtractSettings, ModelFactory, Unchanged
 from imgsim.errors import ImgsimError, Skipped
+from imgsim.metadata.fields import BUILTIN
+from imgsim.metadata.read import FileMetadata, count_problems, read_file_metadata
+from imgsim.metadata.sidecar import Sidecar, read_sidecar
+from imgsim.metadata.table import MetadataTable
 from imgsim.models.base import DEFAULT_BACKBONE, BackboneSpec, default_dims
 from imgsim.models.resnet50 import POOLINGS
 from imgsim.models.weights import Weights, weights_spec
 from imgsim.progress import ProgressFn, no_progress
 from imgsim.search import choose_method, recorded_method, retune_asked, search_method
 from imgsim.store import generations as store
+from imgsim.store import metadata as stored
 
 
 @dataclass(frozen=True)
@@ -57,11 +63,31 @@ class BuildConfig:
     allow_large: bool = False
     #: Vectors per checkpoint shard, from which a killed run resumes.
     checkpoint_every: int = 256
+    #: A CSV or JSON Lines file keyed by ``path`` (relative to the folder) whose other columns join each image's
+    #: metadata, replacing an earlier one's; without it, the columns an earlier run added are kept.
+    metadata: str | os.PathLike | None = None
 
     def __post_init__(self) -> None:
         if self.recall_target is not None and not 0 < self.recall_target <= 1:
             raise ImgsimError(f"--recall {self.recall_target} is not a recall: give a value above 0 and at most 1, "
                               "such as 0.95.")
+
+
+@dataclass(frozen=True)
+class SidecarReport:
+    """What a run did with the ``--metadata`` file: the rows it used and what it could not use."""
+
+    source: str
+    columns: list[str]
+    matched: int
+    #: Sidecar paths that are not in the index (not found, or skipped): their rows are not used.
+    unknown: list[str]
+    #: Columns named like a built-in field: not used (rename them).
+    clashes: list[str]
+    #: Paths given more than once: the last row wins.
+    duplicates: list[str]
+    #: Rows without a path: not used.
+    no_path: int
 
 
 @dataclass
@@ -89,6 +115,11 @@ class BuildReport:
     runtime: str = ""
     #: Seconds per step of the whole run (scan, model, extraction, derived data, write), in order.
     timings: dict[str, float] = field(default_factory=dict)
+    #: Files whose metadata this run read, and how many had each problem (a broken EXIF block is a value of
+    #: none, never a skipped image).
+    metadata_read: int = 0
+    metadata_problems: dict[str, int] = field(default_factory=dict)
+    sidecar: SidecarReport | None = None
 
     @property
     def images_per_second(self) -> float:
@@ -126,6 +157,9 @@ class _Plan:
     preset: str | None
     dims: int | None
     thumbs: dict[str, bytes] = field(default_factory=dict)
+    #: rel -> the metadata of a file extracted in this run, read while its bytes are fresh in the page cache.
+    file_metadata: dict[str, FileMetadata] = field(default_factory=dict)
+    sidecar: Sidecar | None = None
 
 
 def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, config: BuildConfig | None = None, *,
@@ -142,11 +176,15 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, config
     clock = _Clock()
     progress = progress or no_progress
     index_dir = Path(index_dir).expanduser()
+    sidecar = read_sidecar(config.metadata) if config.metadata is not None else None  # refused before any work
     with store.locked(index_dir):
         plan = _plan(src_dir, index_dir, config, progress, clock)
+        plan.sidecar = sidecar
         if plan.work:
             _extract(plan, engine or make_engine(model_factory=model_factory), config, progress, clock)
         _settle(plan)
+        table, old_table = _metadata(plan)
+        clock.lap("metadata (file headers, sidecar)")
         old, report = plan.old, plan.report
         method = choose_method(config.search, old.meta if old else None, len(plan.rows))
         same_vectors = old is not None and old.paths == sorted(plan.rows) and all(
@@ -154,14 +192,14 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, config
         same_method = old is not None and recorded_method(old.meta) == method[0]
         # A new recall target re-tunes the search through its update (the vectors and their cells stay).
         keep = same_vectors and same_method and not retune_asked(old.meta, config.recall_target)
-        if keep and _nothing_else_changed(plan, method):
+        if keep and _nothing_else_changed(plan, method) and table.equals(old_table):
             store.clear_checkpoints(index_dir)
             report.seconds = time.perf_counter() - started
             clock.lap("write")
             return report
         _write(index_dir, plan.rows, plan.skipped, _meta(plan), plan.dims or default_dims(plan.backbone, plan.pooling),
                old if keep else None, old, progress, plan.thumbs, plan.found.root, clock, method,
-               config.recall_target)
+               config.recall_target, table)
         store.clear_checkpoints(index_dir)
         clock.lap("write")
         report.committed = True
@@ -280,6 +318,7 @@ def _embed(engine: Engine, plan: _Plan, checkpoint_every: int, progress: Progres
         elif isinstance(outcome, Embedded):
             entry = store.Entry(f.rel, f.size, f.mtime_ns, outcome.sha256)
             plan.thumbs[f.rel] = outcome.thumb
+            plan.file_metadata[f.rel] = read_file_metadata(f.path, rel=f.rel)
             plan.rows[f.rel] = (entry, outcome.vector)
             pending_entries.append(entry)
             pending_vectors.append(outcome.vector)
@@ -314,6 +353,39 @@ def _settle(plan: _Plan) -> None:
     report.indexed = len(plan.rows)
 
 
+def _metadata(plan: _Plan) -> tuple[MetadataTable, MetadataTable | None]:
+    """The metadata step: the new table (row i = image i in path order) and the old one (None when the old index
+    has none). A kept row keeps its metadata; any other is read from its file (header only: no pixel decoded),
+    a changed file keeping its sidecar values; then the sidecar given to this run replaces the sidecar columns."""
+    old = stored.load_metadata(plan.old) if plan.old is not None else None
+    order = sorted(plan.rows)
+    sources: list[int | dict] = []
+    read: list[FileMetadata] = []
+    changed: dict[int, int] = {}  # position in sources -> the old row of a changed file
+    for rel in order:
+        source = plan.rows[rel][1]
+        if old is not None and isinstance(source, (int, np.integer)):
+            sources.append(int(source))
+            continue
+        found = plan.file_metadata.get(rel) or read_file_metadata(plan.found.root / rel, rel=rel)
+        read.append(found)
+        sources.append(dict(found.values))
+        if old is not None and rel in plan.old_by_path:
+            changed[len(sources) - 1] = plan.old_by_path[rel]
+    if changed:
+        for position, values in zip(changed, old.rows(list(changed.values()))):
+            sources[position].update({n: v for n, v in values.items() if n not in BUILTIN})
+    table = MetadataTable.assemble(sources, old)
+    plan.report.metadata_read = len(read)
+    plan.report.metadata_problems = count_problems(read)
+    sidecar = plan.sidecar
+    if sidecar is not None:
+        table, unknown = table.with_sidecar(sidecar, order)
+        plan.report.sidecar = SidecarReport(sidecar.source, list(sidecar.kinds), len(sidecar.rows) - len(unknown),
+                                            unknown, list(sidecar.clashes), list(sidecar.duplicates), sidecar.no_path)
+    return table, old
+
+
 def _nothing_else_changed(plan: _Plan, method: tuple[str, str]) -> bool:
     """With the same vectors and search method: whether entries, skips and the search choice are as recorded.
 
@@ -334,7 +406,9 @@ def _meta(plan: _Plan) -> dict:
                     "seed": weights.seed}
     meta = {"backbone": plan.backbone.name, "weights": resolved, "pooling": plan.pooling, "root": str(plan.found.root),
             "created": old.meta["created"] if old else store.now_iso(), "updated": store.now_iso(),
-            "ignored": plan.found.ignored, "graph_k": None, "precision": plan.precision}
+            "ignored": plan.found.ignored, "graph_k": None, "precision": plan.precision,
+            "metadata": {"sidecar": plan.sidecar.source if plan.sidecar is not None else
+                         ((old.meta.get("metadata") or {}).get("sidecar") if old else None)}}
     if plan.backbone.capabilities.default_preset is not None:
         meta["preset"] = plan.preset or default_preset(plan.backbone)
     return meta
@@ -417,9 +491,11 @@ def _check_same_settings(old: store.Index, spec: Weights, pooling: str, index_di
 def _write(index_dir: Path, rows: dict, skipped: list[Skipped], meta: dict, dims: int,
            same_vectors_as: store.Index | None, old: store.Index | None, progress: ProgressFn,
            thumbs: dict[str, bytes], root: Path, clock: _Clock | None = None,
-           method: tuple[str, str] = ("exact", "auto"), recall_target: float | None = None) -> None:
-    """The write step: vectors (old rows copied, new ones written) and previews of a new generation, then its
-    derived data (kept from ``same_vectors_as`` when the vectors are the same, else :func:`derive`d)."""
+           method: tuple[str, str] = ("exact", "auto"), recall_target: float | None = None,
+           table: MetadataTable | None = None) -> None:
+    """The write step: vectors (old rows copied, new ones written), previews and the metadata ``table`` (with its
+    keyword index) of a new generation, then its derived data (kept from ``same_vectors_as`` when the vectors are
+    the same, else :func:`derive`d)."""
     order = sorted(rows)
     entries = [rows[p][0] for p in order]
     writer = store.GenerationWriter(index_dir, len(order), dims)
@@ -435,6 +511,8 @@ def _write(index_dir: Path, rows: dict, skipped: list[Skipped], meta: dict, dims
         blob, offsets = store.pack_blobs(_thumbnails(order, sources, thumbs, old, root))
         writer.save_array("thumb_blob", blob)
         writer.save_array("thumb_offsets", offsets)
+        if table is not None:
+            meta["metadata"] = {**(meta.get("metadata") or {}), **stored.save_metadata(writer, table)}
         if same_vectors_as is not None:
             for name in same_vectors_as.meta.get("arrays", []):
                 if not name.startswith("thumb_"):

@@ -19,13 +19,15 @@ from imgsim.analysis.clusters import check_output, organise
 from imgsim.collection import Collection, Neighbor
 from imgsim.engines import ENGINES, make_engine
 from imgsim.errors import ImgsimError
+from imgsim.metadata.filters import Filter, parse_where
+from imgsim.metadata.fusion import DEFAULT_WEIGHTS, parse_fusion
 from imgsim.models.resnet50 import POOLINGS
 from imgsim.store.generations import index_exists
 from imgsim.progress import STAGE_LABELS
 from imgsim.search import METHODS
 from imgsim.service.results import (cluster_dict, clusters_json, dedup_json, evaluate_json, examples_json,
-                                    explain_json, info_dict, nearest_distribution, outliers_json, query_json,
-                                    text_json)
+                                    explain_json, filter_fields, info_dict, metadata_info, nearest_distribution,
+                                    outliers_json, query_json, text_json)
 
 RANDOM_NOTE = "Random weights: similarities are not meaningful (use ImageNet weights for real results)."
 #: How an image argument is found, for the help of every command that takes one.
@@ -116,6 +118,10 @@ def make_parser() -> argparse.ArgumentParser:
                         "(default: $IMGSIM_RUNTIME, else auto)")
     p.add_argument("--verbose", action="store_true", help="print where the time went (import, model, "
                    "extraction, derived data, write)")
+    p.add_argument("--metadata", metavar="FILE.csv|FILE.jsonl",
+                   help="your own metadata, one row per image keyed by 'path' (relative to SRC_DIR): every other "
+                        "column (captions, tags, numbers, dates) becomes searchable and filterable; replaces the "
+                        "columns of an earlier file (without it, they are kept)")
 
     p = sub.add_parser("query", help="nearest neighbours of an image (indexed or not), or of a description (CLIP)")
     p.add_argument("index_dir", metavar="INDEX_DIR")
@@ -128,6 +134,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--weights", metavar="imagenet|random|PATH", help="weights for an image that is not indexed "
                    "(default: the index's own)")
+    p.add_argument("--where", metavar="'FIELD OP VALUE'", action="append", default=[],
+                   help="only images that pass, before similarity (repeatable, ANDed): OP one of = != < <= > >= ~ "
+                        "(~: contains, any case), or FIELD in [a, b]; e.g. 'taken >= 2023-07' (see docs/metadata.md)")
+    p.add_argument("--near", metavar="LAT,LON,KM", help="only images taken within KM kilometres of the point")
+    p.add_argument("--max-distance", type=_threshold, metavar="D", help="drop results farther than D (0..2)")
+    p.add_argument("--fusion", metavar="off|vector=W,keywords=W",
+                   help="--text on a CLIP index whose images have text: how the vector and keyword (BM25) rankings "
+                        "are fused by reciprocal rank (default vector=1,keywords=1; off: vectors alone)")
 
     p = sub.add_parser("dedup", help="groups of near-duplicate images")
     p.add_argument("index_dir", metavar="INDEX_DIR")
@@ -231,7 +245,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     engine = make_engine(args.engine, address=args.ray_address)  # refuses, or says what to install, before any work
     config = BuildConfig(backbone=args.backbone, weights=weights, pooling=args.pooling, batch_size=args.batch_size,
                          runtime=args.runtime, precision=args.precision, search=args.search, rebuild=args.rebuild,
-                         allow_large=args.allow_large, recall_target=args.recall)
+                         allow_large=args.allow_large, recall_target=args.recall, metadata=args.metadata)
     progress = TqdmProgress(enabled=not args.quiet)
     try:
         report = build_index(args.src_dir, args.index, config, progress=progress, engine=engine)
@@ -273,7 +287,31 @@ def _print_report(r: BuildReport) -> None:
             lines.append(f"    ... and {len(r.skipped) - 20} more (see `python -m imgsim info {r.index_dir}`)")
     if r.ignored:
         lines.append(f"  ignored {r.ignored} non-image or hidden file(s)")
+    lines.extend(_metadata_lines(r))
     print("\n".join(lines))
+
+
+def _metadata_lines(r: BuildReport) -> list[str]:
+    """What an indexing run read as metadata, and what it could not use (never a reason to skip an image)."""
+    lines = []
+    if r.metadata_read:
+        problems = ", ".join(f"{n} {reason}" for reason, n in r.metadata_problems.items())
+        lines.append(f"  metadata read from {r.metadata_read} file(s)" + (f"; left none: {problems}" if problems else ""))
+    s = r.sidecar
+    if s is not None:
+        lines.append(f"  {s.source}: {s.matched} row(s) used, column(s) {', '.join(s.columns) or '(none)'}")
+        if s.unknown:
+            shown = ", ".join(s.unknown[:10]) + (f" and {len(s.unknown) - 10} more" if len(s.unknown) > 10 else "")
+            lines.append(f"  {s.source}: {len(s.unknown)} path(s) not in the index, not used: {shown}")
+        if s.clashes:
+            lines.append(f"  {s.source}: column(s) {', '.join(s.clashes)} named like a built-in field, not used: "
+                         "rename them")
+        if s.duplicates:
+            lines.append(f"  {s.source}: {len(s.duplicates)} path(s) given more than once (the last row wins): "
+                         + ", ".join(s.duplicates[:10]))
+        if s.no_path:
+            lines.append(f"  {s.source}: {s.no_path} row(s) without a path, not used")
+    return lines
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -281,6 +319,8 @@ def cmd_query(args: argparse.Namespace) -> int:
     if col.count == 0:
         raise ImgsimError(f"The index at {args.index_dir} holds no images.")
     weights = args.weights or None
+    args.filter = parse_where(args.where, args.near)
+    passing = col.filter_mask(args.filter)  # a bad field or value is refused before any model is built
 
     def model():
         return col.extractor(weights)
@@ -294,50 +334,78 @@ def cmd_query(args: argparse.Namespace) -> int:
     if len(args.images) > 1 or args.negatives:
         return _query_examples(col, args, model)
     args.image = args.images[0]
-    result = col.query_file(args.image, args.k, extractor=model)
+    result = col.query_file(args.image, args.k, extractor=model, where=args.filter).within(args.max_distance)
     if args.json:
-        _print_json(query_json(col, args.image, result))
+        _print_json({**query_json(col, args.image, result), **filter_fields(args.filter, args.max_distance)})
         return 0
     if col.is_random:
         print(RANDOM_NOTE, file=sys.stderr)
     where = "indexed" if result.row is not None else "not indexed: embedded with the model"
     print(f"Query: {args.image} ({where})")
+    _print_filters(args.filter, passing, col.count)
     _print_neighbors(result.neighbors)
     return 0
 
 
+def _print_filters(where: Filter, passing, count: int) -> None:
+    """Which filters a query ran under and how many images passed them."""
+    if passing is not None:
+        shown = [*where.texts, *([f"near {where.near.text} km"] if where.near is not None else [])]
+        print(f"Filters: {'; '.join(shown)} ({int(passing.sum())} of {count} images pass)")
+
+
 def _print_neighbors(neighbors: list[Neighbor]) -> None:
-    """The results table of every query: rank, distance, cosine and path, nearest first."""
-    print(f"{'rank':>4}  {'distance':>8}  {'cosine':>7}  path")
+    """The results table of every query: rank, distance, cosine and path, nearest first (and, for a text query
+    that used keywords, each result's rank in each ranking)."""
+    scored = any(n.scores for n in neighbors)
+    print(f"{'rank':>4}  {'distance':>8}  {'cosine':>7}  " + ("from" + " " * 24 if scored else "") + "path")
     for n in neighbors:
-        print(f"{n.rank:>4}  {n.distance:8.4f}  {n.similarity:7.4f}  {n.path}")
+        distance = "-" if n.distance is None else f"{n.distance:.4f}"
+        cosine = "-" if n.similarity is None else f"{n.similarity:.4f}"
+        ranks = ", ".join(f"{name} #{hit.rank}" for name, hit in (n.scores or {}).items())
+        print(f"{n.rank:>4}  {distance:>8}  {cosine:>7}  " + (f"{ranks:<28}" if scored else "") + n.path)
+    if not neighbors:
+        print("(no image passes the filters)")
 
 
 def _query_examples(col: Collection, args: argparse.Namespace, model) -> int:
     """Several images (and --not images) as one 'more like these' query."""
     positives = [col.embed_file(p, model) for p in args.images]
     negatives = [col.embed_file(p, model) for p in args.negatives]
-    result = col.query_examples(positives, negatives, args.k)
+    result = col.query_examples(positives, negatives, args.k, where=args.filter).within(args.max_distance)
     if args.json:
-        _print_json(examples_json(col, args.images, args.negatives, result))
+        _print_json({**examples_json(col, args.images, args.negatives, result),
+                     **filter_fields(args.filter, args.max_distance)})
         return 0
     if col.is_random:
         print(RANDOM_NOTE, file=sys.stderr)
     print(f"More like: {', '.join(args.images)}" + (f"; not like: {', '.join(args.negatives)}" if args.negatives else ""))
+    _print_filters(args.filter, col.filter_mask(args.filter), col.count)
     _print_neighbors(result.neighbors)
     return 0
 
 
 def _text_query(col: Collection, args: argparse.Namespace, model) -> int:
-    result, embedded = col.query_text(args.text, args.k, model=model)
+    fusion = DEFAULT_WEIGHTS if args.fusion is None else parse_fusion(args.fusion)
+    result, embedded = col.query_text(args.text, args.k, model=model, where=args.filter, fusion=fusion)
+    if embedded is None and args.max_distance is not None:
+        raise ImgsimError(f"--max-distance needs image distances, and a keyword search has none: the "
+                          f"{col.backbone.name} index has no text model.")
+    result = result.within(args.max_distance)
     if args.json:
-        _print_json(text_json(col, embedded, result))
+        _print_json({**text_json(col, embedded, result, text=args.text, fusion=fusion),
+                     **filter_fields(args.filter, args.max_distance)})
         return 0
-    if col.is_random:
-        print(RANDOM_NOTE, file=sys.stderr)
-    if embedded.truncated:
-        print(f"note: {embedded.note}", file=sys.stderr)
-    print(f"Query: text “{embedded.text}” ({col.backbone.spec}, {embedded.tokens} tokens)")
+    if embedded is None:
+        print(f"Query: text “{args.text}” (keywords, BM25: the {col.backbone.spec} index has no text model)")
+    else:
+        if col.is_random:
+            print(RANDOM_NOTE, file=sys.stderr)
+        if embedded.truncated:
+            print(f"note: {embedded.note}", file=sys.stderr)
+        fused = " fused with keywords (BM25)" if any(n.scores for n in result.neighbors) else ""
+        print(f"Query: text “{embedded.text}” ({col.backbone.spec}, {embedded.tokens} tokens{fused})")
+    _print_filters(args.filter, col.filter_mask(args.filter), col.count)
     _print_neighbors(result.neighbors)
     return 0
 
@@ -366,7 +434,7 @@ def cmd_dedup(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     col = Collection.open(args.index_dir)
-    data = info_dict(col)
+    data = {**info_dict(col), "metadata": metadata_info(col)}
     if args.json:
         _print_json(data)
         return 0
@@ -379,6 +447,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"  weights:  {data['weights_label']}")
     print(f"  updated:  {data['updated']} (created {data['created']})")
     print(f"  search:   {col.search_summary(short=True)}")
+    fields = data["metadata"]["fields"]
+    if fields:
+        known = ", ".join(f"{f['name']} {f['count']}" for f in fields if f["count"])
+        print(f"  metadata: {len(fields)} fields; images with a value: {known}"
+              + ("; keyword search over their text" if data["metadata"]["keywords"] else ""))
+    else:
+        print("  metadata: none (built before imgsim read metadata; `index` again adds it)")
     for s in data["skipped"]:
         print(f"  skipped {s['path']}: {s['reason']}" + (f" ({s['detail']})" if s["detail"] else ""))
     return 0

@@ -1,5 +1,6 @@
-"""An opened index ready for questions: neighbours of an indexed image, a file or uploaded bytes,
-duplicate groups, the map. The CLI and the dashboard both work through this."""
+"""An opened index ready for questions: neighbours of an indexed image, a file, uploaded bytes or a text (vectors
+and keywords fused), under metadata filters; duplicate groups, the map, the places. The CLI, the API and the
+dashboard all work through this."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -29,20 +30,37 @@ from imgsim.analysis.clusters import ClusterModel, SuggestedK, suggest_k
 from imgsim.analysis.explain import Explanation, explain_flatten, explain_maps
 from imgsim.analysis.outliers import Outlier, find_outliers
 from imgsim.analysis.recommend import NEGATIVE_WEIGHT, rocchio
+from imgsim.metadata.filters import Filter
+from imgsim.metadata.fusion import DEFAULT_WEIGHTS, SourceHit, rrf
+from imgsim.metadata.keywords import KeywordIndex
+from imgsim.metadata.table import FieldInfo, MetadataTable
+from imgsim.store.metadata import load_keywords, load_metadata
+
+#: Each ranking that a text query fuses looks this much deeper than k (at least FUSION_MIN), so that rows ranked
+#: well by one source and lower by the other still meet.
+FUSION_DEPTH, FUSION_MIN = 4, 50
+#: Filter masks kept per collection (a page reruns with the same filters).
+MASK_CACHE = 8
 
 
 @dataclass(frozen=True)
 class Neighbor:
-    """One search result."""
+    """One search result; ``distance`` and ``similarity`` are None for a keyword result of an image-only index."""
 
     rank: int
     row: int
     path: str
-    distance: float
-    similarity: float
+    distance: float | None
+    similarity: float | None
+    #: Where a text query's rank came from: per source (``vector``, ``keywords``) its rank and its own score.
+    scores: dict[str, SourceHit] | None = None
 
     def to_json(self) -> dict:
-        return {"path": self.path, "distance": round(self.distance, 6), "similarity": round(self.similarity, 6)}
+        out = {"path": self.path, "distance": None if self.distance is None else round(self.distance, 6),
+               "similarity": None if self.similarity is None else round(self.similarity, 6)}
+        if self.scores is not None:
+            out["scores"] = {name: {"rank": h.rank, "score": round(h.score, 6)} for name, h in self.scores.items()}
+        return out
 
 
 @dataclass(frozen=True)
@@ -52,6 +70,14 @@ class QueryResult:
     neighbors: list[Neighbor]
     row: int | None
     k: int
+
+    def within(self, max_distance: float | None) -> "QueryResult":
+        """The neighbours at distance ``<= max_distance`` (all when None), ranked again from 1."""
+        if max_distance is None:
+            return self
+        kept = [n for n in self.neighbors if n.distance is not None and n.distance <= max_distance]
+        kept = [Neighbor(rank, n.row, n.path, n.distance, n.similarity, n.scores) for rank, n in enumerate(kept, 1)]
+        return QueryResult(kept, self.row, len(kept))
 
 
 def default_index_dir(folder: str | os.PathLike, weights: str | None) -> Path:
@@ -77,6 +103,7 @@ class Collection:
     def __init__(self, index: Index):
         self.index = index
         self._search: Search | None = None
+        self._masks: dict[Filter, np.ndarray] = {}
 
     @classmethod
     def open(cls, index_dir: str | os.PathLike) -> "Collection":
@@ -222,6 +249,67 @@ class Collection:
             self._search = open_search(self.index)
         return self._search
 
+    # --- metadata: fields, filters, places, keywords --------------------------------------------------
+
+    @functools.cached_property
+    def metadata(self) -> MetadataTable | None:
+        """What is known about each image (row i = image i); None for an index built before imgsim read it."""
+        return load_metadata(self.index)
+
+    def metadata_fields(self) -> list[FieldInfo]:
+        """Every metadata field with its kind and how many images have a value (none without metadata)."""
+        return self.metadata.fields() if self.metadata is not None else []
+
+    def metadata_of(self, rows: Sequence[int] | np.ndarray) -> list[dict]:
+        """The known metadata values of ``rows``, one JSON-ready dict each (empty without metadata)."""
+        return self.metadata.rows(rows) if self.metadata is not None else [{} for _ in rows]
+
+    def filter_mask(self, where: Filter | None) -> np.ndarray | None:
+        """True for the rows that pass ``where`` (None: no filter, every row); the last few masks are kept."""
+        if not where:
+            return None
+        if self.metadata is None:
+            raise ImgsimError(f"The index at {self.index.directory} holds no metadata (it was built before imgsim "
+                              f"read any), so it cannot filter. Update it to add the metadata: python -m imgsim "
+                              f"index {self.index.root} --index {self.index.directory}")
+        if where not in self._masks:
+            if len(self._masks) >= MASK_CACHE:
+                self._masks.pop(next(iter(self._masks)))
+            self._masks[where] = where.mask(self.metadata)
+        return self._masks[where]
+
+    def places(self, where: Filter | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The rows with a GPS position (that pass ``where``), with their latitudes and longitudes."""
+        if self.metadata is None:
+            return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0)
+        lat = self.metadata.column("lat").to_numpy(zero_copy_only=False).astype(np.float64)
+        lon = self.metadata.column("lon").to_numpy(zero_copy_only=False).astype(np.float64)
+        keep = np.isfinite(lat) & np.isfinite(lon)
+        mask = self.filter_mask(where)
+        rows = np.flatnonzero(keep if mask is None else keep & mask)
+        return rows, lat[rows], lon[rows]
+
+    @functools.cached_property
+    def keywords(self) -> KeywordIndex | None:
+        """BM25 over each image's metadata text, built at index time; None when no image has text beyond its
+        file name (a caption, keywords, a description)."""
+        return load_keywords(self.index)
+
+    @property
+    def has_text_metadata(self) -> bool:
+        """Whether a text query can search the images' words (see :attr:`keywords`)."""
+        return self.keywords is not None
+
+    def search_keywords(self, text: str, k: int, where: Filter | None = None) -> QueryResult:
+        """The k images whose metadata text best matches ``text`` (BM25), best first, under ``where``."""
+        if self.keywords is None:
+            raise ImgsimError(f"The images of the index at {self.index.directory} have no text to search (no "
+                              "caption, keyword or description): add some with --metadata FILE when indexing.")
+        rows, scores = self.keywords.search(text, k, self.filter_mask(where))
+        hits = [Neighbor(rank, int(r), self.paths[int(r)], None, None, {"keywords": SourceHit(rank, float(s))})
+                for rank, (r, s) in enumerate(zip(rows, scores), start=1)]
+        return QueryResult(hits, None, len(hits))
+
     # --- queries -------------------------------------------------------------------------------------
 
     def _results(self, found: Neighbors) -> list[Neighbor]:
@@ -231,16 +319,19 @@ class Collection:
         return [Neighbor(rank, r, self.paths[r], d, float(cosine_from_distance(d)))
                 for rank, (r, d) in enumerate(hits, start=1)]
 
-    def neighbors_of_row(self, row: int, k: int) -> QueryResult:
-        """Neighbours of an indexed image: itself first at distance 0, then its k-1 nearest."""
+    def neighbors_of_row(self, row: int, k: int, where: Filter | None = None) -> QueryResult:
+        """Neighbours of an indexed image: itself first at distance 0 (when it passes ``where``), then its nearest
+        among the images that pass."""
         if not 0 <= row < self.count:
             raise ImgsimError(f"No image number {row} in this index (it has {self.count}).")
         vector = np.asarray(self.index.vectors[row])
-        found = self._results(self.search.kneighbors(vector[None, :], k, prefer=row))
+        found = self._results(self.search.kneighbors(vector[None, :], k, prefer=row, allowed=self.filter_mask(where)))
         return QueryResult(found, row, len(found))
 
-    def neighbors_of_vector(self, vector: np.ndarray, k: int) -> QueryResult:
-        found = self._results(self.search.kneighbors(np.asarray(vector, dtype=np.float32)[None, :], k))
+    def neighbors_of_vector(self, vector: np.ndarray, k: int, where: Filter | None = None) -> QueryResult:
+        """The k images nearest to a vector, among those that pass ``where``."""
+        query = np.asarray(vector, dtype=np.float32)[None, :]
+        found = self._results(self.search.kneighbors(query, k, allowed=self.filter_mask(where)))
         return QueryResult(found, None, len(found))
 
     def locate(self, path: str | os.PathLike, data: bytes | None = None) -> int | None:
@@ -260,11 +351,11 @@ class Collection:
             return self.index.row_with_hash(hashlib.sha256(data).hexdigest())
         return None
 
-    def query_file(self, path: str | os.PathLike, k: int,
-                   extractor: Callable[[], Backbone] | None = None) -> QueryResult:
+    def query_file(self, path: str | os.PathLike, k: int, extractor: Callable[[], Backbone] | None = None,
+                   where: Filter | None = None) -> QueryResult:
         """Neighbours of an image file (found as :meth:`read_file` says): its stored vector when it is indexed,
         else it is embedded."""
-        return self.query_embedded(self.embed_file(path, extractor), k)
+        return self.query_embedded(self.embed_file(path, extractor), k, where)
 
     def read_file(self, path: str | os.PathLike) -> tuple[int | None, bytes] | None:
         """The image file a query names, read: its row when it is indexed (by path or content) and its bytes;
@@ -280,9 +371,10 @@ class Collection:
         data = decode.read_bytes(p)
         return self.locate(p, data), data
 
-    def query_bytes(self, data: bytes, k: int, extractor: Callable[[], Backbone] | None = None) -> QueryResult:
+    def query_bytes(self, data: bytes, k: int, extractor: Callable[[], Backbone] | None = None,
+                    where: Filter | None = None) -> QueryResult:
         """Neighbours of an image given as bytes (an upload); decoded in memory, never written to disk."""
-        return self.query_embedded(self.embed_bytes(data, extractor), k)
+        return self.query_embedded(self.embed_bytes(data, extractor), k, where)
 
     def embed_bytes(self, data: bytes, extractor: Callable[[], Backbone] | None = None,
                     decoder: Callable[..., np.ndarray] = decode.model_input
@@ -299,10 +391,11 @@ class Collection:
         model = (extractor or self.extractor)()
         return None, model.embed(pixels[None])[0]
 
-    def query_embedded(self, embedded: tuple[int | None, np.ndarray | None], k: int) -> QueryResult:
-        """Neighbours for the result of :meth:`embed_bytes`."""
+    def query_embedded(self, embedded: tuple[int | None, np.ndarray | None], k: int,
+                       where: Filter | None = None) -> QueryResult:
+        """Neighbours for the result of :meth:`embed_bytes`, among the images that pass ``where``."""
         row, vector = embedded
-        return self.neighbors_of_row(row, k) if row is not None else self.neighbors_of_vector(vector, k)
+        return self.neighbors_of_row(row, k, where) if row is not None else self.neighbors_of_vector(vector, k, where)
 
     def extractor(self, weights: str | None = None, batch_size: int = 16) -> Backbone:
         """A model matching this index's backbone, weights and pooling (weights checked by content hash)."""
@@ -315,15 +408,37 @@ class Collection:
         """A text query's unit vector from this index's own CLIP model (refused on image-only indexes)."""
         if not self.supports_text:
             raise TextSearchUnavailable(text_search_help(self.backbone.spec, str(self.index.directory)))
-        if not " ".join(str(text).split()):
-            raise ImgsimError("The text is empty: describe what you are looking for, e.g. \"a red car at night\".")
+        _check_text(text)
         return (model or self.extractor)().embed_text(text)
 
-    def query_text(self, text: str, k: int, model: Callable[[], object] | None = None
-                   ) -> tuple[QueryResult, TextEmbedding]:
-        """The k images nearest to a description (CLIP indexes), and the text as the model read it."""
+    def query_text(self, text: str, k: int, model: Callable[[], object] | None = None, where: Filter | None = None,
+                   fusion: dict[str, float] | None = DEFAULT_WEIGHTS) -> tuple[QueryResult, TextEmbedding | None]:
+        """The k images that best match a description, and the text as the model read it (None: no model).
+
+        A CLIP index ranks by its text vector and, when its images have metadata text, fuses that ranking with
+        BM25 over the text by reciprocal rank (``fusion``: the weights, None for vectors alone); an image-only
+        index with metadata text ranks by BM25 alone; without either, it is refused (:meth:`embed_text`).
+        """
+        if not self.supports_text and self.has_text_metadata:
+            _check_text(text)
+            return self.search_keywords(text, k, where), None
         embedded = self.embed_text(text, model)
-        return self.neighbors_of_vector(embedded.vector, k), embedded
+        if fusion is None or not self.has_text_metadata or not fusion.get("keywords", 1.0):
+            return self.neighbors_of_vector(embedded.vector, k, where), embedded
+        depth = min(self.count, max(FUSION_MIN, FUSION_DEPTH * k))
+        by_vector = self.neighbors_of_vector(embedded.vector, depth, where).neighbors
+        by_words = self.search_keywords(text, depth, where).neighbors
+        fused = rrf({"vector": ([n.row for n in by_vector], [n.distance for n in by_vector]),
+                     "keywords": ([n.row for n in by_words], [n.scores["keywords"].score for n in by_words])},
+                    weights=fusion, limit=k)
+        rows = np.array([h.row for h in fused], dtype=np.int64)
+        order = np.argsort(rows)  # memory-mapped rows are read in order
+        vectors = np.empty((len(rows), self.index.dims), dtype=np.float64)
+        vectors[order] = self.index.vectors[rows[order]]
+        d = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * (vectors @ embedded.vector.astype(np.float64))))
+        hits = [Neighbor(i + 1, h.row, self.paths[h.row], float(d[i]), float(cosine_from_distance(d[i])), h.sources)
+                for i, h in enumerate(fused)]
+        return QueryResult(hits, None, len(hits)), embedded
 
     def neighbor_table(self, k: int) -> np.ndarray:
         """Rows of each image's k nearest other images (from the stored graph when it is deep enough)."""
@@ -392,17 +507,17 @@ class Collection:
 
     def query_examples(self, positives: list[tuple[int | None, np.ndarray | None]],
                        negatives: list[tuple[int | None, np.ndarray | None]] = (), k: int = 5,
-                       weight: float = NEGATIVE_WEIGHT) -> QueryResult:
-        """More like these: neighbours of the Rocchio vector of positive and negative examples.
+                       weight: float = NEGATIVE_WEIGHT, where: Filter | None = None) -> QueryResult:
+        """More like these: neighbours of the Rocchio vector of positive and negative examples, under ``where``.
 
         Examples are what :meth:`embed_bytes` / :meth:`embed_file` return. One positive and no negative is
         exactly the plain query (an indexed image first at distance 0).
         """
         if len(positives) == 1 and not negatives:
-            return self.query_embedded(positives[0], k)
+            return self.query_embedded(positives[0], k, where)
         # Generators: the vectors are read and averaged one at a time, never stacked.
         query = rocchio((self._vector(e) for e in positives), (self._vector(e) for e in negatives), weight)
-        return self.neighbors_of_vector(query, k)
+        return self.neighbors_of_vector(query, k, where)
 
     @property
     def can_explain(self) -> bool:
@@ -438,6 +553,11 @@ class Collection:
         model = (extractor or self.extractor)()
         maps = model.feature_maps(np.stack([pixels(a), pixels(b)]))
         return explain_maps(maps[0], maps[1], float(np.dot(va.astype(np.float64), vb.astype(np.float64))))
+
+
+def _check_text(text: str) -> None:
+    if not " ".join(str(text).split()):
+        raise ImgsimError("The text is empty: describe what you are looking for, e.g. \"a red car at night\".")
 
 
 def check_compatible(collection: Collection, model: Backbone) -> None:

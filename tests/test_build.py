@@ -281,3 +281,90 @@ def test_the_model_stage_mentions_a_download_only_for_imagenet_weights(folder, t
     assert not [line for line in seen if "downloads" in line]
     assert describe("model", 0, None, 0.0) == ("Loading ResNet50 (on first use Keras downloads its ImageNet "
                                                "weights, 94.7 MB)…")
+
+
+# --- metadata --------------------------------------------------------------------------------------------------
+
+def test_metadata_follows_an_incremental_update_and_a_new_sidecar_alone_writes_a_generation(tmp_path):
+    from imgsim.collection import Collection
+
+    from .test_filters_search import StandIn, gps_exif, write_photo
+
+    root = tmp_path / "photos"
+    write_photo(root / "a" / "one.jpg", 1, (60, 40), gps_exif(48.8566, 2.3522, "2023:07:14 10:22:01"))
+    write_photo(root / "a" / "two.jpg", 2, (50, 40))
+    write_photo(root / "b" / "three.jpg", 3, (70, 40))
+    sidecar = tmp_path / "tags.jsonl"
+    sidecar.write_text('{"path": "a/one.jpg", "caption": "the tower", "stars": 5}\n'
+                       '{"path": "a/two.jpg", "caption": "a bench", "stars": 2}\n', encoding="utf-8")
+    model = StandIn()
+
+    def build(**kw):
+        return build_index(root, tmp_path / "ix", weights="random", pooling="avg", model_factory=lambda w, p, b: model,
+                           **kw)
+
+    first = build(metadata=sidecar)
+    assert first.metadata_read == 3 and first.metadata_problems == {} and first.sidecar.unknown == []
+    before = Collection.open(tmp_path / "ix").metadata
+    assert before.row(0) == {"folder": "a", "name": "one.jpg", "bytes": (root / "a" / "one.jpg").stat().st_size,
+                             "width": 60, "height": 40, "format": "JPEG", "taken": "2023-07-14T10:22:01",
+                             "lat": pytest.approx(48.8566, abs=1e-6), "lon": pytest.approx(2.3522, abs=1e-6),
+                             "caption": "the tower", "stars": 5}
+
+    write_photo(root / "a" / "two.jpg", 20, (90, 40))  # changed: new width, same caption (the sidecar is by path)
+    write_photo(root / "c" / "four.jpg", 4, (30, 40))  # added: no sidecar row
+    (root / "b" / "three.jpg").unlink()
+    second = build()  # no --metadata: the columns of the first sidecar are kept
+    assert (second.added, second.changed, second.removed, second.metadata_read) == (1, 1, 1, 2)
+    col = Collection.open(tmp_path / "ix")
+    assert col.paths == ["a/one.jpg", "a/two.jpg", "c/four.jpg"]
+    rows = col.metadata_of(range(3))
+    assert rows[0] == before.row(0)
+    assert (rows[1]["width"], rows[1]["caption"], rows[1]["stars"]) == (90, "a bench", 2)
+    assert rows[2]["width"] == 30 and "caption" not in rows[2] and "taken" not in rows[2]
+    assert col.index.meta["metadata"]["sidecar"] == "tags.jsonl"
+    assert build().committed is False  # nothing changed, metadata included
+    vectors = np.array(col.index.vectors)
+
+    sidecar.write_text('{"path": "c/four.jpg", "caption": "a gull"}\n', encoding="utf-8")
+    third = build(metadata=sidecar)
+    assert third.committed and third.extracted == 0
+    col = Collection.open(tmp_path / "ix")
+    assert [r.get("caption") for r in col.metadata_of(range(3))] == [None, None, "a gull"]
+    assert "stars" not in col.metadata.kinds  # a new sidecar replaces the columns of the earlier one
+    assert col.index.generation == "gen-000003"
+    np.testing.assert_array_equal(col.index.vectors, vectors)
+
+
+def test_a_corrupt_exif_block_is_counted_never_a_skipped_image(tmp_path):
+    from .test_filters_search import StandIn, write_photo
+
+    root = tmp_path / "photos"
+    write_photo(root / "fine.jpg", 1, (50, 40))
+    write_photo(root / "broken-exif.jpg", 2, (50, 40), exif=b"Exif\x00\x00not a tiff header at all")
+    report = build_index(root, tmp_path / "ix", weights="random", pooling="avg", model_factory=lambda w, p, b: StandIn())
+    assert report.indexed == 2 and report.skipped == []
+    assert report.metadata_problems == {"corrupt EXIF block": 1}
+
+
+def test_an_index_built_before_metadata_opens_refuses_filters_and_gains_metadata_on_update(tmp_path,
+                                                                                          extractor_factory):
+    from imgsim.collection import Collection
+    from imgsim.metadata.filters import parse_where
+
+    from .test_compat import old_index_at
+
+    photos, index = old_index_at(tmp_path)
+    old = Collection.open(index)
+    assert old.metadata is None and old.metadata_fields() == [] and not old.has_text_metadata
+    assert len(old.neighbors_of_row(0, 3).neighbors) == 3  # queries as before
+    with pytest.raises(ImgsimError, match=r"holds no metadata \(it was built before imgsim read any\).*"
+                                          r"python -m imgsim index .* --index "):
+        old.neighbors_of_row(0, 3, where=parse_where(["width > 10"]))
+    report = build_index(photos, index, model_factory=extractor_factory)
+    assert report.committed and report.extracted == 0 and report.metadata_read == 12
+    updated = Collection.open(index)
+    np.testing.assert_array_equal(updated.index.vectors, old.index.vectors)
+    assert {f.name: f.count for f in updated.metadata_fields()}["width"] == 12
+    found = updated.neighbors_of_row(0, 12, where=parse_where([f"folder = {updated.labels[0]}"])).neighbors
+    assert found and all(updated.labels[n.row] == updated.labels[0] for n in found)

@@ -30,8 +30,10 @@ def test_query_indexed_image_returns_itself_first(capsys, built_index, photo_dir
     assert out["query"] == str(photo_dir / "reds" / "r2.jpg")
     assert out["weights"] == "random" and out["random_weights"] is True
     hits = out["neighbors"]
-    assert len(hits) == 4 and set(hits[0]) == {"path", "distance", "similarity"}
-    assert hits[0] == {"path": "reds/r2.jpg", "distance": 0.0, "similarity": 1.0}
+    assert len(hits) == 4 and set(hits[0]) == {"path", "distance", "similarity", "metadata"}
+    assert hits[0] == {"path": "reds/r2.jpg", "distance": 0.0, "similarity": 1.0, "metadata": {
+        "folder": "reds", "name": "r2.jpg", "bytes": (photo_dir / "reds" / "r2.jpg").stat().st_size, "width": 160,
+        "height": 120, "format": "JPEG"}}
     dists = [h["distance"] for h in hits]
     assert dists == sorted(dists) and all(0 <= d <= 2 for d in dists)
     for h in hits:
@@ -49,7 +51,8 @@ def test_query_copy_of_indexed_file_is_found_by_content(capsys, built_index, pho
     copy = tmp_path / "copy.png"
     shutil.copy(photo_dir / "blues" / "b1.png", copy)
     out = run_json(capsys, "query", str(built_index), str(copy), "-k", "2")
-    assert out["neighbors"][0] == {"path": "blues/b1.png", "distance": 0.0, "similarity": 1.0}
+    assert {k: out["neighbors"][0][k] for k in ("path", "distance", "similarity")} == \
+        {"path": "blues/b1.png", "distance": 0.0, "similarity": 1.0}
 
 
 def test_info_json(capsys, built_index, photo_dir):

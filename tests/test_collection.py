@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from imgsim.collection import Collection
 
@@ -29,3 +30,25 @@ def test_rows_matching_answers_a_repeated_filter_without_another_scan(built_inde
     col.__dict__["_folded_paths"] = ["changed"] * col.count  # a second scan would now find nothing
     assert col.rows_matching("reds") is first
     assert isinstance(first, np.ndarray) and len(first) == 5
+
+
+def test_metadata_facts_masks_and_places_for_the_page(built_index, photo_dir):
+    from imgsim.errors import ImgsimError
+    from imgsim.metadata.filters import parse_where
+
+    col = Collection.open(built_index)
+    fields = {f.name: (f.kind.value, f.count) for f in col.metadata_fields()}
+    assert fields["folder"] == ("text", 12) and fields["taken"] == ("date", 0)
+    row = col.paths.index("blues/b1.png")
+    assert col.metadata_of([row]) == [{"folder": "blues", "name": "b1.png", "format": "PNG", "width": 160,
+                                       "height": 120, "bytes": (photo_dir / "blues" / "b1.png").stat().st_size}]
+    where = parse_where(["folder = blues"])
+    mask = col.filter_mask(where)
+    assert mask.tolist() == [p.startswith("blues/") for p in col.paths]
+    assert col.filter_mask(parse_where(["folder = blues"])) is mask  # an equal filter: the kept mask
+    assert col.filter_mask(parse_where([])) is None and col.filter_mask(None) is None
+    rows, lat, lon = col.places()
+    assert len(rows) == len(lat) == len(lon) == 0  # no photo here has a GPS position
+    assert not col.has_text_metadata
+    with pytest.raises(ImgsimError, match="have no text to search .* add some with --metadata FILE"):
+        col.search_keywords("blue", 3)

@@ -122,3 +122,27 @@ def test_reading_checks_count_version_format_and_damage(tmp_path):
     path.unlink()
     with pytest.raises(MetadataFormatError, match="is missing"):
         MetadataTable.load(tmp_path)
+
+
+def test_values_and_span_give_what_a_filter_bar_offers():
+    table = MetadataTable.from_rows([
+        {"camera": "Canon EOS 5D", "taken": "2023-07-01", "keywords": ["beach", "sunset"], "width": 3000},
+        {"camera": "Canon EOS 5D", "taken": "2021-01-02T10:00:00+02:00", "keywords": ["beach"], "width": 640},
+        {"camera": "iPhone 12"}, {}])
+    assert table.values("camera") == [("Canon EOS 5D", 2), ("iPhone 12", 1)]
+    assert table.values("keywords") == [("beach", 2), ("sunset", 1)] and table.values("keywords", limit=1) == [("beach", 2)]
+    assert table.span("taken") == ("2021-01-02T10:00:00", "2023-07-01T00:00:00")  # local time, the offset ignored
+    assert table.span("width") == (640, 3000) and table.span("lat") is None
+    with pytest.raises(ValueError, match="camera is text: it has no range"):
+        table.span("camera")
+
+
+def test_equals_compares_fields_kinds_and_values_and_fresh_rows_may_carry_sidecar_columns():
+    table = MetadataTable.from_rows(ROWS)
+    assert table.equals(MetadataTable.from_rows(ROWS)) and not table.equals(None)
+    assert not table.equals(MetadataTable.from_rows(ROWS[:2]))
+    assert not table.equals(MetadataTable.from_rows([dict(ROWS[0], width=321), *ROWS[1:]]))
+    with_caption = MetadataTable({**{n: table.column(n) for n in table.kinds}, "caption": pa.array(["a", None, "c"])},
+                                 {**table.kinds, "caption": Kind.TEXT})
+    updated = MetadataTable.assemble([2, dict(ROWS[0], caption="kept")], with_caption)
+    assert [r.get("caption") for r in updated.rows([0, 1])] == ["c", "kept"]

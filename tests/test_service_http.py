@@ -25,6 +25,7 @@ from imgsim.errors import ImgsimError
 from imgsim.service.http import make_app
 from imgsim.service.limits import CLIP_RETRIEVAL_DEDUP, Limits, check_listen
 from imgsim.service.operations import Service
+from imgsim.service.results import neighbors_json
 from tests.conftest import make_photo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +68,30 @@ def test_similar_is_query_json(client, built_index, photo_dir):
     got = client.get("/v1/similar", params={"path": "reds/r1.jpg", "k": 4})
     assert got.status_code == 200
     assert got.json() == cli_json(built_index, photo_dir, "query", "reds/r1.jpg", "-k", "4")
-    assert got.json()["neighbors"][0] == {"path": "reds/r1.jpg", "distance": 0.0, "similarity": 1.0}
+    first = got.json()["neighbors"][0]
+    assert {k: first[k] for k in ("path", "distance", "similarity")} == {"path": "reds/r1.jpg", "distance": 0.0,
+                                                                         "similarity": 1.0}
+
+
+def test_filters_are_the_cli_filters(client, built_index, photo_dir):
+    got = client.get("/v1/similar", params={"path": "reds/r1.jpg", "k": 4, "where": ["folder = reds", "width >= 100"]})
+    assert got.status_code == 200
+    assert got.json() == cli_json(built_index, photo_dir, "query", "reds/r1.jpg", "-k", "4", "--where", "folder = reds",
+                                  "--where", "width >= 100")
+    assert got.json()["where"] == ["folder = reds", "width >= 100"]
+    assert [n["path"] for n in got.json()["neighbors"]][:1] == ["reds/r1.jpg"]
+    assert all(n["metadata"]["folder"] == "reds" for n in got.json()["neighbors"]) and len(got.json()["neighbors"]) == 4
+    body = {"positive": ["reds/r0.jpg", "blues/b2.png"], "k": 6, "where": "folder in [blues, '']", "max_distance": 1.5}
+    got = client.post("/v1/search", json=body).json()
+    assert got == cli_json(built_index, photo_dir, "query", "reds/r0.jpg", "blues/b2.png", "-k", "6",
+                           "--where", "folder in [blues, '']", "--max-distance", "1.5")
+    assert got["neighbors"] and all(n["path"].startswith("blues/") or "/" not in n["path"] for n in got["neighbors"])
+    nowhere = client.post("/v1/search", json={"positive": ["top.jpg"], "near": "48.85,2.35,10"}).json()
+    assert nowhere["near"] == "48.85,2.35,10" and nowhere["neighbors"] == []  # no photo here has a position
+    upload = (photo_dir / "blues" / "b3.png").read_bytes()
+    got = client.post("/v1/search", files={"image": ("b.png", upload, "image/png")},
+                      data={"k": "3", "where": "folder = reds"}).json()
+    assert got["where"] == ["folder = reds"] and all(n["path"].startswith("reds/") for n in got["neighbors"])
 
 
 def test_more_like_these_is_query_json(client, built_index, photo_dir):
@@ -99,7 +123,7 @@ def test_uploads_and_vectors_find_what_the_cli_finds(client, service, built_inde
     body = base64.b64encode(new.read_bytes()).decode()
     got = client.post("/v1/search", json={"image": f"data:image/jpeg;base64,{body}", "k": 5}).json()
     assert got["query"]["upload"]["indexed"] is None
-    assert got["neighbors"] == [n.to_json() for n in expected.neighbors]
+    assert got["neighbors"] == neighbors_json(service.collection, expected.neighbors)
     # A stored vector is its own nearest neighbour.
     vector = np.asarray(service.collection.index.vectors[3], dtype=float) * 7.0  # any length: scaled to unit
     got = client.post("/v1/search", json={"vector": vector.tolist(), "k": 2}).json()
@@ -205,8 +229,12 @@ def png_header(width: int, height: int) -> bytes:
     ("post", "/v1/search", {"content": b"{not json"}, 400, "The body is not valid JSON (line 1, column 2)"),
     ("post", "/v1/search", {"content": b""}, 400, "The body is empty"),
     ("post", "/v1/search", {"json": ["reds/r1.jpg"]}, 400, "The body must be a JSON object"),
-    ("post", "/v1/search", {"json": {"positive": ["reds/r1.jpg"], "where": "taken > 2020"}}, 400,
-     "Unknown field 'where'"),
+    ("post", "/v1/search", {"json": {"positive": ["reds/r1.jpg"], "wher": "taken > 2020"}}, 400,
+     "Unknown field 'wher'"),
+    ("post", "/v1/search", {"json": {"positive": ["reds/r1.jpg"], "where": "widht > 3"}}, 400,
+     "unknown field 'widht' (did you mean 'width'?)"),
+    ("get", "/v1/similar?path=reds/r1.jpg&where=width%20~%203", {}, 400, "operator '~' does not apply to width"),
+    ("get", "/v1/similar?path=reds/r1.jpg&near=91,0,5", {}, 400, "latitude 91 is outside -90..90"),
     ("post", "/v1/search", {"json": {"positive": ["reds/r1.jpg"], "k": 5000}}, 400, "k must be between 1 and 1000"),
     ("post", "/v1/search", {"json": {"positive": ["reds/r1.jpg"], "max_distance": -1}}, 400,
      "max_distance must be between 0 and 2"),

@@ -76,10 +76,10 @@ class MetadataTable:
         """Row i is ``old`` row ``sources[i]`` (an int) or a fresh row (a mapping): an incremental update in one pass.
 
         ``sources`` is the build's list of (old row | new vector) per new row, with new vectors replaced by
-        their files' metadata. Columns only ``old`` has (a sidecar's) are null in fresh rows.
+        their files' metadata. Columns only ``old`` has (a sidecar's) are null in fresh rows that do not give them.
         """
         base = old if old is not None else cls.from_rows([])
-        fresh = cls.from_rows([s for s in sources if not isinstance(s, (int, np.integer))])
+        fresh = cls.from_rows([s for s in sources if not isinstance(s, (int, np.integer))], base.kinds)
         order, added = [], len(base)
         for source in sources:
             if isinstance(source, (int, np.integer)):
@@ -138,6 +138,11 @@ class MetadataTable:
     def __len__(self) -> int:
         return self._count
 
+    def equals(self, other: MetadataTable | None) -> bool:
+        """True when ``other`` has the same fields, kinds and values, row by row."""
+        return (other is not None and self._kinds == other._kinds and len(self) == len(other)
+                and all(c.equals(other._columns[n]) for n, c in self._columns.items()))
+
     @property
     def kinds(self) -> dict[str, Kind]:
         """Every field's kind, built-in fields first."""
@@ -155,6 +160,28 @@ class MetadataTable:
             # Canonical ISO text: the first 19 characters are the local date and time (a date alone is midnight).
             self._timestamps[name] = pc.cast(pc.utf8_slice_codeunits(self._columns[name], 0, 19), pa.timestamp("s"))
         return self._timestamps[name]
+
+    def values(self, name: str, limit: int = 50) -> list[tuple[object, int]]:
+        """A field's most common values with how many images have each, most common first (a list field counts
+        each item): what a filter's choice of camera, folder or keyword offers."""
+        column = self._columns[name]
+        if self._kinds[name] == Kind.LIST:
+            column = pc.list_flatten(column)
+        counts = pc.value_counts(column.drop_null())
+        pairs = zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())
+        return sorted(pairs, key=lambda p: (-p[1], str(p[0])))[:limit]
+
+    def span(self, name: str) -> tuple[object, object] | None:
+        """The smallest and largest value of a number or date field (dates as ISO text); None when none is known."""
+        if self._kinds[name] not in (Kind.INT, Kind.FLOAT, Kind.DATE):
+            raise ValueError(f"{name} is {self._kinds[name]}: it has no range")
+        column = self.timestamps(name) if self._kinds[name] == Kind.DATE else self._columns[name]
+        low, high = pc.min_max(column).values()
+        if not low.is_valid:
+            return None
+        if self._kinds[name] == Kind.DATE:
+            return low.as_py().isoformat(), high.as_py().isoformat()
+        return low.as_py(), high.as_py()
 
     def fields(self) -> list[FieldInfo]:
         """Every field with its kind and how many images have a value for it."""

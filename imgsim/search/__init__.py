@@ -58,8 +58,10 @@ class Search(Protocol):
     def n(self) -> int:
         """How many vectors it searches."""
 
-    def kneighbors(self, queries: np.ndarray, k: int, prefer: int | None = None) -> Neighbors:
-        """The ``k`` nearest rows to each query vector (k clamped); ``prefer`` is a row that wins ties."""
+    def kneighbors(self, queries: np.ndarray, k: int, prefer: int | None = None,
+                   allowed: np.ndarray | None = None) -> Neighbors:
+        """The ``k`` nearest rows to each query vector (k clamped); ``prefer`` is a row that wins ties;
+        ``allowed`` (a boolean mask over the rows, e.g. a metadata filter) restricts the search to its rows."""
 
     def kneighbors_rows(self, rows: np.ndarray, k: int, exclude_self: bool = True) -> Neighbors:
         """Neighbours of indexed rows, from their stored vectors; each row itself excluded by default."""

@@ -136,24 +136,49 @@ class AnnSearch:
         found = self._sorted_keys[pos] == keys
         return np.where(found & (keys >= 0), self._key_order[pos], -1)
 
-    def candidates_of(self, projected: np.ndarray, count: int) -> np.ndarray:
-        """Candidate rows (m, count) from the IVF index; -1 where fewer were found."""
+    def candidates_of(self, projected: np.ndarray, count: int, allowed: np.ndarray | None = None) -> np.ndarray:
+        """Candidate rows (m, count) from the IVF index; -1 where fewer were found.
+
+        ``allowed`` (a boolean mask over the rows) searches under faiss' ID selector: only those rows are
+        scanned, and more cells are probed, doubling, until ``count`` of them are found (or every cell is).
+        """
+        faiss = _faiss()
         q = query_coords(projected)
-        _, keys = self.index_.search(q, int(count))
+        nlist, nprobe, selector = int(self.index_.nlist), int(self.index_.nprobe), None
+        if allowed is not None:
+            allowed = np.asarray(allowed, dtype=bool)
+            bits = np.zeros(int(self.keys_.max()) + 1 if len(self.keys_) else 0, dtype=bool)
+            bits[self.keys_[allowed]] = True
+            bitmap = np.packbits(bits, bitorder="little")  # kept alive while faiss reads it
+            selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
+            # The k nearest rows that pass lie about as far as the k / share nearest of all rows: probe 1 / share
+            # times the cells (and enough to hold count rows that pass); a scanned row that fails costs one bit test.
+            share = max(int(allowed.sum()), 1) / max(self.n, 1)
+            nprobe = int(min(nlist, math.ceil(max(nprobe, 1.5 * count * nlist / max(self.n, 1)) / share)))
+        params = faiss.SearchParametersIVF(nprobe=nprobe, sel=selector) if selector is not None else None
+        keys = self.index_.search(q, int(count), params=params)[1]
         short = np.flatnonzero((keys < 0).any(axis=1))
-        if len(short) and self.index_.nprobe < self.index_.nlist:
-            # The probed cells held fewer rows than asked for (small or lopsided cells): probe every cell for
-            # these queries, so a result list is never cut short while the collection has more images.
-            params = _faiss().SearchParametersIVF(nprobe=int(self.index_.nlist))
+        while len(short) and nprobe < nlist:
+            # The probed cells held fewer (allowed) rows than asked for: probe more cells for these queries, so a
+            # result list is never cut short while the collection has more images that pass.
+            nprobe = nlist if selector is None else min(nlist, 2 * nprobe)
+            params = faiss.SearchParametersIVF(nprobe=nprobe, sel=selector) if selector is not None else \
+                faiss.SearchParametersIVF(nprobe=nprobe)
             keys[short] = self.index_.search(q[short], int(count), params=params)[1]
+            short = short[(keys[short] < 0).any(axis=1)]
         return self.rows_of_keys(keys)
 
-    def kneighbors(self, queries: np.ndarray, k: int, prefer: int | None = None) -> Neighbors:
-        """The ``k`` nearest rows to each query vector, exact distances; ``prefer`` wins ties."""
+    def kneighbors(self, queries: np.ndarray, k: int, prefer: int | None = None,
+                   allowed: np.ndarray | None = None) -> Neighbors:
+        """The ``k`` nearest rows to each query vector, exact distances; ``prefer`` wins ties; ``allowed`` (a
+        boolean mask over the rows) restricts the answer to its rows (k clamped to how many there are)."""
         q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         pq, _ = self.projection_.transform(q, precise=False)
         prefer_rows = np.full(len(q), -1 if prefer is None else prefer)
-        return self._rerank(q, pq, k, exclude=np.full(len(q), -1), prefer=prefer_rows, refine=len(q) <= 16)
+        if allowed is not None and prefer is not None and not allowed[prefer]:
+            prefer_rows[:] = -1  # the query image does not pass the filter: it is no candidate
+        return self._rerank(q, pq, k, exclude=np.full(len(q), -1), prefer=prefer_rows, refine=len(q) <= 16,
+                            allowed=allowed)
 
     def kneighbors_rows(self, rows: np.ndarray, k: int, exclude_self: bool = True, candidates: int | None = None,
                         projected: np.ndarray | None = None, block: int = 1024) -> Neighbors:
@@ -192,15 +217,19 @@ class AnnSearch:
     # --- internals -----------------------------------------------------------------------------------
 
     def _rerank(self, q: np.ndarray, pq: np.ndarray, k: int, exclude: np.ndarray, prefer: np.ndarray,
-                refine: bool, count: int | None = None) -> Neighbors:
+                refine: bool, count: int | None = None, allowed: np.ndarray | None = None) -> Neighbors:
         m = len(q)
-        k = max(0, min(int(k), self.n - (1 if (exclude >= 0).any() else 0)))
+        pool = None if allowed is None else np.flatnonzero(np.asarray(allowed, dtype=bool))
+        k = max(0, min(int(k), (self.n if pool is None else len(pool)) - (1 if (exclude >= 0).any() else 0)))
         indices = np.zeros((m, k), dtype=np.int64)
         distances = np.zeros((m, k), dtype=np.float64)
         if k == 0 or m == 0:
             return Neighbors(indices, distances)
         count = min(self.n, max(int(count or self.candidates), k + 1))
-        cand = self.candidates_of(pq, count)
+        if pool is not None and len(pool) <= count:
+            cand = np.tile(pool, (m, 1))  # no more rows pass than would be re-ranked: all of them are, exactly
+        else:
+            cand = self.candidates_of(pq, count, allowed)
         # The query row itself (an indexed image) always competes, so it comes first at distance 0.
         cand = np.concatenate([cand, np.where(prefer >= 0, prefer, -1)[:, None]], axis=1)
         cand = np.where(cand == exclude[:, None], -1, cand)

@@ -61,10 +61,13 @@ class ExactSearch:
 
     # --- queries -----------------------------------------------------------------------------------
 
-    def kneighbors(self, queries: np.ndarray, k: int, prefer: int | None = None) -> Neighbors:
+    def kneighbors(self, queries: np.ndarray, k: int, prefer: int | None = None,
+                   allowed: np.ndarray | None = None) -> Neighbors:
         """The ``k`` nearest rows to each query vector (k clamped to the collection size).
 
         ``prefer`` is a row that wins ties (a query that is itself indexed comes first at distance 0).
+        ``allowed`` (a boolean mask over the rows) restricts the answer to its rows: exactly the exact search
+        over that subset, k clamped to its size.
         """
         q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         pq, rq = self.projection_.transform(q)
@@ -73,7 +76,7 @@ class ExactSearch:
             return q[block], pq[block], rq[block]
 
         prefer_rows = np.full(len(q), -1 if prefer is None else prefer)
-        return self._search(len(q), fetch, k, exclude=np.full(len(q), -1), prefer=prefer_rows)
+        return self._search(len(q), fetch, k, exclude=np.full(len(q), -1), prefer=prefer_rows, allowed=allowed)
 
     def kneighbors_rows(self, rows: np.ndarray, k: int, exclude_self: bool = True) -> Neighbors:
         """Neighbours of indexed rows, using their stored vectors and projections; self excluded by default."""
@@ -134,26 +137,35 @@ class ExactSearch:
             d2[a, b] = diff @ diff
         return np.maximum(d2, 0.0)
 
-    def _search(self, m: int, fetch: Callable, k: int, exclude: np.ndarray, prefer: np.ndarray) -> Neighbors:
+    def _search(self, m: int, fetch: Callable, k: int, exclude: np.ndarray, prefer: np.ndarray,
+                allowed: np.ndarray | None = None) -> Neighbors:
         n = self.n
-        k = max(0, min(int(k), n - (1 if (exclude >= 0).any() else 0)))
+        pool = None if allowed is None else np.flatnonzero(np.asarray(allowed, dtype=bool))
+        k = max(0, min(int(k), (n if pool is None else len(pool)) - (1 if (exclude >= 0).any() else 0)))
         indices = np.zeros((m, k), dtype=np.int64)
         distances = np.zeros((m, k), dtype=np.float64)
         if k == 0 or m == 0:
             return Neighbors(indices, distances)
+        want = k + 1
+        c = min(n, max(2 * want, want + 16))
+        # A subset whose full vectors cost less to read than the bounds of every row is simply scanned.
+        scan = pool is not None and len(pool) <= max(c, n * self.projected_.shape[1] // (4 * self.vectors_.shape[1]))
         computed = 0
         for start in range(0, m, self.query_block):
             block = np.arange(start, min(start + self.query_block, m))
             q, pq, rq = fetch(block)
             q = np.asarray(q, dtype=np.float32)
             qsq = np.einsum("ij,ij->i", q.astype(np.float64), q.astype(np.float64))
-            lb = self._lower_bounds(pq, rq)
-            want = k + 1
-            c = min(n, max(2 * want, want + 16))
-            cand = np.argpartition(lb, c - 1, axis=1)[:, :c] if c < n else np.tile(np.arange(n), (len(block), 1))
+            if scan:
+                lb, cand = None, np.tile(pool, (len(block), 1))
+            else:
+                lb = self._lower_bounds(pq, rq)
+                if pool is not None:
+                    lb[:, ~np.asarray(allowed, dtype=bool)] = np.inf  # more than c rows remain: all candidates pass
+                cand = np.argpartition(lb, c - 1, axis=1)[:, :c] if c < n else np.tile(np.arange(n), (len(block), 1))
             cols, inv = np.unique(cand, return_inverse=True)
             d2_cols = self._exact(q, qsq, cols)
-            computed += len(block) * c
+            computed += cand.size
             inv = inv.reshape(cand.shape)
             for b, qi in enumerate(block):
                 ci = cand[b]
@@ -161,7 +173,7 @@ class ExactSearch:
                 if exclude[qi] >= 0:
                     di = np.where(ci == exclude[qi], np.inf, di)
                 tau = np.partition(di, k - 1)[k - 1]
-                if c < n and lb[b, ci].max() <= tau + self.slack:
+                if lb is not None and c < n and lb[b, ci].max() <= tau + self.slack:
                     # Rows outside the first candidates whose bound is still below tau may be nearer.
                     extra_mask = lb[b] <= tau + self.slack
                     extra_mask[ci] = False

@@ -38,7 +38,7 @@ log = logging.getLogger("imgsim.service")
 #: Paths served without the token: they describe the API, not the collection.
 OPEN_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json"})
 #: Form fields of a multipart search besides the image (values are short text).
-FORM_FIELDS = frozenset({"k", "deduplicate", "max_distance"})
+FORM_FIELDS = frozenset({"k", "deduplicate", "max_distance", "where", "near"})
 DESCRIPTION = """Nearest neighbours, near-duplicates, clusters and explanations over one imgsim index.
 Paths are relative to the collection; results are what `python -m imgsim query ... --json` prints for the same
 inputs. See docs/api.md."""
@@ -58,12 +58,15 @@ class SearchBody(BaseModel):
     deduplicate: bool | float | None = Field(None, description="drop a result within this distance of a better one "
                                                                f"(true: {CLIP_RETRIEVAL_DEDUP}, clip-retrieval's)")
     max_distance: float | None = Field(None, description="drop results farther than this")
+    where: list[str] | str = Field([], description="metadata filters, ANDed: FIELD OP VALUE, e.g. taken >= 2023-07")
+    near: str | None = Field(None, description="only images taken within KM kilometres: LAT,LON,KM")
 
     def query(self, max_bytes: int) -> SearchQuery:
         return SearchQuery(k=self.k, text=self.text, vector=self.vector,
                            image=base64_image(self.image, max_bytes) if self.image is not None else None,
                            positive=tuple(self.positive), negative=tuple(self.negative),
-                           deduplicate=_dedup(self.deduplicate), max_distance=self.max_distance)
+                           deduplicate=_dedup(self.deduplicate), max_distance=self.max_distance,
+                           where=(self.where,) if isinstance(self.where, str) else tuple(self.where), near=self.near)
 
 
 def _dedup(value: bool | float | None) -> float | None:
@@ -140,7 +143,8 @@ def parse_multipart(body: bytes, content_type: str, max_parts: int = 8) -> dict[
 
 
 def form_query(parts: dict[str, bytes]) -> SearchQuery:
-    """A multipart search: the image in the field ``image``; ``k``, ``deduplicate``, ``max_distance`` as text."""
+    """A multipart search: the image in the field ``image``; ``k``, ``deduplicate``, ``max_distance``, ``where``
+    (one clause) and ``near`` as text."""
     image = parts.pop("image", None)
     if image is None:
         raise ApiError(400, "A multipart search sends the image in the form field 'image'.")
@@ -161,8 +165,9 @@ def form_query(parts: dict[str, bytes]) -> SearchQuery:
             raise ApiError(400, f"{name} must be a number (got {text[:40]!r}).") from None
 
     k = number("k", int)
+    where, near = (parts[name].decode("utf-8", "replace") if name in parts else None for name in ("where", "near"))
     return SearchQuery(k=5 if k is None else k, image=image, deduplicate=number("deduplicate"),
-                       max_distance=number("max_distance"))
+                       max_distance=number("max_distance"), where=(where,) if where else (), near=near)
 
 
 # --- ASGI layers -------------------------------------------------------------------------------------------
@@ -279,14 +284,17 @@ def make_app(service: Service, token: str | None = None, cors_origins: Sequence[
     def similar(path: str = Query(..., description="relative path, as in results"),
                 k: int = Query(5, ge=1, le=limits.max_k),
                 deduplicate: float | None = Query(None, ge=0, le=2),
-                max_distance: float | None = Query(None, ge=0, le=2)) -> dict:
-        return service.similar(path, k, deduplicate, max_distance)
+                max_distance: float | None = Query(None, ge=0, le=2),
+                where: list[str] = Query([], description="metadata filters, ANDed: FIELD OP VALUE (repeatable)"),
+                near: str | None = Query(None, description="LAT,LON,KM")) -> dict:
+        return service.similar(path, k, deduplicate, max_distance, where, near)
 
     search_body = {"required": True, "content": {
         "application/json": {"schema": SearchBody.model_json_schema()},
         "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
             "image": {"type": "string", "format": "binary"}, "k": {"type": "integer"},
-            "deduplicate": {"type": "number"}, "max_distance": {"type": "number"}}}}}}
+            "deduplicate": {"type": "number"}, "max_distance": {"type": "number"}, "where": {"type": "string"},
+            "near": {"type": "string"}}}}}}
 
     @app.post("/v1/search", summary="Search by text, vector, uploaded image, or more like these",
               openapi_extra={"requestBody": search_body})

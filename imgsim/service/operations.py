@@ -20,12 +20,14 @@ import numpy as np
 from imgsim import decode
 from imgsim.collection import Collection, QueryResult
 from imgsim.errors import ImgsimError, SkipReason
+from imgsim.metadata.fusion import DEFAULT_WEIGHTS
+from imgsim.metadata.filters import Filter, parse_where
 from imgsim.models.base import Backbone
 from imgsim.models.weights import WeightsError
 from imgsim.service.limits import (ApiError, Limits, check_distance, check_k, check_range, inside, one_line, quoted,
                                    relative_path, unit_vector)
-from imgsim.service.results import (clusters_json, dedup_json, examples_json, explain_json, info_dict, query_json,
-                                    text_json)
+from imgsim.service.results import (clusters_json, dedup_json, examples_json, explain_json, filter_fields, info_dict,
+                                    metadata_info, query_json, text_json)
 
 #: A deduplicated search looks this much deeper than k, so that dropping near-copies still leaves k results.
 DEDUP_DEPTH = 4
@@ -36,9 +38,8 @@ CLUSTER_CACHE = 8
 @dataclass(frozen=True)
 class SearchQuery:
     """One search: exactly one of ``text``, ``vector``, ``image`` (bytes) or ``positive`` (paths, with optional
-    ``negative`` paths: more like these), then the post-filters ``deduplicate`` and ``max_distance``.
-
-    Metadata filters (``where``, ``near``) join the post-filters when indexes carry metadata (see ``_keep``).
+    ``negative`` paths: more like these), among the images that pass the metadata filters ``where`` (clauses,
+    ANDed) and ``near`` (``LAT,LON,KM``), then the post-filters ``deduplicate`` and ``max_distance``.
     """
 
     k: int = 5
@@ -49,6 +50,8 @@ class SearchQuery:
     negative: tuple[str, ...] = ()
     deduplicate: float | None = None
     max_distance: float | None = None
+    where: tuple[str, ...] = ()
+    near: str | None = None
 
 
 def status_of(exc: ImgsimError) -> int:
@@ -102,7 +105,7 @@ class Service:
     def info(self) -> dict:
         """``info --json`` as a caller may see it (collection name, not server folders), with capabilities and limits."""
         col = self.collection
-        data = info_dict(col)
+        data = {**info_dict(col), "metadata": metadata_info(col)}
         hidden = (SkipReason.OUTSIDE, SkipReason.DANGLING, SkipReason.LOOP)  # a symlink target is any server path
         data.update({
             "collection": self.name, "root": self.name,
@@ -140,10 +143,12 @@ class Service:
 
     # --- searches -------------------------------------------------------------------------------------------
 
-    def similar(self, path: object, k: int = 5, deduplicate: float | None = None,
-                max_distance: float | None = None) -> dict:
-        """``query INDEX PATH --json``: the image itself first at distance 0, then its nearest."""
-        return self.search(SearchQuery(k=k, positive=(path,), deduplicate=deduplicate, max_distance=max_distance))
+    def similar(self, path: object, k: int = 5, deduplicate: float | None = None, max_distance: float | None = None,
+                where: Sequence[str] = (), near: str | None = None) -> dict:
+        """``query INDEX PATH --json``: the image itself first at distance 0 (when it passes the filters), then
+        its nearest among those that pass."""
+        return self.search(SearchQuery(k=k, positive=(path,), deduplicate=deduplicate, max_distance=max_distance,
+                                       where=tuple(where), near=near))
 
     def search(self, q: SearchQuery) -> dict:
         """One search (see :class:`SearchQuery`), answered as ``query --json`` answers the same inputs."""
@@ -162,58 +167,73 @@ class Service:
         if len(q.positive) + len(q.negative) > limits.max_examples:
             raise ApiError(400, f"At most {limits.max_examples} positive and negative images in all.")
         depth = min(col.count, k * DEDUP_DEPTH) if q.deduplicate is not None else k
+        where = self._filter(q)
         if q.text is not None:
-            return self._text(q, k, depth)
+            return self._text(q, k, depth, where)
         if q.vector is not None:
             vector = unit_vector(q.vector, col.index.dims)
-            found = self._keep(col.neighbors_of_vector(vector, depth), q, k)
-            return self._with_filters(query_json(col, {"vector": len(vector)}, found), q)
+            found = self._keep(col.neighbors_of_vector(vector, depth, where), q, k)
+            return self._with_filters(query_json(col, {"vector": len(vector)}, found), q, where)
         if q.image is not None:
-            return self._upload(q, k, depth)
+            return self._upload(q, k, depth, where)
         positives = [self._example(p) for p in q.positive]
         negatives = [self._example(p) for p in q.negative]
-        found = self._keep(col.query_examples([e for _, e in positives], [e for _, e in negatives], depth), q, k)
+        found = self._keep(col.query_examples([e for _, e in positives], [e for _, e in negatives], depth,
+                                              where=where), q, k)
         if len(positives) == 1 and not negatives:
-            return self._with_filters(query_json(col, positives[0][0], found), q)
-        return self._with_filters(examples_json(col, [r for r, _ in positives], [r for r, _ in negatives], found), q)
+            return self._with_filters(query_json(col, positives[0][0], found), q, where)
+        return self._with_filters(examples_json(col, [r for r, _ in positives], [r for r, _ in negatives], found), q,
+                                  where)
 
-    def _text(self, q: SearchQuery, k: int, depth: int) -> dict:
+    def _filter(self, q: SearchQuery) -> Filter:
+        """The metadata filters of a query, parsed and checked against the collection's fields (a 400 otherwise)."""
+        where = [q.where] if isinstance(q.where, str) else list(q.where)
+        if not all(isinstance(w, str) for w in where) or not (q.near is None or isinstance(q.near, str)):
+            raise ApiError(400, "where is a list of clauses such as \"taken >= 2023-07\", and near is LAT,LON,KM.")
+        parsed = parse_where(where, q.near)
+        self.collection.filter_mask(parsed)  # an unknown field or a wrong value is refused before any model runs
+        return parsed
+
+    def _text(self, q: SearchQuery, k: int, depth: int, where: Filter) -> dict:
         col = self.collection
-        if not col.supports_text:
-            raise ApiError(400, f"Text search needs a CLIP index; this one was built with {col.backbone.name}, which "
-                                "only compares images. Search with an image, a vector or positive paths instead.")
+        if not col.supports_text and not col.has_text_metadata:
+            raise ApiError(400, f"Text search needs a CLIP index or images with text (captions, keywords); this one "
+                                f"was built with {col.backbone.name}, which only compares images, and its images have "
+                                "no text. Search with an image, a vector or positive paths instead.")
         if not isinstance(q.text, str) or len(q.text) > self.limits.max_text_chars:
             raise ApiError(400, f"text must be a description of at most {self.limits.max_text_chars} characters.")
+        if not col.supports_text and q.max_distance is not None:
+            raise ApiError(400, "max_distance needs image distances, and a keyword search (this index has no text "
+                                "model) has none.")
         with self._model_lock:
-            result, embedded = col.query_text(q.text, depth, model=self._extractor)
-        return self._with_filters(text_json(col, embedded, self._keep(result, q, k)), q)
+            result, embedded = col.query_text(q.text, depth, model=self._extractor, where=where)
+        return self._with_filters(text_json(col, embedded, self._keep(result, q, k), text=q.text,
+                                            fusion=DEFAULT_WEIGHTS), q, where)
 
-    def _upload(self, q: SearchQuery, k: int, depth: int) -> dict:
+    def _upload(self, q: SearchQuery, k: int, depth: int, where: Filter) -> dict:
         col = self.collection
         if len(q.image) > self.limits.max_body_bytes:
             raise ApiError(413, f"The image is larger than {self.limits.max_body_bytes // 2**20} MiB.")
         with self._model_lock:  # bounded decoding (imgsim.decode's upload decoder), then one forward pass
             embedded = col.embed_bytes(q.image, self._extractor, decoder=decode.upload_model_input)
-        found = self._keep(col.query_embedded(embedded, depth), q, k)
+        found = self._keep(col.query_embedded(embedded, depth, where), q, k)
         indexed = col.paths[embedded[0]] if embedded[0] is not None else None
-        return self._with_filters(query_json(col, {"upload": {"bytes": len(q.image), "indexed": indexed}}, found), q)
+        return self._with_filters(query_json(col, {"upload": {"bytes": len(q.image), "indexed": indexed}}, found), q,
+                                  where)
 
     def _keep(self, result: QueryResult, q: SearchQuery, k: int) -> QueryResult:
         """The results that pass the post-filters, at most k; with none given, the search's own answer."""
         if q.deduplicate is None and q.max_distance is None:
             return result
-        kept = [n for n in result.neighbors if q.max_distance is None or n.distance <= q.max_distance]
+        kept = result.within(q.max_distance).neighbors
         if q.deduplicate is not None:
             kept = drop_near_copies(self.collection, kept, q.deduplicate)
         kept = [dataclasses.replace(n, rank=rank) for rank, n in enumerate(kept[:k], start=1)]
         return QueryResult(kept, result.row, len(kept))
 
     @staticmethod
-    def _with_filters(data: dict, q: SearchQuery) -> dict:
-        for name in ("deduplicate", "max_distance"):
-            if getattr(q, name) is not None:
-                data[name] = getattr(q, name)
-        return data
+    def _with_filters(data: dict, q: SearchQuery, where: Filter) -> dict:
+        return {**data, **filter_fields(where, q.max_distance, q.deduplicate)}
 
     # --- images and the collection as a whole ---------------------------------------------------------------
 

@@ -15,7 +15,9 @@ from imgsim.analysis.evaluate import Evaluation
 from imgsim.analysis.explain import Explanation
 from imgsim.analysis.outliers import Outlier
 from imgsim.analysis.recommend import NEGATIVE_WEIGHT
-from imgsim.collection import Collection, QueryResult
+from imgsim.collection import Collection, Neighbor, QueryResult
+from imgsim.metadata.filters import Filter
+from imgsim.metadata.fusion import RRF_K
 from imgsim.models.base import TextEmbedding
 from imgsim.models.weights import weights_spec
 
@@ -28,23 +30,57 @@ def weights_fields(col: Collection) -> dict:
     return {"weights": spec, "random_weights": col.is_random}
 
 
+def neighbors_json(col: Collection, neighbors: Sequence[Neighbor]) -> list[dict]:
+    """Results as every query lists them: path, distance, similarity, where a text query's rank came from
+    (``scores``) and, when the index has metadata, the image's known values (``metadata``)."""
+    if col.metadata is None:
+        return [n.to_json() for n in neighbors]
+    values = col.metadata_of([n.row for n in neighbors])
+    return [dict(n.to_json(), metadata=v) for n, v in zip(neighbors, values)]
+
+
+def filter_fields(where: Filter | None = None, max_distance: float | None = None,
+                  deduplicate: float | None = None) -> dict:
+    """The filters a query ran under, as its JSON repeats them: ``where`` (each clause written back), ``near``
+    (``LAT,LON,KM``), ``max_distance`` and ``deduplicate``; none when none were given."""
+    out: dict = {}
+    if where is not None and where.clauses:
+        out["where"] = where.texts
+    if where is not None and where.near is not None:
+        out["near"] = where.near.text
+    if deduplicate is not None:
+        out["deduplicate"] = deduplicate
+    if max_distance is not None:
+        out["max_distance"] = max_distance
+    return out
+
+
 def query_json(col: Collection, query: object, result: QueryResult) -> dict:
     """``query --json`` for one image: ``{"query", "neighbors", "k", "weights", "random_weights"}``."""
-    return {"query": query, "neighbors": [n.to_json() for n in result.neighbors], "k": result.k,
-            **weights_fields(col)}
+    return {"query": query, "neighbors": neighbors_json(col, result.neighbors), "k": result.k, **weights_fields(col)}
 
 
 def examples_json(col: Collection, positives: Sequence[str], negatives: Sequence[str], result: QueryResult) -> dict:
     """``query --json`` for several images and ``--not`` images (more like these)."""
     return {"query": list(positives), "not": list(negatives), "weight": NEGATIVE_WEIGHT,
-            "neighbors": [n.to_json() for n in result.neighbors], "k": result.k, **weights_fields(col)}
+            "neighbors": neighbors_json(col, result.neighbors), "k": result.k, **weights_fields(col)}
 
 
-def text_json(col: Collection, embedded: TextEmbedding, result: QueryResult) -> dict:
-    """``query --text ... --json``: the text as the model read it, its tokens, and the neighbours."""
-    return {"query": {"text": embedded.text}, "neighbors": [n.to_json() for n in result.neighbors],
-            "k": result.k, "tokens": embedded.tokens, "truncated": embedded.truncated,
-            **({"note": embedded.note} if embedded.truncated else {}), **weights_fields(col)}
+def text_json(col: Collection, embedded: TextEmbedding | None, result: QueryResult, text: str | None = None,
+              fusion: dict[str, float] | None = None) -> dict:
+    """``query --text ... --json``: the text as the model read it (its tokens), and the results; ``ranking``
+    says how they were ranked when keywords took part: ``keywords`` (BM25 alone, no model: ``embedded`` None)
+    or ``fused`` (reciprocal rank fusion with the ``fusion`` weights)."""
+    data = {"query": {"text": embedded.text if embedded is not None else text},
+            "neighbors": neighbors_json(col, result.neighbors), "k": result.k}
+    if embedded is None:
+        data["ranking"] = "keywords"
+    else:
+        data.update({"tokens": embedded.tokens, "truncated": embedded.truncated,
+                     **({"note": embedded.note} if embedded.truncated else {})})
+        if any(n.scores for n in result.neighbors):
+            data.update(ranking="fused", fusion={**(fusion or {}), "k": RRF_K})
+    return {**data, **weights_fields(col)}
 
 
 def nearest_distribution(col: Collection) -> dict:
@@ -98,8 +134,18 @@ def outliers_json(col: Collection, found: Sequence[Outlier], k: int) -> dict:
                           "nearest": round(o.nearest, 6)} for o in found], **weights_fields(col)}
 
 
+def metadata_info(col: Collection) -> dict:
+    """``info --json`` ``metadata``: every field with its type and how many images have a value, whether a text
+    query can search the images' words, and the sidecar file that gave its own columns (none for an index
+    built before imgsim read metadata)."""
+    recorded = col.index.meta.get("metadata") or {}
+    return {"fields": [f.to_json() for f in col.metadata_fields()], "keywords": col.has_text_metadata,
+            "sidecar": recorded.get("sidecar")}
+
+
 def info_dict(col: Collection) -> dict:
-    """``info --json``: what an index holds (the CLI's view: it names the server's folders)."""
+    """``info --json`` but its ``metadata`` (:func:`metadata_info`): what an index holds (the CLI's view: it names
+    the server's folders)."""
     meta = col.index.meta
     return {
         "indexed": col.count,

@@ -11,6 +11,8 @@ Layout of ``INDEX_DIR``::
         manifest.npy   ... and size, mtime_ns, sha256 per row in one structured array: 1M rows load in a second
         skipped.json   files that could not be used, with typed reasons
         *.npy          derived arrays (search projection, neighbour graph, 2-D map)
+        metadata.parquet, keywords/   what is known about each image and its keyword index (optional: older
+                       indexes have none, and readers ignore files they do not know; see imgsim.store.metadata)
     pending/           checkpoints of an unfinished run, so an interrupted run resumes
 """
 
@@ -450,9 +452,12 @@ class GenerationWriter:
         else:
             _write_json(self.tmp / "manifest.json", [asdict(e) for e in entries])
         _write_json(self.tmp / "skipped.json", [s.to_json() for s in skipped])
-        files = {p.name: p.stat().st_size for p in sorted(self.tmp.iterdir())}
+        # Every file, those in folders too (the keyword index): readers check each one's size.
+        files = {p.relative_to(self.tmp).as_posix(): p.stat().st_size for p in sorted(self.tmp.rglob("*")) if p.is_file()}
         for name in files:
             _fsync(self.tmp / name)
+        for folder in (p for p in self.tmp.rglob("*") if p.is_dir()):
+            _fsync(folder)
         generation = _next_generation(self.directory)
         meta = dict(meta, format=FORMAT, version=FORMAT_VERSION, generation=generation, count=self.count,
                     dims=self.dims, arrays=sorted(self.arrays), files=files)
