@@ -90,7 +90,7 @@ def query_notice(col: Collection) -> None:
 def main() -> None:
     """One run of the page: the collection this session shows, then its tabs."""
     st.title("imgsim")
-    st.caption("What looks like this? Nearest neighbours by ResNet50 or CLIP features, and a t-SNE map of your images.")
+    st.caption("What looks like this? Nearest neighbours by ResNet50, EfficientNet-Lite0 or CLIP features, and a t-SNE map of your images.")
     cached.preview_folder()  # first run of this process: previews left in static/cache/ by ended servers are removed
     if not login_gate():
         return
