@@ -10,7 +10,7 @@ import streamlit as st
 from dashboard import cached, state
 from dashboard.messages import LOG, say, weights_help
 from dashboard.settings import Settings
-from imgsim.collection import Collection
+from imgsim.collection import Collection, default_index_dir
 from imgsim.errors import ImgsimError
 from imgsim.models.base import Backbone, BackboneSpec
 from imgsim.models.resnet50 import keras_cache_path
@@ -85,6 +85,8 @@ def offline_notice(s: Settings, col: Collection, allow_indexing: bool) -> None:
     and, once ResNet50's weights are in the Keras cache, a button to re-index with them."""
     if col.backbone != OFFLINE_BACKBONE or not offline_fallback(s):
         return
+    if s.index_dir != default_index_dir(s.folder, s.weights):
+        return  # an index named by IMGSIM_INDEX was built with Lite0 on purpose: nothing to say, nothing to replace
     if not (allow_indexing and keras_cache_path().is_file()):
         st.info(OFFLINE_NOTICE, icon=":material/info:")
         return

@@ -107,6 +107,24 @@ def test_named_weights_are_never_replaced(offline, monkeypatch):
     assert not at.tabs
 
 
+def test_a_lite0_index_built_on_purpose_gets_no_notice_and_no_reindex_button(offline, monkeypatch, tmp_path):
+    """An index the operator names (IMGSIM_INDEX) that was built with Lite0 on purpose is not the fallback: the
+    page neither claims ResNet50's weights failed nor offers to replace it, even once they are there."""
+    from imgsim.build import build_index
+
+    index_dir = tmp_path / "chosen.imgsim"
+    build_index(offline, index_dir, backbone="efficientnet-lite0")
+    keras_cache_path().parent.mkdir(parents=True)
+    keras_cache_path().write_bytes(b"the weights, copied here")
+    monkeypatch.setenv("IMGSIM_INDEX", str(index_dir))
+    monkeypatch.setenv("IMGSIM_ALLOW_INDEXING", "1")
+    at = AppTest.from_file(APP, default_timeout=180).run()
+    assert not at.exception and at.tabs
+    assert not [i for i in at.info if i.value.startswith("EfficientNet-Lite0 ImageNet features")]
+    assert not [b for b in at.button if b.key == "reindex_resnet50"]
+    assert Collection.open(index_dir).backbone.name == "efficientnet-lite0"
+
+
 @pytest.mark.browser
 def test_browser_offline_first_view_shows_the_lite0_notice(browser_page, few_demo_folders, tmp_path):
     """`streamlit run app.py` with no ImageNet weights anywhere and no IMGSIM_WEIGHTS, in Chromium."""
