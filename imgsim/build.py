@@ -37,6 +37,10 @@ from imgsim.store import generations as store
 from imgsim.store import metadata as stored
 
 
+#: The step of ``BuildReport.timings`` that reading metadata (file headers, the sidecar) takes.
+METADATA_STEP = "metadata (file headers, sidecar)"
+
+
 @dataclass(frozen=True)
 class BuildConfig:
     """How to index; ``None`` means the existing index's own setting, else the default."""
@@ -159,6 +163,7 @@ class _Plan:
     thumbs: dict[str, bytes] = field(default_factory=dict)
     #: rel -> the metadata of a file extracted in this run, read while its bytes are fresh in the page cache.
     file_metadata: dict[str, FileMetadata] = field(default_factory=dict)
+    metadata_seconds: float = 0.0
     sidecar: Sidecar | None = None
 
 
@@ -184,7 +189,7 @@ def build_index(src_dir: str | os.PathLike, index_dir: str | os.PathLike, config
             _extract(plan, engine or make_engine(model_factory=model_factory), config, progress, clock)
         _settle(plan)
         table, old_table = _metadata(plan)
-        clock.lap("metadata (file headers, sidecar)")
+        clock.lap(METADATA_STEP)
         old, report = plan.old, plan.report
         method = choose_method(config.search, old.meta if old else None, len(plan.rows))
         same_vectors = old is not None and old.paths == sorted(plan.rows) and all(
@@ -291,6 +296,7 @@ def _extract(plan: _Plan, engine: Engine, config: BuildConfig, progress: Progres
         report.device = ready.device
         report.runtime = ready.runtime
         _embed(engine, plan, config.checkpoint_every, progress)
+        clock.add(METADATA_STEP, plan.metadata_seconds)  # read between model calls: not the model's time
     finally:
         engine.close()
     clock.lap("extraction")
@@ -318,7 +324,9 @@ def _embed(engine: Engine, plan: _Plan, checkpoint_every: int, progress: Progres
         elif isinstance(outcome, Embedded):
             entry = store.Entry(f.rel, f.size, f.mtime_ns, outcome.sha256)
             plan.thumbs[f.rel] = outcome.thumb
+            started = time.perf_counter()
             plan.file_metadata[f.rel] = read_file_metadata(f.path, rel=f.rel)
+            plan.metadata_seconds += time.perf_counter() - started
             plan.rows[f.rel] = (entry, outcome.vector)
             pending_entries.append(entry)
             pending_vectors.append(outcome.vector)

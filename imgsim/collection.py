@@ -4,11 +4,13 @@ dashboard all work through this."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import io
 import math
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -76,7 +78,7 @@ class QueryResult:
         if max_distance is None:
             return self
         kept = [n for n in self.neighbors if n.distance is not None and n.distance <= max_distance]
-        kept = [Neighbor(rank, n.row, n.path, n.distance, n.similarity, n.scores) for rank, n in enumerate(kept, 1)]
+        kept = [dataclasses.replace(n, rank=rank) for rank, n in enumerate(kept, start=1)]
         return QueryResult(kept, self.row, len(kept))
 
 
@@ -104,6 +106,7 @@ class Collection:
         self.index = index
         self._search: Search | None = None
         self._masks: dict[Filter, np.ndarray] = {}
+        self._masks_lock = threading.Lock()  # a server answers queries on several threads
 
     @classmethod
     def open(cls, index_dir: str | os.PathLike) -> "Collection":
@@ -272,11 +275,12 @@ class Collection:
             raise ImgsimError(f"The index at {self.index.directory} holds no metadata (it was built before imgsim "
                               f"read any), so it cannot filter. Update it to add the metadata: python -m imgsim "
                               f"index {self.index.root} --index {self.index.directory}")
-        if where not in self._masks:
-            if len(self._masks) >= MASK_CACHE:
-                self._masks.pop(next(iter(self._masks)))
-            self._masks[where] = where.mask(self.metadata)
-        return self._masks[where]
+        with self._masks_lock:
+            if where not in self._masks:
+                if len(self._masks) >= MASK_CACHE:
+                    self._masks.pop(next(iter(self._masks)))
+                self._masks[where] = where.mask(self.metadata)
+            return self._masks[where]
 
     def places(self, where: Filter | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The rows with a GPS position (that pass ``where``), with their latitudes and longitudes."""

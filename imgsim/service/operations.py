@@ -84,6 +84,7 @@ class Service:
         self._clusters: dict[int | None, tuple] = {}
         self._clusters_lock = threading.Lock()
         collection.search  # built now, so that concurrent first requests do not each build it
+        collection.metadata, collection.keywords  # the metadata table and keyword index: read now, likewise
 
     @classmethod
     def open(cls, index_dir: str | os.PathLike, limits: Limits = Limits()) -> "Service":
