@@ -46,7 +46,7 @@ def describe(stage: str, done: int, total: int | None, elapsed: float) -> str:
     """
     label = STAGE_LABELS.get(stage, stage)
     if total is None:  # no count to show: the time spent keeps the line moving
-        return f"{label}… {_duration(elapsed)}" if elapsed >= 1 else f"{label}…"
+        return f"{label}… {_duration(elapsed)}" if elapsed >= 2 else f"{label}…"  # a stage that takes a moment
     parts = [f"{label}: {done:,} / {total:,}"]
     if stage == "extract" and done > 0 and elapsed > 0:
         rate = done / elapsed
