@@ -50,7 +50,10 @@ def _free_port() -> int:
 class Server:
     """`streamlit run app.py` on a free localhost port, stopped on exit."""
 
+    latest: Server | None = None  # the one a failure message reads the log of
+
     def __init__(self, env: dict[str, str], log: Path):
+        Server.latest = self
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log = log
@@ -106,10 +109,21 @@ def settled(page) -> None:
 
 def results_for(page, caption: str) -> list[tuple[int, float]]:
     """Wait for the results of the query captioned ``caption`` (8 cards, rerun finished), then read them."""
-    page.get_by_text(caption).wait_for()
+    try:
+        page.get_by_text(caption).wait_for()
+    except Exception as e:  # a CI log is all there is to read: say what the page showed instead
+        raise AssertionError(f"{caption!r} never appeared: {e}\n{page_state(page)}") from None
     page.wait_for_function("() => /#8\\s*(·\\s*)?distance/.test(document.body.innerText)")
     settled(page)
     return result_cards(page)
+
+
+def page_state(page) -> str:
+    """What the page and its server showed (for a failure message): script state, URL, text, the server's log."""
+    state = page.evaluate("() => document.querySelector(\"[data-testid='stApp']\")?.getAttribute('data-test-script-state')")
+    text = page.locator("body").inner_text()[:3000]
+    log = Server.latest.log.read_text()[-3000:] if Server.latest else ""
+    return f"script state {state}, url {page.url}\n--- page text ---\n{text}\n--- server log ---\n{log}"
 
 
 def result_cards(page) -> list[tuple[int, float]]:

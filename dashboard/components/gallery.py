@@ -10,6 +10,7 @@ from dashboard import state
 from dashboard.components.cards import short
 from dashboard.components.thumbs import image_or_placeholder, in_rows, thumb
 from dashboard.fragments import section
+from dashboard.paths import static_text
 from imgsim.collection import Collection
 from imgsim.serving.policy import plain
 
@@ -26,6 +27,7 @@ def gallery(index_dir: Path, generation: str) -> None:
 @section
 def pages(col: Collection, index_dir: Path, generation: str, needle: str) -> None:
     """The thumbnails whose names contain ``needle``; turning a page reruns only this."""
+    st.html(f"<style>{static_text('imgsim_cards.css')}</style>")
     rows = col.rows_matching(needle)
     if not len(rows):
         st.info(f"No file name contains “{plain(needle)}”.")
@@ -35,7 +37,8 @@ def pages(col: Collection, index_dir: Path, generation: str, needle: str) -> Non
     st.caption(f"{len(rows):,} image(s)" + (f" matching “{plain(needle)}”" if needle else ""))
 
     def pick(row: int) -> None:
-        image_or_placeholder(thumb(col, row, 160, square="pad"))
+        with st.container(key=f"thumb_pick_{row}"):  # a square box before the image loads (imgsim_cards.css)
+            image_or_placeholder(thumb(col, row, 160, square="pad"))
         st.button(plain(short(col.paths[row].rsplit("/", 1)[-1], 18)), key=f"pick_{row}", width="stretch",
                   help=f"Search with {plain(col.paths[row])}", type="tertiary", on_click=state.set_query_row,
                   args=(col, row))
