@@ -51,3 +51,51 @@ def test_a_description_outlives_a_re_index_that_renumbers_its_image_query(own_cl
     assert at.text_input(key="text").value == "a red car" and "“a red car”" in texts(at)
     expected = col.neighbors_of_vector(random_clip.embed_text("a red car").vector, 8)
     assert [d for _, d, _ in results(at)] == [round(n.distance, 3) for n in expected.neighbors]
+
+
+def test_every_cache_with_arguments_is_bounded():
+    """The arguments of the dashboard's caches come from visitors (folders, ?t=, ?ck=): unbounded, they grow."""
+    import inspect
+
+    from dashboard import cached
+    from streamlit.runtime.caching.cache_utils import CachedFunc
+
+    wrappers = {name: f for name, f in vars(cached).items() if isinstance(f, CachedFunc)}
+    assert {"open_collection", "load_model", "duplicate_groups", "cluster_map_json", "map_base_json"} <= set(wrappers)
+    unbounded = [name for name, f in wrappers.items()
+                 if inspect.signature(f._info.func).parameters and f._info.max_entries is None]
+    assert unbounded == []
+
+
+def test_an_index_changed_under_the_server_reloads_only_its_own_cached_answers(tmp_path, photo_dir, built_index,
+                                                                               monkeypatch):
+    """Files of one index changing under the server once cleared every cache of every session (all indexes)."""
+    import os
+
+    from dashboard import cached
+
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    a, b = tmp_path / "a.imgsim", tmp_path / "b.imgsim"
+    shutil.copytree(built_index, a)
+    shutil.copytree(built_index, b)
+    computed = []
+    real = Collection.duplicate_groups
+    monkeypatch.setattr(Collection, "duplicate_groups",
+                        lambda self, t: computed.append(self.index.directory.name) or real(self, t))
+
+    def groups(index_dir):
+        return cached.duplicate_groups(str(index_dir), cached.generation_of(index_dir), 0.5)
+
+    cached.current_collection(a), cached.current_collection(b)
+    first_a, first_b = groups(a), groups(b)
+    assert computed == ["a.imgsim", "b.imgsim"]
+    old = cached.generation_of(a)
+    vectors = next((a / old).glob("*.npy"))
+    os.utime(vectors, ns=(vectors.stat().st_atime_ns, vectors.stat().st_mtime_ns + 10**9))  # "changed on disk"
+    reloaded = cached.current_collection(a)
+    assert reloaded.index.changed_on_disk() == [] and cached.generation_of(a) == f"{old}~1"
+    assert cached.current_collection(a) is reloaded and cached.generation_of(a) == f"{old}~1"  # once
+    assert groups(a) == first_a and groups(b) == first_b
+    assert computed == ["a.imgsim", "b.imgsim", "a.imgsim"]  # b's answer was kept; a's computed again
+    assert cached.generation_of(b) == old
