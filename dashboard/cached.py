@@ -242,9 +242,18 @@ def evaluation(index_dir: str, generation: str, k: int):
     return open_collection(index_dir, generation).evaluate(k)
 
 
-@st.cache_data(show_spinner="Finding duplicate groups…", max_entries=64)  # thresholds: a slider's steps
+#: The Duplicates slider's step: a threshold is computed at this precision, so a link's ?t= cannot make every
+#: rerun compute anew (0.4, 0.40001, 0.40002, … are one answer, cached).
+THRESHOLD_STEP = 0.01
+
+
 def duplicate_groups(index_dir: str, generation: str, threshold: float):
-    """Groups of images linked by distances under ``threshold``."""
+    """Groups of images linked by distances under ``threshold`` (snapped to the slider's step)."""
+    return _duplicate_groups(index_dir, generation, round(round(float(threshold) / THRESHOLD_STEP) * THRESHOLD_STEP, 6))
+
+
+@st.cache_data(show_spinner="Finding duplicate groups…", max_entries=128)  # each of the slider's 101 steps
+def _duplicate_groups(index_dir: str, generation: str, threshold: float):
     return open_collection(index_dir, generation).duplicate_groups(threshold)
 
 

@@ -61,7 +61,7 @@ def test_every_cache_with_arguments_is_bounded():
     from streamlit.runtime.caching.cache_utils import CachedFunc
 
     wrappers = {name: f for name, f in vars(cached).items() if isinstance(f, CachedFunc)}
-    assert {"open_collection", "load_model", "duplicate_groups", "cluster_map_json", "map_base_json"} <= set(wrappers)
+    assert {"open_collection", "load_model", "_duplicate_groups", "cluster_map_json", "map_base_json"} <= set(wrappers)
     unbounded = [name for name, f in wrappers.items()
                  if inspect.signature(f._info.func).parameters and f._info.max_entries is None]
     assert unbounded == []
@@ -99,3 +99,18 @@ def test_an_index_changed_under_the_server_reloads_only_its_own_cached_answers(t
     assert groups(a) == first_a and groups(b) == first_b
     assert computed == ["a.imgsim", "b.imgsim", "a.imgsim"]  # b's answer was kept; a's computed again
     assert cached.generation_of(b) == old
+
+
+def test_a_links_threshold_is_computed_at_the_sliders_step(built_index, monkeypatch):
+    """?t=0.40001, 0.40002, … each computed the duplicate groups anew (a link can vary it on every visit)."""
+    from dashboard import cached
+
+    st.cache_data.clear()
+    asked = []
+    real = Collection.duplicate_groups
+    monkeypatch.setattr(Collection, "duplicate_groups", lambda self, t: asked.append(t) or real(self, t))
+    generation = cached.generation_of(built_index)
+    answers = [cached.duplicate_groups(str(built_index), generation, t) for t in (0.4, 0.40001, 0.40449, 0.3999)]
+    assert asked == [0.4] and all(a == answers[0] for a in answers)
+    assert cached.duplicate_groups(str(built_index), generation, 0.406) == real(Collection.open(built_index), 0.41)
+    assert asked == [0.4, 0.41]
