@@ -1,7 +1,9 @@
 """Every ``st.cache_*`` wrapper of the dashboard: heavy things load once per process, answers once per input.
 
 Arguments are what makes an answer different (index folder, generation, parameters), so a re-index (a new
-generation) loads the new data while sessions still drawing the old one keep theirs.
+generation) loads the new data while sessions still drawing the old one keep theirs. Every wrapper with arguments
+is bounded (``max_entries``): the arguments come from visitors (folders, link values), and an old generation's
+entries age out instead of piling up.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import hashlib
 import html
 import io
 import shutil
+import threading
 from pathlib import Path
 
 import plotly
@@ -30,47 +33,61 @@ from imgsim.store.generations import CURRENT, index_exists
 
 # --- the collection ---------------------------------------------------------------------------------------------
 
-@st.cache_resource(show_spinner=False)
+@st.cache_resource(show_spinner=False, max_entries=8)  # a few indexes served at once, each a set of mmaps
 def open_collection(index_dir: str, generation: str) -> Collection:
-    """The index and its search structures; ``generation`` makes a re-index load the new one."""
+    """The index and its search structures; ``generation`` (see generation_of) makes a re-index load the new one."""
     return Collection.open(index_dir)
 
 
+@st.cache_resource(show_spinner=False)
+def _reloads() -> tuple[dict[str, int], threading.Lock]:
+    """Per index folder, how often its files changed under this server process (a part of its cache key)."""
+    return {}, threading.Lock()
+
+
 def generation_of(index_dir: Path) -> str:
-    """The index's current generation (its CURRENT file)."""
-    return (index_dir / CURRENT).read_text(encoding="utf-8").strip()
+    """The cache key of the index's current generation: its CURRENT file, and how often that generation's files
+    changed under this server (so that a reload misses that index's cached answers only)."""
+    current = (index_dir / CURRENT).read_text(encoding="utf-8").strip()
+    reloads = _reloads()[0].get(str(index_dir), 0)
+    return f"{current}~{reloads}" if reloads else current
 
 
 def current_collection(index_dir: Path) -> Collection:
     """The served collection, checked cheaply (stat) against its files before this rerun touches them.
 
     A memory-mapped file changed under the server would kill it (SIGBUS) on the next read: instead the
-    cached collection is dropped and the current generation is loaded again, which either works (a new
-    index) or raises the same clear message a fresh start gives.
+    cached collection is dropped and the current generation is loaded again under a new key, which either
+    works (a new index) or raises the same clear message a fresh start gives. Only this index's entries are
+    left behind (they age out); other indexes' sessions keep theirs.
     """
-    col = open_collection(str(index_dir), generation_of(index_dir))
+    key = generation_of(index_dir)
+    col = open_collection(str(index_dir), key)
     changed = col.index.changed_on_disk()
     if changed:
         LOG.warning("index files changed under the server (%s): reloading %s", ", ".join(changed), index_dir)
-        open_collection.clear()
-        st.cache_data.clear()
+        reloads, lock = _reloads()
+        with lock:  # several sessions see the change: one new key
+            if generation_of(index_dir) == key:
+                reloads[str(index_dir)] = reloads.get(str(index_dir), 0) + 1
+        open_collection.clear(str(index_dir), key)
         col = open_collection(str(index_dir), generation_of(index_dir))
     return col
 
 
 def live_collection(index_dir: Path, generation: str) -> Collection:
     """The collection a fragment draws, checked as a page run checks it; when the index has moved to another
-    generation since the page was drawn (rows renumbered), the whole page reruns instead."""
+    generation (rows renumbered) or was reloaded since the page was drawn, the whole page reruns instead."""
     if index_exists(index_dir):
         col = current_collection(index_dir)
-        if col.index.generation == generation:
+        if generation_of(index_dir) == generation:
             return col
     st.rerun(scope="app")
 
 
 # --- the model: one loader, built only when indexing, an upload, a description or Why? needs it ---------------
 
-@st.cache_resource(show_spinner="Loading the model…")
+@st.cache_resource(show_spinner="Loading the model…", max_entries=4)  # hundreds of MB each
 def load_model(backbone: str, weights: str, pooling: str, precision: str = "float32") -> Backbone:
     """The model of a backbone spec with these weights, pooling and precision, built once per process."""
     # An update of an index must compute in its precision (backbones without a choice ignore it).
@@ -123,7 +140,7 @@ def upload_thumb(data: bytes) -> bytes:
     return _jpeg(decode.upload_thumbnail(data, 256))
 
 
-@st.cache_data(show_spinner="Rendering the image grid…")
+@st.cache_data(show_spinner="Rendering the image grid…", max_entries=8)
 def grid_png(index_dir: str, generation: str, cell: int) -> bytes:
     """The t-SNE map snapped to a grid of thumbnails, as PNG."""
     image, _ = open_collection(index_dir, generation).grid_image(cell, max_items=900)
@@ -153,14 +170,14 @@ def hover_sprite(index_dir: str, generation: str) -> dict | None:
     return None if folder is None else _sprite(index_dir, generation, str(folder))
 
 
-@st.cache_data(show_spinner=False)
+@st.cache_data(show_spinner=False, max_entries=16)
 def _sprite(index_dir: str, generation: str, folder: str) -> dict | None:
     prefix = hashlib.sha1(index_dir.encode()).hexdigest()[:12]
     return mapview.publish_previews(open_collection(index_dir, generation), Path(folder),
                                     f"{PREVIEW_URL}{Path(folder).name}/", prefix, generation, log=LOG)
 
 
-@st.cache_data(show_spinner=False)
+@st.cache_data(show_spinner=False, max_entries=16)
 def map_base_json(index_dir: str, generation: str, height: int) -> str:
     """The collection's scatter as Plotly JSON, built once per index generation (queries only add overlays)."""
     col = open_collection(index_dir, generation)
@@ -219,19 +236,28 @@ def model_view(index_dir: str, generation: str, source: int | bytes):
 
 # --- the collection's structure -------------------------------------------------------------------------------------
 
-@st.cache_data(show_spinner="Checking neighbours against folder labels…")
+@st.cache_data(show_spinner="Checking neighbours against folder labels…", max_entries=32)
 def evaluation(index_dir: str, generation: str, k: int):
     """precision@k and 1-NN accuracy against the sub-folders."""
     return open_collection(index_dir, generation).evaluate(k)
 
 
-@st.cache_data(show_spinner="Finding duplicate groups…")
+#: The Duplicates slider's step: a threshold is computed at this precision, so a link's ?t= cannot make every
+#: rerun compute anew (0.4, 0.40001, 0.40002, … are one answer, cached).
+THRESHOLD_STEP = 0.01
+
+
 def duplicate_groups(index_dir: str, generation: str, threshold: float):
-    """Groups of images linked by distances under ``threshold``."""
+    """Groups of images linked by distances under ``threshold`` (snapped to the slider's step)."""
+    return _duplicate_groups(index_dir, generation, round(round(float(threshold) / THRESHOLD_STEP) * THRESHOLD_STEP, 6))
+
+
+@st.cache_data(show_spinner="Finding duplicate groups…", max_entries=128)  # each of the slider's 101 steps
+def _duplicate_groups(index_dir: str, generation: str, threshold: float):
     return open_collection(index_dir, generation).duplicate_groups(threshold)
 
 
-@st.cache_data(show_spinner="Choosing a k: silhouette scores on a sample…")
+@st.cache_data(show_spinner="Choosing a k: silhouette scores on a sample…", max_entries=16)
 def suggested_k(index_dir: str, generation: str) -> SuggestedK:
     """The number of clusters with the best silhouette score on a sample."""
     return open_collection(index_dir, generation).suggest_k()
@@ -243,7 +269,7 @@ def cluster_model(index_dir: str, generation: str, k: int) -> ClusterModel:
     return open_collection(index_dir, generation).clusters(k)
 
 
-@st.cache_data(show_spinner=False)
+@st.cache_data(show_spinner=False, max_entries=32)
 def cluster_map_json(index_dir: str, generation: str, k: int, height: int) -> str:
     """The map coloured by cluster, as Plotly JSON."""
     col = open_collection(index_dir, generation)

@@ -34,7 +34,7 @@ QUERY_FROM_LINK = "query_from_link"  # whether QUERY_PATH came from the link
 QUERY_ROW = "query_row"  # QUERY_PATH's row in the generation drawn last; derived again on every rerun
 MORE_LIKE = "more_like"  # {"q": [path, ...], "not": [path, ...]} or None
 MORE_LIKE_CUT = "more_like_cut"  # the note saying that a more-like-these query was cut to MAX_EXAMPLES, or None
-TEXT_OVER_ROW = "text_over_row"  # the image query a description replaced (picking another clears the text)
+TEXT_OVER_QUERY = "text_over_query"  # the image query's path a description replaced (picking another clears it)
 UPLOAD_KEY = "upload_key"  # bumped to clear the uploader (its key changes)
 ML_KEY = "ml_key"  # bumped to reset the more-like-these picker
 WHY = "why"  # the result path whose Why? panel is open
@@ -141,22 +141,22 @@ def k_from_link() -> str | None:
 
 def text_changed() -> None:
     """Typing a description makes it the query: remember which image query it replaces, clear the upload."""
-    st.session_state[TEXT_OVER_ROW] = query_row()
+    st.session_state[TEXT_OVER_QUERY] = query_path()  # a path: a re-index renumbers rows
     _clear_upload()
 
 
 def drop_text_replaced_by_an_image() -> None:
     """An image was picked since the description was typed: the image is the query (?text= goes with it)."""
-    if TEXT_OVER_ROW in st.session_state and st.session_state[TEXT_OVER_ROW] != query_row():
+    if TEXT_OVER_QUERY in st.session_state and st.session_state[TEXT_OVER_QUERY] != query_path():
         st.session_state[TEXT] = ""
-        del st.session_state[TEXT_OVER_ROW]
+        del st.session_state[TEXT_OVER_QUERY]
 
 
 def text_entered(text: str | None) -> str | None:
     """The description to search with (spaces collapsed), or None; one from a shared link is remembered too."""
     text = " ".join((text or "").split())
-    if text and TEXT_OVER_ROW not in st.session_state:  # from a shared link
-        st.session_state[TEXT_OVER_ROW] = query_row()
+    if text and TEXT_OVER_QUERY not in st.session_state:  # from a shared link
+        st.session_state[TEXT_OVER_QUERY] = query_path()
     return text or None
 
 

@@ -411,7 +411,8 @@ class Collection:
     def embed_text(self, text: str, model: Callable[[], object] | None = None) -> TextEmbedding:
         """A text query's unit vector from this index's own CLIP model (refused on image-only indexes)."""
         if not self.supports_text:
-            raise TextSearchUnavailable(text_search_help(self.backbone.spec, str(self.index.directory)))
+            raise TextSearchUnavailable(text_search_help(self.backbone.spec, str(self.index.directory),
+                                                            str(self.index.root)))
         _check_text(text)
         return (model or self.extractor)().embed_text(text)
 

@@ -435,3 +435,7 @@ def test_link_values_the_page_cannot_use_are_said_not_dropped(app_env):
     assert warning.startswith("The link asks to search for “a \\*\\*tiger\\*\\*”, but this index cannot search by text. "
                               "Text search needs a CLIP index")
     assert "\\-\\-backbone clip" in warning or "--backbone clip" in warning
+    # the folder the index was built from, by the name visitors know it by (not SRC_DIR, not its server path)
+    folder = app_env.index.root
+    assert plain(f"python -m imgsim index {folder.name} --index CLIP_INDEX_DIR --backbone clip") in warning
+    assert str(folder) not in warning and plain(str(folder)) not in warning

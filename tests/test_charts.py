@@ -69,3 +69,27 @@ def test_progress_text_shows_rate_and_time_left():
     assert describe("extract", 10, 5000, 1.0) == "Extracting features: 10 / 5,000 · 10.0 images/s · about 8 min 19 s left"
     assert describe("map", 0, None, 1.0) == "Building 2-D map (t-SNE)…"
     assert fraction(5, 10) == 0.5 and fraction(3, None) == 0.0
+
+
+def test_the_threshold_label_sits_above_the_histogram_not_over_its_bars():
+    """It was drawn inside the plot area, over the tallest bars near the threshold."""
+    d = np.array([0.05, 0.1, 0.12, 0.3, 0.5])
+    for threshold, side in ((0.1, "left"), (0.45, "right")):  # kept inside the figure on either half
+        fig = charts.distance_histogram(d, threshold)
+        (note,) = fig.layout.annotations
+        assert (note.xref, note.x, note.yref, note.y, note.yanchor) == ("x", threshold, "paper", 1, "bottom")
+        assert note.xanchor == side and note.showarrow is False
+        assert fig.layout.margin.t >= 30  # room above the plot area for the one line
+        assert fig.layout.shapes[0].x0 == threshold
+
+
+def test_rank_labels_of_near_points_do_not_cover_each_other():
+    """Rings of near neighbours all put their rank 'top center', one on top of the other."""
+    xy = np.array([[0.0, 0.0], [100.0, 100.0], [50.0, 50.0], [50.4, 50.2], [50.8, 49.9], [20.0, 80.0]])
+    traces = charts.map_overlay(xy, list("abcdef"), query=0, neighbours=[2, 3, 4, 5], ranks=[2, 3, 4, 5])
+    rings = next(t for t in traces if t.name == "neighbours")
+    spots = list(rings.textposition)
+    assert len(set(spots[:3])) == 3 and spots[3] == "top center"  # a point alone keeps the usual place
+    _, centres = charts.label_spots(xy[[2, 3, 4, 5]], np.array([[0.0, 0.0], [100.0, 100.0]]), ["2", "3", "4", "5"])
+    boxes = [(x, y, 5.0, 7.0) for x, y in centres]
+    assert all(charts._overlap(a, b) == 0 for i, a in enumerate(boxes) for b in boxes[i + 1:])

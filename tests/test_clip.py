@@ -286,11 +286,33 @@ def test_cli_text_query_prints_k_neighbours_as_json(clip_index, built_index):
     for n in data["neighbors"]:
         assert n["similarity"] == pytest.approx(1 - n["distance"] ** 2 / 2, abs=1e-5)
 
+    assert "oneDNN" not in run.stderr, run.stderr  # TensorFlow's DT_INT64 note on the first text query
+
     run = _cli("query", str(built_index), "--text", "a tiger")
-    assert run.returncode == 1 and "Text search needs a CLIP index" in run.stderr and "Traceback" not in run.stderr
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    root = os.path.realpath(Collection.open(built_index).index.root)
+    assert run.stderr == (
+        f"error: Text search needs a CLIP index: the index at {built_index} was built with resnet50, which only "
+        f"compares images. Build a CLIP index of the same folder with\n"
+        f"  python -m imgsim index {root} --index {built_index}-clip --backbone clip\n"
+        f"(add --weights random to try it without downloading CLIP), then query it with --text.\n")
     run = _cli("query", str(clip_index), "--text", "   ")
     assert run.returncode == 1 and "error: The text is empty" in run.stderr
     run = _cli("query", str(clip_index))
     assert run.returncode == 1 and "Give an IMAGE_PATH to search with, or --text" in run.stderr
     info = json.loads(_cli("info", str(clip_index), "--json").stdout)
     assert info["backbone"] == "clip" and info["preset"] == "clip_vit_base_patch32" and info["dims"] == 512
+
+
+def test_the_native_filter_drops_tensorflows_onednn_int64_note_and_keeps_real_errors(capfd):
+    """A CLIP text query's first run logs this line at E level: TensorFlow then runs the ops with Eigen."""
+    from imgsim.models import native
+
+    note = ("E0000 00:00:1796124110.628491   11336 util.cc:131] oneDNN supports DT_INT64 only on platforms with "
+            "AVX-512. Falling back to the default Eigen-based implementation if present.")
+    error = "E0000 00:00:1796124110.628491   11336 op_kernel.cc:1857] OP_REQUIRES failed: Out of memory"
+    assert native.is_noise(note) and not native.is_noise(error)
+    capfd.readouterr()
+    with native.filtered_native_stderr():
+        os.write(2, f"{note}\n{error}\n".encode())
+    assert capfd.readouterr().err == error + "\n"

@@ -84,3 +84,26 @@ def test_each_server_process_has_its_own_previews_and_removes_only_ended_ones(tm
     assert other != running and re.fullmatch(r"[0-9a-f]{32}", other.name)
     assert (other / mapview.OWNER).read_text() == str(os.getpid())
     assert sorted(p.name for p in cache.iterdir()) == sorted([running.name, other.name])
+
+
+def test_a_live_server_with_this_process_id_keeps_its_previews(tmp_path):
+    """Owners were bare process ids: a server in another container sharing the checkout (often the same id) or
+    one before a restart lost its live folder to whichever process had that id now."""
+    import socket
+
+    cache = tmp_path / "cache"
+    folders = {}
+    for case, record in {"other container": f"{os.getpid()} {mapview._start_time(os.getpid())} elsewhere",
+                         "before a restart": f"{os.getpid()} 1 {socket.gethostname()}"}.items():
+        folders[case] = cache / case.replace(" ", "-")
+        folders[case].mkdir(parents=True)
+        (folders[case] / mapview.OWNER).write_text(str(os.getpid()))
+        (folders[case] / mapview.STARTED).write_text(record)
+    mine = mapview.own_previews(cache)
+    assert (mine / mapview.STARTED).read_text() == f"{os.getpid()} {mapview._start_time(os.getpid())} " \
+                                                   f"{socket.gethostname()}"
+    assert mapview._start_time(os.getpid()).isdigit()
+    assert folders["other container"].is_dir()  # live elsewhere, as far as this host can tell: kept
+    assert not folders["before a restart"].exists()  # same host, same id, another start: that server ended
+    again = mapview.own_previews(cache)  # this process's earlier folder goes
+    assert not mine.exists() and again.is_dir() and folders["other container"].is_dir()

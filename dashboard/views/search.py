@@ -89,9 +89,9 @@ def link_notes(col: Collection) -> None:
     if note:
         st.info(note)
     text = st.query_params.get(state.TEXT)
-    if text and not col.supports_text:  # the CLI's explanation, without the server's path
+    if text and not col.supports_text:  # the CLI's explanation, the folder by its visitor name
         st.warning(f"The link asks to search for “{plain(text, 200)}”, but this index cannot search by text. "
-                   + plain(text_search_help(col.backbone.spec), 1000))
+                   + say(text_search_help(col.backbone.spec, src_dir=str(col.index.root))))
 
 
 def text_box(col: Collection) -> str | None:

@@ -10,6 +10,7 @@ a model is built (:func:`make_backbone`).
 from __future__ import annotations
 
 import importlib
+import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -189,13 +190,15 @@ class Backbone(Protocol):
         """The unit vector of one text query; :class:`TextSearchUnavailable` without ``supports_text``."""
 
 
-def text_search_help(backbone: str, index_dir: str | None = None) -> str:
-    """Why a text query cannot run on this index, and how to build one where it can."""
+def text_search_help(backbone: str, index_dir: str | None = None, src_dir: str | None = None) -> str:
+    """Why a text query cannot run on this index, and how to build one where it can (of ``src_dir``, the folder
+    the index was built from, when known)."""
     where = f" at {index_dir}" if index_dir else ""
-    target = index_dir.rstrip("/") + "-clip" if index_dir else "CLIP_INDEX_DIR"
+    target = shlex.quote(index_dir.rstrip("/") + "-clip") if index_dir else "CLIP_INDEX_DIR"
+    source = shlex.quote(src_dir) if src_dir else "SRC_DIR"
     return (f"Text search needs a CLIP index: the index{where} was built with {backbone}, which only compares "
             f"images. Build a CLIP index of the same folder with\n"
-            f"  python -m imgsim index SRC_DIR --index {target} --backbone clip\n"
+            f"  python -m imgsim index {source} --index {target} --backbone clip\n"
             f"(add --weights random to try it without downloading CLIP), then query it with --text.")
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from imgsim.errors import ImgsimError
 from imgsim.models.base import BACKBONES, TextEmbedding, backbone_class
 from imgsim.models.embedding import MODEL_INPUT, check_images, embed_batches, normalize
-from imgsim.models.native import device_name, filtered_native_stderr, import_keras
+from imgsim.models.native import device_name, filtered_native_stderr, import_keras, quiet_first_call
 from imgsim.models.resnet50 import missing_weights_file
 from imgsim.models.weights import (ResolvedWeights, Weights, WeightsError, download_failure, downloading,
                                    random_weights, sha256_file)
@@ -225,7 +225,7 @@ class ClipBackbone:
                                    input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
             text_fn = tf.function(model.get_text_embeddings, reduce_retracing=True,
                                   input_signature=[tf.TensorSpec([None, None], tf.int32)])
-            return (lambda x: image_fn(x).numpy()), (lambda t: text_fn(t).numpy())
+            return (lambda x: image_fn(x).numpy()), quiet_first_call(lambda t: text_fn(t).numpy())
         return (lambda x: np.asarray(model.get_vision_embeddings(converter(x)))), (
             lambda t: np.asarray(model.get_text_embeddings(t)))
 

@@ -12,16 +12,23 @@ import re
 import sys
 import tempfile
 import threading
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 #: Held while fds 1/2 are swapped: swaps from two threads (the app's indexing job and an upload) would
 #: otherwise restore each other's temporary fd.
 NATIVE_OUTPUT_LOCK = threading.RLock()
 
-# Native log lines TensorFlow prints on import and device probing that say nothing actionable.
+# Native log lines TensorFlow prints on import, device probing and a graph's first run that say nothing
+# actionable (oneDNN's DT_INT64 note is logged as an error, but TensorFlow just runs those ops with Eigen).
 _NOISE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog|[IW]\d{4} |E\d{4} .*(cuInit|cuda_platform|cuda_dnn|"
-    r"cuda_blas|cuda_fft)|To enable the following instructions|.*rebuild TensorFlow with the appropriate)")
+    r"cuda_blas|cuda_fft|oneDNN supports DT_\w+ only on platforms with)|To enable the following instructions|"
+    r".*rebuild TensorFlow with the appropriate)")
+
+
+def is_noise(line: str) -> bool:
+    """True for a native log line :func:`filtered_native_stderr` drops."""
+    return bool(_NOISE.match(line))
 
 
 @contextlib.contextmanager
@@ -51,8 +58,23 @@ def filtered_native_stderr() -> Iterator[None]:
         finally:  # fd 2 is back: what was worth seeing goes there now
             capture.seek(0)
             for line in capture.read().decode("utf-8", "replace").splitlines():
-                if not _NOISE.match(line):
+                if not is_noise(line):
                     sys.stderr.write(line + "\n")
+
+
+def quiet_first_call(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with its first call under :func:`filtered_native_stderr`: a ``tf.function`` builds and optimises
+    its graph then, and TensorFlow's graph passes log their notes to fd 2 (later calls print nothing)."""
+    first = threading.Event()
+
+    def call(*args: Any) -> Any:
+        if first.is_set():
+            return fn(*args)
+        with filtered_native_stderr():
+            out = fn(*args)
+        first.set()
+        return out
+    return call
 
 
 @contextlib.contextmanager

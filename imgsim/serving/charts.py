@@ -73,6 +73,47 @@ def map_base(xy: np.ndarray, labels: Sequence[str] | Mapping[int, str], paths: S
     return fig
 
 
+#: Where a ring's rank may go, in order of preference, and the label's centre from the ring's (px, y up).
+LABEL_SPOTS = {"top center": (0, 14), "bottom center": (0, -14), "middle right": (13, 0), "middle left": (-13, 0),
+               "top right": (11, 13), "top left": (-11, 13), "bottom right": (11, -13), "bottom left": (-11, -13)}
+#: The map's drawn size the labels are spaced for (the Search tab's small map is about this wide and tall).
+LABEL_BOX_PX = 480
+
+
+def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    """Area shared by two boxes given as (centre x, centre y, half width, half height)."""
+    wide = min(a[0] + a[2], b[0] + b[2]) - max(a[0] - a[2], b[0] - b[2])
+    tall = min(a[1] + a[3], b[1] + b[3]) - max(a[1] - a[3], b[1] - b[3])
+    return max(0.0, wide) * max(0.0, tall)
+
+
+def label_spots(xy: np.ndarray, extent: np.ndarray, texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """A Plotly ``textposition`` for each point's label, chosen so that labels of nearby points do not cover each
+    other or another point's ring (greedy, in the order given: the nearest results first), and each label's
+    centre in pixels of a :data:`LABEL_BOX_PX` map spanning ``extent`` (``[[x0, y0], [x1, y1]]``)."""
+    xy, extent = np.asarray(xy, dtype=float), np.asarray(extent, dtype=float)
+    span = np.where(extent[1] - extent[0] > 0, extent[1] - extent[0], 1.0)
+    px = (xy - extent[0]) / span * LABEL_BOX_PX
+    ring = 7.0  # a ring's radius (marker size 13)
+    placed: list[tuple[float, float, float, float]] = []  # centre x, y and half width, height of each label
+    spots, centres = [], np.zeros((len(px), 2))
+
+    def clash(box: tuple[float, float, float, float], own: int) -> float:
+        """Area of the label ``box`` covering labels placed so far and other points' rings."""
+        return (sum(_overlap(box, other) for other in placed)
+                + sum(_overlap(box, (x, y, ring, ring)) for j, (x, y) in enumerate(px) if j != own))
+
+    for i, ((x, y), text) in enumerate(zip(px, texts)):
+        hw, hh = 3.5 * len(text) + 1.5, 7.0  # 11 px digits
+        costs = {name: clash((x + dx, y + dy, hw, hh), i) for name, (dx, dy) in LABEL_SPOTS.items()}
+        best = min(LABEL_SPOTS, key=lambda name: costs[name])  # the first free spot, else the least covered
+        dx, dy = LABEL_SPOTS[best]
+        placed.append((x + dx, y + dy, hw, hh))
+        spots.append(best)
+        centres[i] = (x + dx, y + dy)
+    return spots, centres
+
+
 def map_overlay(xy: np.ndarray, paths: Sequence[str], query: int | Sequence[int] | None = None,
                 neighbours: Sequence[int] = (), native_hover: bool = True,
                 ranks: Sequence[int] | None = None) -> list[go.Scattergl]:
@@ -82,9 +123,11 @@ def map_overlay(xy: np.ndarray, paths: Sequence[str], query: int | Sequence[int]
     traces = []
     if len(neighbours):
         rows = [int(r) for r in neighbours]
+        texts = [str(i) for i in (ranks if ranks is not None else range(1, len(rows) + 1))]
+        spots, _ = label_spots(xy[rows], np.array([xy.min(axis=0), xy.max(axis=0)]), texts)
         traces.append(go.Scattergl(
             x=xy[rows, 0], y=xy[rows, 1], mode="markers+text", name="neighbours", customdata=rows,
-            text=[str(i) for i in (ranks if ranks is not None else range(1, len(rows) + 1))], textposition="top center",
+            text=texts, textposition=spots,
             textfont={"size": 11, "color": NEIGHBOUR_COLOUR}, hovertext=[paths[r] for r in rows],
             hovertemplate="%{hovertext}<extra></extra>",
             marker={"size": 13, "color": "rgba(0,0,0,0)", "line": {"width": 2, "color": NEIGHBOUR_COLOUR}}))
@@ -120,10 +163,15 @@ def distance_histogram(distances: np.ndarray, threshold: float, height: int = 32
         fig = go.Figure(go.Histogram(x=d, nbinsx=min(60, max(10, len(d) // 5)), marker={"color": "#4c78a8"},
                                      hovertemplate="distance %{x}<br>%{y} images<extra></extra>"))
     within = int(np.sum(d <= threshold))
-    fig.add_vline(x=threshold, line={"color": QUERY_COLOUR, "width": 2, "dash": "dash"},
-                  annotation_text=f"threshold {threshold:.2f}: {within} image(s) have a neighbour this close",
-                  annotation_position="top right")
-    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 30, "b": 10}, bargap=0.05,
+    fig.add_vline(x=threshold, line={"color": QUERY_COLOUR, "width": 2, "dash": "dash"})
+    # Above the plot area, not over the bars; on the line's left when it stands in the right half, so that the
+    # text stays inside the figure.
+    low, high = (float(min(d.min(), threshold)), float(max(d.max(), threshold))) if len(d) else (0.0, 1.0)
+    right_half = threshold > (low + high) / 2
+    fig.add_annotation(x=threshold, xref="x", y=1, yref="paper", yanchor="bottom", showarrow=False,
+                       xanchor="right" if right_half else "left", font={"color": QUERY_COLOUR},
+                       text=f"threshold {threshold:.2f}: {within} image(s) have a neighbour this close")
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 34, "b": 10}, bargap=0.05,
                       xaxis_title="distance to nearest other image", yaxis_title="images",
                       plot_bgcolor="white")
     return fig

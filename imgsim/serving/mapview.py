@@ -7,6 +7,7 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -87,6 +88,9 @@ def publish_previews(col: "Collection", cache: Path, url: str, prefix: str, gene
 
 #: In each process's folder of previews: the process id of the server that owns it.
 OWNER = ".owner"
+#: Beside it: ``PID START HOST``, the owner's start time (clock ticks since boot) and host name. A process id
+#: alone is reused: by a later server after a restart, and by servers in other containers sharing a checkout.
+STARTED = ".started"
 
 
 def _running(pid: int) -> bool:
@@ -103,6 +107,19 @@ def _running(pid: int) -> bool:
     return True
 
 
+def _start_time(pid: int) -> str:
+    """When process ``pid`` started, in clock ticks since boot ('' where /proc cannot say)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[-1].split()[19]  # field 22; the command name before ")" may hold spaces
+
+
+def _process_record(pid: int) -> str:
+    return f"{pid} {_start_time(pid)} {socket.gethostname()}"
+
+
 def _owner(folder: Path) -> int:
     """The process id that owns a folder of previews (0: none says so)."""
     try:
@@ -111,12 +128,28 @@ def _owner(folder: Path) -> int:
         return 0
 
 
+def _removable(folder: Path) -> bool:
+    """Whether a folder of previews is this process's (an earlier one) or its owner has ended."""
+    pid = _owner(folder)
+    try:
+        record = (folder / STARTED).read_text().split()
+    except OSError:
+        record = []
+    if len(record) != 3 or record[0] != str(pid):  # an earlier version's folder: its process id alone
+        return not _running(pid)
+    if record[2] != socket.gethostname():  # another container's or machine's server: this one cannot tell
+        return False
+    alive = _running(pid) and _start_time(pid) == record[1]  # not ended, nor its id another process's now
+    return not alive or pid == os.getpid()
+
+
 def own_previews(cache: Path) -> Path:
     """A new folder of ``cache`` for this process's previews, named by a secret (its URLs cannot be guessed).
 
     Several servers may run from one checkout: only the folders of server processes that have ended, this
     process's earlier ones (its caches were cleared) and loose files of earlier versions are removed, never
-    those of another server still running.
+    those of another server still running, even one with this process's id (another container's, or a
+    server before a restart whose id this one got: told apart by start time and host).
     """
     if cache.is_dir():
         for old in cache.iterdir():
@@ -124,10 +157,11 @@ def own_previews(cache: Path) -> Path:
                 continue
             if old.is_file():
                 old.unlink(missing_ok=True)
-            elif old.is_dir() and (_owner(old) == os.getpid() or not _running(_owner(old))):
+            elif old.is_dir() and _removable(old):
                 shutil.rmtree(old, ignore_errors=True)
     name = secrets.token_hex(16)
     making = cache / f".{name}"
     making.mkdir(parents=True)
     (making / OWNER).write_text(str(os.getpid()))
+    (making / STARTED).write_text(_process_record(os.getpid()))
     return making.rename(cache / name)  # named only once it says whose it is

@@ -1,0 +1,116 @@
+"""Dashboard polish (issue 20, items 10-11, and the dashboard review): state that survives a re-index, bounded
+and index-local caches, link values checked before costly work, the Duplicates tab's fragment."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import streamlit as st
+
+import imgsim.models.base
+from imgsim.build import build_index
+from imgsim.collection import Collection
+
+from .conftest import make_photo
+from .test_app import new_app, results, texts
+
+
+@pytest.fixture
+def own_clip_env(monkeypatch, photo_dir, clip_index, tmp_path, random_clip):
+    """A copy of the CLIP index and its folder that a test may re-index (the model: the session's random CLIP)."""
+    folder, index_dir = tmp_path / "photos", tmp_path / "photos-clip.imgsim"
+    shutil.copytree(photo_dir, folder)
+    build_index(folder, index_dir, weights="random", backbone="clip", model_factory=lambda w, p, b: random_clip)
+    monkeypatch.setattr(imgsim.models.base, "make_backbone", lambda *a, **kw: random_clip)
+    monkeypatch.setenv("IMGSIM_INDEX", str(index_dir))
+    monkeypatch.setenv("IMGSIM_IMAGES", str(folder))
+    monkeypatch.setenv("IMGSIM_WEIGHTS", "random")
+    monkeypatch.setenv("IMGSIM_CACHE", str(tmp_path / "cache"))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    return folder, index_dir
+
+
+def test_a_description_outlives_a_re_index_that_renumbers_its_image_query(own_clip_env, random_clip):
+    """The image a description replaced was kept as a row: a re-index that moved that image to another row read
+    as "another image was picked" and cleared the description."""
+    folder, index_dir = own_clip_env
+    at = new_app(q="blues/b3.png").run()
+    at.text_input(key="text").input("a red car").run()
+    assert not at.exception and "“a red car”" in texts(at)
+    make_photo(folder / "aaa.jpg", seed=300)  # sorts first: every indexed image moves one row on
+    build_index(folder, index_dir, weights="random", backbone="clip", model_factory=lambda w, p, b: random_clip)
+    col = Collection.open(index_dir)
+    assert col.paths[0] == "aaa.jpg"
+    at.session_state["tab"] = "Map"  # the map derives the image query's row in the new generation
+    at.run()
+    at.session_state["tab"] = "Search"
+    at.run()
+    assert not at.exception
+    assert at.text_input(key="text").value == "a red car" and "“a red car”" in texts(at)
+    expected = col.neighbors_of_vector(random_clip.embed_text("a red car").vector, 8)
+    assert [d for _, d, _ in results(at)] == [round(n.distance, 3) for n in expected.neighbors]
+
+
+def test_every_cache_with_arguments_is_bounded():
+    """The arguments of the dashboard's caches come from visitors (folders, ?t=, ?ck=): unbounded, they grow."""
+    import inspect
+
+    from dashboard import cached
+    from streamlit.runtime.caching.cache_utils import CachedFunc
+
+    wrappers = {name: f for name, f in vars(cached).items() if isinstance(f, CachedFunc)}
+    assert {"open_collection", "load_model", "_duplicate_groups", "cluster_map_json", "map_base_json"} <= set(wrappers)
+    unbounded = [name for name, f in wrappers.items()
+                 if inspect.signature(f._info.func).parameters and f._info.max_entries is None]
+    assert unbounded == []
+
+
+def test_an_index_changed_under_the_server_reloads_only_its_own_cached_answers(tmp_path, photo_dir, built_index,
+                                                                               monkeypatch):
+    """Files of one index changing under the server once cleared every cache of every session (all indexes)."""
+    import os
+
+    from dashboard import cached
+
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    a, b = tmp_path / "a.imgsim", tmp_path / "b.imgsim"
+    shutil.copytree(built_index, a)
+    shutil.copytree(built_index, b)
+    computed = []
+    real = Collection.duplicate_groups
+    monkeypatch.setattr(Collection, "duplicate_groups",
+                        lambda self, t: computed.append(self.index.directory.name) or real(self, t))
+
+    def groups(index_dir):
+        return cached.duplicate_groups(str(index_dir), cached.generation_of(index_dir), 0.5)
+
+    cached.current_collection(a), cached.current_collection(b)
+    first_a, first_b = groups(a), groups(b)
+    assert computed == ["a.imgsim", "b.imgsim"]
+    old = cached.generation_of(a)
+    vectors = next((a / old).glob("*.npy"))
+    os.utime(vectors, ns=(vectors.stat().st_atime_ns, vectors.stat().st_mtime_ns + 10**9))  # "changed on disk"
+    reloaded = cached.current_collection(a)
+    assert reloaded.index.changed_on_disk() == [] and cached.generation_of(a) == f"{old}~1"
+    assert cached.current_collection(a) is reloaded and cached.generation_of(a) == f"{old}~1"  # once
+    assert groups(a) == first_a and groups(b) == first_b
+    assert computed == ["a.imgsim", "b.imgsim", "a.imgsim"]  # b's answer was kept; a's computed again
+    assert cached.generation_of(b) == old
+
+
+def test_a_links_threshold_is_computed_at_the_sliders_step(built_index, monkeypatch):
+    """?t=0.40001, 0.40002, … each computed the duplicate groups anew (a link can vary it on every visit)."""
+    from dashboard import cached
+
+    st.cache_data.clear()
+    asked = []
+    real = Collection.duplicate_groups
+    monkeypatch.setattr(Collection, "duplicate_groups", lambda self, t: asked.append(t) or real(self, t))
+    generation = cached.generation_of(built_index)
+    answers = [cached.duplicate_groups(str(built_index), generation, t) for t in (0.4, 0.40001, 0.40449, 0.3999)]
+    assert asked == [0.4] and all(a == answers[0] for a in answers)
+    assert cached.duplicate_groups(str(built_index), generation, 0.406) == real(Collection.open(built_index), 0.41)
+    assert asked == [0.4, 0.41]
