@@ -199,6 +199,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--cors-origin", metavar="ORIGIN", action="append", default=[],
                    help="a browser origin allowed to call the API, e.g. https://app.example.org (repeatable; "
                         "default: none)")
+    p.add_argument("--allow-host", metavar="NAME", action="append", default=[],
+                   help="without a token, also answer requests whose Host is NAME, e.g. photos.lan (repeatable; "
+                        "loopback names and --host always; more in IMGSIM_ALLOWED_HOSTS)")
 
     p = sub.add_parser("mcp", help="Model Context Protocol server over an index, on stdio (for LLM clients)")
     p.add_argument("index_dir", metavar="INDEX_DIR")
@@ -223,7 +226,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     with _service_extra("serve"):
         from imgsim.service.http import serve
     return serve(args.index_dir, host=args.host, port=args.port, token_file=args.token_file,
-                 insecure_no_token=args.insecure_no_token, cors_origins=args.cors_origin)
+                 insecure_no_token=args.insecure_no_token, cors_origins=args.cors_origin,
+                 allowed_hosts=args.allow_host)
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:

@@ -20,9 +20,10 @@ import pytest
 from PIL import Image
 from starlette.testclient import TestClient
 
+from imgsim.analysis.duplicates import capped_duplicate_groups
 from imgsim.collection import Collection
 from imgsim.errors import ImgsimError
-from imgsim.service.http import make_app
+from imgsim.service.http import make_app, server_hosts
 from imgsim.service.limits import CLIP_RETRIEVAL_DEDUP, Limits, check_listen
 from imgsim.service.operations import Service
 from imgsim.service.results import neighbors_json
@@ -36,9 +37,14 @@ def service(built_index, random_extractor) -> Service:
     return Service(Collection.open(built_index), extractor=lambda: random_extractor)
 
 
+def local(app, **kwargs) -> TestClient:
+    """A test client that calls the server by a loopback name (a server without a token answers to no other)."""
+    return TestClient(app, base_url="http://127.0.0.1:8600", **kwargs)
+
+
 @pytest.fixture(scope="module")
 def client(service) -> TestClient:
-    return TestClient(make_app(service), raise_server_exceptions=False)
+    return local(make_app(service), raise_server_exceptions=False)
 
 
 def cli_json(index_dir: Path, cwd: Path, *args: str) -> dict:
@@ -202,6 +208,26 @@ def test_openapi_page_lists_the_routes(client):
     assert client.get("/docs").status_code == 200
 
 
+def test_duplicates_stop_at_max_pairs_and_say_so(service):
+    col = service.collection
+    threshold = 1.0
+    pairs = len(col.search.pairs_within(threshold)[0])
+    assert pairs > 8  # enough for a cap of 5 to cut
+    capped = Service(col, Limits(max_pairs=5), extractor=service._make_extractor)
+    got = local(make_app(capped)).get("/v1/duplicates", params={"threshold": threshold}).json()
+    scan = capped_duplicate_groups(col.search, threshold, 5)
+    assert scan.truncated and scan.pairs == 5
+    assert got["groups"] == [[col.paths[r] for r in g.rows] for g in scan.groups]
+    assert (got["truncated"], got["max_pairs"]) == (True, 5)
+    assert got["note"] == ("More than 5 pairs of images are within 1: the scan stopped there, so these groups (from "
+                           "the first 5 pairs, in index order) are incomplete. A lower threshold finds the "
+                           "near-duplicates.")
+    whole = local(make_app(Service(col, Limits(max_pairs=pairs), extractor=service._make_extractor)))
+    full = whole.get("/v1/duplicates", params={"threshold": threshold}).json()
+    assert "truncated" not in full and full == service.duplicates(threshold)
+    assert local(make_app(capped)).get("/v1/info").json()["limits"]["max_pairs"] == 5
+
+
 # --- hostile input ------------------------------------------------------------------------------------------
 
 def png_header(width: int, height: int) -> bytes:
@@ -223,7 +249,8 @@ def png_header(width: int, height: int) -> bytes:
     ("get", "/v1/similar", {}, 400, "path: Field required"),
     ("get", "/v1/images/%2e%2e/%2e%2e/etc/passwd/thumbnail", {}, 400, "may not leave the collection"),
     ("get", "/v1/images/reds/r1.jpg/thumbnail?size=5000", {}, 400, "size: Input should be less than or equal to 1024"),
-    ("get", "/v1/duplicates?threshold=3", {}, 400, "threshold: Input should be less than or equal to 2"),
+    ("get", "/v1/duplicates?threshold=3", {}, 400, "threshold: Input should be less than or equal to 1"),
+    ("get", "/v1/duplicates?threshold=2", {}, 400, "threshold: Input should be less than or equal to 1"),
     ("get", "/v1/clusters?k=1000", {}, 400, "k: Input should be less than or equal to 100"),
     ("get", "/v1/explain?a=reds/r1.jpg&b=/etc/hosts", {}, 400, "is absolute"),
     ("post", "/v1/search", {"content": b"{not json"}, 400, "The body is not valid JSON (line 1, column 2)"),
@@ -265,6 +292,21 @@ def test_hostile_requests_get_a_one_line_4xx(client, built_index, photo_dir, met
     assert_refusal(getattr(client, method)(url, **kwargs), status, match, built_index, photo_dir)
 
 
+def test_lists_are_bounded_in_the_schema_and_refused_before_their_items_are_read(client, service):
+    dims = service.collection.index.dims
+    schema = client.get("/openapi.json").json()["paths"]["/v1/search"]["post"]["requestBody"]["content"]
+    props = schema["application/json"]["schema"]["properties"]
+    assert props["vector"]["anyOf"][0]["maxItems"] == dims
+    assert props["positive"]["maxItems"] == props["negative"]["maxItems"] == 32
+    # Too long: refused by its length, before any of its items (here not numbers) is looked at.
+    assert_refusal(client.post("/v1/search", json={"vector": ["a"] * (dims + 1)}), 400,
+                   f"vector has {dims + 1} values; this index's vectors have {dims}.")
+    assert_refusal(client.post("/v1/search", json={"negative": [7] * 33}), 400,
+                   "At most 32 positive and negative images in all.")
+    assert_refusal(client.post("/v1/search", json={"positive": ["/etc/passwd"] * 33}), 400,
+                   "At most 32 positive and negative images in all.")
+
+
 def test_vector_of_the_right_size_but_not_finite_is_refused(client, service):
     dims = service.collection.index.dims
     assert_refusal(client.post("/v1/search", content=b'{"vector": [NaN' + b", 1.0" * (dims - 1) + b"]}"), 400,
@@ -283,7 +325,7 @@ def own_copy(photo_dir, built_index, random_extractor, tmp_path) -> Service:
 
 
 def test_symlinks_out_of_the_collection_are_not_followed(own_copy, tmp_path):
-    client = TestClient(make_app(own_copy))
+    client = local(make_app(own_copy))
     secret = tmp_path / "secret.jpg"
     make_photo(secret, seed=5)
     target = own_copy.collection.index.root / "reds" / "r3.jpg"
@@ -296,7 +338,7 @@ def test_symlinks_out_of_the_collection_are_not_followed(own_copy, tmp_path):
 
 
 def test_a_file_gone_from_disk_is_still_answered_from_the_index(own_copy, photo_dir):
-    client = TestClient(make_app(own_copy))
+    client = local(make_app(own_copy))
     before = client.get("/v1/similar", params={"path": "blues/b4.png", "k": 3}).json()
     (own_copy.collection.index.root / "blues" / "b4.png").unlink()
     assert client.get("/v1/similar", params={"path": "blues/b4.png", "k": 3}).json() == before
@@ -318,7 +360,7 @@ def test_oversized_bodies_are_refused_from_their_header_before_reading(service):
 
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
              "scheme": "http", "path": "/v1/search", "raw_path": b"/v1/search", "query_string": b"",
-             "root_path": "", "headers": [(b"content-length", str(10**9).encode()),
+             "root_path": "", "headers": [(b"host", b"127.0.0.1:8600"), (b"content-length", str(10**9).encode()),
                                           (b"content-type", b"application/json")],
              "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8600)}
     anyio.run(app, scope, receive, send)
@@ -328,7 +370,7 @@ def test_oversized_bodies_are_refused_from_their_header_before_reading(service):
 
 def test_a_streamed_body_over_the_limit_is_cut_off(service):
     small = Service(service.collection, Limits(max_body_bytes=2**20), extractor=service._make_extractor)
-    client = TestClient(make_app(small))
+    client = local(make_app(small))
 
     def chunks():  # no Content-Length: the server counts as it reads
         for _ in range(4):
@@ -337,8 +379,41 @@ def test_a_streamed_body_over_the_limit_is_cut_off(service):
     assert_refusal(client.post("/v1/search", content=chunks()), 413, "larger than 1 MiB")
 
 
+def test_a_busy_model_is_a_503_with_retry_after_not_a_queue(service, photo_dir):
+    busy = Service(service.collection, Limits(busy_wait_s=0.05, retry_after_s=7), extractor=service._make_extractor)
+    client = local(make_app(busy))
+    upload = {"files": {"image": ("b.png", (photo_dir / "blues" / "b3.png").read_bytes(), "image/png")}}
+    assert client.post("/v1/search", **upload).status_code == 200
+    with busy._model_lock:  # another request's forward pass, as the server's threads see it
+        got = client.post("/v1/search", **upload)
+        assert_refusal(got, 503, "The server is busy with another request that runs the model: try again in 7 s.")
+        assert got.headers["retry-after"] == "7"
+        assert client.get("/v1/similar", params={"path": "top.jpg"}).status_code == 200  # no model: not held up
+    assert client.get("/v1/clusters", params={"k": 3}).status_code == 200
+    with busy._collection_lock:  # a duplicates scan or a k-means under way
+        for got in (client.get("/v1/duplicates", params={"threshold": 0.5}),
+                    client.get("/v1/clusters", params={"k": 2})):
+            assert_refusal(got, 503, "The server is busy with another duplicates or clusters computation: try "
+                                     "again in 7 s.")
+            assert got.headers["retry-after"] == "7"
+        assert client.get("/v1/clusters", params={"k": 3}).status_code == 200  # answered from the cache
+
+
+def test_a_deduplicated_search_looks_at_most_max_dedup_depth_deep(service, monkeypatch):
+    shallow = Service(service.collection, Limits(max_dedup_depth=6), extractor=service._make_extractor)
+    asked = []
+    real = shallow.collection.query_examples
+    monkeypatch.setattr(shallow.collection, "query_examples", lambda *a, **kw: asked.append(a[2]) or real(*a, **kw))
+    client = local(make_app(shallow))
+    got = client.post("/v1/search", json={"positive": ["reds/r2.jpg"], "k": 5, "deduplicate": 0.01}).json()
+    assert asked == [6] and len(got["neighbors"]) == 5  # 4k = 20 wanted, 6 looked at
+    client.post("/v1/search", json={"positive": ["reds/r2.jpg"], "k": 8, "deduplicate": 0.01})
+    assert asked[-1] == 8  # never less than k
+    assert client.get("/v1/info").json()["limits"]["max_dedup_depth"] == 6
+
+
 def test_an_unexpected_failure_is_a_500_without_details(service, monkeypatch):
-    client = TestClient(make_app(service), raise_server_exceptions=False)
+    client = local(make_app(service), raise_server_exceptions=False)
     monkeypatch.setattr(service, "info", lambda: open("/nonexistent/secret/path"))
     got = client.get("/v1/info")
     assert got.status_code == 500
@@ -348,7 +423,7 @@ def test_an_unexpected_failure_is_a_500_without_details(service, monkeypatch):
 # --- who may ask --------------------------------------------------------------------------------------------
 
 def test_bearer_token_is_required_when_configured(service):
-    client = TestClient(make_app(service, token="s3cret-token"))
+    client = local(make_app(service, token="s3cret-token"))
     missing = client.get("/v1/info")
     assert_refusal(missing, 401, "This server needs a token: send 'Authorization: Bearer TOKEN'.")
     assert missing.headers["www-authenticate"] == "Bearer"
@@ -382,11 +457,39 @@ def test_other_addresses_need_a_token_or_an_explicit_opt_out(built_index, tmp_pa
     assert out.returncode == 1 and "must hold one token" in out.stderr
 
 
+def test_without_a_token_only_the_servers_own_host_names_are_answered(service):
+    """DNS rebinding: a page at evil.example re-pointed to 127.0.0.1 sends 'Host: evil.example'."""
+    app = make_app(service)
+    client = TestClient(app)
+    for host in ("evil.example", "evil.example:8600", "127.0.0.1.evil.example", "testserver"):
+        assert_refusal(client.get("/v1/info", headers={"Host": host}), 400,
+                       f"This server does not answer to the host '{host.partition(':')[0]}': without a token it "
+                       "answers to 127.0.0.1, ::1, localhost (add names with --allow-host or IMGSIM_ALLOWED_HOSTS).")
+    for host in ("localhost", "localhost:8600", "127.0.0.1:8600", "[::1]:8600", "LOCALHOST"):
+        assert client.get("/v1/info", headers={"Host": host}).status_code == 200, host
+    lan = TestClient(make_app(service, allowed_hosts=["photos.lan"]))
+    assert lan.get("/v1/info", headers={"Host": "photos.lan:8600"}).status_code == 200
+    assert lan.get("/v1/info", headers={"Host": "localhost"}).status_code == 400  # the list given is the list
+    assert TestClient(make_app(service, allowed_hosts=["*"])).get("/v1/info").status_code == 200
+    # With a token a rebinding page has nothing to send: any Host is answered, the token still asked.
+    guarded = TestClient(make_app(service, token="s3cret-token"))
+    assert guarded.get("/v1/info", headers={"Host": "evil.example", "Authorization": "Bearer s3cret-token"}
+                       ).status_code == 200
+
+
+def test_server_hosts_are_loopback_the_bind_address_and_those_added(monkeypatch):
+    monkeypatch.delenv("IMGSIM_ALLOWED_HOSTS", raising=False)
+    assert server_hosts("127.0.0.1") == ["localhost", "127.0.0.1", "::1"]
+    monkeypatch.setenv("IMGSIM_ALLOWED_HOSTS", "photos.lan, nas.local,")
+    assert server_hosts("192.168.1.10", ["imgsim.example"]) == ["localhost", "127.0.0.1", "::1", "192.168.1.10",
+                                                                "imgsim.example", "photos.lan", "nas.local"]
+
+
 def test_cors_is_off_unless_origins_are_configured(service):
     preflight = {"Origin": "https://app.example.org", "Access-Control-Request-Method": "POST"}
-    closed = TestClient(make_app(service)).options("/v1/search", headers=preflight)
+    closed = local(make_app(service)).options("/v1/search", headers=preflight)
     assert "access-control-allow-origin" not in closed.headers
-    opened = TestClient(make_app(service, cors_origins=["https://app.example.org"])).options("/v1/search",
+    opened = local(make_app(service, cors_origins=["https://app.example.org"])).options("/v1/search",
                                                                                          headers=preflight)
     assert opened.headers["access-control-allow-origin"] == "https://app.example.org"
 

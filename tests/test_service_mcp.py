@@ -14,8 +14,11 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 from PIL import Image
+from starlette.testclient import TestClient
 
 from imgsim.collection import Collection
+from imgsim.service.http import make_app
+from imgsim.service.limits import Limits
 from imgsim.service.mcp import make_server
 from imgsim.service.operations import Service
 
@@ -68,7 +71,7 @@ def test_tools_are_listed_with_descriptions_and_bounded_schemas(server):
     k = tools["similar_to"].input_schema["properties"]["k"]
     assert (k["minimum"], k["maximum"], k["default"]) == (1, 1000, 10)
     assert tools["search_text"].input_schema["required"] == ["text"]
-    assert set(tools["search_image"].input_schema["properties"]) == {"path", "image_base64", "k"}
+    assert set(tools["search_image"].input_schema["properties"]) == {"path", "image_base64", "k", "where", "near"}
     assert tools["explain"].input_schema["required"] == ["a", "b"]
     assert "relative to the collection" in tools["get_image"].input_schema["properties"]["path"]["description"]
 
@@ -121,13 +124,110 @@ def test_refusals_are_tool_errors_a_model_can_act_on(server, built_index, photo_
         (call(server, "similar_to", path=str(photo_dir / "top.jpg")), "is absolute", True),
         (call(server, "get_image", path="nope.jpg"), "No image 'nope.jpg' in this collection", True),
         (call(server, "similar_to", path="top.jpg", k=5000), "less than or equal to 1000", False),
-        (call(server, "duplicates", threshold=7), "less than or equal to 2", False),
+        (call(server, "duplicates", threshold=7), "less than or equal to 1", False),
+        (call(server, "duplicates", threshold=2), "less than or equal to 1", False),
         (call(server, "similar_to", path="top.jpg", also_like=["top.jpg"] * 40), "at most 32 items", False),
     ]
     for result, match, ours in cases:
         text = error_text(result, one_line=ours)
         assert match in text, text
         assert str(built_index) not in text
+
+
+def tool_schemas(server) -> dict:
+    async def go():
+        async with Client(server) as client:
+            return (await client.list_tools()).tools
+    return {t.name: t.input_schema["properties"] for t in anyio.run(go)}
+
+
+def test_the_search_tools_take_the_apis_metadata_filters(server, service):
+    http = TestClient(make_app(service), base_url="http://localhost")
+    where = ["folder = reds", "width >= 100"]
+    expected = service.similar("reds/r1.jpg", 4, where=where)
+    assert [n["metadata"]["folder"] for n in expected["neighbors"]] == ["reds"] * 4 and expected["where"] == where
+    assert result_json(call(server, "search_image", path="reds/r1.jpg", k=4, where=where)) == expected
+    assert result_json(call(server, "similar_to", path="reds/r1.jpg", k=4, where=where)) == expected
+    assert http.get("/v1/similar", params={"path": "reds/r1.jpg", "k": 4, "where": where}).json() == expected
+    more = result_json(call(server, "similar_to", path="reds/r0.jpg", also_like=["blues/b2.png"], k=6,
+                            where=["folder in [blues, '']"], max_distance=1.5))
+    assert more == http.post("/v1/search", json={"positive": ["reds/r0.jpg", "blues/b2.png"], "k": 6,
+                                                  "where": ["folder in [blues, '']"], "max_distance": 1.5}).json()
+    nowhere = result_json(call(server, "similar_to", path="top.jpg", near="48.85,2.35,10"))
+    assert nowhere["near"] == "48.85,2.35,10" and nowhere["neighbors"] == []
+    # A bad filter: the HTTP API's message, word for word.
+    for clauses, near in ((["widht > 3"], None), (["width ~ 3"], None), ([], "91,0,5"), (["x"] * 17, None)):
+        refused = http.get("/v1/similar", params={"path": "reds/r1.jpg", "where": clauses,
+                                                  **({"near": near} if near else {})})
+        assert refused.status_code == 400
+        for tool in ("similar_to", "search_image"):
+            text = error_text(call(server, tool, path="reds/r1.jpg", where=clauses, near=near))
+            assert text == f"Error executing tool {tool}: {refused.json()['error']}", text
+    assert "unknown field 'widht' (did you mean 'width'?)" in error_text(
+        call(server, "search_image", path="reds/r1.jpg", where=["widht > 3"]))
+
+
+def test_one_set_of_limits_bounds_both_transports(service):
+    """Limits (imgsim/service/limits.py) are the bounds of the MCP tools' schemas and of the HTTP API alike."""
+    limits = Limits(max_k=7, max_examples=3, max_threshold=0.5, max_clusters=4, max_text_chars=20)
+    small = Service(service.collection, limits, extractor=service._make_extractor)
+    server, http = make_server(small), TestClient(make_app(small), base_url="http://localhost")
+    tools = tool_schemas(server)
+    spec = http.get("/openapi.json").json()
+
+    def query_param(path: str, name: str) -> dict:
+        [p] = [p for p in spec["paths"][path]["get"]["parameters"] if p["name"] == name]
+        return p["schema"]
+
+    body = spec["paths"]["/v1/search"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert tools["similar_to"]["k"]["maximum"] == tools["search_image"]["k"]["maximum"] == 7
+    assert query_param("/v1/similar", "k")["maximum"] == 7
+    assert tools["similar_to"]["also_like"]["maxItems"] == tools["similar_to"]["not_like"]["maxItems"] == 3
+    assert body["positive"]["maxItems"] == body["negative"]["maxItems"] == 3
+    assert "at most 3 images in all" in tools["similar_to"]["also_like"]["description"]
+    assert tools["duplicates"]["threshold"]["maximum"] == 0.5
+    assert query_param("/v1/duplicates", "threshold")["maximum"] == 0.5
+    assert tools["clusters"]["k"]["anyOf"][0]["maximum"] == 4
+    assert query_param("/v1/clusters", "k")["anyOf"][0]["maximum"] == 4
+    assert tools["search_text"]["text"]["maxLength"] == 20
+    # Three examples with path: accepted by the schema, refused in all, with one message.
+    too_many = "At most 3 positive and negative images in all."
+    text = error_text(call(server, "similar_to", path="top.jpg", also_like=["reds/r0.jpg", "reds/r1.jpg"],
+                           not_like=["blues/b1.png"]))
+    assert text == f"Error executing tool similar_to: {too_many}"
+    got = http.post("/v1/search", json={"positive": ["top.jpg", "reds/r0.jpg", "reds/r1.jpg"],
+                                        "negative": ["blues/b1.png"]})
+    assert (got.status_code, got.json()) == (400, {"error": too_many})
+    assert result_json(call(server, "similar_to", path="top.jpg", also_like=["reds/r0.jpg"],
+                            not_like=["blues/b1.png"], k=7))["k"] == 7
+    assert "less than or equal to 7" in error_text(call(server, "similar_to", path="top.jpg", k=8), one_line=False)
+    assert http.get("/v1/similar", params={"path": "top.jpg", "k": 8}).json() == {
+        "error": "k: Input should be less than or equal to 7."}
+
+
+def test_a_failure_that_is_not_a_refusal_names_no_server_path(server, service, monkeypatch, caplog, tmp_path):
+    secret = tmp_path / "private" / "index.npy"
+
+    def broken(*args, **kwargs):
+        raise OSError(2, "No such file or directory", str(secret))
+
+    for name, tool, arguments in (("info", "collection_info", {}), ("similar", "search_image", {"path": "top.jpg"}),
+                                  ("duplicates", "duplicates", {"threshold": 0.5})):
+        monkeypatch.setattr(service, name, broken)
+        with caplog.at_level("ERROR", logger="imgsim.service"):
+            text = error_text(call(server, tool, **arguments))
+        assert text == f"Error executing tool {tool}: Internal error: the server log has the details."
+        assert str(tmp_path) not in text
+        [record] = [r for r in caplog.records if r.name == "imgsim.service"]
+        assert record.getMessage() == f"MCP tool {tool} failed" and str(secret) in str(record.exc_info[1])
+        caplog.clear()
+
+
+def test_duplicates_say_when_the_scan_stopped(service):
+    capped = make_server(Service(service.collection, Limits(max_pairs=3), extractor=service._make_extractor))
+    got = result_json(call(capped, "duplicates", threshold=1.0))
+    assert (got["truncated"], got["max_pairs"]) == (True, 3) and "incomplete" in got["note"]
+    assert "truncated" not in result_json(call(capped, "duplicates", threshold=0.0))
 
 
 def test_mcp_command_serves_on_stdio(built_index):

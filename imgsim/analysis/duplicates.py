@@ -18,12 +18,39 @@ class DuplicateGroup:
     nearest: tuple[float, ...]
 
 
+@dataclass(frozen=True)
+class DuplicateScan:
+    """Duplicate groups found under a cap of ``max_pairs`` linked pairs. When more pairs are within the threshold
+    (``truncated``), the groups come from the first ``max_pairs`` pairs in row order only: incomplete."""
+
+    groups: list[DuplicateGroup]
+    pairs: int
+    truncated: bool
+    max_pairs: int
+
+
 def duplicate_groups(search: Search, threshold: float) -> list[DuplicateGroup]:
     """Groups of two or more images, largest first, then tightest first."""
+    _check(threshold)
+    return _groups(search.n, *search.pairs_within(threshold))
+
+
+def capped_duplicate_groups(search: Search, threshold: float, max_pairs: int) -> DuplicateScan:
+    """:func:`duplicate_groups` for a caller who cannot wait for n²/2 pairs: the scan stops after ``max_pairs``."""
+    _check(threshold)
+    i, j, d = search.pairs_within(threshold, limit=max_pairs + 1)  # one more than the cap says there are more
+    truncated = len(i) > max_pairs
+    i, j, d = i[:max_pairs], j[:max_pairs], d[:max_pairs]
+    return DuplicateScan(_groups(search.n, i, j, d), len(i), truncated, max_pairs)
+
+
+def _check(threshold: float) -> None:
     if threshold < 0:
         raise ValueError(f"threshold must be >= 0 (got {threshold})")
-    n = search.n
-    i, j, d = search.pairs_within(threshold)
+
+
+def _groups(n: int, i: np.ndarray, j: np.ndarray, d: np.ndarray) -> list[DuplicateGroup]:
+    """The connected components of the pairs ``(i, j)`` at distances ``d``, largest first, then tightest first."""
     if n == 0 or len(i) == 0:
         return []
     from scipy.sparse import coo_matrix

@@ -201,8 +201,9 @@ class AnnSearch:
             distances[start:start + len(r)] = found.distances
         return Neighbors(indices, distances)
 
-    def pairs_within(self, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Pairs ``i < j`` at distance ``<= threshold`` among each image's stored nearest neighbours."""
+    def pairs_within(self, threshold: float, limit: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Pairs ``i < j`` at distance ``<= threshold`` among each image's stored nearest neighbours, in ``(i, j)``
+        order; with ``limit``, the first ``limit``."""
         if self.graph_ is None:
             raise ValueError("pairs_within needs the stored neighbour graph (AnnSearch.graph_)")
         idx, dist = self.graph_
@@ -211,7 +212,8 @@ class AnnSearch:
         lo, hi = np.minimum(i, j), np.maximum(i, j)
         keep = lo != hi
         pair = lo[keep] * max(self.n, 1) + hi[keep]
-        _, first = np.unique(pair, return_index=True)
+        _, first = np.unique(pair, return_index=True)  # sorted by pair: (i, j) order
+        first = first[:limit]
         return lo[keep][first], hi[keep][first], d[keep][first]
 
     # --- internals -----------------------------------------------------------------------------------

@@ -92,12 +92,16 @@ class ExactSearch:
         exclude = rows if exclude_self else np.full(len(rows), -1)
         return self._search(len(rows), fetch, k, exclude=exclude, prefer=rows)
 
-    def pairs_within(self, threshold: float, block: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every pair ``i < j`` at distance ``<= threshold``: arrays ``(i, j, distance)``."""
+    def pairs_within(self, threshold: float, limit: int | None = None, block: int = 256
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every pair ``i < j`` at distance ``<= threshold``: arrays ``(i, j, distance)`` in ``(i, j)`` order; with
+        ``limit``, the first ``limit`` (a large threshold links nearly n²/2 pairs: the scan stops instead)."""
         t2 = float(threshold) ** 2
         out_i, out_j, out_d = [], [], []
-        computed = 0
+        computed = found = 0
         for start in range(0, self.n, block):
+            if limit is not None and found >= limit:
+                break
             rows = np.arange(start, min(start + block, self.n))
             lb = self._lower_bounds(self.projected_[rows], self.residual_[rows])
             lb[np.arange(len(rows))[:, None] >= (np.arange(self.n)[None, :] - start)] = np.inf  # keep j > i
@@ -113,10 +117,11 @@ class ExactSearch:
             out_i.append(rows[a[keep]])
             out_j.append(j[keep])
             out_d.append(np.sqrt(d2[keep]))
+            found += int(keep.sum())
         self.last_exact_fraction_ = computed / max(1, self.n * self.n / 2)
         if not out_i:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-        return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_d)
+        return np.concatenate(out_i)[:limit], np.concatenate(out_j)[:limit], np.concatenate(out_d)[:limit]
 
     # --- internals ---------------------------------------------------------------------------------
 

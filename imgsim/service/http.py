@@ -1,24 +1,26 @@
 """The HTTP JSON API: ``python -m imgsim serve INDEX [--host H] [--port P] [--token-file FILE]``.
 
-FastAPI routes over :class:`~imgsim.service.operations.Service`, and four small ASGI layers around them: the
-request log (method, path, status, time; never a query's image, text or vector), CORS (only when origins are
-configured), the bearer token, and the body cap (refused from ``Content-Length`` before any byte is read, and
-counted while reading otherwise). Every refusal is ``{"error": "one line"}`` with a 4xx status.
+FastAPI routes over :class:`~imgsim.service.operations.Service`, and five small ASGI layers around them: the
+request log (method, path, status, time; never a query's image, text or vector), the allowed hosts (only without a
+token: DNS rebinding), CORS (only when origins are configured), the bearer token, and the body cap (refused from
+``Content-Length`` before any byte is read, and counted while reading otherwise). Every refusal is
+``{"error": "one line"}`` with a 4xx status (503 with ``Retry-After`` when the model is busy too long).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from typing import Callable, Sequence
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
@@ -29,8 +31,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from imgsim import __version__
 from imgsim.errors import ImgsimError
 from imgsim.service.clip_retrieval import knn_service
-from imgsim.service.limits import (CLIP_RETRIEVAL_DEDUP, ApiError, base64_image, check_listen, read_token,
-                                   token_matches)
+from imgsim.service.limits import (CLIP_RETRIEVAL_DEDUP, ApiError, Limits, base64_image, check_examples,
+                                   check_listen, check_vector_length, quoted, read_token, token_matches)
 from imgsim.service.operations import SearchQuery, Service, status_of
 
 log = logging.getLogger("imgsim.service")
@@ -39,6 +41,11 @@ log = logging.getLogger("imgsim.service")
 OPEN_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json"})
 #: Form fields of a multipart search besides the image (values are short text).
 FORM_FIELDS = frozenset({"k", "deduplicate", "max_distance", "where", "near"})
+#: The names a server without a token answers to, besides the address it listens on and those added: a web page
+#: whose DNS name was re-pointed at 127.0.0.1 (DNS rebinding) sends its own name in ``Host`` and is refused.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+#: More host names to answer to (comma-separated), as ``--allow-host`` adds them; ``*`` turns the check off.
+ALLOWED_HOSTS_ENV = "IMGSIM_ALLOWED_HOSTS"
 DESCRIPTION = """Nearest neighbours, near-duplicates, clusters and explanations over one imgsim index.
 Paths are relative to the collection; results are what `python -m imgsim query ... --json` prints for the same
 inputs. See docs/api.md."""
@@ -67,6 +74,36 @@ class SearchBody(BaseModel):
                            positive=tuple(self.positive), negative=tuple(self.negative),
                            deduplicate=_dedup(self.deduplicate), max_distance=self.max_distance,
                            where=(self.where,) if isinstance(self.where, str) else tuple(self.where), near=self.near)
+
+
+def bounded_search_body(limits: Limits, dims: int) -> type[SearchBody]:
+    """:class:`SearchBody` with one server's bounds in its schema: ``vector`` of the index's length at most,
+    ``positive`` and ``negative`` of ``max_examples``. Longer lists are refused before their items are read, with
+    the service's own messages."""
+    fields = SearchBody.model_fields
+
+    class Bounded(SearchBody):
+        model_config = ConfigDict(extra="forbid", title="SearchBody")
+
+        vector: list[float] | None = Field(None, max_length=dims, description=fields["vector"].description)
+        positive: list[str] = Field([], max_length=limits.max_examples, description=fields["positive"].description)
+        negative: list[str] = Field([], max_length=limits.max_examples, description=fields["negative"].description)
+
+        @field_validator("vector", mode="before")
+        @classmethod
+        def _not_longer(cls, value: object) -> object:
+            if isinstance(value, list) and len(value) > dims:  # shorter ones: their items are checked first
+                check_vector_length(value, dims)
+            return value
+
+        @field_validator("positive", "negative", mode="before")
+        @classmethod
+        def _few(cls, value: object) -> object:
+            if isinstance(value, list):
+                check_examples(len(value), limits)
+            return value
+
+    return Bounded
 
 
 def _dedup(value: bool | float | None) -> float | None:
@@ -223,6 +260,33 @@ class BearerToken:
         await self.app(scope, receive, send)
 
 
+def host_name(header: str) -> str | None:
+    """The name in a ``Host`` header, lower-case, without port or IPv6 brackets; None when it is not one."""
+    try:
+        return urlsplit("//" + header).hostname if header and "/" not in header else None
+    except ValueError:
+        return None
+
+
+class TrustedHosts:
+    """Only requests whose ``Host`` names this server (Starlette's TrustedHostMiddleware rule: exact names, ``*``
+    for any), refused with the API's one-line JSON. Without a token this is what stops DNS rebinding."""
+
+    def __init__(self, app: ASGIApp, hosts: Sequence[str]):
+        self.app = app
+        self.hosts = frozenset(h.strip().lower().strip("[]") for h in hosts if h.strip())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or "*" in self.hosts:
+            return await self.app(scope, receive, send)
+        name = host_name(dict(scope["headers"]).get(b"host", b"").decode("latin-1"))
+        if name not in self.hosts:
+            return await _send_error(send, 400, f"This server does not answer to the host {quoted(name or '')}: "
+                                                f"without a token it answers to {', '.join(sorted(self.hosts))} "
+                                                f"(add names with --allow-host or {ALLOWED_HOSTS_ENV}).")
+        await self.app(scope, receive, send)
+
+
 class RequestLog:
     """One line per request: method, path, status, milliseconds, body bytes. Never a query string or a body."""
 
@@ -253,15 +317,20 @@ class RequestLog:
 
 # --- the application ---------------------------------------------------------------------------------------
 
-def make_app(service: Service, token: str | None = None, cors_origins: Sequence[str] = ()) -> FastAPI:
-    """The API over one service; ``token`` guards it, ``cors_origins`` lets those browser origins call it."""
+def make_app(service: Service, token: str | None = None, cors_origins: Sequence[str] = (),
+             allowed_hosts: Sequence[str] = LOOPBACK_HOSTS) -> FastAPI:
+    """The API over one service; ``token`` guards it, ``cors_origins`` lets those browser origins call it, and
+    without a token only requests to ``allowed_hosts`` are answered."""
     limits = service.limits
+    body_model = bounded_search_body(limits, service.collection.index.dims)
     app = FastAPI(title="imgsim", version=__version__, description=DESCRIPTION, redoc_url=None)
     app.state.service = service
 
     @app.exception_handler(ImgsimError)
     async def refused(_: Request, exc: ImgsimError) -> JSONResponse:
-        return JSONResponse({"error": service.message(exc)}, status_code=status_of(exc))
+        retry = getattr(exc, "retry_after", None)
+        return JSONResponse({"error": service.message(exc)}, status_code=status_of(exc),
+                            headers={"Retry-After": str(retry)} if retry else None)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -290,7 +359,7 @@ def make_app(service: Service, token: str | None = None, cors_origins: Sequence[
         return service.similar(path, k, deduplicate, max_distance, where, near)
 
     search_body = {"required": True, "content": {
-        "application/json": {"schema": SearchBody.model_json_schema()},
+        "application/json": {"schema": body_model.model_json_schema()},
         "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
             "image": {"type": "string", "format": "binary"}, "k": {"type": "integer"},
             "deduplicate": {"type": "number"}, "max_distance": {"type": "number"}, "where": {"type": "string"},
@@ -308,7 +377,7 @@ def make_app(service: Service, token: str | None = None, cors_origins: Sequence[
             if not isinstance(data, dict):
                 raise ApiError(400, "The body must be a JSON object, e.g. {\"positive\": [\"a.jpg\"], \"k\": 5}.")
             try:
-                query = SearchBody.model_validate(data).query(limits.max_body_bytes)
+                query = body_model.model_validate(data).query(limits.max_body_bytes)
             except ValidationError as exc:
                 raise ApiError(400, validation_message(exc.errors())) from None
         return await run_in_threadpool(service.search, query)
@@ -321,7 +390,9 @@ def make_app(service: Service, token: str | None = None, cors_origins: Sequence[
                         headers={"Cache-Control": "private, max-age=300"})
 
     @app.get("/v1/duplicates", summary="Groups of near-duplicate images")
-    def duplicates(threshold: float = Query(..., ge=0, le=2, description="largest distance in a pair")) -> dict:
+    def duplicates(threshold: float = Query(..., ge=0, le=limits.max_threshold, description=(
+                       f"largest distance in a pair; the scan stops after {limits.max_pairs:,} pairs and then says "
+                       "'truncated'"))) -> dict:
         return service.duplicates(threshold)
 
     @app.get("/v1/clusters", summary="The collection grouped into k albums (k-means)")
@@ -352,26 +423,38 @@ def make_app(service: Service, token: str | None = None, cors_origins: Sequence[
     if cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
+    if token is None:  # with a token, a rebinding page has no token to send
+        app.add_middleware(TrustedHosts, hosts=allowed_hosts)
     app.add_middleware(RequestLog)
     return app
 
 
+def server_hosts(host: str, allowed_hosts: Sequence[str] = ()) -> list[str]:
+    """The ``Host`` names a server without a token answers to: loopback names, the address it listens on,
+    ``allowed_hosts`` (``--allow-host``) and the comma-separated ``IMGSIM_ALLOWED_HOSTS``."""
+    extra = os.environ.get(ALLOWED_HOSTS_ENV, "").split(",")
+    return list(dict.fromkeys(h.strip() for h in (*LOOPBACK_HOSTS, host, *allowed_hosts, *extra) if h.strip()))
+
+
 def serve(index_dir: str, host: str = "127.0.0.1", port: int = 8600, token_file: str | None = None,
-          insecure_no_token: bool = False, cors_origins: Sequence[str] = ()) -> int:
-    """Run the API until interrupted (refused up front on a non-loopback address without a token)."""
+          insecure_no_token: bool = False, cors_origins: Sequence[str] = (), allowed_hosts: Sequence[str] = ()) -> int:
+    """Run the API until interrupted (refused up front on a non-loopback address without a token); without a
+    token it answers to loopback names, ``host``, ``allowed_hosts`` and those of ``IMGSIM_ALLOWED_HOSTS``."""
     import uvicorn
 
     token = read_token(token_file) if token_file else None
     check_listen(host, token is not None, insecure_no_token)
+    hosts = server_hosts(host, allowed_hosts)
     service = Service.open(index_dir)
     if not log.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
+    answers = "token required" if token else f"no token; answers to Host {', '.join(hosts)}"
     print(f"imgsim API: {service.collection.count:,} images of {service.name} on http://{host}:{port}/v1/ "
-          f"({'token required' if token else 'no token'}; OpenAPI page /docs)", file=sys.stderr)
-    config = uvicorn.Config(make_app(service, token, cors_origins), host=host, port=port, access_log=False,
+          f"({answers}; OpenAPI page /docs)", file=sys.stderr)
+    config = uvicorn.Config(make_app(service, token, cors_origins, hosts), host=host, port=port, access_log=False,
                             server_header=False, limit_concurrency=256, timeout_keep_alive=5, log_level="warning")
     uvicorn.Server(config).run()
     return 0

@@ -34,9 +34,11 @@ CLIP_RETRIEVAL_DEDUP = round(math.sqrt(2 - 2 * 0.94), 4)
 
 @dataclass(frozen=True)
 class Limits:
-    """The bounds of one server: every request outside them is refused with a 4xx and a message."""
+    """The bounds of one server, the same for the HTTP API and the MCP server: every request outside them is
+    refused with a 4xx and a message, and one that would wait too long for a busy model with a 503."""
 
     max_k: int = 1000
+    #: Positive and negative examples of one search, in all.
     max_examples: int = 32
     max_text_chars: int = 2000
     max_body_bytes: int = MAX_BODY_BYTES
@@ -45,19 +47,36 @@ class Limits:
     thumbnail_min: int = 16
     thumbnail_max: int = 1024
     thumbnail_default: int = 256
+    #: Largest duplicates threshold: the dashboard's slider ends there; beyond it nearly every pair is linked.
+    max_threshold: float = 1.0
+    #: Linked pairs a duplicates scan collects before it stops and says that its groups are incomplete.
+    max_pairs: int = 100_000
+    #: Candidates a deduplicated search looks through (4k, at most this), and so checks against each other.
+    max_dedup_depth: int = 1000
+    #: How long a request waits for the model, or for another whole-collection computation, before a 503.
+    busy_wait_s: float = 5.0
+    #: The ``Retry-After`` of that 503, in seconds.
+    retry_after_s: int = 5
+    #: Groups and member paths an MCP answer lists at most (its size arguments' ceilings).
+    max_listed_groups: int = 1000
+    max_listed_paths: int = 10_000
 
     def to_json(self) -> dict:
         return {"max_k": self.max_k, "max_examples": self.max_examples, "max_text_chars": self.max_text_chars,
                 "max_body_bytes": self.max_body_bytes, "max_clusters": self.max_clusters,
-                "max_central": self.max_central, "thumbnail_sizes": [self.thumbnail_min, self.thumbnail_max]}
+                "max_central": self.max_central, "thumbnail_sizes": [self.thumbnail_min, self.thumbnail_max],
+                "max_threshold": self.max_threshold, "max_pairs": self.max_pairs,
+                "max_dedup_depth": self.max_dedup_depth}
 
 
 class ApiError(ImgsimError):
-    """A request refused: the HTTP status to answer with and one line saying what to send instead."""
+    """A request refused: the HTTP status to answer with, one line saying what to send instead, and for a busy
+    server (503) the seconds after which to try again."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, retry_after: int | None = None):
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
 
 
 def one_line(message: str, redactions: Mapping[str | os.PathLike, str] = {}) -> str:
@@ -113,12 +132,23 @@ def inside(root: Path, path: Path) -> Path | None:
     return real if real == real_root or real_root in real.parents else None
 
 
+def check_vector_length(values: object, dims: int) -> None:
+    """A query vector's length, checked before its values are read: a 400 that names both lengths."""
+    if isinstance(values, (list, tuple)) and values and len(values) != dims:
+        raise ApiError(400, f"vector has {len(values)} values; this index's vectors have {dims}.")
+
+
+def check_examples(count: int, limits: Limits) -> None:
+    """Positive and negative examples, in all: at most ``max_examples``."""
+    if count > limits.max_examples:
+        raise ApiError(400, f"At most {limits.max_examples} positive and negative images in all.")
+
+
 def unit_vector(values: Sequence[float], dims: int) -> np.ndarray:
     """A query vector of this index's length, finite and not zero, scaled to unit length as the index's are."""
     if not isinstance(values, (list, tuple)) or not values:
         raise ApiError(400, f"vector must be a list of {dims} numbers.")
-    if len(values) != dims:
-        raise ApiError(400, f"vector has {len(values)} values; this index's vectors have {dims}.")
+    check_vector_length(values, dims)
     try:
         vector = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):

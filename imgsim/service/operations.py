@@ -2,7 +2,9 @@
 
 Each answer is the CLI's ``--json`` for the same inputs (:mod:`imgsim.service.results`); the transports only
 parse requests and map :class:`~imgsim.errors.ImgsimError` to statuses (:func:`status_of`). The model is built
-on the first request that needs it (an upload, a changed file, a text query) and used by one request at a time.
+on the first request that needs it (an upload, a changed file, a text query) and used by one request at a time;
+so is a whole-collection computation (duplicates, new clusters). A request that would wait longer than
+``Limits.busy_wait_s`` for either is refused with a 503 and ``Retry-After`` rather than queued without bound.
 """
 
 from __future__ import annotations
@@ -11,25 +13,28 @@ import dataclasses
 import io
 import os
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from imgsim import decode
+from imgsim.analysis.duplicates import capped_duplicate_groups
 from imgsim.collection import Collection, QueryResult
 from imgsim.errors import ImgsimError, SkipReason
 from imgsim.metadata.fusion import DEFAULT_WEIGHTS
 from imgsim.metadata.filters import Filter, parse_where
 from imgsim.models.base import Backbone
 from imgsim.models.weights import WeightsError
-from imgsim.service.limits import (ApiError, Limits, check_distance, check_k, check_range, inside, one_line, quoted,
-                                   relative_path, unit_vector)
+from imgsim.service.limits import (ApiError, Limits, check_distance, check_examples, check_k, check_range, inside,
+                                   one_line, quoted, relative_path, unit_vector)
 from imgsim.service.results import (clusters_json, dedup_json, examples_json, explain_json, filter_fields, info_dict,
                                     metadata_info, query_json, text_json)
 
-#: A deduplicated search looks this much deeper than k, so that dropping near-copies still leaves k results.
+#: A deduplicated search looks this much deeper than k (at most ``Limits.max_dedup_depth``), so that dropping
+#: near-copies still leaves k results.
 DEDUP_DEPTH = 4
 #: Cluster models kept per server (k-means on every request would cost seconds on a large collection).
 CLUSTER_CACHE = 8
@@ -82,7 +87,8 @@ class Service:
         # One forward pass at a time: a shared model, bounded memory, and Keras is not built for racing threads.
         self._model_lock = threading.RLock()
         self._clusters: dict[int | None, tuple] = {}
-        self._clusters_lock = threading.Lock()
+        # One whole-collection computation at a time (a duplicates scan, k-means): each can take the cores for long.
+        self._collection_lock = threading.Lock()
         collection.search  # built now, so that concurrent first requests do not each build it
         collection.metadata, collection.keywords  # the metadata table and keyword index: read now, likewise
 
@@ -95,8 +101,22 @@ class Service:
         """What a caller reads about a refusal: one line, no server path."""
         return one_line(str(exc), self.redactions)
 
+    @contextmanager
+    def _turn(self, lock: threading.Lock | threading.RLock, what: str) -> Iterator[None]:
+        """Hold ``lock``, waiting at most ``busy_wait_s``; a 503 with ``Retry-After`` if it stays taken."""
+        if not lock.acquire(timeout=self.limits.busy_wait_s):
+            wait = self.limits.retry_after_s
+            raise ApiError(503, f"The server is busy with another {what}: try again in {wait} s.", retry_after=wait)
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _model_turn(self):
+        return self._turn(self._model_lock, "request that runs the model")
+
     def _extractor(self) -> Backbone:
-        with self._model_lock:
+        with self._model_turn():
             if self._model is None:
                 self._model = self._make_extractor()
             return self._model
@@ -139,7 +159,7 @@ class Service:
         col = self.collection
         if file is None or col.locate(file) == row:
             return rel, (row, None)
-        with self._model_lock:
+        with self._model_turn():
             return rel, col.embed_file(file, self._extractor)
 
     # --- searches -------------------------------------------------------------------------------------------
@@ -165,9 +185,9 @@ class Service:
                                 + (f" (got {', '.join(kinds)})." if kinds else "."))
         if q.negative and not q.positive:
             raise ApiError(400, "negative goes with positive: the images the results should look like.")
-        if len(q.positive) + len(q.negative) > limits.max_examples:
-            raise ApiError(400, f"At most {limits.max_examples} positive and negative images in all.")
-        depth = min(col.count, k * DEDUP_DEPTH) if q.deduplicate is not None else k
+        check_examples(len(q.positive) + len(q.negative), limits)
+        depth = min(col.count, max(k, min(k * DEDUP_DEPTH, limits.max_dedup_depth))) if q.deduplicate is not None \
+            else k
         where = self._filter(q)
         if q.text is not None:
             return self._text(q, k, depth, where)
@@ -206,7 +226,7 @@ class Service:
         if not col.supports_text and q.max_distance is not None:
             raise ApiError(400, "max_distance needs image distances, and a keyword search (this index has no text "
                                 "model) has none.")
-        with self._model_lock:
+        with self._model_turn():
             result, embedded = col.query_text(q.text, depth, model=self._extractor, where=where)
         return self._with_filters(text_json(col, embedded, self._keep(result, q, k), text=q.text,
                                             fusion=DEFAULT_WEIGHTS), q, where)
@@ -215,7 +235,7 @@ class Service:
         col = self.collection
         if len(q.image) > self.limits.max_body_bytes:
             raise ApiError(413, f"The image is larger than {self.limits.max_body_bytes // 2**20} MiB.")
-        with self._model_lock:  # bounded decoding (imgsim.decode's upload decoder), then one forward pass
+        with self._model_turn():  # bounded decoding (imgsim.decode's upload decoder), then one forward pass
             embedded = col.embed_bytes(q.image, self._extractor, decoder=decode.upload_model_input)
         found = self._keep(col.query_embedded(embedded, depth, where), q, k)
         indexed = col.paths[embedded[0]] if embedded[0] is not None else None
@@ -259,23 +279,36 @@ class Service:
         return preview
 
     def duplicates(self, threshold: float) -> dict:
-        """``dedup --threshold T --json``."""
-        threshold = float(check_range("threshold", threshold, 0, 2))
-        return dedup_json(self.collection, threshold, self.collection.duplicate_groups(threshold))
+        """``dedup --threshold T --json``, the scan stopped after ``max_pairs`` linked pairs: then the answer also
+        says ``truncated`` (its groups are incomplete), ``max_pairs`` and a ``note``."""
+        limits = self.limits
+        threshold = float(check_range("threshold", threshold, 0, limits.max_threshold))
+        with self._turn(self._collection_lock, "duplicates or clusters computation"):
+            scan = capped_duplicate_groups(self.collection.search, threshold, limits.max_pairs)
+        data = dedup_json(self.collection, threshold, scan.groups)
+        if scan.truncated:
+            data.update(truncated=True, max_pairs=limits.max_pairs,
+                        note=f"More than {limits.max_pairs:,} pairs of images are within {threshold:g}: the scan "
+                             f"stopped there, so these groups (from the first {limits.max_pairs:,} pairs, in index "
+                             "order) are incomplete. A lower threshold finds the near-duplicates.")
+        return data
 
     def clusters(self, k: int | None = None, central: int = 5) -> dict:
         """``cluster [--k K] --json``: k-means albums (the suggested k, by silhouette, when k is not given)."""
         if k is not None:
             check_range("k", k, 1, self.limits.max_clusters)
         check_range("central", central, 1, self.limits.max_central)
-        with self._clusters_lock:  # one k-means at a time; repeated questions are answered from the cache
-            if k not in self._clusters:
-                suggested = self.collection.suggest_k() if k is None else None
-                model = self.collection.clusters(k if k is not None else suggested.k)
-                if len(self._clusters) >= CLUSTER_CACHE:
-                    self._clusters.pop(next(iter(self._clusters)))
-                self._clusters[k] = (model, suggested)
-            model, suggested = self._clusters[k]
+        cached = self._clusters.get(k)  # repeated questions are answered from the cache, without waiting
+        if cached is None:
+            with self._turn(self._collection_lock, "duplicates or clusters computation"):
+                cached = self._clusters.get(k)  # computed by the request this one waited for
+                if cached is None:
+                    suggested = self.collection.suggest_k() if k is None else None
+                    cached = (self.collection.clusters(k if k is not None else suggested.k), suggested)
+                    if len(self._clusters) >= CLUSTER_CACHE:
+                        self._clusters.pop(next(iter(self._clusters)))
+                    self._clusters[k] = cached
+        model, suggested = cached
         return clusters_json(self.collection, model, k, int(central), suggested)
 
     def explain(self, a: object, b: object) -> dict:
@@ -291,7 +324,7 @@ class Service:
             return rel, found if found is not None else data
 
         (rel_a, x), (rel_b, y) = side(a), side(b)
-        with self._model_lock:
+        with self._model_turn():
             explanation = col.explain(x, y, extractor=self._extractor, decoder=decode.upload_model_input)
         return explain_json(col, rel_a, rel_b, explanation)
 
