@@ -18,12 +18,16 @@ class DuplicateGroup:
     nearest: tuple[float, ...]
 
 
-def duplicate_groups(search: Search, threshold: float) -> list[DuplicateGroup]:
-    """Groups of two or more images, largest first, then tightest first."""
+def duplicate_groups(search: Search, threshold: float, allowed: np.ndarray | None = None) -> list[DuplicateGroup]:
+    """Groups of two or more images, largest first, then tightest first; with ``allowed`` (a row mask), groups of
+    the allowed images only, linked by pairs of them."""
     if threshold < 0:
         raise ValueError(f"threshold must be >= 0 (got {threshold})")
     n = search.n
     i, j, d = search.pairs_within(threshold)
+    if allowed is not None:
+        both = allowed[i] & allowed[j]
+        i, j, d = i[both], j[both], d[both]
     if n == 0 or len(i) == 0:
         return []
     from scipy.sparse import coo_matrix
