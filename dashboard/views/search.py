@@ -81,6 +81,8 @@ def render(col: Collection, index_dir: Path, generation: str) -> None:
                     icon=":material/lightbulb:")
         if answer is None:
             st.info(prompt)
+        elif applied.where is not None and not applied.passing:
+            st.info(f"No image matches the filter ({applied.summary}): change it above.")
         else:
             answer_header(col, answer, k, applied, farthest, searched)
             results(index_dir, generation, answer.result, answer.source)
