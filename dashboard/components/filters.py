@@ -149,7 +149,7 @@ def filter_bar(col: Collection) -> Active:
     label = (f"Filter: {applied.passing:,} of {applied.count:,} images match" if applied.where is not None
              else "Filter by date, camera, place or words" if {"taken", "camera", "lat"} & set(fields)
              else "Filter by folder, size or words")
-    with st.expander(label, expanded=applied.where is not None or problem is not None, icon=":material/filter_alt:"):
+    with st.expander(label, expanded=problem is not None, icon=":material/filter_alt:"):  # the label says what is on
         _widgets(col, fields)
     if problem:
         st.error(f"The filter cannot be used, so every image is shown: {problem}")
