@@ -17,7 +17,7 @@ import streamlit as st
 from dashboard import cached, indexing, messages, state
 from dashboard.messages import weights_name
 from dashboard.settings import Settings, folder_refused, policy, settings
-from dashboard.views import about, clusters, duplicates, outliers, search
+from dashboard.views import about, clusters, duplicates, outliers, places, search
 from dashboard.views import map as map_view
 from imgsim.collection import Collection
 from imgsim.models.weights import weights_spec
@@ -27,8 +27,8 @@ from imgsim.store.generations import index_exists
 
 st.set_page_config(page_title="imgsim · what looks like this?", page_icon="🔎", layout="wide")
 
-TABS = {"Search": search, "Map": map_view, "Clusters": clusters, "Duplicates": duplicates, "Odd ones out": outliers,
-        "About this collection": about}
+TABS = {"Search": search, "Map": map_view, "Places": places, "Clusters": clusters, "Duplicates": duplicates,
+        "Odd ones out": outliers, "About this collection": about}
 
 
 def login_gate() -> bool:
@@ -123,11 +123,12 @@ def main() -> None:
             st.caption(f"{plain(skipped.path)}: {skipped.reason.value}")
         return
     query_notice(col)
+    shown = {name: view for name, view in TABS.items() if view is not places or places.available(col)}
     asked = st.query_params.get(state.TAB)
-    if asked and asked not in TABS:  # Streamlit would drop it without a word
-        st.info(f"The link's tab ({plain(asked)}) is not one of this page's tabs: {', '.join(TABS)}.")
-    tabs = st.tabs(list(TABS), key=state.TAB, bind="query-params")
-    for tab, view in zip(tabs, TABS.values()):
+    if asked and asked not in shown:  # Streamlit would drop it without a word
+        st.info(f"The link's tab ({plain(asked)}) is not one of this page's tabs: {', '.join(shown)}.")
+    tabs = st.tabs(list(shown), key=state.TAB, bind="query-params")
+    for tab, view in zip(tabs, shown.values()):
         with tab:
             # Only the open tab is drawn; the first one also while the browser has not said which is open.
             if tab.open or (view is search and tab.open is not False):

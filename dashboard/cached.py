@@ -16,6 +16,7 @@ import shutil
 import threading
 from pathlib import Path
 
+import numpy as np
 import plotly
 import streamlit as st
 
@@ -25,6 +26,7 @@ from imgsim import decode
 from imgsim.analysis.clusters import ClusterModel, SuggestedK
 from imgsim.analysis.explain import Explanation
 from imgsim.collection import Collection, check_compatible
+from imgsim.metadata.filters import Filter
 from imgsim.models import base
 from imgsim.models.base import Backbone, BackboneSpec, TextEmbedding
 from imgsim.models.weights import weights_spec
@@ -189,6 +191,27 @@ def map_base_json(index_dir: str, generation: str, height: int) -> str:
                            density=density).to_json()
 
 
+@st.cache_data(show_spinner=False)
+def places_json(index_dir: str, generation: str, height: int) -> tuple[str, list[int]]:
+    """The photos with a GPS position as a longitude/latitude scatter (Plotly JSON, no map tiles: nothing is
+    fetched from outside), and the rows it draws."""
+    col = open_collection(index_dir, generation)
+    rows, lat, lon = col.places()
+    if len(rows) > mapview.MAP_POINTS:  # the t-SNE map's bound on points drawn one by one
+        keep = mapview.drawn_rows(len(rows))
+        rows, lat, lon = rows[keep], lat[keep], lon[keep]
+    xy = np.zeros((col.count, 2))
+    xy[rows, 0], xy[rows, 1] = lon, lat
+    labels = {int(r): html.escape(col.label_of(r), quote=False) for r in rows}
+    fig = charts.map_base(xy, labels, col.paths, height=height, native_hover=False, rows=rows)
+    fig.update_layout(dragmode="select", xaxis={"visible": True, "title": "longitude", "zeroline": False},
+                      # A degree of longitude is cos(latitude) of a degree of latitude: drawn so, near the photos.
+                      yaxis={"visible": True, "title": "latitude", "zeroline": False, "scaleanchor": "x",
+                             "scaleratio": 1 / max(0.2, float(np.cos(np.radians(np.median(lat))))) if len(lat) else 1},
+                      margin={"l": 50, "r": 10, "t": 10, "b": 40})
+    return fig.to_json(), [int(r) for r in rows]
+
+
 @st.cache_resource(show_spinner=False)
 def map_component():
     """The map as a custom component (static/imgsim_map.*): Plotly WebGL, hover previews, click and lasso events."""
@@ -247,14 +270,16 @@ def evaluation(index_dir: str, generation: str, k: int):
 THRESHOLD_STEP = 0.01
 
 
-def duplicate_groups(index_dir: str, generation: str, threshold: float):
-    """Groups of images linked by distances under ``threshold`` (snapped to the slider's step)."""
-    return _duplicate_groups(index_dir, generation, round(round(float(threshold) / THRESHOLD_STEP) * THRESHOLD_STEP, 6))
+def duplicate_groups(index_dir: str, generation: str, threshold: float, where: Filter | None = None):
+    """Groups of images linked by distances under ``threshold`` (snapped to the slider's step), among those
+    that pass ``where``."""
+    return _duplicate_groups(index_dir, generation, round(round(float(threshold) / THRESHOLD_STEP) * THRESHOLD_STEP, 6),
+                             where)
 
 
 @st.cache_data(show_spinner="Finding duplicate groups…", max_entries=128)  # each of the slider's 101 steps
-def _duplicate_groups(index_dir: str, generation: str, threshold: float):
-    return open_collection(index_dir, generation).duplicate_groups(threshold)
+def _duplicate_groups(index_dir: str, generation: str, threshold: float, where: Filter | None = None):
+    return open_collection(index_dir, generation).duplicate_groups(threshold, where)
 
 
 @st.cache_data(show_spinner="Choosing a k: silhouette scores on a sample…", max_entries=16)

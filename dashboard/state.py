@@ -27,6 +27,9 @@ THRESHOLD = "t"  # duplicates distance threshold
 CLUSTERS_K = "ck"  # number of clusters
 TAB = "tab"
 TEXT = "text"  # the description (CLIP indexes)
+WHERE = "where"  # the metadata filter's clauses, one per parameter (untrusted: see dashboard.components.filters)
+NEAR = "near"  # a place filter, LAT,LON,KM
+MAX_DISTANCE = "maxd"  # the Search tab's largest distance (not in the URL)
 
 # --- session state --------------------------------------------------------------------------------------------
 QUERY_PATH = "query_path"  # this session's image query (None: none), else the link's ``q`` once read
@@ -48,6 +51,9 @@ PLOTLY_PRELOADED = "plotly_preloaded"
 REDACTIONS = "_redactions"  # server path -> name shown (see dashboard.messages)
 SEARCH_MAP = "search_map"  # the map components' values: {"clicked": [generation, row], "selection": ...}
 FULL_MAP = "full_map"
+PLACES_MAP = "places_map"
+FILTER = "filter"  # this session's metadata filter: {"where": [clause, ...], "near": text or None}, else the link's
+FILTER_KEY = "filter_key"  # bumped to draw the filter bar's widgets afresh from FILTER
 
 
 def last_click_key(map_key: str) -> str:

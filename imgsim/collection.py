@@ -456,8 +456,9 @@ class Collection:
         """precision@k and 1-NN accuracy against sub-folder labels, with the random-ranking baseline."""
         return evaluate(self.labels, self.neighbor_table(k), k)
 
-    def duplicate_groups(self, threshold: float) -> list[DuplicateGroup]:
-        return duplicate_groups(self.search, threshold)
+    def duplicate_groups(self, threshold: float, where: Filter | None = None) -> list[DuplicateGroup]:
+        """Groups of images closer than ``threshold``, among the images that pass ``where``."""
+        return duplicate_groups(self.search, threshold, self.filter_mask(where))
 
     # --- exploration: clusters, why similar, more like these, odd ones out ---------------------------
 

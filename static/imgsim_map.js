@@ -2,6 +2,8 @@
 // Loaded with static/imgsim_map.html by dashboard/cached.py as a Streamlit custom component (v2). Plotly.js is
 // served by Streamlit's static serving from the copy that ships inside the plotly Python package (no network).
 
+const DIMMED = 0.12;  // the opacity of a point outside the filter
+
 export default async function (component) {
   const { data, parentElement, setStateValue, setTriggerValue } = component;
   const plotlyUrl = new URL("app/static/plotly.min.js", window.location.href).href;
@@ -29,6 +31,14 @@ export default async function (component) {
   const base = JSON.parse(data.base);  // the collection, cached per index on the server
   performance.mark("imgsim-map-parsed");
   plot.style.height = `${data.height}px`;
+  // Points a filter leaves out stay on the map, faint: each point's opacity, by its row.
+  const dimmed = new Set(data.dimmed || []);
+  for (const trace of base.data) {
+    if (trace.type !== "scattergl" || !trace.customdata || !trace.marker) continue;
+    const full = typeof trace.marker.opacity === "number" ? trace.marker.opacity : 1;
+    trace.marker.opacity = dimmed.size
+      ? trace.customdata.map((r) => (dimmed.has(Array.isArray(r) ? r[0] : r) ? DIMMED : full)) : full;
+  }
   // The config comes from imgsim.serving.charts.plotly_config, as every chart's does (no outside services).
   await window.Plotly.react(plot, base.data.concat(JSON.parse(data.overlay).data || []), base.layout, data.config);
   // Re-renders call this function again: replace, never stack, the handlers.
@@ -43,7 +53,8 @@ export default async function (component) {
     for (const row of trace.customdata) position.set(Array.isArray(row) ? row[0] : row, position.size);
   }
   const ordered = [...position.keys()].sort((a, b) => a - b);
-  ordered.forEach((row, i) => position.set(row, i));
+  // A collection drawn whole has every row's preview at its row; a sample has them in the sample's order.
+  ordered.forEach((row, i) => position.set(row, data.row_positions ? row : i));
   plot.on("plotly_hover", (ev) => {
     const point = ev.points[0];
     const row = rowOf(point);

@@ -156,7 +156,7 @@ def test_an_indexing_error_quoting_a_folder_name_is_plain_text(monkeypatch, tmp_
 
 def test_an_unexpected_error_shows_neither_its_message_nor_a_server_path(app_env, monkeypatch):
     """The last line of defence: an exception's text may quote any server path (and untrusted names in it)."""
-    def broken(self, row, k):
+    def broken(self, row, k, where=None):
         raise OSError(5, "Input/output error", f"/srv/private/disk/{HOSTILE}.jpg")
 
     monkeypatch.setattr(Collection, "neighbors_of_row", broken)

@@ -1,4 +1,5 @@
-"""Result cards: rank, distance and cosine on a line each, then Similar, Why? and more/less like this."""
+"""Result cards: rank, distance and cosine on a line each, what is known of the photo (date, camera, caption),
+then Similar, Why? and more/less like this."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from imgsim.serving.policy import plain
 
 #: Three to a row: at 1280 px with the sidebar open, four leave too little room for 'distance 0.123'.
 PER_ROW = 3
+#: The text fields a card quotes as the photo's caption, the first one it has.
+CAPTION_FIELDS = ("caption", "description", "title")
+CAPTION_CHARS = 90
 
 
 def short(name: str, limit: int = 16) -> str:
@@ -19,9 +23,20 @@ def short(name: str, limit: int = 16) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
+def details(meta: dict) -> str | None:
+    """A card's line of what is known about its photo: the day it was taken, the camera, the caption (as text:
+    the values come from the files and the sidecar); None when nothing is."""
+    caption = next((meta[f] for f in CAPTION_FIELDS if isinstance(meta.get(f), str) and meta[f].strip()), None)
+    parts = [str(meta["taken"])[:10] if meta.get("taken") else None, meta.get("camera"),
+             short(" ".join(caption.split()), CAPTION_CHARS) if caption else None]
+    parts = [plain(str(p)) for p in parts if p]
+    return " · ".join(parts) or None
+
+
 def results_grid(col: Collection, result: QueryResult, key: str, can_explain: bool = False) -> None:
     """One card per neighbour; Similar makes it the query, Why? opens its explanation (``can_explain``)."""
     st.html(f"<style>{static_text('imgsim_cards.css')}</style>")  # each figure stays on its line
+    known = dict(zip((n.row for n in result.neighbors), col.metadata_of([n.row for n in result.neighbors])))
 
     def card(n) -> None:
         with st.container(border=True, key=f"card_{key}_{n.row}"):
@@ -29,6 +44,9 @@ def results_grid(col: Collection, result: QueryResult, key: str, can_explain: bo
             st.markdown(f":small[**#{n.rank}**]  \n:small[distance **{n.distance:.3f}**]  \n"
                         f":small[cos {n.similarity:.3f}]")
             st.caption(plain(short(n.path, 34)))
+            line = details(known[n.row])
+            if line:
+                st.caption(line)
             if result.row != n.row:
                 st.button("Similar", key=f"{key}_{n.row}", width="stretch", help=f"Search with {plain(n.path)}",
                           on_click=state.set_query_row, args=(col, n.row))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -19,18 +20,31 @@ def preload_plotly() -> None:
     cached.map_component()(key="plotly_preload", data={"preload": True}, default={}, height=560)
 
 
+def dimmed_rows(drawn: np.ndarray, allowed: np.ndarray | None) -> list[int]:
+    """The drawn points a filter leaves out (``allowed``: its mask, None for no filter): drawn faint, not removed."""
+    return [] if allowed is None else [int(r) for r in drawn[~allowed[drawn]]]
+
+
 def draw_map(col: Collection, index_dir: Path, generation: str, key: str, height: int,
-             query: int | list[int] | None, neighbours: list[int], ranks: list[int] | None = None) -> list[int]:
+             query: int | list[int] | None, neighbours: list[int], ranks: list[int] | None = None,
+             allowed: np.ndarray | None = None, base: str | None = None, drawn: np.ndarray | None = None
+             ) -> list[int]:
     """The interactive map; a click makes that image the query (the page reruns). Returns the lasso/box selection.
 
-    ``ranks`` number the neighbours' rings as their result cards are numbered."""
+    ``ranks`` number the neighbours' rings as their result cards are numbered; points outside the ``allowed`` mask
+    are dimmed. ``base`` (Plotly JSON of the rows ``drawn``) replaces the t-SNE scatter (the Places view)."""
     overlay = charts.map_overlay(col.map_xy(), col.paths, query, neighbours, native_hover=False, ranks=ranks)
+    drawn = mapview.drawn_rows(col.count) if drawn is None else drawn
     result = cached.map_component()(
-        key=key, data={"base": cached.map_base_json(str(index_dir), generation, height),
+        key=key, data={"base": base or cached.map_base_json(str(index_dir), generation, height),
+                       "dimmed": dimmed_rows(drawn, allowed),
                        "overlay": go.Figure(data=overlay).to_json(),
                        "paths": col.paths if col.count <= mapview.MAP_POINTS else [],
-                       "points": int(min(col.count, mapview.MAP_POINTS)), "height": height,
-                       "sprite": cached.hover_sprite(str(index_dir), generation), "generation": generation,
+                       "points": len(drawn), "height": height,
+                       # The previews are tiles of the t-SNE map's drawn rows: every row, in order, up to MAP_POINTS.
+                       "sprite": cached.hover_sprite(str(index_dir), generation)
+                       if base is None or col.count <= mapview.MAP_POINTS else None,
+                       "row_positions": col.count <= mapview.MAP_POINTS, "generation": generation,
                        "config": charts.plotly_config("toImage", "autoScale2d", "resetScale2d", responsive=True,
                                                       scrollZoom=True)},
         default={"selection": []}, height=height + 10, on_clicked_change=lambda: None,

@@ -8,6 +8,7 @@ import plotly.io as pio
 import streamlit as st
 
 from dashboard import cached, state
+from dashboard.components.filters import Active, filter_bar
 from dashboard.components.thumbs import image_rows
 from dashboard.fragments import section
 from imgsim.collection import Collection
@@ -28,11 +29,11 @@ def render(col: Collection, index_dir: Path, generation: str) -> None:
                 f"queries with approximate search ({col.count:,} images). Build an index with `--search exact` "
                 "to cluster it.")
         return
-    clusters(index_dir, generation)
+    clusters(index_dir, generation, filter_bar(col))
 
 
 @section
-def clusters(col: Collection, index_dir: Path, generation: str) -> None:
+def clusters(col: Collection, index_dir: Path, generation: str, applied: Active) -> None:
     """Reruns alone when k changes or a cluster is opened or closed."""
     suggestion = cached.suggested_k(str(index_dir), generation)
     left, right = st.columns([1, 2], gap="large")
@@ -53,11 +54,16 @@ def clusters(col: Collection, index_dir: Path, generation: str) -> None:
     with right:
         st.plotly_chart(pio.from_json(cached.cluster_map_json(str(index_dir), generation, model.k_, 420)),
                         width="stretch", key="cluster_map", config=charts.plotly_config())
+    if applied.where is not None:
+        st.caption(f"The clusters of the whole collection; each lists only its images that match the filter "
+                   f"({applied.passing:,} of {col.count:,}).")
     opened = state.opened_cluster()
     if opened is not None and opened < model.k_:
         head, close = st.columns([5, 1])
-        members = model.members(opened)
-        head.subheader(f"Cluster {opened + 1} · {len(members)} images, nearest to its centre first")
+        members = applied.keep(model.members(opened))
+        head.subheader(f"Cluster {opened + 1} · {len(members)} images"
+                       + (f" of {int(model.sizes_[opened])} match the filter" if applied.where is not None else "")
+                       + ", nearest to its centre first")
         close.button("Back to all clusters", key="cluster_close", width="stretch", on_click=state.open_cluster,
                      args=(None,))
         image_rows(col, members, lambda r: f"{plain(col.paths[r])} · {model.distances_[r]:.3f}", limit=OPENED)
@@ -65,8 +71,13 @@ def clusters(col: Collection, index_dir: Path, generation: str) -> None:
             st.caption(f"… and {len(members) - OPENED} more in the CSV.")
         return
     for c in range(model.k_):
+        # Members come nearest to the centre first: the first that match are its most central matching images.
+        central = model.central(c, CENTRAL) if applied.where is None else applied.keep(model.members(c))
+        if not len(central):
+            continue
         head, action = st.columns([5, 1])
-        head.markdown(f"**Cluster {c + 1}** · {int(model.sizes_[c])} images")
+        head.markdown(f"**Cluster {c + 1}** · " + (f"{len(central)} of {int(model.sizes_[c])} images match the filter"
+                                                   if applied.where is not None else f"{int(model.sizes_[c])} images"))
         action.button("Open", key=f"cluster_{c}", width="stretch", help="Show every image of this cluster",
                       on_click=state.open_cluster, args=(c,))
-        image_rows(col, model.central(c, CENTRAL), lambda r: plain(col.paths[r]), limit=CENTRAL)
+        image_rows(col, central, lambda r: plain(col.paths[r]), limit=CENTRAL)

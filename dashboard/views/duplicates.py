@@ -7,6 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import cached, state
+from dashboard.components.filters import Active, filter_bar
 from dashboard.components.thumbs import image_rows
 from dashboard.fragments import section
 from imgsim.collection import Collection
@@ -18,23 +19,27 @@ PER_GROUP = 8
 
 
 def render(col: Collection, index_dir: Path, generation: str) -> None:
-    """The threshold, the groups and the histogram."""
-    duplicates(index_dir, generation)
+    """The filter, the threshold, the groups and the histogram."""
+    duplicates(index_dir, generation, filter_bar(col))
 
 
 @section
-def duplicates(col: Collection, index_dir: Path, generation: str) -> None:
+def duplicates(col: Collection, index_dir: Path, generation: str, applied: Active) -> None:
     """Reruns alone when the threshold moves."""
     nearest = col.nearest_distances()
     left, right = st.columns([1, 2], gap="large")
     with left:
         threshold = st.slider("Distance threshold", 0.0, 1.0, 0.15, 0.01, key=state.THRESHOLD, bind="query-params",
                               help="Two images closer than this are linked; linked images form a group.")
-        groups = cached.duplicate_groups(str(index_dir), generation, float(threshold))
+        groups = cached.duplicate_groups(str(index_dir), generation, float(threshold), applied.where)
         in_groups = sum(len(g.rows) for g in groups)
         st.metric("Groups", len(groups), help="connected components of images within the threshold")
-        st.caption(f"{in_groups} of {col.count} images are in a group.")
-        if not groups and len(nearest):
+        if applied.where is not None:
+            st.caption(f"{in_groups} of the {applied.passing:,} images that match the filter are in a group "
+                       "(pairs of matching images only).")
+        else:
+            st.caption(f"{in_groups} of {col.count} images are in a group.")
+        if not groups and len(nearest) and applied.where is None:
             st.info(f"No two images are within {threshold:.2f} of each other: the closest pair is "
                     f"{float(nearest.min()):.3f} apart. Raise the threshold to see groups.")
         if groups:

@@ -7,6 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import cached, state
+from dashboard.components.filters import Active, filter_bar
 from dashboard.components.map import draw_map
 from dashboard.components.thumbs import image_rows
 from dashboard.fragments import section
@@ -18,12 +19,12 @@ LISTED = 48  # selected images shown; the CSV has all
 
 
 def render(col: Collection, index_dir: Path, generation: str) -> None:
-    """The map (or grid) and the lasso's list."""
-    map_view(index_dir, generation)
+    """The filter, the map (or grid) and the lasso's list."""
+    map_view(index_dir, generation, filter_bar(col))
 
 
 @section
-def map_view(col: Collection, index_dir: Path, generation: str) -> None:
+def map_view(col: Collection, index_dir: Path, generation: str, applied: Active) -> None:
     """Reruns alone when the view changes or a lasso selects; a click or "More like these" reruns the page."""
     view = st.segmented_control("View", ["Scatter", "Image grid"], default="Scatter", key="map_view")
     if view == "Image grid":
@@ -32,8 +33,11 @@ def map_view(col: Collection, index_dir: Path, generation: str) -> None:
                            on_click="ignore")
         st.image(png, caption="t-SNE map snapped to a grid (up to 900 images)", width="stretch")
         return
-    st.caption("Lasso or box-select points (toolbar at the top right) to list them below; scroll to zoom.")
-    selection = draw_map(col, index_dir, generation, state.FULL_MAP, 700, state.current_query(col), [])
+    st.caption("Lasso or box-select points (toolbar at the top right) to list them below; scroll to zoom."
+               + (f" The {col.count - applied.passing:,} images the filter leaves out are faint."
+                  if applied.where is not None else ""))
+    selection = draw_map(col, index_dir, generation, state.FULL_MAP, 700, state.current_query(col), [],
+                         allowed=applied.mask)
     if not selection:
         return
     st.markdown(f"**{len(selection)} selected image(s)**")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -10,6 +11,7 @@ import streamlit as st
 
 from dashboard import cached, state
 from dashboard.components.cards import results_grid
+from dashboard.components.filters import Active, filter_bar
 from dashboard.components.gallery import gallery
 from dashboard.components.map import draw_map, preload_plotly
 from dashboard.components.picker import more_like_picker
@@ -21,6 +23,7 @@ from imgsim import decode
 from imgsim.analysis.explain import heat_overlay, matched_cells
 from imgsim.collection import Collection, QueryResult
 from imgsim.errors import ImgsimError
+from imgsim.metadata.filters import Filter
 from imgsim.models.base import text_search_help
 from imgsim.models.weights import WeightsError
 from imgsim.serving.policy import plain
@@ -44,17 +47,20 @@ def render(col: Collection, index_dir: Path, generation: str) -> None:
     """The query, its results and the map with them."""
     text = text_box(col) if col.supports_text else None
     link_notes(col)
+    applied = filter_bar(col)
     top_left, top_right = st.columns([1, 1], gap="large")
     with top_left:
         upload = st.file_uploader("Upload an image to search with", type=UPLOAD_TYPES, key=state.upload_key())
     with top_right:
         k = st.slider("Number of results (k)", 1, state.K_MAX, state.K_DEFAULT, key=state.K, bind="query-params")
+        farthest = st.slider("Largest distance", 0.0, 2.0, 2.0, 0.01, key=state.MAX_DISTANCE,
+                             help="Leave out results farther than this (2: the largest a distance can be, no limit).")
     query = state.Query(upload, text, examples(col))
     query.show_in_url()
     example_row = first_view_row(col) if query.wants_first_view(col.supports_text) else None
     with st.expander("Pick an image from the collection", expanded=query.source == state.IMAGE
                      and state.current_query(col) is None and example_row is None):
-        gallery(index_dir, generation)
+        gallery(index_dir, generation, applied.where)
     more_like_picker(col, query.examples)
     left, right = st.columns([3, 2], gap="large")
     with right:
@@ -64,7 +70,10 @@ def render(col: Collection, index_dir: Path, generation: str) -> None:
             with map_slot:  # the browser starts loading Plotly now, while the server finds the results
                 preload_plotly()
     with left:
-        answer = ANSWERS[query.source](col, index_dir, generation, k, query, example_row)
+        answer = ANSWERS[query.source](col, index_dir, generation, k, query, example_row, applied.where)
+        searched = answer.result.k if answer is not None else 0
+        if answer is not None and farthest < 2.0:
+            answer = dataclasses.replace(answer, result=answer.result.within(farthest))
         prompt = (("Describe what you are looking for, pick" if col.supports_text else "Pick")
                   + " an image above, upload one, or click a point on the map.")
         if example_row is not None and answer is not None:
@@ -72,15 +81,17 @@ def render(col: Collection, index_dir: Path, generation: str) -> None:
                     icon=":material/lightbulb:")
         if answer is None:
             st.info(prompt)
+        elif applied.where is not None and not applied.passing:
+            st.info(f"No image matches the filter ({applied.summary}): change it above.")
         else:
-            answer_header(col, answer, k)
+            answer_header(col, answer, k, applied, farthest, searched)
             results(index_dir, generation, answer.result, answer.source)
     with map_slot:
         query_row = answer.result.row if answer is not None else None
         shown = [n for n in answer.result.neighbors if n.row != query_row] if answer is not None else []
         stars = query.examples.positives if query.source == state.EXAMPLES else query_row
         draw_map(col, index_dir, generation, state.SEARCH_MAP, 560, stars, [n.row for n in shown],
-                 ranks=[n.rank for n in shown])
+                 ranks=[n.rank for n in shown], allowed=applied.mask)
 
 
 def link_notes(col: Collection) -> None:
@@ -126,11 +137,11 @@ def first_view_row(col: Collection) -> int | None:
 # --- the four sources -----------------------------------------------------------------------------------------
 
 def by_description(col: Collection, index_dir: Path, generation: str, k: int, query: state.Query,
-                   example_row: int | None) -> Answer | None:
+                   example_row: int | None, where: Filter | None) -> Answer | None:
     """Neighbours of a description (CLIP indexes)."""
     try:
         embedded = cached.embed_text(str(index_dir), generation, query.text)
-        result = col.neighbors_of_vector(embedded.vector, k)
+        result = col.neighbors_of_vector(embedded.vector, k, where)
         if embedded.truncated:
             st.info(plain(embedded.note, 1000))  # it quotes the text, which may come from the URL
         return Answer(result, "", described=f"“{plain(embedded.text, 300)}”")  # from the URL too: untrusted
@@ -142,12 +153,12 @@ def by_description(col: Collection, index_dir: Path, generation: str, k: int, qu
 
 
 def by_upload(col: Collection, index_dir: Path, generation: str, k: int, query: state.Query,
-              example_row: int | None) -> Answer | None:
+              example_row: int | None, where: Filter | None) -> Answer | None:
     """Neighbours of an upload (its own row when it is an indexed file)."""
     data = query.upload.getvalue()  # in memory only: never written to disk under its name
     try:
         embedded = cached.embed_upload(str(index_dir), generation, data)
-        return Answer(col.query_embedded(embedded, k), f"uploaded: {plain(query.upload.name)}",
+        return Answer(col.query_embedded(embedded, k, where), f"uploaded: {plain(query.upload.name)}",
                       cached.upload_thumb(data), source=embedded[0] if embedded[0] is not None else data,
                       in_link=False)
     except decode.DecodeError as exc:
@@ -158,10 +169,10 @@ def by_upload(col: Collection, index_dir: Path, generation: str, k: int, query: 
 
 
 def by_examples(col: Collection, index_dir: Path, generation: str, k: int, query: state.Query,
-                example_row: int | None) -> Answer | None:
+                example_row: int | None, where: Filter | None) -> Answer | None:
     """Neighbours of several images to look like, away from those to avoid."""
     pos, neg = query.examples.positives, query.examples.negatives
-    result = col.query_examples([(r, None) for r in pos], [(r, None) for r in neg], k)
+    result = col.query_examples([(r, None) for r in pos], [(r, None) for r in neg], k, where=where)
     # The images the query was made of (a link's names left out are not), escaped: from the URL or the folder.
     caption = ("more like: " + ", ".join(plain(col.paths[r]) for r in pos)
                + (" · not like: " + ", ".join(plain(col.paths[r]) for r in neg) if neg else ""))
@@ -169,13 +180,13 @@ def by_examples(col: Collection, index_dir: Path, generation: str, k: int, query
 
 
 def by_image(col: Collection, index_dir: Path, generation: str, k: int, query: state.Query,
-             example_row: int | None) -> Answer | None:
+             example_row: int | None, where: Filter | None) -> Answer | None:
     """Neighbours of the image query, else of the first view's example."""
     row = state.current_query(col)
     row = example_row if row is None else row
     if row is None:
         return None
-    return Answer(col.neighbors_of_row(row, k), f"query: {plain(col.paths[row])}", thumb(col, row, 256), source=row)
+    return Answer(col.neighbors_of_row(row, k, where), f"query: {plain(col.paths[row])}", thumb(col, row, 256), source=row)
 
 
 ANSWERS: dict[str, Callable[..., Answer | None]] = {
@@ -184,7 +195,8 @@ ANSWERS: dict[str, Callable[..., Answer | None]] = {
 
 # --- the answer -----------------------------------------------------------------------------------------------
 
-def answer_header(col: Collection, answer: Answer, k: int) -> None:
+def answer_header(col: Collection, answer: Answer, k: int, applied: Active, farthest: float, searched: int
+                  ) -> None:
     """The query (its image and name, or the description) and what the figures below mean."""
     result = answer.result
     q1, q2 = st.columns([1, 3])
@@ -198,8 +210,14 @@ def answer_header(col: Collection, answer: Answer, k: int) -> None:
             st.caption(answer.caption if answer.image else f"{answer.caption} (image file unavailable)")
         if not answer.in_link:
             st.caption("An upload cannot be shared: this page's link names no image while it is the query.")
-        st.markdown(f"**{len(result.neighbors)} nearest images** (k = {result.k}"
-                    + (f", clamped from {k}" if result.k < k else "") + ").")
+        matching = (f" of {applied.passing:,} matching the filter" if applied.where is not None else "")
+        st.markdown(f"**{len(result.neighbors)} nearest images**{matching} (k = {searched}"
+                    + (f", clamped from {k}" if searched < k else "") + ").")
+        if applied.where is not None:
+            st.caption(f"Filter: {applied.summary}. Only the images that match were searched.")
+        if farthest < 2.0:
+            st.caption(f"Results farther than {farthest:.2f} are left out: {searched - len(result.neighbors)} of "
+                       f"{searched}.")
         if col.search_method == "ann":  # "nearest" is a claim only exact search makes
             st.caption(f"Found by approximate search: usually, not always, the true nearest (recall@10 "
                        f"{col.search_info().get('recall_at_10')}, measured when the index was built). "

@@ -29,10 +29,15 @@ class DuplicateScan:
     max_pairs: int
 
 
-def duplicate_groups(search: Search, threshold: float) -> list[DuplicateGroup]:
-    """Groups of two or more images, largest first, then tightest first."""
+def duplicate_groups(search: Search, threshold: float, allowed: np.ndarray | None = None) -> list[DuplicateGroup]:
+    """Groups of two or more images, largest first, then tightest first; with ``allowed`` (a row mask), groups of
+    the allowed images only, linked by pairs of them."""
     _check(threshold)
-    return _groups(search.n, *search.pairs_within(threshold))
+    i, j, d = search.pairs_within(threshold)
+    if allowed is not None:
+        both = allowed[i] & allowed[j]
+        i, j, d = i[both], j[both], d[both]
+    return _groups(search.n, i, j, d)
 
 
 def capped_duplicate_groups(search: Search, threshold: float, max_pairs: int) -> DuplicateScan:
