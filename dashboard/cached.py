@@ -24,6 +24,8 @@ from dashboard.messages import LOG
 from dashboard.paths import PREVIEW_CACHE, PREVIEW_URL, STATIC_DIR, static_text
 from imgsim import decode
 from imgsim.analysis.clusters import ClusterModel, SuggestedK
+from imgsim.analysis import duplicates
+from imgsim.analysis.duplicates import DuplicateScan
 from imgsim.analysis.explain import Explanation
 from imgsim.collection import Collection, check_compatible
 from imgsim.metadata.filters import Filter
@@ -191,7 +193,7 @@ def map_base_json(index_dir: str, generation: str, height: int) -> str:
                            density=density).to_json()
 
 
-@st.cache_data(show_spinner=False)
+@st.cache_data(show_spinner=False, max_entries=16)
 def places_json(index_dir: str, generation: str, height: int) -> tuple[str, list[int]]:
     """The photos with a GPS position as a longitude/latitude scatter (Plotly JSON, no map tiles: nothing is
     fetched from outside), and the rows it draws."""
@@ -270,16 +272,16 @@ def evaluation(index_dir: str, generation: str, k: int):
 THRESHOLD_STEP = 0.01
 
 
-def duplicate_groups(index_dir: str, generation: str, threshold: float, where: Filter | None = None):
+def duplicate_scan(index_dir: str, generation: str, threshold: float, where: Filter | None = None) -> DuplicateScan:
     """Groups of images linked by distances under ``threshold`` (snapped to the slider's step), among those
-    that pass ``where``."""
-    return _duplicate_groups(index_dir, generation, round(round(float(threshold) / THRESHOLD_STEP) * THRESHOLD_STEP, 6),
+    that pass ``where``; the scan stops after ``MAX_PAIRS`` linked pairs (a threshold near 1 links nearly all)."""
+    return _duplicate_scan(index_dir, generation, round(round(float(threshold) / THRESHOLD_STEP) * THRESHOLD_STEP, 6),
                              where)
 
 
 @st.cache_data(show_spinner="Finding duplicate groups…", max_entries=128)  # each of the slider's 101 steps
-def _duplicate_groups(index_dir: str, generation: str, threshold: float, where: Filter | None = None):
-    return open_collection(index_dir, generation).duplicate_groups(threshold, where)
+def _duplicate_scan(index_dir: str, generation: str, threshold: float, where: Filter | None = None) -> DuplicateScan:
+    return open_collection(index_dir, generation).duplicate_scan(threshold, where, duplicates.MAX_PAIRS)
 
 
 @st.cache_data(show_spinner="Choosing a k: silhouette scores on a sample…", max_entries=16)

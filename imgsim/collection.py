@@ -21,7 +21,7 @@ from PIL import Image, ImageOps
 from imgsim import decode
 from imgsim.models.base import (Backbone, BackboneSpec, TextEmbedding, TextSearchUnavailable, make_backbone,
                        text_search_help)
-from imgsim.analysis.duplicates import DuplicateGroup, duplicate_groups, nearest_distances
+from imgsim.analysis.duplicates import MAX_PAIRS, DuplicateGroup, DuplicateScan, duplicate_groups, duplicate_scan, nearest_distances
 from imgsim.errors import ImgsimError
 from imgsim.analysis.evaluate import Evaluation, evaluate
 from imgsim.models.weights import WeightsError, weights_spec
@@ -459,6 +459,11 @@ class Collection:
     def duplicate_groups(self, threshold: float, where: Filter | None = None) -> list[DuplicateGroup]:
         """Groups of images closer than ``threshold``, among the images that pass ``where``."""
         return duplicate_groups(self.search, threshold, self.filter_mask(where))
+
+    def duplicate_scan(self, threshold: float, where: Filter | None = None,
+                       max_pairs: int | None = MAX_PAIRS) -> DuplicateScan:
+        """:meth:`duplicate_groups`, the scan stopped after ``max_pairs`` linked pairs (then ``truncated``)."""
+        return duplicate_scan(self.search, threshold, max_pairs, self.filter_mask(where))
 
     # --- exploration: clusters, why similar, more like these, odd ones out ---------------------------
 

@@ -11,9 +11,11 @@ import streamlit as st
 import imgsim.models.base
 from imgsim.build import build_index
 from imgsim.collection import Collection
+from imgsim.serving.policy import plain
 
 from .conftest import make_photo
-from .test_app import new_app, results, texts
+from .test_app import app_env, new_app, results, texts  # noqa: F401  (app_env is a fixture)
+from .test_app_metadata import col, meta_index  # noqa: F401  (fixtures)
 
 
 @pytest.fixture
@@ -61,7 +63,7 @@ def test_every_cache_with_arguments_is_bounded():
     from streamlit.runtime.caching.cache_utils import CachedFunc
 
     wrappers = {name: f for name, f in vars(cached).items() if isinstance(f, CachedFunc)}
-    assert {"open_collection", "load_model", "_duplicate_groups", "cluster_map_json", "map_base_json"} <= set(wrappers)
+    assert {"open_collection", "load_model", "_duplicate_scan", "cluster_map_json", "map_base_json"} <= set(wrappers)
     unbounded = [name for name, f in wrappers.items()
                  if inspect.signature(f._info.func).parameters and f._info.max_entries is None]
     assert unbounded == []
@@ -80,12 +82,12 @@ def test_an_index_changed_under_the_server_reloads_only_its_own_cached_answers(t
     shutil.copytree(built_index, a)
     shutil.copytree(built_index, b)
     computed = []
-    real = Collection.duplicate_groups
-    monkeypatch.setattr(Collection, "duplicate_groups",
-                        lambda self, t: computed.append(self.index.directory.name) or real(self, t))
+    real = Collection.duplicate_scan
+    monkeypatch.setattr(Collection, "duplicate_scan",
+                        lambda self, t, where=None, cap=None: computed.append(self.index.directory.name) or real(self, t, where, cap))
 
     def groups(index_dir):
-        return cached.duplicate_groups(str(index_dir), cached.generation_of(index_dir), 0.5)
+        return cached.duplicate_scan(str(index_dir), cached.generation_of(index_dir), 0.5).groups
 
     cached.current_collection(a), cached.current_collection(b)
     first_a, first_b = groups(a), groups(b)
@@ -107,10 +109,40 @@ def test_a_links_threshold_is_computed_at_the_sliders_step(built_index, monkeypa
 
     st.cache_data.clear()
     asked = []
-    real = Collection.duplicate_groups
-    monkeypatch.setattr(Collection, "duplicate_groups", lambda self, t: asked.append(t) or real(self, t))
+    real = Collection.duplicate_scan
+    monkeypatch.setattr(Collection, "duplicate_scan", lambda self, t, where=None, cap=None: asked.append(t) or real(self, t, where, cap))
     generation = cached.generation_of(built_index)
-    answers = [cached.duplicate_groups(str(built_index), generation, t) for t in (0.4, 0.40001, 0.40449, 0.3999)]
+    answers = [cached.duplicate_scan(str(built_index), generation, t) for t in (0.4, 0.40001, 0.40449, 0.3999)]
     assert asked == [0.4] and all(a == answers[0] for a in answers)
-    assert cached.duplicate_groups(str(built_index), generation, 0.406) == real(Collection.open(built_index), 0.41)
+    assert cached.duplicate_scan(str(built_index), generation, 0.406) == real(Collection.open(built_index), 0.41)
     assert asked == [0.4, 0.41]
+
+
+def test_a_threshold_that_links_too_many_pairs_says_its_groups_are_incomplete(app_env, monkeypatch):
+    """?t=1 on an exact index linked nearly every pair (n²/2 of them, gigabytes at 50k images): the page's scan
+    now stops at the cap, as the API's does, and says its groups are incomplete."""
+    from imgsim.analysis import duplicates
+
+    monkeypatch.setattr(duplicates, "MAX_PAIRS", 3)
+    at = new_app(tab="Duplicates", t="1.0").run()
+    assert not at.exception
+    capped = duplicates.duplicate_scan(app_env.search, 1.0, 3)
+    assert capped.truncated and capped.pairs == 3
+    assert [w.value for w in at.warning if "Random weights" not in w.value] == [
+        "More than 3 pairs of images are within 1.00: the search stopped there, so these groups (from the first 3 "
+        "pairs, in index order) are incomplete. A lower threshold finds the near-duplicates."]
+    assert at.metric[0].value == str(len(capped.groups))
+    monkeypatch.setattr(duplicates, "MAX_PAIRS", 10**9)
+    st.cache_data.clear()
+    whole = new_app(tab="Duplicates", t="1.0").run()
+    assert not [w for w in whole.warning if "pairs" in w.value] and whole.metric[0].value == str(len(app_env.duplicate_groups(1.0)))
+
+
+def test_a_date_past_year_9999_in_a_link_gets_the_filters_message(col):
+    """`?where=taken = 9999`: the period's end overflowed outside the parser's check, and the error boundary
+    replaced the whole page (no filter bar, no way to clear the filter)."""
+    at = new_app(where="taken = 9999").run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["The filter cannot be used, so every image is shown: " + plain(
+        "taken is a date: '9999' is too late (the last period a filter can name ends 9999-12-31T23:59)", 2000)]
+    assert len(results(at)) == 8

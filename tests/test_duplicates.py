@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imgsim.analysis.duplicates import capped_duplicate_groups, duplicate_groups, nearest_distances, threshold_summary
+from imgsim.analysis.duplicates import duplicate_scan, duplicate_groups, nearest_distances, threshold_summary
 from imgsim.search.projection import PCAProjection
 from imgsim.search.exact import ExactSearch
 
@@ -68,7 +68,7 @@ def test_a_capped_scan_stops_at_max_pairs_and_says_so():
     all_i, all_j, all_d = search.pairs_within(2.0)  # every pair of unit vectors is within 2
     assert len(all_i) == 1000 * 999 // 2
     full_fraction = search.last_exact_fraction_
-    scan = capped_duplicate_groups(search, 2.0, max_pairs=5000)
+    scan = duplicate_scan(search, 2.0, max_pairs=5000)
     assert (scan.truncated, scan.pairs, scan.max_pairs) == (True, 5000, 5000)
     assert search.last_exact_fraction_ < 0.6 * full_fraction  # the scan stopped, it did not cut a full list
     i, j, d = search.pairs_within(2.0, limit=5000)
@@ -87,11 +87,11 @@ def test_a_capped_scan_under_its_cap_is_the_full_answer():
     t = float(np.percentile(np.linalg.norm(x[:, None] - x[None], axis=2)[np.triu_indices(40, 1)], 5))
     pairs = len(search.pairs_within(t)[0])
     assert pairs > 10
-    exact = capped_duplicate_groups(search, t, max_pairs=pairs)  # exactly the cap: nothing was left out
+    exact = duplicate_scan(search, t, max_pairs=pairs)  # exactly the cap: nothing was left out
     assert (exact.truncated, exact.pairs) == (False, pairs) and exact.groups == duplicate_groups(search, t)
-    assert capped_duplicate_groups(search, t, max_pairs=pairs - 1).truncated
+    assert duplicate_scan(search, t, max_pairs=pairs - 1).truncated
     with pytest.raises(ValueError, match="threshold must be >= 0"):
-        capped_duplicate_groups(search, -0.1, 10)
+        duplicate_scan(search, -0.1, 10)
 
 
 def test_nearest_distances_and_threshold_summary():

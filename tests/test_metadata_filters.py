@@ -94,6 +94,9 @@ def test_clauses_are_anded():
     ("taken >= 2023-13-01", "taken is a date: '2023-13-01' is not one (write 2023, 2023-07, 2023-07-01 or "
                             "2023-07-01T10:00)"),
     ("taken >= July", "taken is a date: 'July' is not one (write 2023, 2023-07, 2023-07-01 or 2023-07-01T10:00)"),
+    *[(where, f"taken is a date: '{value}' is too late (the last period a filter can name ends 9999-12-31T23:59)")
+      for where, value in [("taken = 9999", "9999"), ("taken < 9999-12", "9999-12"), ("taken <= 9999-12-31", "9999-12-31"),
+                           ("taken in [2023, 9999-12]", "9999-12")]],
 ])
 def test_meaning_errors_name_the_field_or_operator(where, message):
     with pytest.raises(FilterError) as err:

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 from starlette.testclient import TestClient
 
-from imgsim.analysis.duplicates import capped_duplicate_groups
+from imgsim.analysis.duplicates import duplicate_scan
 from imgsim.collection import Collection
 from imgsim.errors import ImgsimError
 from imgsim.service.http import make_app, server_hosts
@@ -215,7 +215,7 @@ def test_duplicates_stop_at_max_pairs_and_say_so(service):
     assert pairs > 8  # enough for a cap of 5 to cut
     capped = Service(col, Limits(max_pairs=5), extractor=service._make_extractor)
     got = local(make_app(capped)).get("/v1/duplicates", params={"threshold": threshold}).json()
-    scan = capped_duplicate_groups(col.search, threshold, 5)
+    scan = duplicate_scan(col.search, threshold, 5)
     assert scan.truncated and scan.pairs == 5
     assert got["groups"] == [[col.paths[r] for r in g.rows] for g in scan.groups]
     assert (got["truncated"], got["max_pairs"]) == (True, 5)

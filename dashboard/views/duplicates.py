@@ -31,7 +31,8 @@ def duplicates(col: Collection, index_dir: Path, generation: str, applied: Activ
     with left:
         threshold = st.slider("Distance threshold", 0.0, 1.0, 0.15, 0.01, key=state.THRESHOLD, bind="query-params",
                               help="Two images closer than this are linked; linked images form a group.")
-        groups = cached.duplicate_groups(str(index_dir), generation, float(threshold), applied.where)
+        scan = cached.duplicate_scan(str(index_dir), generation, float(threshold), applied.where)
+        groups = scan.groups
         in_groups = sum(len(g.rows) for g in groups)
         st.metric("Groups", len(groups), help="connected components of images within the threshold")
         if applied.where is not None:
@@ -42,6 +43,10 @@ def duplicates(col: Collection, index_dir: Path, generation: str, applied: Activ
         if not groups and len(nearest) and applied.where is None:
             st.info(f"No two images are within {threshold:.2f} of each other: the closest pair is "
                     f"{float(nearest.min()):.3f} apart. Raise the threshold to see groups.")
+        if scan.truncated:
+            st.warning(f"More than {scan.max_pairs:,} pairs of images are within {threshold:.2f}: the search "
+                       f"stopped there, so these groups (from the first {scan.max_pairs:,} pairs, in index order) "
+                       "are incomplete. A lower threshold finds the near-duplicates.", icon=":material/warning:")
         if groups:
             st.download_button("Download groups as CSV", lambda: export.groups_csv(col.paths, groups, threshold),
                                file_name="imgsim-duplicates.csv", mime="text/csv", on_click="ignore")

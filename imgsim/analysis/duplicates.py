@@ -26,27 +26,35 @@ class DuplicateScan:
     groups: list[DuplicateGroup]
     pairs: int
     truncated: bool
-    max_pairs: int
+    max_pairs: int | None
+
+
+#: The most linked pairs a scan for a visitor or a client collects: near a threshold of 1 nearly every pair of
+#: images is linked (n²/2), more memory than the server has.
+MAX_PAIRS = 100_000
 
 
 def duplicate_groups(search: Search, threshold: float, allowed: np.ndarray | None = None) -> list[DuplicateGroup]:
     """Groups of two or more images, largest first, then tightest first; with ``allowed`` (a row mask), groups of
     the allowed images only, linked by pairs of them."""
+    return duplicate_scan(search, threshold, None, allowed).groups
+
+
+def duplicate_scan(search: Search, threshold: float, max_pairs: int | None = MAX_PAIRS,
+                   allowed: np.ndarray | None = None) -> DuplicateScan:
+    """:func:`duplicate_groups` for a caller who cannot wait for n²/2 pairs: the scan stops after ``max_pairs``
+    linked pairs (None: never), counted before ``allowed`` keeps the pairs of allowed images."""
     _check(threshold)
-    i, j, d = search.pairs_within(threshold)
+    limit = None if max_pairs is None else max_pairs + 1  # one more than the cap says there are more
+    i, j, d = search.pairs_within(threshold, limit=limit)
+    truncated = max_pairs is not None and len(i) > max_pairs
+    if truncated:
+        i, j, d = i[:max_pairs], j[:max_pairs], d[:max_pairs]
+    pairs = len(i)
     if allowed is not None:
         both = allowed[i] & allowed[j]
         i, j, d = i[both], j[both], d[both]
-    return _groups(search.n, i, j, d)
-
-
-def capped_duplicate_groups(search: Search, threshold: float, max_pairs: int) -> DuplicateScan:
-    """:func:`duplicate_groups` for a caller who cannot wait for n²/2 pairs: the scan stops after ``max_pairs``."""
-    _check(threshold)
-    i, j, d = search.pairs_within(threshold, limit=max_pairs + 1)  # one more than the cap says there are more
-    truncated = len(i) > max_pairs
-    i, j, d = i[:max_pairs], j[:max_pairs], d[:max_pairs]
-    return DuplicateScan(_groups(search.n, i, j, d), len(i), truncated, max_pairs)
+    return DuplicateScan(_groups(search.n, i, j, d), pairs, truncated, max_pairs)
 
 
 def _check(threshold: float) -> None:

@@ -273,12 +273,16 @@ def _period(field: str, text: str) -> tuple[datetime, datetime]:
     except ValueError:
         raise FilterError(f"{field} is a date: {_show(text)} is not one (write 2023, 2023-07, 2023-07-01 "
                           f"or 2023-07-01T10:00)") from None
-    if mo is None:
-        return start, start.replace(year=y + 1)
-    if d is None:
-        return start, start.replace(year=y + mo // 12, month=mo % 12 + 1)
-    step = timedelta(days=1) if h is None else timedelta(minutes=1) if sec is None else timedelta(seconds=1)
-    return start, start + step
+    try:
+        if mo is None:
+            return start, start.replace(year=y + 1)
+        if d is None:
+            return start, start.replace(year=y + mo // 12, month=mo % 12 + 1)
+        step = timedelta(days=1) if h is None else timedelta(minutes=1) if sec is None else timedelta(seconds=1)
+        return start, start + step
+    except (ValueError, OverflowError):  # the period it names ends after the last date Python can hold
+        raise FilterError(f"{field} is a date: {_show(text)} is too late (the last period a filter can name "
+                          f"ends 9999-12-31T23:59)") from None
 
 
 def _date_mask(ts: pa.Array, op: str, periods: list[tuple[datetime, datetime]]) -> pa.Array:

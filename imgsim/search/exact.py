@@ -113,11 +113,13 @@ class ExactSearch:
             d2 = self._exact(np.asarray(self.vectors_[rows[used]], dtype=np.float32), self.sqnorm_[rows[used]], cols)
             computed += d2.size
             d2 = d2[np.searchsorted(used, a), inv]
-            keep = d2 <= t2
+            keep = np.flatnonzero(d2 <= t2)
+            if limit is not None:
+                keep = keep[: limit - found]  # in (i, j) order: the block's pairs past the limit are never kept
             out_i.append(rows[a[keep]])
             out_j.append(j[keep])
             out_d.append(np.sqrt(d2[keep]))
-            found += int(keep.sum())
+            found += len(keep)
         self.last_exact_fraction_ = computed / max(1, self.n * self.n / 2)
         if not out_i:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)

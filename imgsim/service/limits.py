@@ -20,6 +20,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from imgsim.analysis.duplicates import MAX_PAIRS
 from imgsim.errors import ImgsimError
 from imgsim.serving.policy import is_loopback, redact
 
@@ -50,7 +51,7 @@ class Limits:
     #: Largest duplicates threshold: the dashboard's slider ends there; beyond it nearly every pair is linked.
     max_threshold: float = 1.0
     #: Linked pairs a duplicates scan collects before it stops and says that its groups are incomplete.
-    max_pairs: int = 100_000
+    max_pairs: int = MAX_PAIRS
     #: Candidates a deduplicated search looks through (4k, at most this), and so checks against each other.
     max_dedup_depth: int = 1000
     #: How long a request waits for the model, or for another whole-collection computation, before a 503.

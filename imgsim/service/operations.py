@@ -21,7 +21,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from imgsim import decode
-from imgsim.analysis.duplicates import capped_duplicate_groups
+from imgsim.analysis.duplicates import duplicate_scan
 from imgsim.collection import Collection, QueryResult
 from imgsim.errors import ImgsimError, SkipReason
 from imgsim.metadata.fusion import DEFAULT_WEIGHTS
@@ -284,7 +284,7 @@ class Service:
         limits = self.limits
         threshold = float(check_range("threshold", threshold, 0, limits.max_threshold))
         with self._turn(self._collection_lock, "duplicates or clusters computation"):
-            scan = capped_duplicate_groups(self.collection.search, threshold, limits.max_pairs)
+            scan = duplicate_scan(self.collection.search, threshold, limits.max_pairs)
         data = dedup_json(self.collection, threshold, scan.groups)
         if scan.truncated:
             data.update(truncated=True, max_pairs=limits.max_pairs,
