@@ -35,7 +35,7 @@ get_image to look at any result."""
 
 Path_ = Annotated[str, Field(description="an image's path relative to the collection, as results give it, "
                                          "e.g. 'beach/001.jpg'")]
-Where = Annotated[list[str], Field(max_length=MAX_CLAUSES, description=(
+Where = Annotated[list[str], Field(description=(
     f"metadata filters applied before similarity, ANDed (at most {MAX_CLAUSES}), each 'FIELD OP VALUE' with OP one "
     "of = != < <= > >= ~ (contains) or 'in [a, b]': e.g. 'taken >= 2023-07', 'camera ~ canon', "
     "'folder in [beach, city]'; collection_info lists the fields under metadata.fields"))]
