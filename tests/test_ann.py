@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -500,6 +501,13 @@ def test_an_update_that_degrades_recall_is_re_tuned_without_a_rebuild_and_one_th
     import shutil
 
     monkeypatch.setattr(ann_build, "MAP_SAMPLE", 300)
+    # Which rows the re-chosen graph candidates were tuned on, and which rows the recorded recall is measured on.
+    graph_tuned_on, measured_on = [], []
+    real_graph, real_measure = tuning.tune_graph_candidates, tuning.measure_recall
+    monkeypatch.setattr(tuning, "tune_graph_candidates", lambda *a, samples=None, **kw: (
+        graph_tuned_on.append(samples), real_graph(*a, samples=samples, **kw))[1])
+    monkeypatch.setattr(tuning, "measure_recall", lambda search, vectors, sample, **kw: (
+        measured_on.append(sample.rows), real_measure(search, vectors, sample, **kw))[1])
     ix_dir = tmp_path / "ix"
     shutil.copytree(hard_index, ix_dir)
     old = store.load_index(ix_dir)
@@ -517,6 +525,10 @@ def test_an_update_that_degrades_recall_is_re_tuned_without_a_rebuild_and_one_th
     assert (info["n_probe"], info["candidates"]) != (before["n_probe"], before["candidates"])
     assert info["incremental"] == {"added": 1500, "removed": 0, "graph_rows_recomputed": 1500,
                                    "cells_retrained": False}  # no rebuild: the cells and old graph rows stay
+    # The graph's candidates were chosen again on rows none of which is among those its recall was measured on.
+    (tuned_rows, verified), = graph_tuned_on
+    assert len(tuned_rows.rows) == tuning.TUNE_QUERIES and np.array_equal(verified.rows, measured_on[-1])
+    assert len(measured_on[-1]) == 200 and not np.isin(tuned_rows.rows, measured_on[-1]).any()
     col = Collection.open(ix_dir)
     assert (col.search.index_.nprobe, col.search.candidates) == (info["n_probe"], info["candidates"])
     vectors = np.asarray(new.vectors)
@@ -602,3 +614,39 @@ def test_an_index_recorded_before_tuning_opens_at_the_old_defaults_says_what_it_
                               "retuned": False}
     assert after["target"] == 0.95 and after["met"] is True and after["graph_candidates"] == ann_build.GRAPH_CANDIDATES
     assert after["tuning"] is None  # this point was never tuned: nothing recorded pretends it was
+
+
+def test_the_results_caption_of_an_ann_index_shows_the_recall_measured_at_build_on_images_not_in_it(
+        hard_index, tmp_path, monkeypatch):
+    """Most queries (uploads, text, new images) are not indexed rows: the caption quotes their recall, as stored."""
+    import shutil
+
+    from streamlit.testing.v1 import AppTest
+
+    from .conftest import serve
+
+    ix = tmp_path / "ix"
+    shutil.copytree(hard_index, ix)
+    meta_path = ix / (ix / "CURRENT").read_text().strip() / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    # Two distinct figures, so that showing the self-query one instead cannot pass.
+    meta["search"]["recall_at_10"], meta["search"]["recall_at_10_out_of_sample"] = 0.9876, 0.9512
+    meta_path.write_text(json.dumps(meta))
+    app = str(Path(__file__).resolve().parents[1] / "app.py")
+
+    def caption() -> str:
+        serve(monkeypatch, tmp_path, ix)
+        at = AppTest.from_file(app, default_timeout=180)
+        at.query_params["q"] = "v/00003.jpg"
+        at.run()
+        assert not at.exception
+        [note] = [c.value for c in at.caption if c.value.startswith("Found by approximate search")]
+        return note
+
+    stored = Collection.open(ix).search_info()["recall_at_10_out_of_sample"]
+    assert caption() == (f"Found by approximate search: usually, not always, the true nearest (recall@10 {stored} "
+                         "for images not in the index, measured when the index was built). The distances are exact.")
+    # An index built before out-of-sample recall was measured says which figure it shows.
+    del meta["search"]["recall_at_10_out_of_sample"]
+    meta_path.write_text(json.dumps(meta))
+    assert "(recall@10 0.9876 for images in the index, measured when the index was built)" in caption()

@@ -118,6 +118,11 @@ def test_a_degraded_operating_point_is_re_tuned_and_recovers_the_target(collecti
     assert search.index_.nprobe == check.point.n_probe > 1
     assert fresh_recall(search, fresh, truth) >= TARGET
     assert check.to_meta()["point"]["met"] is True
+    # The rows it re-tuned on (for the graph's candidates too) and the 200 checked, where its recall is measured.
+    tuned_on, checked = check.samples
+    assert kept.samples is None and "samples" not in check.to_meta()
+    assert len(checked.rows) == 200 and not np.isin(tuned_on.rows, checked.rows).any()
+    assert check.point.tuning_queries == len(tuned_on.rows) and check.point.verify_queries == 200
 
 
 def test_the_neighbour_graph_gets_the_candidates_that_reach_the_target_or_reports_its_shortfall(collection,

@@ -219,9 +219,12 @@ def answer_header(col: Collection, answer: Answer, k: int, applied: Active, fart
             st.caption(f"Results farther than {farthest:.2f} are left out: {searched - len(result.neighbors)} of "
                        f"{searched}.")
         if col.search_method == "ann":  # "nearest" is a claim only exact search makes
+            info = col.search_info()  # recall of images not in the index (as most queries are), when recorded
+            out = info.get("recall_at_10_out_of_sample")
             st.caption(f"Found by approximate search: usually, not always, the true nearest (recall@10 "
-                       f"{col.search_info().get('recall_at_10')}, measured when the index was built). "
-                       "The distances are exact.")
+                       + (f"{out} for images not in the index" if out is not None else
+                          f"{info.get('recall_at_10')} for images in the index")
+                       + ", measured when the index was built). The distances are exact.")
         st.caption("Distance: Euclidean between unit feature vectors (0 = identical, 2 = opposite). "
                    "cos: cosine similarity.")
 

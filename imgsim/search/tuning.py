@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import NamedTuple
 
 import numpy as np
@@ -91,10 +91,13 @@ class DriftCheck:
     queries: int
     retuned: bool
     point: OperatingPoint | None = None
+    #: (rows re-tuned on, rows checked) when re-tuned: the graph's candidates are chosen again on the same
+    #: rows, so the checked ones, where the recorded recall is measured, stay out of sample.
+    samples: tuple[HeldOut, HeldOut] | None = field(default=None, repr=False)
 
     def to_meta(self) -> dict:
-        """A JSON-ready dict."""
-        out = asdict(self)
+        """A JSON-ready dict (without the sampled rows)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("point", "samples")}
         out["point"] = self.point.to_meta() if self.point else None
         return out
 
@@ -439,8 +442,8 @@ def retune_if_drifted(search, vectors: np.ndarray, target: float = RECALL_TARGET
         # Tuned on rows outside the check, verified on it: the recall reported is of rows it was not tuned on.
         rest = np.setdiff1d(np.arange(search.n), check.rows)
         pick = _split(len(rest), (min(tune.pop("tune_queries", TUNE_QUERIES), len(rest)),), random_state + 1)[0]
-        samples = (held_out(search, vectors, rest[pick], k), check)
-        out.point = tune_operating_point(search, vectors, target, k=k, samples=samples, **tune)
+        out.samples = (held_out(search, vectors, rest[pick], k), check)
+        out.point = tune_operating_point(search, vectors, target, k=k, samples=out.samples, **tune)
     return out
 
 
