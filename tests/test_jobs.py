@@ -76,6 +76,10 @@ def test_every_stage_of_a_build_reaches_the_registry_and_moves(photo_dir, extrac
     assert [d for d, _ in by_stage["compress"]] == [0, 1, 2, 3] and by_stage["compress"][-1][1] == 3
     assert by_stage["neighbors"] == [(0, 12), (5, 12), (10, 12), (12, 12)]
     assert by_stage["extract"][-1] == (13, 13)  # the broken file too and by_stage["map"][-1] == (1, 1)
+    # t-SNE reports its iterations: the map's bar moves from 0 to the end, never back
+    map_done = [d for d, _ in by_stage["map"]]
+    assert {t for _, t in by_stage["map"]} == {1000} and map_done[0] == 0 and map_done[-1] == 1000
+    assert map_done == sorted(map_done) and len(set(map_done)) >= 4
     # the graph built in blocks is the graph of one call over every row
     index = load_index(key)
     whole = exact.ExactMethod().open(index).kneighbors_rows(np.arange(12), index.meta["graph_k"])
