@@ -303,3 +303,16 @@ def test_on_this_cpu_the_measured_choice_is_real_and_says_which(tiny_model, tmp_
     assert half.name.endswith(f"(CPU, {runtime.HINT_LABELS[runtime._hint_name(compiled)]})")
     x = np.random.default_rng(0).normal(size=(4, 8, 8, 3)).astype(np.float32)
     np.testing.assert_allclose(half(x), np.asarray(tiny_model(x)), atol=0.05)
+
+
+def test_a_float16_index_records_the_precision_it_really_ran_in(photo_dir, tmp_path):
+    """The index says which reduced precision was used (``info`` shows it; the vectors are compared with it)."""
+    from imgsim.build import build_index
+    from imgsim.store.generations import load_index
+
+    half = ResNet50Backbone("random", "avg", precision="float16")
+    build_index(photo_dir, tmp_path / "ix", weights="random", pooling="avg", precision="float16",
+                model_factory=lambda w, p, b: half)
+    meta = load_index(tmp_path / "ix").meta
+    assert meta["precision"] == "float16" and meta["runtime"] == half.runtime
+    assert half.runtime.startswith("openvino") and half.runtime.endswith(("(CPU, bfloat16)", "(CPU, float16)"))
