@@ -1,5 +1,6 @@
 """Reduced precision on this CPU: OpenVINO f32 vs bf16 vs f16 on the cached ResNet50 and EfficientNet-Lite0
-models (their ImageNet weights), batch 16, same run, and each one's cosine to float32 on the demo.
+models (ImageNet weights where present, else the seeded random ones), batch 16, same run, and each one's
+cosine to float32 on the demo.
 
     python bench/precision.py [--rounds 5] [--images N]
 
@@ -31,18 +32,24 @@ def models() -> list[tuple[str, Path, object, str, str]]:
     """(name, cached model.xml, preprocess, resample, default pooling) of each backbone with runtimes."""
     from imgsim.models import efficientnet_lite0, resnet50, runtime
     from imgsim.models.native import import_keras
-    from imgsim.models.weights import Weights
+    from imgsim.models.weights import Weights, WeightsError
 
     out = []
     for name, module, preprocess in (
             ("ResNet50", resnet50, import_keras().applications.resnet50.preprocess_input),
             ("EfficientNet-Lite0", efficientnet_lite0, efficientnet_lite0.preprocess)):
-        identity = module.resolve_weights(Weights.parse("imagenet")).identity
-        xml = runtime.cache_root() / runtime.cache_key(identity, name) / "model.xml"
-        if not xml.is_file():
-            raise SystemExit(f"{name}: no converted model at {xml}; index something with it once first")
+        for weights in ("imagenet", "random"):  # ImageNet weights when present (ResNet50's need a download)
+            try:
+                identity = module.resolve_weights(Weights.parse(weights)).identity
+            except WeightsError:
+                continue
+            xml = runtime.cache_root() / runtime.cache_key(identity, name) / "model.xml"
+            if xml.is_file():
+                break
+        else:
+            raise SystemExit(f"{name}: no converted model in {runtime.cache_root()}; index something with it first")
         backbone = resnet50.ResNet50Backbone if module is resnet50 else efficientnet_lite0.EfficientNetLite0Backbone
-        out.append((name, xml, preprocess, getattr(backbone, "resample", "nearest"), backbone.default_pooling))
+        out.append((f"{name} ({weights} weights)", xml, preprocess, getattr(backbone, "resample", "nearest"), backbone.default_pooling))
     return out
 
 
@@ -101,7 +108,7 @@ def main() -> None:
             speed_rows.append([name, h, runtime.HINT_LABELS.get(actual, actual), f"{rate[h]:.1f}",
                                f"{rate[h] / rate['f32']:.2f}x", cos])
         with tempfile.TemporaryDirectory() as tmp:  # the choice --precision float16 makes, measured afresh
-            choice = runtime.reduced_precision(core, ov_model, Path(tmp), note=lambda _: None, name=name)
+            choice = runtime.reduced_precision(core, ov_model, Path(tmp), note=lambda _: None)
         cos_rows.append([name, pooling, len(files), runtime.HINT_LABELS[choice["hint"]],
                          f"{time.process_time() - started:.0f} s"])
     print(table(["model", "hint", "runs as", "images/s (batch 16, median)", "vs f32",
