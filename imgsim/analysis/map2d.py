@@ -62,7 +62,11 @@ def _tsne_iterations(report: Callable[[int], None]) -> Iterator[None]:
         for line in lines:
             match = _ITERATION.match(line)
             if match:
-                report(int(match.group(1)))
+                _route.sink = None  # what the callback prints itself goes where it would
+                try:
+                    report(int(match.group(1)))
+                finally:
+                    _route.sink = sink
 
     _route.sink = sink
     try:
