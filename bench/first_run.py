@@ -1,6 +1,6 @@
 """First-run indexing of the demo: the CLI against the dashboard's server-side job, same images, same run.
 
-    python bench/first_run.py [--rounds 1]
+    python bench/first_run.py [--rounds 1] [--app] [--no-job]
 
 (a) ``python -m imgsim index data/demo --index DIR --weights random --verbose`` in a subprocess;
 (b) the dashboard's job path in a subprocess built like the Streamlit server: streamlit and the dashboard
@@ -114,7 +114,6 @@ def job_child(index_dir: str) -> None:
 
     from dashboard import cached
     from imgsim.models.base import BackboneSpec
-    from imgsim.progress import describe
     from imgsim.serving.jobs import JobRegistry
 
     weights = os.environ.get("IMGSIM_WEIGHTS") or "imagenet"
@@ -223,6 +222,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=1, help="CLI/job pairs to run, alternating")
     ap.add_argument("--app", action="store_true", help="also time the real app: streamlit run app.py and Chromium")
+    ap.add_argument("--no-job", action="store_true", help="leave out the simulated job path (with --app: CLI and app)")
     ap.add_argument("--job-child", metavar="DIR", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.job_child:
@@ -232,8 +232,9 @@ def main() -> None:
     print(machine())
     print(f"load before: {os.getloadavg()}")
     results: list[tuple[str, dict[str, tuple[float, float]], float, str]] = []
+    paths = ["CLI"] + ([] if args.no_job else ["dashboard job"]) + (["dashboard (streamlit + browser)"] if args.app else [])
     for r in range(args.rounds):
-        for name in ("CLI", "dashboard job", "dashboard (streamlit + browser)")[:3 if args.app else 2]:
+        for name in paths:
             ix = tempfile.mkdtemp(prefix="imgsim-first-run-")
             shutil.rmtree(ix)
             cmd = ([sys.executable, "-m", "imgsim", "index", str(DEMO), "--index", ix, "--weights", "random",
@@ -258,7 +259,7 @@ def main() -> None:
     print()
     for n, _, _, t in per:
         print(f"{n}: CPU s by thread during the derived stages: {t}")
-    step = 3 if args.app else 2
+    step = len(paths)
     for i in range(0, len(per), step):
         for j in range(i + 1, i + step):
             print(f"round {i // step + 1}: {per[j][0]} / CLI = {per[j][2] / per[i][2]:.2f}x, "

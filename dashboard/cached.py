@@ -9,6 +9,7 @@ entries age out instead of piling up.
 from __future__ import annotations
 
 import atexit
+import gc
 import hashlib
 import html
 import io
@@ -95,7 +96,15 @@ def live_collection(index_dir: Path, generation: str) -> Collection:
 def load_model(backbone: str, weights: str, pooling: str, precision: str = "float32") -> Backbone:
     """The model of a backbone spec with these weights, pooling and precision, built once per process."""
     # An update of an index must compute in its precision (backbones without a choice ignore it).
-    return base.make_backbone(BackboneSpec.parse(backbone), weights, pooling, precision=precision)
+    model = base.make_backbone(BackboneSpec.parse(backbone), weights, pooling, precision=precision)
+    # After every script and fragment run Streamlit collects all garbage twice (runner.postScriptGC, and
+    # Keras' clear_session once keras is imported): with TensorFlow and a model loaded, ~0.5 s of CPU holding
+    # the GIL, every second while the progress fragment polls (issue 20: the app's first run 1.5x the CLI,
+    # 4x its CPU). The model and the modules it imported live as long as the process (this cache never
+    # evicts), so they are moved out of the collector's sight; later objects are collected as before.
+    gc.collect()
+    gc.freeze()
+    return model
 
 
 def index_model(col: Collection) -> Backbone:

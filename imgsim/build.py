@@ -415,6 +415,8 @@ def _meta(plan: _Plan) -> dict:
     meta = {"backbone": plan.backbone.name, "weights": resolved, "pooling": plan.pooling, "root": str(plan.found.root),
             "created": old.meta["created"] if old else store.now_iso(), "updated": store.now_iso(),
             "ignored": plan.found.ignored, "graph_k": None, "precision": plan.precision,
+            # what the extraction really ran on (e.g. "openvino … (CPU, bfloat16)" for --precision float16)
+            "runtime": plan.report.runtime or (old.meta.get("runtime") if old else None),
             "metadata": {"sidecar": plan.sidecar.source if plan.sidecar is not None else
                          ((old.meta.get("metadata") or {}).get("sidecar") if old else None)}}
     if plan.backbone.capabilities.default_preset is not None:

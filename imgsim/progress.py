@@ -19,6 +19,7 @@ STAGE_LABELS = {
     "compress": "Fitting search projection",
     "neighbors": "Finding nearest neighbours",
     "map": "Building 2-D map (t-SNE)",
+    "place": "Placing images on the map among their neighbours",
     "ann": "Building approximate-search index",
     "model": "Loading ResNet50 (on first use Keras downloads its ImageNet weights, 94.7 MB)",
     "model_load": "Loading the model",
@@ -43,11 +44,13 @@ def describe(stage: str, done: int, total: int | None, elapsed: float) -> str:
     'Extracting features: 120 / 373 · 40.0 images/s · about 6 s left'
     >>> describe("map", 0, None, 12.0)
     'Building 2-D map (t-SNE)… 12 s'
+    >>> describe("map", 250, 1000, 2.0)
+    'Building 2-D map (t-SNE): 250 / 1,000 iterations'
     """
     label = STAGE_LABELS.get(stage, stage)
     if total is None:  # no count to show: the time spent keeps the line moving
         return f"{label}… {_duration(elapsed)}" if elapsed >= 2 else f"{label}…"  # a stage that takes a moment
-    parts = [f"{label}: {done:,} / {total:,}"]
+    parts = [f"{label}: {done:,} / {total:,}" + (" iterations" if stage == "map" else "")]
     if stage == "extract" and done > 0 and elapsed > 0:
         rate = done / elapsed
         parts.append(f"{rate:.1f} images/s")

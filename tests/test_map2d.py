@@ -72,3 +72,40 @@ def test_render_grid_places_thumbnails_in_cells():
     assert img.getpixel((15, 5)) == (0, 255, 0)     # top-right
     assert img.getpixel((5, 15)) == (0, 0, 255)     # bottom-left
     assert img.getpixel((15, 15)) == (255, 255, 255)  # missing thumbnail: blank
+
+
+def test_tsne_reports_its_iterations_as_it_goes_and_the_layout_is_unchanged(capsys):
+    import sys
+    import threading
+
+    from imgsim.analysis import map2d
+
+    x, _ = blobs()
+    seen = []
+    other_thread_printed = threading.Event()
+
+    def progress(stage, done, total):
+        seen.append((stage, done, total))
+        print(f"callback {done}")  # a callback's own output is not taken for t-SNE's
+        if len(seen) == 3:  # another thread printing mid-fit keeps its own output
+            t = threading.Thread(target=lambda: (print("another session"), other_thread_printed.set()))
+            t.start()
+            t.join()
+
+    with_progress = MapBuilder(perplexity=10).fit(x, progress).embedding_
+    np.testing.assert_array_equal(with_progress, MapBuilder(perplexity=10).fit(x).embedding_)
+    assert {s for s, _, _ in seen} == {"map"} and {t for _, _, t in seen} == {1000}
+    done = [d for _, d, _ in seen]
+    assert done[0] == 0 and done[-1] == 1000
+    assert done[1:-1] == sorted(set(done[1:-1])) and len(done) >= 8  # every 50 iterations, increasing
+    assert all(d % 50 == 0 for d in done)
+    assert other_thread_printed.is_set()
+    out = capsys.readouterr().out  # t-SNE's own lines reach no terminal
+    assert out.replace("another session\n", "", 1) == "".join(f"callback {d}\n" for d in done)
+    assert not isinstance(sys.stdout, map2d._ThreadStdout)  # and the stream is given back
+
+
+def test_tiny_collections_report_their_map_done():
+    seen = []
+    MapBuilder().fit(np.zeros((3, 4)), lambda *a: seen.append(a))
+    assert seen == [("map", 1, 1)]

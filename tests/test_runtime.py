@@ -226,3 +226,93 @@ def test_new_weights_in_the_same_file_never_reuse_the_converted_model(tmp_path):
     assert first.path == second.path and first.identity != second.identity
     assert runtime.cache_key(first.identity) != runtime.cache_key(second.identity)
     assert runtime.cache_key("random:1") != runtime.cache_key("random:2")
+
+
+# --- reduced precision: the fastest the CPU has, measured once per model and CPU kind (issue 20, item 18) ---
+
+class _Probe:
+    """Stands in for OpenVINO's compile and timing: a CPU where each hint runs at a given speed."""
+
+    def __init__(self, speeds: dict[str, float], becomes: dict[str, str] | None = None):
+        self.speeds, self.becomes, self.timed = speeds, becomes or {}, []
+
+    def compile(self, core, ov_model, hint):
+        actual = self.becomes.get(hint, hint)
+        return actual, actual
+
+    def rate(self, compiled, batch, repeats=3):
+        assert batch.shape == (runtime.PROBE_BATCH, 8, 8, 3)
+        self.timed.append(compiled)
+        return self.speeds[compiled]
+
+
+@pytest.mark.parametrize("speeds, becomes, chosen", [
+    ({"f32": 44.5, "bf16": 220.2, "f16": 28.3}, {}, "bf16"),  # the issue's AMX Xeon
+    ({"f32": 40.0, "bf16": 60.0, "f16": 90.0}, {}, "f16"),     # a CPU with fast FP16 arithmetic
+    ({"f32": 40.0, "bf16": 75.0}, {"f16": "bf16"}, "bf16"),   # this AMD EPYC: f16 runs as bf16, timed once
+])
+def test_float16_on_a_cpu_runs_the_fastest_reduced_precision_measured_once(
+        monkeypatch, tiny_model, tmp_path, speeds, becomes, chosen):
+    probe = _Probe(speeds, becomes)
+    monkeypatch.setattr(runtime, "_compile", probe.compile)
+    monkeypatch.setattr(runtime, "images_per_second", probe.rate)
+    monkeypatch.setattr(runtime, "cpu_kind", lambda: "Test CPU [amx_bf16 avx512_bf16]")
+    notes: list[str] = []
+    first = runtime.openvino_forward(tiny_model, "random:1", "float16", tmp_path, notes.append)
+    label = runtime.HINT_LABELS[chosen]
+    assert first.name.endswith(f"(CPU, {label})") and first.precision == "float16"
+    assert probe.timed == list(speeds)  # float32 and every distinct reduced precision, each timed once
+    others = ", ".join(f"{runtime.HINT_LABELS[h]} {v / speeds['f32']:.2f}x" for h, v in speeds.items() if h != chosen)
+    assert notes[1].startswith(f"note: --precision float16 runs ResNet50 in {label} on this CPU (Test CPU "
+                               f"[amx_bf16 avx512_bf16]): {speeds[chosen] / speeds['f32']:.2f}x float32 at batch 16 "
+                               f"({others}); measured once in ")
+    folder = next(tmp_path.glob("resnet50-*"))
+    assert notes[1].endswith(f"cached at {folder / runtime.CHOICE_FILE}")
+    again = runtime.openvino_forward(tiny_model, "random:1", "float16", tmp_path, notes.append)
+    assert again.name == first.name and len(probe.timed) == len(speeds) and len(notes) == 2  # read back
+    monkeypatch.setattr(runtime, "cpu_kind", lambda: "Other CPU [avx512f]")  # another kind sharing the cache
+    runtime.openvino_forward(tiny_model, "random:1", "float16", tmp_path, notes.append)
+    assert len(probe.timed) == 2 * len(speeds) and len(notes) == 3
+    import json
+
+    saved = json.loads((folder / runtime.CHOICE_FILE).read_text())
+    assert set(saved) == {"Test CPU [amx_bf16 avx512_bf16]", "Other CPU [avx512f]"}
+    assert saved["Other CPU [avx512f]"]["hint"] == chosen and saved["Other CPU [avx512f]"]["batch"] == 16
+
+
+def test_float32_never_measures_or_asks_for_reduced_precision(monkeypatch, tiny_model, tmp_path):
+    probe = _Probe({"f32": 1.0})
+    monkeypatch.setattr(runtime, "_compile", probe.compile)
+    monkeypatch.setattr(runtime, "images_per_second", probe.rate)
+    forward = runtime.openvino_forward(tiny_model, "random:1", "float32", tmp_path, lambda _: None)
+    assert forward.name.endswith("(CPU, float32)") and probe.timed == []
+    assert not list(tmp_path.glob(f"*/{runtime.CHOICE_FILE}"))
+
+
+def test_on_this_cpu_the_measured_choice_is_real_and_says_which(tiny_model, tmp_path):
+    """No fake: OpenVINO compiles and times each hint here; the forward pass names what it computes in and
+    stays close to float32."""
+    import json
+
+    notes: list[str] = []
+    half = runtime.openvino_forward(tiny_model, "random:1", "float16", tmp_path, notes.append)
+    saved = json.loads(next(tmp_path.glob(f"*/{runtime.CHOICE_FILE}")).read_text())[runtime.cpu_kind()]
+    assert saved["hint"] in runtime.REDUCED_HINTS + ("f32",) and saved["images_per_s"]["f32"] > 0
+    compiled = ov.Core().compile_model(next(tmp_path.glob("*/model.xml")), "CPU",
+                                       {"INFERENCE_PRECISION_HINT": saved["hint"]})
+    assert half.name.endswith(f"(CPU, {runtime.HINT_LABELS[runtime._hint_name(compiled)]})")
+    x = np.random.default_rng(0).normal(size=(4, 8, 8, 3)).astype(np.float32)
+    np.testing.assert_allclose(half(x), np.asarray(tiny_model(x)), atol=0.05)
+
+
+def test_a_float16_index_records_the_precision_it_really_ran_in(photo_dir, tmp_path):
+    """The index says which reduced precision was used (``info`` shows it; the vectors are compared with it)."""
+    from imgsim.build import build_index
+    from imgsim.store.generations import load_index
+
+    half = ResNet50Backbone("random", "avg", precision="float16")
+    build_index(photo_dir, tmp_path / "ix", weights="random", pooling="avg", precision="float16",
+                model_factory=lambda w, p, b: half)
+    meta = load_index(tmp_path / "ix").meta
+    assert meta["precision"] == "float16" and meta["runtime"] == half.runtime
+    assert half.runtime.startswith("openvino") and half.runtime.endswith(("(CPU, bfloat16)", "(CPU, float16)"))

@@ -3,17 +3,90 @@
 from __future__ import annotations
 
 import math
+import re
+import sys
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image
+
+from imgsim.progress import ProgressFn
+
+#: The line scikit-learn's t-SNE prints every 50 iterations at ``verbose=2``: its only report of how far it is.
+_ITERATION = re.compile(r"\[t-SNE\] Iteration (\d+):")
+_route = threading.local()
+_route_lock = threading.Lock()
+_router: "_ThreadStdout | None" = None
+_router_users = 0
+
+
+class _ThreadStdout:
+    """``sys.stdout`` while a map is fitted: what a fitting thread prints goes to that fit's sink, every other
+    thread's output to the stream it replaced (the server's other sessions, the CLI's own output)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        sink = getattr(_route, "sink", None)
+        if sink is None:
+            return self.stream.write(text)
+        sink(text)
+        return len(text)
+
+    def flush(self) -> None:
+        if getattr(_route, "sink", None) is None:
+            self.stream.flush()
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
+@contextmanager
+def _tsne_iterations(report: Callable[[int], None]) -> Iterator[None]:
+    """Call ``report(iteration)`` for each iteration line t-SNE prints in this thread; its other lines
+    (neighbours, sigma, KL divergence) are dropped, so nothing reaches the terminal."""
+    global _router, _router_users
+    with _route_lock:
+        if _router_users == 0:
+            _router = _ThreadStdout(sys.stdout)
+            sys.stdout = _router
+        _router_users += 1
+    pending = [""]
+
+    def sink(text: str) -> None:
+        *lines, pending[0] = (pending[0] + text).split("\n")
+        for line in lines:
+            match = _ITERATION.match(line)
+            if match:
+                _route.sink = None  # what the callback prints itself goes where it would
+                try:
+                    report(int(match.group(1)))
+                finally:
+                    _route.sink = sink
+
+    _route.sink = sink
+    try:
+        yield
+    finally:
+        _route.sink = None
+        with _route_lock:
+            _router_users -= 1
+            if _router_users == 0:
+                if sys.stdout is _router:  # someone who replaced it since keeps theirs
+                    sys.stdout = _router.stream
+                _router = None
 
 
 class MapBuilder:
     """PCA (first ``n_components`` coordinates, clamped) then 2-D t-SNE, as in the reference notebook.
 
-    ``perplexity_`` and ``n_components_`` report the values actually used for small collections.
+    ``perplexity_`` and ``n_components_`` report the values actually used for small collections. With a
+    ``progress`` callback, :meth:`fit` reports stage ``"map"`` as (iteration, ``max_iter``) every 50 iterations,
+    read from t-SNE's own verbose lines (the layout is the same with or without it).
     """
 
     def __init__(self, n_components: int = 100, perplexity: float = 30.0, random_state: int = 0,
@@ -23,7 +96,7 @@ class MapBuilder:
         self.random_state = random_state
         self.max_iter = max_iter
 
-    def fit(self, pca_coords: np.ndarray) -> "MapBuilder":
+    def fit(self, pca_coords: np.ndarray, progress: ProgressFn | None = None) -> "MapBuilder":
         """Lay out rows of PCA coordinates (columns ordered by explained variance)."""
         x = np.asarray(pca_coords, dtype=np.float32)
         x = x.reshape(len(x), -1) if x.ndim != 2 else x
@@ -37,12 +110,20 @@ class MapBuilder:
             cols = min(2, self.n_components_)
             layout[:, :cols] = x[:, :cols]
             self.embedding_ = layout
+            if progress:
+                progress("map", 1, 1)
             return self
         from sklearn.manifold import TSNE  # imported on use: opening the dashboard stays fast
 
         tsne = TSNE(n_components=2, perplexity=self.perplexity_, init="pca", learning_rate="auto",
-                    random_state=self.random_state, max_iter=self.max_iter)
-        self.embedding_ = tsne.fit_transform(x).astype(np.float32)
+                    random_state=self.random_state, max_iter=self.max_iter, verbose=2 if progress else 0)
+        if progress is None:
+            self.embedding_ = tsne.fit_transform(x).astype(np.float32)
+            return self
+        progress("map", 0, self.max_iter)
+        with _tsne_iterations(lambda i: progress("map", min(i, self.max_iter), self.max_iter)):
+            self.embedding_ = tsne.fit_transform(x).astype(np.float32)
+        progress("map", self.max_iter, self.max_iter)  # t-SNE may stop early once it has converged
         return self
 
 
@@ -122,6 +203,7 @@ class SampledMap:
     rows, every other row placed among its nearest sampled rows (:func:`place_by_neighbors`).
 
     Cost is linear in the number of rows beyond the sample; ``sample_rows_`` are the rows t-SNE laid out.
+    ``progress`` gets t-SNE's iterations (stage ``"map"``) then the rows placed (stage ``"place"``).
     """
 
     def __init__(self, sample_size: int = 10_000, n_components: int = 100, neighbors: int = 10,
@@ -132,7 +214,8 @@ class SampledMap:
         self.random_state = random_state
         self.max_iter = max_iter
 
-    def fit(self, pca_coords: np.ndarray, progress: Callable[[int, int], None] | None = None) -> "SampledMap":
+    def fit(self, pca_coords: np.ndarray, progress: ProgressFn | None = None) -> "SampledMap":
+        """Lay out a sample with t-SNE, then place every other row among its nearest sampled rows."""
         x = np.asarray(pca_coords, dtype=np.float32)
         n = len(x)
         self.n_components_ = int(min(self.n_components, x.shape[1]))
@@ -141,7 +224,8 @@ class SampledMap:
         if n > self.sample_size:
             rows = np.sort(np.random.default_rng(self.random_state).choice(n, self.sample_size, replace=False))
         self.sample_rows_ = rows
-        inner = MapBuilder(self.n_components_, random_state=self.random_state, max_iter=self.max_iter).fit(x[rows])
+        inner = MapBuilder(self.n_components_, random_state=self.random_state,
+                           max_iter=self.max_iter).fit(x[rows], progress)
         self.perplexity_ = inner.perplexity_
         xy = np.zeros((n, 2), dtype=np.float32)
         xy[rows] = inner.embedding_
@@ -163,6 +247,6 @@ class SampledMap:
                 near_rows = np.where(near >= 0, rows[np.clip(near, 0, None)], -1)
                 xy[r] = place_by_neighbors(near_rows, np.sqrt(np.maximum(d2, 0)), xy, known)
                 if progress:
-                    progress(start + len(r), len(rest))
+                    progress("place", start + len(r), len(rest))
         self.embedding_ = xy
         return self

@@ -5,11 +5,16 @@ is converted once per model name and weights identity to OpenVINO IR (``model.ex
 cached next to Keras' own cache under ``$KERAS_HOME/imgsim/openvino/`` and written atomically, so a killed
 conversion leaves no half file. A runtime that is missing or fails gives way to the plain Keras path with a
 one-line note.
+
+``--precision float16`` on a CPU means "the fastest reduced precision this CPU has": OpenVINO's ``bf16`` or
+``f16``, whichever ran faster on a probe batch, measured once per converted model and CPU kind and cached
+beside the converted model (:func:`reduced_precision`). float32 stays the default, the reference.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import resource
@@ -35,6 +40,15 @@ CACHE_FORMAT = 1
 DEFAULT_MODEL = "ResNet50"
 
 NoteFn = Callable[[str], None]
+#: OpenVINO's reduced-precision hints that ``--precision float16`` chooses between on a CPU (measured).
+REDUCED_HINTS = ("bf16", "f16")
+HINT_LABELS = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
+#: Images per probe call when the reduced precision is measured (the CPU batch size of the backbones).
+PROBE_BATCH = 16
+#: The choice of reduced precision, per CPU kind, beside each converted model.
+CHOICE_FILE = "reduced-precision.json"
+#: CPU flags that decide how fast bf16 and f16 run (AMX tiles, AVX-512 BF16/FP16 instructions).
+_PRECISION_FLAGS = re.compile(r"^(amx\w*|avx512_bf16|avx512_fp16|avx512f)$")
 
 
 def stderr_note(text: str) -> None:
@@ -180,6 +194,90 @@ def convert_to_openvino(model: Any, identity: str, root: Path | None = None,
     return xml, Conversion(seconds, peak.peak, xml, name)
 
 
+def cpu_kind() -> str:
+    """This CPU as the reduced-precision choice depends on it: model name and the flags that matter.
+
+    >>> "[" in cpu_kind()
+    True
+    """
+    name, flags = "", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and not name:
+                    name = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = {f for f in value.split() if _PRECISION_FLAGS.match(f)}
+    except OSError:
+        import platform
+
+        name = platform.processor()
+    return f"{name or 'unknown CPU'} [{' '.join(sorted(flags))}]"
+
+
+def _hint_name(compiled: Any) -> str:
+    actual = compiled.get_property("INFERENCE_PRECISION_HINT")
+    return actual.get_type_name() if hasattr(actual, "get_type_name") else str(actual)
+
+
+def _compile(core: Any, ov_model: Any, hint: str) -> tuple[Any, str]:
+    """The model compiled for the CPU with ``hint``, and the precision the CPU really computes in."""
+    compiled = core.compile_model(ov_model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint})
+    return compiled, _hint_name(compiled)
+
+
+def images_per_second(compiled: Any, batch: np.ndarray, repeats: int = 3) -> float:
+    """Images/s of ``compiled`` on ``batch``: ``repeats`` timed calls after one warm-up."""
+    compiled(batch)  # the first call allocates and primes the kernels
+    started = time.perf_counter()
+    for _ in range(repeats):
+        compiled(batch)
+    return repeats * len(batch) / (time.perf_counter() - started)
+
+
+def reduced_precision(core: Any, ov_model: Any, folder: Path, note: NoteFn = stderr_note,
+                      name: str = DEFAULT_MODEL) -> dict:
+    """The reduced precision this CPU runs ``ov_model`` fastest in: ``{"hint", "images_per_s", "batch"}``.
+
+    Measured once per converted model (``folder``) and CPU kind on a batch of :data:`PROBE_BATCH` (float32
+    too, for the ratio in the note), then read from ``folder/reduced-precision.json``. A hint the CPU turns
+    into one already measured (``f16`` runs as ``bf16`` on CPUs without FP16 arithmetic) is not timed twice.
+    """
+    kind = cpu_kind()
+    path = folder / CHOICE_FILE
+    try:
+        known = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    entry = known.get(kind) if isinstance(known, dict) else None
+    if isinstance(entry, dict) and entry.get("hint") in REDUCED_HINTS:
+        return entry
+    shape = [d.get_length() if d.is_static else PROBE_BATCH for d in ov_model.inputs[0].get_partial_shape()]
+    batch = np.random.default_rng(0).normal(size=[PROBE_BATCH, *shape[1:]]).astype(np.float32)
+    started = time.perf_counter()
+    speed: dict[str, float] = {}
+    for hint in ("f32", *REDUCED_HINTS):
+        compiled, actual = _compile(core, ov_model, hint)
+        if actual not in speed:
+            speed[actual] = images_per_second(compiled, batch)
+    reduced = {h: speed[h] for h in REDUCED_HINTS if h in speed}
+    if not reduced:  # the CPU computes every hint in float32: nothing faster to offer
+        reduced = {"f32": speed["f32"]}
+    hint = max(reduced, key=reduced.get)
+    entry = {"hint": hint, "images_per_s": {h: round(v, 2) for h, v in speed.items()}, "batch": PROBE_BATCH}
+    known = dict(known) if isinstance(known, dict) else {}
+    known[kind] = entry
+    tmp = folder / f".{CHOICE_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(known, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)  # atomic: a reader sees the old choices or the new ones
+    others = ", ".join(f"{HINT_LABELS.get(h, h)} {v / speed['f32']:.2f}x" for h, v in speed.items() if h != hint)
+    note(f"note: --precision float16 runs {name} in {HINT_LABELS.get(hint, hint)} on this CPU ({kind}): "
+         f"{speed[hint] / speed['f32']:.2f}x float32 at batch {PROBE_BATCH} ({others}); measured once in "
+         f"{time.perf_counter() - started:.1f} s, cached at {path}")
+    return entry
+
+
 def keras_forward(model: Any) -> Forward:
     """The model's own forward pass: one traced call for every batch size on TensorFlow, else predict_on_batch."""
     import keras
@@ -206,20 +304,18 @@ def openvino_forward(model: Any, identity: str, precision: str = "float32", root
     if conversion is not None:
         note(f"note: {conversion.describe()}")
     core = ov.Core()
+    ov_model = core.read_model(xml)
     # OpenVINO would run in bfloat16 on CPUs that have it (AVX512_BF16, AMX) unless told otherwise;
-    # float32 keeps the vectors within 1e-4 of Keras. float16 lets the CPU pick f16 or bf16.
-    hint = "f32" if precision == "float32" else "f16"
-    compiled = core.compile_model(core.read_model(xml), "CPU",
-                                  {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint})
-    actual = compiled.get_property("INFERENCE_PRECISION_HINT")
-    actual = actual.get_type_name() if hasattr(actual, "get_type_name") else str(actual)
+    # float32 keeps the vectors within 1e-4 of Keras. float16: whichever reduced precision measured fastest.
+    hint = "f32" if precision == "float32" else reduced_precision(core, ov_model, xml.parent, note, name)["hint"]
+    compiled, actual = _compile(core, ov_model, hint)
     lock = threading.Lock()  # one compiled model's implicit infer request serves one call at a time
 
     def run(x: np.ndarray) -> np.ndarray:
         with lock:
             return np.array(compiled(np.ascontiguousarray(x, dtype=np.float32))[0], dtype=np.float32)
 
-    label = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}.get(actual, actual)
+    label = HINT_LABELS.get(actual, actual)
     return Forward(f"openvino {ov.__version__.split('-')[0]} (CPU, {label})", run, precision, conversion)
 
 

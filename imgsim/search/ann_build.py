@@ -219,17 +219,15 @@ def derive_ann(writer: store.GenerationWriter, progress: ProgressFn, chosen: str
     seconds["graph"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    progress("map", 0, None)
     if n <= MAP_SAMPLE:
-        mapper = MapBuilder().fit(projected)
+        mapper = MapBuilder().fit(projected, progress)
         map_meta = {"method": "pca+tsne", "pca_components": mapper.n_components_, "perplexity": mapper.perplexity_}
     else:
-        mapper = SampledMap(sample_size=MAP_SAMPLE).fit(projected)
+        mapper = SampledMap(sample_size=MAP_SAMPLE).fit(projected, progress)
         map_meta = {"method": "pca+tsne on a sample, others placed among their nearest sampled points",
                     "pca_components": mapper.n_components_, "perplexity": mapper.perplexity_,
                     "sample": int(len(mapper.sample_rows_))}
     writer.save_array("map_xy", mapper.embedding_)
-    progress("map", 1, 1)
     seconds["map"] = time.perf_counter() - t
     del projected
 
@@ -344,14 +342,14 @@ def update_ann(writer: store.GenerationWriter, progress: ProgressFn, old: store.
     seconds["graph"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    progress("map", 0, None)
+    progress("place", 0, len(new_rows))
     xy = np.zeros((n, 2), dtype=np.float32)
     old_xy = np.asarray(old.array("map_xy"))
     xy[kept] = old_xy[src[kept]]
     if len(new_rows):
         xy[new_rows] = place_by_neighbors(nn_i[new_rows], nn_d[new_rows], xy, kept)
     writer.save_array("map_xy", xy)
-    progress("map", 1, 1)
+    progress("place", len(new_rows), len(new_rows))
     seconds["map"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -254,10 +254,8 @@ def derive_arrays(writer: GenerationWriter, progress: ProgressFn) -> dict:
                       np.concatenate(distances) if distances else np.zeros((0, 0)))
     writer.save_array("nn_indices", graph.indices.astype(np.int32))
     writer.save_array("nn_distances", graph.distances.astype(np.float32))
-    progress("map", 0, None)
-    mapper = MapBuilder().fit(projected)
+    mapper = MapBuilder().fit(projected, progress)
     writer.save_array("map_xy", mapper.embedding_)
-    progress("map", 1, 1)
     return {
         "projection": {"n_components": projection.n_components_,
                        "explained_variance": float(np.sum(projection.explained_variance_ratio_))},
