@@ -4,7 +4,9 @@ the Places view, duplicates and clusters; an index without metadata shows none o
 
 from __future__ import annotations
 
+import csv
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -266,3 +268,70 @@ def test_an_index_without_metadata_shows_none_of_it(monkeypatch, tmp_path):
         "every image's date, camera and place without extracting any again: `python -m imgsim index SRC --index DIR` "
         "(add `--metadata captions.csv` for captions)."]
     assert str(tmp_path) not in texts(linked)
+
+
+def _first_view(timeout: float = 300) -> AppTest:
+    """Run the page until the first run's indexing job has committed and the tabs are drawn."""
+    deadline = time.time() + timeout
+    while True:
+        at = new_app().run()
+        assert not at.exception, at.exception
+        if at.tabs or at.error or time.time() > deadline:
+            return at
+        time.sleep(1)
+
+
+def _first_run(monkeypatch, tmp_path, **env: str) -> None:
+    """The page's first run on its own collection (no index yet), indexing with the stand-in model."""
+    import streamlit as st
+
+    from dashboard import cached
+
+    for key in ("IMGSIM_INDEX", "IMGSIM_IMAGES", "IMGSIM_METADATA"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("IMGSIM_WEIGHTS", "random")
+    monkeypatch.setenv("IMGSIM_CACHE", str(tmp_path / "cache"))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    model = StandIn()
+    model.pooling = "flatten"  # what a new ResNet50 index records; the stand-in's vectors serve as well
+    monkeypatch.setattr(cached, "load_model", lambda *args: model)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+def test_the_first_run_on_the_demo_indexes_its_captions(monkeypatch, tmp_path):
+    from dashboard.paths import DEMO_DIR
+
+    _first_run(monkeypatch, tmp_path)
+    at = _first_view()
+    assert at.tabs and not at.error, [e.value for e in at.error]
+    [index_dir] = (tmp_path / "cache" / "indexes").iterdir()
+    col = Collection.open(index_dir)
+    with open(DEMO_DIR / "captions.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == col.count
+    captions = dict(zip(col.paths, col.metadata.column("caption").to_pylist()))
+    sources = dict(zip(col.paths, col.metadata.column("source").to_pylist()))
+    for row in rows[::37]:  # a dozen photos across the folders
+        assert (captions[row["path"]], sources[row["path"]]) == (row["caption"], row["source"])
+    assert col.has_text_metadata
+
+
+def test_imgsim_metadata_names_the_sidecar_of_the_servers_folder(monkeypatch, tmp_path, meta_index):
+    root, _ = meta_index
+    _first_run(monkeypatch, tmp_path, IMGSIM_IMAGES=str(root), IMGSIM_METADATA=str(root.parent / "captions.csv"))
+    at = _first_view()
+    assert at.tabs and not at.error
+    [index_dir] = (tmp_path / "cache" / "indexes").iterdir()
+    col = Collection.open(index_dir)
+    captions = col.metadata.column("caption").to_pylist()
+    assert {col.paths[i]: c for i, c in enumerate(captions) if c} == CAPTIONS
+    missing = tmp_path / "nowhere.csv"
+    _first_run(monkeypatch, tmp_path / "again", IMGSIM_IMAGES=str(root), IMGSIM_METADATA=str(missing))
+    at = new_app().run()
+    assert not at.exception and not at.tabs
+    assert [e.value for e in at.error] == [plain(
+        "The setting IMGSIM_METADATA names no file (its value is in the server log): set it to a CSV or JSON Lines "
+        "file keyed by 'path' (relative to the image folder), or unset it.", 2000)]
+    assert str(missing) not in texts(at)
