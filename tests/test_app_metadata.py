@@ -335,3 +335,63 @@ def test_imgsim_metadata_names_the_sidecar_of_the_servers_folder(monkeypatch, tm
         "The setting IMGSIM_METADATA names no file (its value is in the server log): set it to a CSV or JSON Lines "
         "file keyed by 'path' (relative to the image folder), or unset it.", 2000)]
     assert str(missing) not in texts(at)
+
+
+def card_scores(at: AppTest) -> list[str]:
+    """Each card's BM25 line (image-only index) or where its fused rank came from, in order."""
+    return [m.value for m in at.markdown if ":small[BM25" in m.value or m.value.startswith(":small[vector")]
+
+
+def test_an_image_only_index_with_captions_searches_their_words_as_the_library_does(col):
+    at = new_app(text="heron").run()
+    assert not at.exception and not at.error
+    assert at.text_input(key="text").label == "Search the captions and keywords"
+    expected = col.search_keywords("heron", 8).neighbors
+    assert [col.paths[n.row] for n in expected] and {col.paths[n.row] for n in expected} == {"g0/p000.jpg", "g0/p003.jpg"}
+    assert result_rows(at) == [n.row for n in expected]
+    assert card_scores(at) == [f":small[**#{n.rank}**]  \n:small[BM25 **{n.scores['keywords'].score:.2f}**]"
+                               for n in expected]
+    assert "**2 best matches** (k = 8)." in texts(at)
+    assert "this index's model reads no text, so there are no distances" in texts(at)
+    where = parse_where(["caption ~ flight"])
+    at = new_app(text="heron", where="caption ~ flight").run()
+    assert not at.exception and not at.error
+    assert result_rows(at) == [n.row for n in col.search_keywords("heron", 8, where).neighbors] == [
+        col.paths.index("g0/p003.jpg")]
+
+
+@pytest.fixture(scope="module")
+def clip_captioned(tmp_path_factory, photo_dir, random_clip) -> Path:
+    """A CLIP index of ``photo_dir`` with a sidecar captioning some of its photos."""
+    sidecar = tmp_path_factory.mktemp("clipmeta") / "captions.csv"
+    sidecar.write_text("path,caption\nreds/r3.jpg,a red tram in the rain\nblues/b1.png,a blue tram at night\n"
+                       "top.jpg,an otter on a riverbank\n", encoding="utf-8")
+    index = sidecar.parent / "clip.imgsim"
+    build_index(photo_dir, index, weights="random", backbone="clip", metadata=sidecar,
+                model_factory=lambda w, p, b: random_clip)
+    return index
+
+
+def test_a_description_on_a_clip_index_fuses_clip_and_bm25_as_query_text_does(monkeypatch, tmp_path, photo_dir,
+                                                                             clip_captioned, random_clip):
+    import imgsim.models.base
+    from imgsim.metadata.fusion import DEFAULT_WEIGHTS
+
+    monkeypatch.setattr(imgsim.models.base, "make_backbone", lambda *args, **kwargs: random_clip)
+    serve(monkeypatch, tmp_path, clip_captioned, photo_dir)
+    clip = Collection.open(clip_captioned)
+    at = new_app(text="a tram", k="6").run()
+    assert not at.exception and not at.error
+    assert at.text_input(key="text").label == "Describe what you are looking for"
+    expected, _ = clip.query_text("a tram", 6, model=lambda: random_clip, fusion=DEFAULT_WEIGHTS)
+    hits = expected.neighbors
+    assert {"reds/r3.jpg", "blues/b1.png"} <= {n.path for n in hits[:3]}  # the two trams, lifted by their captions
+    assert result_rows(at) == [n.row for n in hits]
+    assert [d for _, d, _ in results(at)] == [round(n.distance, 3) for n in hits]
+    lines = [(f"vector #{n.scores['vector'].rank}" if "vector" in n.scores else "vector —") + " · "
+             + (f"keywords #{n.scores['keywords'].rank} ({n.scores['keywords'].score:.2f})"
+                if "keywords" in n.scores else "keywords —") for n in hits]
+    assert card_scores(at) == [f":small[{line}]" for line in lines]
+    assert any("keywords #" in line for line in lines) and any("keywords —" in line for line in lines)
+    assert ("Ranked by reciprocal rank fusion (k = 60; weights vector 1, keywords 1) of the model's ranking and BM25 "
+            "over the images' captions and keywords: each card says its rank in each.") in texts(at)
