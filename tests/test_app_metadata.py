@@ -395,3 +395,30 @@ def test_a_description_on_a_clip_index_fuses_clip_and_bm25_as_query_text_does(mo
     assert any("keywords #" in line for line in lines) and any("keywords —" in line for line in lines)
     assert ("Ranked by reciprocal rank fusion (k = 60; weights vector 1, keywords 1) of the model's ranking and BM25 "
             "over the images' captions and keywords: each card says its rank in each.") in texts(at)
+
+
+def test_a_lasso_on_the_map_lists_only_the_images_that_match_the_filter(col):
+    mask = col.filter_mask(parse_where(["folder = g1"]))
+    chosen = list(range(6, 18))  # rows of g0 and g1
+    matching = [r for r in chosen if mask[r]]
+    assert 0 < len(matching) < len(chosen)
+    at = new_app(tab="Map", where="folder = g1")
+    at.session_state["full_map"] = {"selection": {"generation": col.index.generation, "rows": chosen}}
+    at.run()
+    assert not at.exception and not at.error
+    assert f"**{len(chosen)} selected, {len(matching)} match the filter**" in texts(at)
+    assert [c.value for c in at.caption if c.value.startswith("g")] == [col.paths[r] for r in matching]
+    at.button(key="lasso_more_like").click().run()
+    assert at.query_params["q"] == [col.paths[r] for r in matching]
+    none = [r for r in chosen if not mask[r]]
+    at = new_app(tab="Map", where="folder = g1")
+    at.session_state["full_map"] = {"selection": {"generation": col.index.generation, "rows": none}}
+    at.run()
+    assert f"**{len(none)} selected, 0 match the filter**" in texts(at)
+    assert "None of the selected images match the filter: select elsewhere or change it." in texts(at)
+    assert not [b for b in at.button if b.key == "lasso_more_like"]
+    unfiltered = new_app(tab="Map")
+    unfiltered.session_state["full_map"] = {"selection": {"generation": col.index.generation, "rows": chosen}}
+    unfiltered.run()
+    assert f"**{len(chosen)} selected image(s)**" in texts(unfiltered)
+    assert [c.value for c in unfiltered.caption if c.value.startswith("g")] == [col.paths[r] for r in chosen]
