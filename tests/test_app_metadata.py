@@ -22,6 +22,7 @@ from imgsim.serving.policy import plain
 
 from .conftest import serve
 from .test_app import results, texts
+from .test_app_explore import breaks
 from .test_filters_search import CITIES, StandIn, gps_exif, write_photo
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -407,7 +408,7 @@ def test_a_lasso_on_the_map_lists_only_the_images_that_match_the_filter(col):
     at.run()
     assert not at.exception and not at.error
     assert f"**{len(chosen)} selected, {len(matching)} match the filter**" in texts(at)
-    assert [c.value for c in at.caption if c.value.startswith("g")] == [col.paths[r] for r in matching]
+    assert [c.value for c in at.caption if c.value.startswith("g")] == [breaks(col.paths[r]) for r in matching]
     at.button(key="lasso_more_like").click().run()
     assert at.query_params["q"] == [col.paths[r] for r in matching]
     none = [r for r in chosen if not mask[r]]
@@ -421,4 +422,5 @@ def test_a_lasso_on_the_map_lists_only_the_images_that_match_the_filter(col):
     unfiltered.session_state["full_map"] = {"selection": {"generation": col.index.generation, "rows": chosen}}
     unfiltered.run()
     assert f"**{len(chosen)} selected image(s)**" in texts(unfiltered)
-    assert [c.value for c in unfiltered.caption if c.value.startswith("g")] == [col.paths[r] for r in chosen]
+    assert [c.value for c in unfiltered.caption if c.value.startswith("g")] == [
+        breaks(col.paths[r]) for r in chosen]
