@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import streamlit as st
 
 from dashboard import cached, state
 from dashboard.messages import LOG, say, weights_help
+from dashboard.paths import DEMO_DIR
 from dashboard.settings import Settings
 from imgsim.collection import Collection, default_index_dir
 from imgsim.errors import ImgsimError
@@ -30,6 +32,25 @@ def offline_fallback(s: Settings) -> bool:
     """Whether a new index may use :data:`OFFLINE_BACKBONE` when ResNet50's weights are missing: only when the
     operator asked for no weights (no IMGSIM_WEIGHTS); a named file or random weights are never replaced."""
     return s.weights == "imagenet" and not os.environ.get("IMGSIM_WEIGHTS")
+
+
+def sidecar_file(s: Settings) -> Path | None:
+    """The sidecar the page indexes with (`index --metadata FILE`): IMGSIM_METADATA for the server's own
+    collection, else the demo's captions for the demo; a folder a visitor typed has none (an earlier run's
+    columns are kept)."""
+    if not s.automatic:
+        return None
+    named = os.environ.get("IMGSIM_METADATA")
+    if named:
+        path = Path(named).expanduser()
+        if not path.is_file():  # the page never shows a server path: the operator finds it in the log
+            LOG.warning("IMGSIM_METADATA=%s is not a file", named)
+            raise ImgsimError("The setting IMGSIM_METADATA names no file (its value is in the server log): set it "
+                              "to a CSV or JSON Lines file keyed by 'path' (relative to the image folder), or "
+                              "unset it.")
+        return path
+    demo = DEMO_DIR / "captions.csv"
+    return demo if s.folder.resolve() == DEMO_DIR.resolve() and demo.is_file() else None
 
 
 def _new_index_model(s: Settings) -> tuple[BackboneSpec, Backbone]:
@@ -58,6 +79,7 @@ def start_indexing(s: Settings, col: Collection | None, backbone: BackboneSpec |
     if running is not None and running.running:
         return running
     new = col is None or backbone is not None
+    sidecar = sidecar_file(s)  # a missing IMGSIM_METADATA file is said before any model is loaded
     # The process's cached model (the one the index records): an update never builds another one.
     if backbone is not None:
         spec, model = backbone, cached.load_model(backbone.spec, s.weights, backbone.default_pooling())
@@ -71,7 +93,7 @@ def start_indexing(s: Settings, col: Collection | None, backbone: BackboneSpec |
 
         return build_index(s.folder, s.index_dir, weights=s.weights if new else None, progress=progress,
                            backbone=spec.spec if new else None, rebuild=backbone is not None,
-                           model_factory=lambda w, p, b: model)
+                           model_factory=lambda w, p, b: model, metadata=sidecar)
 
     snap = registry.start(str(s.index_dir), work)
     if running is None or snap.number != running.number:
@@ -147,6 +169,10 @@ def ready_collection(s: Settings, col: Collection | None, wants_index: bool, nam
             state.watch_job(job.number)
         except WeightsError as exc:
             weights_help(exc)
+            if not exists:
+                return None
+        except ImgsimError as exc:  # IMGSIM_METADATA names no file
+            st.error(say(str(exc)))
             if not exists:
                 return None
     if job is not None and job.running:

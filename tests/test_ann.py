@@ -650,3 +650,25 @@ def test_the_results_caption_of_an_ann_index_shows_the_recall_measured_at_build_
     del meta["search"]["recall_at_10_out_of_sample"]
     meta_path.write_text(json.dumps(meta))
     assert "(recall@10 0.9876 for images in the index, measured when the index was built)" in caption()
+
+
+def test_pairs_within_a_limit_stops_there_with_the_same_first_pairs_as_unlimited():
+    x = clustered(400, d=64, seed=3)
+    search = AnnSearch().fit(x, PCAProjection(n_components=16).fit(x))
+    graph = exact_kneighbors(x, x, 11)
+    search.graph_ = (graph.indices, graph.distances)
+    threshold = float(np.quantile(graph.distances[:, 1:], 0.2))
+    # The reference: every graph edge within the threshold as an (i < j) pair, once, in (i, j) order.
+    edges = {(min(i, int(j)), max(i, int(j))): float(d)
+             for i, (row, ds) in enumerate(zip(graph.indices, graph.distances))
+             for j, d in zip(row, ds) if d <= threshold and int(j) != i}
+    reference = sorted(edges)
+    i, j, d = search.pairs_within(threshold)
+    assert list(zip(i.tolist(), j.tolist())) == reference and len(reference) > 50
+    np.testing.assert_allclose(d, [edges[p] for p in reference], atol=1e-6)
+    for limit in (1, 7, 50):
+        li, lj, ld = search.pairs_within(threshold, limit=limit)
+        assert list(zip(li.tolist(), lj.tolist())) == reference[:limit]
+        np.testing.assert_array_equal(ld, d[:limit])
+    assert [len(a) for a in search.pairs_within(threshold, limit=0)] == [0, 0, 0]
+    assert len(search.pairs_within(threshold, limit=10 * len(reference))[0]) == len(reference)

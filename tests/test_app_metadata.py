@@ -4,7 +4,9 @@ the Places view, duplicates and clusters; an index without metadata shows none o
 
 from __future__ import annotations
 
+import csv
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ from imgsim.serving.policy import plain
 
 from .conftest import serve
 from .test_app import results, texts
+from .test_app_explore import breaks
 from .test_filters_search import CITIES, StandIn, gps_exif, write_photo
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -266,3 +269,158 @@ def test_an_index_without_metadata_shows_none_of_it(monkeypatch, tmp_path):
         "every image's date, camera and place without extracting any again: `python -m imgsim index SRC --index DIR` "
         "(add `--metadata captions.csv` for captions)."]
     assert str(tmp_path) not in texts(linked)
+
+
+def _first_view(timeout: float = 300) -> AppTest:
+    """Run the page until the first run's indexing job has committed and the tabs are drawn."""
+    deadline = time.time() + timeout
+    while True:
+        at = new_app().run()
+        assert not at.exception, at.exception
+        if at.tabs or at.error or time.time() > deadline:
+            return at
+        time.sleep(1)
+
+
+def _first_run(monkeypatch, tmp_path, **env: str) -> None:
+    """The page's first run on its own collection (no index yet), indexing with the stand-in model."""
+    import streamlit as st
+
+    from dashboard import cached
+
+    for key in ("IMGSIM_INDEX", "IMGSIM_IMAGES", "IMGSIM_METADATA"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("IMGSIM_WEIGHTS", "random")
+    monkeypatch.setenv("IMGSIM_CACHE", str(tmp_path / "cache"))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    model = StandIn()
+    model.pooling = "flatten"  # what a new ResNet50 index records; the stand-in's vectors serve as well
+    monkeypatch.setattr(cached, "load_model", lambda *args: model)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+def test_the_first_run_on_the_demo_indexes_its_captions(monkeypatch, tmp_path):
+    from dashboard.paths import DEMO_DIR
+
+    _first_run(monkeypatch, tmp_path)
+    at = _first_view()
+    assert at.tabs and not at.error, [e.value for e in at.error]
+    [index_dir] = (tmp_path / "cache" / "indexes").iterdir()
+    col = Collection.open(index_dir)
+    with open(DEMO_DIR / "captions.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == col.count
+    captions = dict(zip(col.paths, col.metadata.column("caption").to_pylist()))
+    sources = dict(zip(col.paths, col.metadata.column("source").to_pylist()))
+    for row in rows[::37]:  # a dozen photos across the folders
+        assert (captions[row["path"]], sources[row["path"]]) == (row["caption"], row["source"])
+    assert col.has_text_metadata
+
+
+def test_imgsim_metadata_names_the_sidecar_of_the_servers_folder(monkeypatch, tmp_path, meta_index):
+    root, _ = meta_index
+    _first_run(monkeypatch, tmp_path, IMGSIM_IMAGES=str(root), IMGSIM_METADATA=str(root.parent / "captions.csv"))
+    at = _first_view()
+    assert at.tabs and not at.error
+    [index_dir] = (tmp_path / "cache" / "indexes").iterdir()
+    col = Collection.open(index_dir)
+    captions = col.metadata.column("caption").to_pylist()
+    assert {col.paths[i]: c for i, c in enumerate(captions) if c} == CAPTIONS
+    missing = tmp_path / "nowhere.csv"
+    _first_run(monkeypatch, tmp_path / "again", IMGSIM_IMAGES=str(root), IMGSIM_METADATA=str(missing))
+    at = new_app().run()
+    assert not at.exception and not at.tabs
+    assert [e.value for e in at.error] == [plain(
+        "The setting IMGSIM_METADATA names no file (its value is in the server log): set it to a CSV or JSON Lines "
+        "file keyed by 'path' (relative to the image folder), or unset it.", 2000)]
+    assert str(missing) not in texts(at)
+
+
+def card_scores(at: AppTest) -> list[str]:
+    """Each card's BM25 line (image-only index) or where its fused rank came from, in order."""
+    return [m.value for m in at.markdown if ":small[BM25" in m.value or m.value.startswith(":small[vector")]
+
+
+def test_an_image_only_index_with_captions_searches_their_words_as_the_library_does(col):
+    at = new_app(text="heron").run()
+    assert not at.exception and not at.error
+    assert at.text_input(key="text").label == "Search the captions and keywords"
+    expected = col.search_keywords("heron", 8).neighbors
+    assert {col.paths[n.row] for n in expected} == {"g0/p000.jpg", "g0/p003.jpg"}  # the two herons
+    assert result_rows(at) == [n.row for n in expected]
+    assert card_scores(at) == [f":small[**#{n.rank}**]  \n:small[BM25 **{n.scores['keywords'].score:.2f}**]"
+                               for n in expected]
+    assert "**2 best matches** (k = 8)." in texts(at)
+    assert "this index's model reads no text, so there are no distances" in texts(at)
+    where = parse_where(["caption ~ flight"])
+    at = new_app(text="heron", where="caption ~ flight").run()
+    assert not at.exception and not at.error
+    assert result_rows(at) == [n.row for n in col.search_keywords("heron", 8, where).neighbors] == [
+        col.paths.index("g0/p003.jpg")]
+
+
+@pytest.fixture(scope="module")
+def clip_captioned(tmp_path_factory, photo_dir, random_clip) -> Path:
+    """A CLIP index of ``photo_dir`` with a sidecar captioning some of its photos."""
+    sidecar = tmp_path_factory.mktemp("clipmeta") / "captions.csv"
+    sidecar.write_text("path,caption\nreds/r3.jpg,a red tram in the rain\nblues/b1.png,a blue tram at night\n"
+                       "top.jpg,an otter on a riverbank\n", encoding="utf-8")
+    index = sidecar.parent / "clip.imgsim"
+    build_index(photo_dir, index, weights="random", backbone="clip", metadata=sidecar,
+                model_factory=lambda w, p, b: random_clip)
+    return index
+
+
+def test_a_description_on_a_clip_index_fuses_clip_and_bm25_as_query_text_does(monkeypatch, tmp_path, photo_dir,
+                                                                             clip_captioned, random_clip):
+    import imgsim.models.base
+    from imgsim.metadata.fusion import DEFAULT_WEIGHTS
+
+    monkeypatch.setattr(imgsim.models.base, "make_backbone", lambda *args, **kwargs: random_clip)
+    serve(monkeypatch, tmp_path, clip_captioned, photo_dir)
+    clip = Collection.open(clip_captioned)
+    at = new_app(text="a tram", k="6").run()
+    assert not at.exception and not at.error
+    assert at.text_input(key="text").label == "Describe what you are looking for"
+    expected, _ = clip.query_text("a tram", 6, model=lambda: random_clip, fusion=DEFAULT_WEIGHTS)
+    hits = expected.neighbors
+    assert {"reds/r3.jpg", "blues/b1.png"} <= {n.path for n in hits[:3]}  # the two trams, lifted by their captions
+    assert result_rows(at) == [n.row for n in hits]
+    assert [d for _, d, _ in results(at)] == [round(n.distance, 3) for n in hits]
+    lines = [(f"vector #{n.scores['vector'].rank}" if "vector" in n.scores else "vector —") + " · "
+             + (f"keywords #{n.scores['keywords'].rank} ({n.scores['keywords'].score:.2f})"
+                if "keywords" in n.scores else "keywords —") for n in hits]
+    assert card_scores(at) == [f":small[{line}]" for line in lines]
+    assert any("keywords #" in line for line in lines) and any("keywords —" in line for line in lines)
+    assert ("Ranked by reciprocal rank fusion (k = 60; weights vector 1, keywords 1) of the model's ranking and BM25 "
+            "over the images' captions and keywords: each card says its rank in each.") in texts(at)
+
+
+def test_a_lasso_on_the_map_lists_only_the_images_that_match_the_filter(col):
+    mask = col.filter_mask(parse_where(["folder = g1"]))
+    chosen = list(range(6, 18))  # rows of g0 and g1
+    matching = [r for r in chosen if mask[r]]
+    assert 0 < len(matching) < len(chosen)
+    at = new_app(tab="Map", where="folder = g1")
+    at.session_state["full_map"] = {"selection": {"generation": col.index.generation, "rows": chosen}}
+    at.run()
+    assert not at.exception and not at.error
+    assert f"**{len(chosen)} selected, {len(matching)} match the filter**" in texts(at)
+    assert [c.value for c in at.caption if c.value.startswith("g")] == [breaks(col.paths[r]) for r in matching]
+    at.button(key="lasso_more_like").click().run()
+    assert at.query_params["q"] == [col.paths[r] for r in matching]
+    none = [r for r in chosen if not mask[r]]
+    at = new_app(tab="Map", where="folder = g1")
+    at.session_state["full_map"] = {"selection": {"generation": col.index.generation, "rows": none}}
+    at.run()
+    assert f"**{len(none)} selected, 0 match the filter**" in texts(at)
+    assert "None of the selected images match the filter: select elsewhere or change it." in texts(at)
+    assert not [b for b in at.button if b.key == "lasso_more_like"]
+    unfiltered = new_app(tab="Map")
+    unfiltered.session_state["full_map"] = {"selection": {"generation": col.index.generation, "rows": chosen}}
+    unfiltered.run()
+    assert f"**{len(chosen)} selected image(s)**" in texts(unfiltered)
+    assert [c.value for c in unfiltered.caption if c.value.startswith("g")] == [
+        breaks(col.paths[r]) for r in chosen]

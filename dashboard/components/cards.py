@@ -33,6 +33,13 @@ def details(meta: dict) -> str | None:
     return " · ".join(parts) or None
 
 
+def sources(scores: dict) -> str:
+    """Where a fused result's rank came from: its rank in each ranking (and BM25's score), or none."""
+    vector, words = scores.get("vector"), scores.get("keywords")
+    return (f"vector #{vector.rank}" if vector else "vector —") + " · " + (
+        f"keywords #{words.rank} ({words.score:.2f})" if words else "keywords —")
+
+
 def results_grid(col: Collection, result: QueryResult, key: str, can_explain: bool = False) -> None:
     """One card per neighbour; Similar makes it the query, Why? opens its explanation (``can_explain``)."""
     st.html(f"<style>{static_text('imgsim_cards.css')}</style>")  # each figure stays on its line
@@ -41,8 +48,13 @@ def results_grid(col: Collection, result: QueryResult, key: str, can_explain: bo
     def card(n) -> None:
         with st.container(border=True, key=f"card_{key}_{n.row}"):
             image_or_placeholder(thumb(col, n.row, 256, square="pad"))
-            st.markdown(f":small[**#{n.rank}**]  \n:small[distance **{n.distance:.3f}**]  \n"
-                        f":small[cos {n.similarity:.3f}]")
+            if n.distance is None:  # a keyword result of an image-only index: BM25 is all it has
+                st.markdown(f":small[**#{n.rank}**]  \n:small[BM25 **{n.scores['keywords'].score:.2f}**]")
+            else:
+                st.markdown(f":small[**#{n.rank}**]  \n:small[distance **{n.distance:.3f}**]  \n"
+                            f":small[cos {n.similarity:.3f}]")
+            if n.distance is not None and n.scores:
+                st.markdown(":small[" + sources(n.scores) + "]")
             st.caption(plain(short(n.path, 34)))
             line = details(known[n.row])
             if line:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Callable, Iterable, TypeVar
 
 import streamlit as st
@@ -11,6 +12,15 @@ from imgsim.collection import Collection
 
 T = TypeVar("T")
 PER_ROW = 8
+#: Where a long file name may break: after '/', '_', '-', and '.' not before a digit (a distance "0.123" stays whole).
+_BREAKS = re.compile(r"([/_\-]|\.(?!\d))")
+ZWSP = "\u200b"
+
+
+def breakable(caption: str) -> str:
+    """``caption`` with a zero-width space after each place a name may break, so that a narrow column wraps
+    "holiday_0423.jpg" at '_' and never mid-word (the text reads and copies the same, bar those spaces)."""
+    return _BREAKS.sub(lambda m: m.group(1) + ZWSP, caption)
 
 
 def thumb(col: Collection, row: int, size: int = 256, square: str | None = None) -> bytes | None:
@@ -41,6 +51,7 @@ def in_rows(items: Iterable[T], draw: Callable[[T], None], per_row: int = PER_RO
 
 def image_rows(col: Collection, rows: Iterable[int], caption: Callable[[int], str], limit: int | None = None,
                columns: int | None = None) -> None:
-    """Thumbnails of ``rows`` (the first ``limit``), eight to a line, each with its caption."""
+    """Thumbnails of ``rows`` (the first ``limit``), eight to a line, each with its caption (:func:`breakable`:
+    eight to a line leaves a name too little room to stay on one)."""
     in_rows([int(r) for r in list(rows)[:limit]],
-            lambda row: show_image(thumb(col, row, 160, square="pad"), caption(row)), columns=columns)
+            lambda row: show_image(thumb(col, row, 160, square="pad"), breakable(caption(row))), columns=columns)

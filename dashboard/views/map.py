@@ -40,7 +40,15 @@ def map_view(col: Collection, index_dir: Path, generation: str, applied: Active)
                          allowed=applied.mask)
     if not selection:
         return
-    st.markdown(f"**{len(selection)} selected image(s)**")
+    selected = len(selection)
+    selection = [r for r in selection if applied.allows(r)]  # a faint point is drawn, not chosen
+    if applied.where is None:
+        st.markdown(f"**{selected} selected image(s)**")
+    else:
+        st.markdown(f"**{selected} selected, {len(selection)} match the filter**")
+    if not selection:
+        st.caption("None of the selected images match the filter: select elsewhere or change it.")
+        return
     csv = export.selection_csv(col.paths, col.labels, col.map_xy(), selection)
     st.download_button("Download selection as CSV", csv, file_name="imgsim-selection.csv", mime="text/csv",
                        on_click="ignore")

@@ -24,6 +24,7 @@ from imgsim.analysis.explain import heat_overlay, matched_cells
 from imgsim.collection import Collection, QueryResult
 from imgsim.errors import ImgsimError
 from imgsim.metadata.filters import Filter
+from imgsim.metadata.fusion import DEFAULT_WEIGHTS, RRF_K
 from imgsim.models.base import text_search_help
 from imgsim.models.weights import WeightsError
 from imgsim.serving.policy import plain
@@ -41,11 +42,13 @@ class Answer:
     described: str | None = None  # a description, shown as text instead of an image
     source: int | bytes | None = None  # what Why? compares the results with: a row or the upload's bytes
     in_link: bool = True  # whether the page's link names the query (an upload cannot be shared)
+    #: How a text query ranked: "keywords" (BM25 alone: no distances), "fused" (CLIP and BM25), else None.
+    ranked_by: str | None = None
 
 
 def render(col: Collection, index_dir: Path, generation: str) -> None:
     """The query, its results and the map with them."""
-    text = text_box(col) if col.supports_text else None
+    text = text_box(col) if takes_text(col) else None
     link_notes(col)
     applied = filter_bar(col)
     top_left, top_right = st.columns([1, 1], gap="large")
@@ -57,7 +60,7 @@ def render(col: Collection, index_dir: Path, generation: str) -> None:
                              help="Leave out results farther than this (2: the largest a distance can be, no limit).")
     query = state.Query(upload, text, examples(col))
     query.show_in_url()
-    example_row = first_view_row(col) if query.wants_first_view(col.supports_text) else None
+    example_row = first_view_row(col) if query.wants_first_view(takes_text(col)) else None
     with st.expander("Pick an image from the collection", expanded=query.source == state.IMAGE
                      and state.current_query(col) is None and example_row is None):
         gallery(index_dir, generation, applied.where)
@@ -72,9 +75,10 @@ def render(col: Collection, index_dir: Path, generation: str) -> None:
     with left:
         answer = ANSWERS[query.source](col, index_dir, generation, k, query, example_row, applied.where)
         searched = answer.result.k if answer is not None else 0
-        if answer is not None and farthest < 2.0:
+        if answer is not None and farthest < 2.0 and answer.ranked_by != "keywords":  # BM25 has no distances
             answer = dataclasses.replace(answer, result=answer.result.within(farthest))
-        prompt = (("Describe what you are looking for, pick" if col.supports_text else "Pick")
+        prompt = (("Describe what you are looking for, pick" if col.supports_text else
+                   "Search the captions and keywords, pick" if col.has_text_metadata else "Pick")
                   + " an image above, upload one, or click a point on the map.")
         if example_row is not None and answer is not None:
             st.info(f"An example to start with: the images nearest to {plain(col.paths[example_row])}. " + prompt,
@@ -100,17 +104,30 @@ def link_notes(col: Collection) -> None:
     if note:
         st.info(note)
     text = st.query_params.get(state.TEXT)
-    if text and not col.supports_text:  # the CLI's explanation, the folder by its visitor name
+    if text and not takes_text(col):  # the CLI's explanation, the folder by its visitor name
         st.warning(f"The link asks to search for “{plain(text, 200)}”, but this index cannot search by text. "
                    + say(text_search_help(col.backbone.spec, src_dir=str(col.index.root))))
 
 
+def takes_text(col: Collection) -> bool:
+    """Whether a text query can be answered: by CLIP (fused with the images' words when they have some), or by
+    BM25 over the images' words alone (`query --text` answers the same)."""
+    return col.supports_text or col.has_text_metadata
+
+
 def text_box(col: Collection) -> str | None:
-    """The description to search with, or None; picking an image afterwards clears it (and ?text= with it)."""
+    """The description (or words) to search with, or None; picking an image afterwards clears it (and ?text=)."""
     state.drop_text_replaced_by_an_image()
-    text = st.text_input("Describe what you are looking for", key=state.TEXT, bind="query-params",
-                         on_change=state.text_changed, placeholder="e.g. a red car at night",
-                         help=f"Search by text with this index's {model_shown(col)} model; press Enter.")
+    if col.supports_text:
+        label, placeholder = "Describe what you are looking for", "e.g. a red car at night"
+        helped = f"Search by text with this index's {model_shown(col)} model" + (
+            ", its ranking fused with BM25 over the images' captions and keywords" if col.has_text_metadata else "")
+    else:
+        label, placeholder = "Search the captions and keywords", "e.g. heron"
+        helped = (f"BM25 over each image's caption, keywords, description and file name (this index's "
+                  f"{model_shown(col)} model reads no text)")
+    text = st.text_input(label, key=state.TEXT, bind="query-params", on_change=state.text_changed,
+                         placeholder=placeholder, help=helped + "; press Enter.")
     return state.text_entered(text)
 
 
@@ -138,13 +155,17 @@ def first_view_row(col: Collection) -> int | None:
 
 def by_description(col: Collection, index_dir: Path, generation: str, k: int, query: state.Query,
                    example_row: int | None, where: Filter | None) -> Answer | None:
-    """Neighbours of a description (CLIP indexes)."""
+    """The images that best match a description or words, as `query --text` ranks them: CLIP's ranking fused with
+    BM25 over the images' words by reciprocal rank (the default weights), or BM25 alone on an image-only index."""
     try:
-        embedded = cached.embed_text(str(index_dir), generation, query.text)
-        result = col.neighbors_of_vector(embedded.vector, k, where)
+        result, embedded = col.query_text(query.text, k, model=lambda: cached.index_model(col), where=where,
+                                          fusion=DEFAULT_WEIGHTS)
+        if embedded is None:
+            return Answer(result, "", described=f"“{plain(query.text, 300)}”", ranked_by="keywords")
         if embedded.truncated:
             st.info(plain(embedded.note, 1000))  # it quotes the text, which may come from the URL
-        return Answer(result, "", described=f"“{plain(embedded.text, 300)}”")  # from the URL too: untrusted
+        fused = "fused" if any(n.scores for n in result.neighbors) else None
+        return Answer(result, "", described=f"“{plain(embedded.text, 300)}”", ranked_by=fused)  # untrusted too
     except WeightsError as exc:
         weights_help(exc)
     except ImgsimError as exc:
@@ -211,10 +232,17 @@ def answer_header(col: Collection, answer: Answer, k: int, applied: Active, fart
         if not answer.in_link:
             st.caption("An upload cannot be shared: this page's link names no image while it is the query.")
         matching = (f" of {applied.passing:,} matching the filter" if applied.where is not None else "")
-        st.markdown(f"**{len(result.neighbors)} nearest images**{matching} (k = {searched}"
-                    + (f", clamped from {k}" if searched < k else "") + ").")
+        if answer.ranked_by == "keywords":  # BM25 returns only the images that have a word of the query
+            st.markdown(f"**{len(result.neighbors)} best matches**{matching} (k = {k}).")
+        else:
+            st.markdown(f"**{len(result.neighbors)} nearest images**{matching} (k = {searched}"
+                        + (f", clamped from {k}" if searched < k else "") + ").")
         if applied.where is not None:
             st.caption(f"Filter: {applied.summary}. Only the images that match were searched.")
+        if answer.ranked_by == "keywords":
+            st.caption("Ranked by BM25 over each image's caption, keywords, description and file name (higher: a "
+                       "better match); this index's model reads no text, so there are no distances.")
+            return
         if farthest < 2.0:
             st.caption(f"Results farther than {farthest:.2f} are left out: {searched - len(result.neighbors)} of "
                        f"{searched}.")
@@ -225,6 +253,10 @@ def answer_header(col: Collection, answer: Answer, k: int, applied: Active, fart
                        + (f"{out} for images not in the index" if out is not None else
                           f"{info.get('recall_at_10')} for images in the index")
                        + ", measured when the index was built). The distances are exact.")
+        if answer.ranked_by == "fused":
+            weights = ", ".join(f"{name} {w:g}" for name, w in DEFAULT_WEIGHTS.items())
+            st.caption(f"Ranked by reciprocal rank fusion (k = {RRF_K}; weights {weights}) of the model's ranking "
+                       "and BM25 over the images' captions and keywords: each card says its rank in each.")
         st.caption("Distance: Euclidean between unit feature vectors (0 = identical, 2 = opposite). "
                    "cos: cosine similarity.")
 
