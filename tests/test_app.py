@@ -17,7 +17,7 @@ import imgsim.models.resnet50
 from imgsim.collection import Collection
 from imgsim.serving.policy import plain
 
-from .conftest import make_photo, serve
+from .conftest import assert_reference_neighbors, make_photo, reference_distances, serve
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 # A result card's figures: rank, distance and cosine, one line each (older layout: one line for all three).
@@ -50,6 +50,14 @@ def results(at: AppTest) -> list[tuple[int, float, float]]:
         if m:
             out.append((int(m.group(1)), float(m.group(2)), float(m.group(3))))
     return out
+
+
+def shown_neighbors(at: AppTest, col: Collection) -> list[tuple[str, float]]:
+    """The result cards' (path, distance) in page order: each card's caption is its image's path."""
+    names = [c.value for c in at.caption if c.value in col.paths]
+    found = results(at)
+    assert len(names) == len(found), (names, found)
+    return [(name, d) for name, (_, d, _) in zip(names, found)]
 
 
 def texts(at: AppTest) -> str:
@@ -191,6 +199,9 @@ def test_upload_is_embedded_and_model_and_index_load_once_in_20_reruns(app_env, 
     assert any(c.value == "uploaded: holiday photo.jpg" for c in at.caption)
     found = results(at)
     assert len(found) == 8 and all(d > 0 for _, d, _ in found)
+    # The upload's own vector: the rows and distances (as shown, 3 decimals) of the notebook's per-image path.
+    reference = reference_distances(random_extractor.model, app_env, tmp_path / "upload-4242.jpg")
+    assert_reference_neighbors(shown_neighbors(at, app_env), reference, tol=5e-4 + 1e-6)
     for _ in range(20):
         at.run()
         assert not at.exception

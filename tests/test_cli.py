@@ -13,9 +13,10 @@ from PIL import Image
 
 from imgsim.models import native
 from imgsim.cli import main
+from imgsim.collection import Collection
 from imgsim.store.generations import FORMAT_VERSION  # 2 since the columnar manifest and the ANN index (reads 1 too)
 
-from .conftest import make_photo
+from .conftest import assert_reference_neighbors, make_photo, reference_distances
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,11 +41,14 @@ def test_query_indexed_image_returns_itself_first(capsys, built_index, photo_dir
         assert h["similarity"] == pytest.approx(1 - h["distance"] ** 2 / 2, abs=1e-5)
 
 
-def test_query_new_image_is_embedded_and_k_clamped(capsys, built_index, tmp_path):
+def test_query_new_image_is_embedded_and_k_clamped(capsys, built_index, tmp_path, random_extractor):
     new = make_photo(tmp_path / "outside.jpg", seed=777)
     out = run_json(capsys, "query", str(built_index), str(new), "-k", "50")
     assert out["k"] == 12 and len(out["neighbors"]) == 12
     assert all(h["distance"] > 0 for h in out["neighbors"])
+    # The new image's own vector: the same rows at the same distances as the notebook's per-image path gives.
+    reference = reference_distances(random_extractor.model, Collection.open(built_index), new)
+    assert_reference_neighbors([(h["path"], h["distance"]) for h in out["neighbors"]], reference)
 
 
 def test_query_copy_of_indexed_file_is_found_by_content(capsys, built_index, photo_dir, tmp_path):
