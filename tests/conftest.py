@@ -124,9 +124,9 @@ def serve(monkeypatch, tmp_path: Path, index_dir: Path, images: Path | None = No
     st.cache_data.clear()
 
 
-def reference_vector(model, path) -> np.ndarray:
-    """The notebook's per-image path, verbatim: ``load_img`` squashed to 224x224, caffe preprocessing,
-    ``model.predict`` (the Keras model, not our runtime), flatten, L2."""
+def reference_map(model, path) -> np.ndarray:
+    """The notebook's per-image path, verbatim, up to the model's output: ``load_img`` squashed to 224x224,
+    caffe preprocessing, ``model.predict`` (the Keras model, not our runtime): the 7x7x2048 feature map."""
     import keras
     from keras.applications.resnet50 import preprocess_input
 
@@ -134,9 +134,13 @@ def reference_vector(model, path) -> np.ndarray:
     x = keras.utils.img_to_array(img)
     x = np.expand_dims(x, axis=0)
     x = preprocess_input(x)
-    feat = model.predict(x, verbose=0).flatten()
-    return feat / np.linalg.norm(feat)
+    return model.predict(x, verbose=0)[0]
 
+
+def reference_vector(model, path) -> np.ndarray:
+    """The notebook's per-image vector: :func:`reference_map` flattened and divided by its L2 norm."""
+    feat = reference_map(model, path).flatten()
+    return feat / np.linalg.norm(feat)
 
 
 def reference_distances(model, col, path: Path) -> dict[str, float]:
@@ -146,7 +150,8 @@ def reference_distances(model, col, path: Path) -> dict[str, float]:
 
     stored = np.asarray(col.index.vectors, dtype=np.float32)
     query = reference_vector(model, path)[None]
-    dist, rows = NearestNeighbors(n_neighbors=len(stored), algorithm="brute", metric="euclidean").fit(stored).kneighbors(query)
+    knn = NearestNeighbors(n_neighbors=len(stored), algorithm="brute", metric="euclidean").fit(stored)
+    dist, rows = knn.kneighbors(query)
     return {col.paths[int(r)]: float(d) for r, d in zip(rows[0], dist[0])}
 
 
