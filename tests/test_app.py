@@ -341,3 +341,23 @@ def test_the_sidebar_names_the_weights_of_the_index_shown(app_env, monkeypatch):
     assert not at.exception
     shown = [c.value for c in at.sidebar.caption if "Weights" in c.value]
     assert len(shown) == 1 and shown[0].endswith("Weights: random") and "imagenet" not in shown[0], shown
+
+
+def test_about_figures_are_the_ones_evaluate_prints(app_env, capsys):
+    import json
+
+    from imgsim.cli import main
+
+    assert main(["evaluate", str(app_env.index.directory), "-k", "5", "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    at = new_app(tab="About this collection").run()
+    assert not at.exception
+    assert {m.label: m.value for m in at.metric} == {
+        "precision@5": f"{ev['precision_at_k']:.3f}", "1-NN accuracy": f"{ev['nn_accuracy']:.3f}",
+        "random ranking (expected)": f"{ev['baseline_precision_at_k']:.3f}"}
+    table = next(d.value for d in at.dataframe if "folder" in d.value.columns)
+    assert table.to_dict("records") == [
+        {"folder": s["label"], "images": s["images"], "precision@5": pytest.approx(s["precision_at_k"], abs=1e-12),
+         "1-NN accuracy": pytest.approx(s["nn_accuracy"], abs=1e-12), "random": pytest.approx(s["baseline"], abs=1e-12)}
+        for s in ev["per_label"]]
+    assert "Same numbers as `python -m imgsim evaluate INDEX_DIR -k 5`." in [c.value for c in at.caption]
