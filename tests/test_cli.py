@@ -210,3 +210,30 @@ def test_unwritable_outputs_are_a_message_and_exit_1(capsys, built_index, tmp_pa
     assert main(["grid", str(built_index), "--out", str(tmp_path / "g.nopicture")]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: Cannot write {tmp_path / 'g.nopicture'}: unknown file extension") and "Traceback" not in err
+
+
+def test_a_too_large_flatten_index_is_refused_before_any_work_unless_allow_large(capsys, tmp_path, random_extractor,
+                                                                                monkeypatch):
+    src = tmp_path / "src"
+    for i in range(4):
+        make_photo(src / f"p{i}.jpg", seed=90 + i)
+    built = []
+
+    def model(*args, **kwargs):
+        built.append(args)
+        return random_extractor
+
+    monkeypatch.setattr("imgsim.engines.local.make_backbone", model)
+    monkeypatch.setattr("imgsim.build.FLATTEN_LIMIT_BYTES", 10**6)  # 4 flatten vectors are 1.6 MB
+    index = tmp_path / "ix"
+    assert main(["index", str(src), "--index", str(index), "--weights", "random", "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert ("Indexing 4 images with --pooling flatten would need about 0 GB (392 KiB per image). With --pooling avg "
+            "it would be about 0.0 GB. Choose --pooling avg, or add --allow-large to index in flatten mode anyway."
+            ) in captured.err
+    # Refused before the model is built or anything is extracted: no generation, no checkpoint.
+    assert "Traceback" not in captured.err and built == []
+    assert [p.name for p in index.iterdir() if p.name != ".lock"] == []
+    assert main(["index", str(src), "--index", str(index), "--weights", "random", "--quiet", "--allow-large"]) == 0
+    assert f"Indexed 4 images from {src.resolve()} into {index}" in capsys.readouterr().out
+    assert len(built) == 1 and Collection.open(index).index.dims == 100352
