@@ -361,3 +361,38 @@ def test_about_figures_are_the_ones_evaluate_prints(app_env, capsys):
          "1-NN accuracy": pytest.approx(s["nn_accuracy"], abs=1e-12), "random": pytest.approx(s["baseline"], abs=1e-12)}
         for s in ev["per_label"]]
     assert "Same numbers as `python -m imgsim evaluate INDEX_DIR -k 5`." in [c.value for c in at.caption]
+
+
+def test_image_grid_view_shows_and_offers_the_grid_of_the_collections_own_thumbnails(app_env, monkeypatch):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from imgsim import decode
+    from imgsim.analysis.map2d import grid_layout
+
+    offered = []
+    real = st.download_button
+
+    def recording(label, data, *args, **kwargs):
+        offered.append((label, data, kwargs.get("file_name"), kwargs.get("mime")))
+        return real(label, data, *args, **kwargs)
+
+    monkeypatch.setattr(st, "download_button", recording)
+    at = new_app(tab="Map").run()
+    at.session_state["map_view"] = "Image grid"
+    at.run()
+    assert not at.exception
+    assert [i.proto.imgs[0].caption for i in at.get("image")] == ["t-SNE map snapped to a grid (up to 900 images)"]
+    [(label, png, name, mime)] = [o for o in offered if o[0] == "Download PNG"]
+    assert (name, mime) == ("imgsim-tsne-grid.png", "image/png")
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    assert pixels.shape == (4 * 64, 4 * 64, 3)  # 12 images: a 4x4 grid of 64 px cells
+    layout = grid_layout(app_env.map_xy(), max_items=900)
+    for row, (i, j) in zip(layout.rows, layout.cells):
+        own = decode.thumbnail(decode.read_bytes(app_env.image_path(int(row))), 64, square="crop")
+        np.testing.assert_array_equal(pixels[64 * i:64 * (i + 1), 64 * j:64 * (j + 1)], np.asarray(own.convert("RGB")))
+    filled = {(int(i), int(j)) for i, j in layout.cells}
+    assert all((pixels[64 * i:64 * (i + 1), 64 * j:64 * (j + 1)] == 255).all()
+               for i in range(4) for j in range(4) if (i, j) not in filled)
