@@ -123,8 +123,8 @@ def test_make_backbone_passes_runtime_and_precision_to_backbones_that_have_runti
 
     for module, cls in ((imgsim.models.resnet50, "ResNet50Backbone"), (imgsim.models.clip, "ClipBackbone")):
         real = getattr(module, cls)
-        monkeypatch.setattr(module, cls, type(cls, (Recorder, *real.__bases__), {k: v for k, v in vars(real).items()
-                                                                                   if not k.startswith("__")}))
+        monkeypatch.setattr(module, cls, type(cls, (Recorder,), {k: v for k, v in vars(real).items()
+                                                                 if not k.startswith("__")}))
     make_backbone(BackboneSpec.parse("resnet50"), "random:2", "avg", None, runtime="keras", precision="float16")
     make_backbone(BackboneSpec.parse("clip:clip_vit_large_patch14"), "pretrained", runtime="keras", precision="float16")
     resnet, clip = built

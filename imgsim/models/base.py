@@ -189,25 +189,18 @@ class Backbone(Protocol):
         """The unit vector of one text query; :class:`TextSearchUnavailable` without ``supports_text``."""
 
 
-class FixedPoolings:
-    """The pooling half of a backbone class without presets: a fixed table ``poolings`` (name -> vector length)."""
+def fixed_pooling_dims(cls: type, preset: str | None = None) -> dict[str, int]:
+    """Vector length per pooling of a backbone class without presets: its table ``cls.poolings``."""
+    return dict(cls.poolings)
 
-    name: str
-    poolings: dict[str, int] = {}
 
-    @classmethod
-    def pooling_dims(cls, preset: str | None = None) -> dict[str, int]:
-        """Vector length per pooling (the same for any ``preset``: these backbones have none)."""
-        return dict(cls.poolings)
-
-    @classmethod
-    def check_pooling(cls, pooling: str) -> str:
-        """The pooling if this backbone has it, else a message naming the ones it has."""
-        if pooling not in cls.poolings:
-            # The default backbone is the one used without --backbone: its message need not name it.
-            which = "" if cls.name == DEFAULT_BACKBONE else f" for {cls.name}"
-            raise ImgsimError(f"Unknown pooling '{pooling}'{which}: use one of {', '.join(cls.poolings)}.")
-        return pooling
+def check_fixed_pooling(cls: type, pooling: str) -> str:
+    """The pooling if the backbone class has it in ``cls.poolings``, else a message naming the ones it has."""
+    if pooling not in cls.poolings:
+        # The default backbone is the one used without --backbone: its message need not name it.
+        which = "" if cls.name == DEFAULT_BACKBONE else f" for {cls.name}"
+        raise ImgsimError(f"Unknown pooling '{pooling}'{which}: use one of {', '.join(cls.poolings)}.")
+    return pooling
 
 
 def text_search_help(backbone: str, index_dir: str | None = None) -> str:

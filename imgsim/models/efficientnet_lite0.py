@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from imgsim.errors import ImgsimError
-from imgsim.models.base import FixedPoolings, TextEmbedding, TextSearchUnavailable, text_search_help
+from imgsim.models.base import (TextEmbedding, TextSearchUnavailable, check_fixed_pooling, fixed_pooling_dims,
+                                 text_search_help)
 from imgsim.models.embedding import check_images, default_batch_size, default_workers, embed_batches, pool
 from imgsim.models.native import device_name, filtered_native_stderr, import_keras
 from imgsim.models.runtime import RUNTIMES, Forward, check_runtime, make_forward
@@ -162,7 +163,7 @@ def preprocess(images: np.ndarray) -> np.ndarray:
     return (np.asarray(images, dtype=np.float32) - MEAN) / STD
 
 
-class EfficientNetLite0Backbone(FixedPoolings):
+class EfficientNetLite0Backbone:
     """EfficientNet-Lite0 image embeddings: ``avg`` (1,280, the head map's mean) or ``flatten`` (7x7x1280)."""
 
     name = "efficientnet-lite0"
@@ -171,6 +172,8 @@ class EfficientNetLite0Backbone(FixedPoolings):
     supports_text = False
     feature_grid = (7, 7)
     poolings = POOLINGS
+    pooling_dims = classmethod(fixed_pooling_dims)
+    check_pooling = classmethod(check_fixed_pooling)
     # avg: 5 KB a vector, where flatten's 62,720 floats are 245 KB, and no less precise on the demo (see docs).
     default_pooling = "avg"
     pretrained_weights = "imagenet"

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from imgsim.errors import ImgsimError
-from imgsim.models.base import FixedPoolings, TextEmbedding, TextSearchUnavailable, text_search_help
+from imgsim.models.base import (TextEmbedding, TextSearchUnavailable, check_fixed_pooling, fixed_pooling_dims,
+                                 text_search_help)
 from imgsim.models.embedding import check_images, default_batch_size, default_workers, embed_batches, pool
 from imgsim.models.native import device_name, filtered_native_stderr, import_keras
 from imgsim.models.runtime import PRECISIONS, RUNTIMES, Forward, check_runtime, keras_forward, make_forward
@@ -125,7 +126,7 @@ def build_resnet50(weights: ResolvedWeights, dtype_policy: str | None = None) ->
                 keras.config.set_dtype_policy(previous)
 
 
-class ResNet50Backbone(FixedPoolings):
+class ResNet50Backbone:
     """ResNet50 features for 224x224 RGB arrays: ``flatten`` (7x7x2048, the reference) or ``avg`` (2048)."""
 
     name = "resnet50"
@@ -134,6 +135,8 @@ class ResNet50Backbone(FixedPoolings):
     supports_text = False
     feature_grid = (7, 7)
     poolings = POOLINGS
+    pooling_dims = classmethod(fixed_pooling_dims)
+    check_pooling = classmethod(check_fixed_pooling)
     default_pooling = "flatten"
     pretrained_weights = "imagenet"
     default_preset = None
