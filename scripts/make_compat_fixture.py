@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Write ``tests/data/index_c6b858a/``: a small index built by imgsim as it was before the reshaping (issue 15).
+"""Write ``tests/data/index_COMMIT/``: a small index built by an older imgsim (default c6b858a, before the reshaping).
 
 ``tests/test_compat.py`` opens, queries and updates it with the current code; the on-disk format must not have
-changed. The old code is commit c6b858a, unpacked with ``git archive`` into a temporary folder (the repository's
+changed. The old code (``--commit``, default c6b858a) is unpacked with ``git archive`` into a temporary folder (the repository's
 worktrees and refs are left alone) and run from there as ``python -m imgsim``::
 
-    python3 scripts/make_compat_fixture.py [--force]
+    python3 scripts/make_compat_fixture.py [--commit COMMIT] [--force]
+
+``--commit 4906d59`` writes ``tests/data/index_4906d59/``: an index of format 1 (the last commit before format 2).
 
 What it writes (about 0.5 MB):
 
@@ -32,14 +34,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-OLD_COMMIT = "c6b858a"
 REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "tests" / "data" / f"index_{OLD_COMMIT}"
 INDEXED = {"birds": 3, "coins": 3, "fish": 3, "flowers": 3}  # the first files of each folder, by name
 EXTRA = ("birds/crow.jpg", "fruit/apple_fuji.jpg")
 #: 2023-11-14 22:13:20 UTC, then one second apart: any fixed time works, it only has to be the same every run.
 MTIME_NS = 1_700_000_000 * 10**9
-SETTINGS = ["--weights", "random", "--pooling", "avg", "--search", "exact"]
+SETTINGS = ["--weights", "random", "--pooling", "avg"]  # and --search exact where the old code has it
 MAX_BYTES = 2 * 2**20
 
 
@@ -65,15 +65,18 @@ def copy_photo(old: Path, rel: str, dest: Path, mtime_ns: int) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--force", action="store_true", help=f"replace an existing {OUT.relative_to(REPO)}")
+    parser.add_argument("--commit", default="c6b858a", help="the old code (default c6b858a)")
+    parser.add_argument("--force", action="store_true", help="replace an existing tests/data/index_COMMIT")
     args = parser.parse_args()
-    if OUT.exists() and not args.force:
-        raise SystemExit(f"{OUT} exists; pass --force to write it again.")
+    old_commit = args.commit
+    out = REPO / "tests" / "data" / f"index_{old_commit}"
+    if out.exists() and not args.force:
+        raise SystemExit(f"{out} exists; pass --force to write it again.")
     with tempfile.TemporaryDirectory(prefix="imgsim-compat-") as tmp:
         work = Path(tmp)
-        old = work / f"imgsim-{OLD_COMMIT}"
+        old = work / f"imgsim-{old_commit}"
         old.mkdir()
-        archive = subprocess.run(["git", "-C", str(REPO), "archive", OLD_COMMIT], check=True, capture_output=True)
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", old_commit], check=True, capture_output=True)
         subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
 
         photos, extra, index = work / "photos", work / "extra", work / "index"
@@ -82,25 +85,26 @@ def main() -> int:
         indexed = [copy_photo(old, rel, photos, MTIME_NS + i * 10**9) for i, rel in enumerate(chosen)]
         added = [copy_photo(old, rel, extra, MTIME_NS + (len(chosen) + i) * 10**9) for i, rel in enumerate(EXTRA)]
 
-        run_old(old, "index", str(photos), "--index", str(index), *SETTINGS)
-        answers = {"commit": OLD_COMMIT, "info": json.loads(run_old(old, "info", str(index), "--json")),
+        settings = SETTINGS + (["--search", "exact"] if "--search" in run_old(old, "index", "--help") else [])
+        run_old(old, "index", str(photos), "--index", str(index), *settings)
+        answers = {"commit": old_commit, "info": json.loads(run_old(old, "info", str(index), "--json")),
                    "queries": {p["path"]: json.loads(run_old(old, "query", str(index), str(photos / p["path"]),
                                                              "-k", str(len(indexed)), "--json"))["neighbors"]
                                for p in indexed}}
 
-        if OUT.exists():
-            shutil.rmtree(OUT)
-        OUT.mkdir(parents=True)
-        shutil.copytree(photos, OUT / "photos")
-        shutil.copytree(extra, OUT / "extra")
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        shutil.copytree(photos, out / "photos")
+        shutil.copytree(extra, out / "extra")
         # The index as the old code left it, less its write lock (an empty file that every writer recreates).
-        shutil.copytree(index, OUT / "index", ignore=shutil.ignore_patterns(".lock"))
-        listing = {"commit": OLD_COMMIT, "settings": SETTINGS, "root": str(photos),
+        shutil.copytree(index, out / "index", ignore=shutil.ignore_patterns(".lock"))
+        listing = {"commit": old_commit, "settings": settings, "root": str(photos),
                    "indexed": indexed, "extra": added}
-        (OUT / "images.json").write_text(json.dumps(listing, indent=1) + "\n", encoding="utf-8")
-        (OUT / "old_answers.json").write_text(json.dumps(answers, indent=1) + "\n", encoding="utf-8")
+        (out / "images.json").write_text(json.dumps(listing, indent=1) + "\n", encoding="utf-8")
+        (out / "old_answers.json").write_text(json.dumps(answers, indent=1) + "\n", encoding="utf-8")
 
-    files = sorted(p for p in OUT.rglob("*") if p.is_file())
+    files = sorted(p for p in out.rglob("*") if p.is_file())
     total = sum(p.stat().st_size for p in files)
     for p in files:
         print(f"{p.stat().st_size:>9,}  {p.relative_to(REPO)}")

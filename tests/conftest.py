@@ -122,3 +122,43 @@ def serve(monkeypatch, tmp_path: Path, index_dir: Path, images: Path | None = No
         monkeypatch.setenv(f"IMGSIM_{key}", value)
     st.cache_resource.clear()
     st.cache_data.clear()
+
+
+def reference_map(model, path) -> np.ndarray:
+    """The notebook's per-image path, verbatim, up to the model's output: ``load_img`` squashed to 224x224,
+    caffe preprocessing, ``model.predict`` (the Keras model, not our runtime): the 7x7x2048 feature map."""
+    import keras
+    from keras.applications.resnet50 import preprocess_input
+
+    img = keras.utils.load_img(path, target_size=(224, 224))
+    x = keras.utils.img_to_array(img)
+    x = np.expand_dims(x, axis=0)
+    x = preprocess_input(x)
+    return model.predict(x, verbose=0)[0]
+
+
+def reference_vector(model, path) -> np.ndarray:
+    """The notebook's per-image vector: :func:`reference_map` flattened and divided by its L2 norm."""
+    feat = reference_map(model, path).flatten()
+    return feat / np.linalg.norm(feat)
+
+
+def reference_distances(model, col, path: Path) -> dict[str, float]:
+    """Distance from the file ``path``, embedded through :func:`reference_vector`, to every image of the
+    Collection ``col`` (scikit-learn's brute-force Euclidean k-NN over the stored vectors), by relative path."""
+    from sklearn.neighbors import NearestNeighbors
+
+    stored = np.asarray(col.index.vectors, dtype=np.float32)
+    query = reference_vector(model, path)[None]
+    knn = NearestNeighbors(n_neighbors=len(stored), algorithm="brute", metric="euclidean").fit(stored)
+    dist, rows = knn.kneighbors(query)
+    return {col.paths[int(r)]: float(d) for r, d in zip(rows[0], dist[0])}
+
+
+def assert_reference_neighbors(found: list[tuple[str, float]], reference: dict[str, float], tol: float = 1e-5) -> None:
+    """``found`` (path, distance), nearest first, are the reference's nearest: each path at its reference
+    distance and the distances the reference's smallest (so images tied within ``tol`` may swap places)."""
+    assert found, "no results"
+    nearest = sorted(reference.values())[: len(found)]
+    assert [d for _, d in found] == pytest.approx(nearest, abs=tol)
+    assert [d for _, d in found] == pytest.approx([reference[p] for p, _ in found], abs=tol), found

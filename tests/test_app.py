@@ -17,7 +17,7 @@ import imgsim.models.resnet50
 from imgsim.collection import Collection
 from imgsim.serving.policy import plain
 
-from .conftest import make_photo, serve
+from .conftest import assert_reference_neighbors, make_photo, reference_distances, serve
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 # A result card's figures: rank, distance and cosine, one line each (older layout: one line for all three).
@@ -50,6 +50,14 @@ def results(at: AppTest) -> list[tuple[int, float, float]]:
         if m:
             out.append((int(m.group(1)), float(m.group(2)), float(m.group(3))))
     return out
+
+
+def shown_neighbors(at: AppTest, col: Collection) -> list[tuple[str, float]]:
+    """The result cards' (path, distance) in page order: each card's caption is its image's path."""
+    names = [c.value for c in at.caption if c.value in col.paths]
+    found = results(at)
+    assert len(names) == len(found), (names, found)
+    return [(name, d) for name, (_, d, _) in zip(names, found)]
 
 
 def texts(at: AppTest) -> str:
@@ -191,6 +199,9 @@ def test_upload_is_embedded_and_model_and_index_load_once_in_20_reruns(app_env, 
     assert any(c.value == "uploaded: holiday photo.jpg" for c in at.caption)
     found = results(at)
     assert len(found) == 8 and all(d > 0 for _, d, _ in found)
+    # The upload's own vector: the rows and distances (as shown, 3 decimals) of the notebook's per-image path.
+    reference = reference_distances(random_extractor.model, app_env, tmp_path / "upload-4242.jpg")
+    assert_reference_neighbors(shown_neighbors(at, app_env), reference, tol=5e-4 + 1e-6)
     for _ in range(20):
         at.run()
         assert not at.exception
@@ -330,3 +341,58 @@ def test_the_sidebar_names_the_weights_of_the_index_shown(app_env, monkeypatch):
     assert not at.exception
     shown = [c.value for c in at.sidebar.caption if "Weights" in c.value]
     assert len(shown) == 1 and shown[0].endswith("Weights: random") and "imagenet" not in shown[0], shown
+
+
+def test_about_figures_are_the_ones_evaluate_prints(app_env, capsys):
+    import json
+
+    from imgsim.cli import main
+
+    assert main(["evaluate", str(app_env.index.directory), "-k", "5", "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    at = new_app(tab="About this collection").run()
+    assert not at.exception
+    assert {m.label: m.value for m in at.metric} == {
+        "precision@5": f"{ev['precision_at_k']:.3f}", "1-NN accuracy": f"{ev['nn_accuracy']:.3f}",
+        "random ranking (expected)": f"{ev['baseline_precision_at_k']:.3f}"}
+    table = next(d.value for d in at.dataframe if "folder" in d.value.columns)
+    assert table.to_dict("records") == [
+        {"folder": s["label"], "images": s["images"], "precision@5": pytest.approx(s["precision_at_k"], abs=1e-12),
+         "1-NN accuracy": pytest.approx(s["nn_accuracy"], abs=1e-12), "random": pytest.approx(s["baseline"], abs=1e-12)}
+        for s in ev["per_label"]]
+    assert "Same numbers as `python -m imgsim evaluate INDEX_DIR -k 5`." in [c.value for c in at.caption]
+
+
+def test_image_grid_view_shows_and_offers_the_grid_of_the_collections_own_thumbnails(app_env, monkeypatch):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from imgsim import decode
+    from imgsim.analysis.map2d import grid_layout
+
+    offered = []
+    real = st.download_button
+
+    def recording(label, data, *args, **kwargs):
+        offered.append((label, data, kwargs.get("file_name"), kwargs.get("mime")))
+        return real(label, data, *args, **kwargs)
+
+    monkeypatch.setattr(st, "download_button", recording)
+    at = new_app(tab="Map").run()
+    at.session_state["map_view"] = "Image grid"
+    at.run()
+    assert not at.exception
+    assert [i.proto.imgs[0].caption for i in at.get("image")] == ["t-SNE map snapped to a grid (up to 900 images)"]
+    [(label, png, name, mime)] = [o for o in offered if o[0] == "Download PNG"]
+    assert (name, mime) == ("imgsim-tsne-grid.png", "image/png")
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    assert pixels.shape == (4 * 64, 4 * 64, 3)  # 12 images: a 4x4 grid of 64 px cells
+    layout = grid_layout(app_env.map_xy(), max_items=900)
+    for row, (i, j) in zip(layout.rows, layout.cells):
+        own = decode.thumbnail(decode.read_bytes(app_env.image_path(int(row))), 64, square="crop")
+        np.testing.assert_array_equal(pixels[64 * i:64 * (i + 1), 64 * j:64 * (j + 1)], np.asarray(own.convert("RGB")))
+    filled = {(int(i), int(j)) for i, j in layout.cells}
+    assert all((pixels[64 * i:64 * (i + 1), 64 * j:64 * (j + 1)] == 255).all()
+               for i in range(4) for j in range(4) if (i, j) not in filled)

@@ -13,9 +13,10 @@ from PIL import Image
 
 from imgsim.models import native
 from imgsim.cli import main
+from imgsim.collection import Collection
 from imgsim.store.generations import FORMAT_VERSION  # 2 since the columnar manifest and the ANN index (reads 1 too)
 
-from .conftest import make_photo
+from .conftest import assert_reference_neighbors, make_photo, reference_distances
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,11 +41,14 @@ def test_query_indexed_image_returns_itself_first(capsys, built_index, photo_dir
         assert h["similarity"] == pytest.approx(1 - h["distance"] ** 2 / 2, abs=1e-5)
 
 
-def test_query_new_image_is_embedded_and_k_clamped(capsys, built_index, tmp_path):
+def test_query_new_image_is_embedded_and_k_clamped(capsys, built_index, tmp_path, random_extractor):
     new = make_photo(tmp_path / "outside.jpg", seed=777)
     out = run_json(capsys, "query", str(built_index), str(new), "-k", "50")
     assert out["k"] == 12 and len(out["neighbors"]) == 12
     assert all(h["distance"] > 0 for h in out["neighbors"])
+    # The new image's own vector: the same rows at the same distances as the notebook's per-image path gives.
+    reference = reference_distances(random_extractor.model, Collection.open(built_index), new)
+    assert_reference_neighbors([(h["path"], h["distance"]) for h in out["neighbors"]], reference)
 
 
 def test_query_copy_of_indexed_file_is_found_by_content(capsys, built_index, photo_dir, tmp_path):
@@ -206,3 +210,30 @@ def test_unwritable_outputs_are_a_message_and_exit_1(capsys, built_index, tmp_pa
     assert main(["grid", str(built_index), "--out", str(tmp_path / "g.nopicture")]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: Cannot write {tmp_path / 'g.nopicture'}: unknown file extension") and "Traceback" not in err
+
+
+def test_a_too_large_flatten_index_is_refused_before_any_work_unless_allow_large(capsys, tmp_path, random_extractor,
+                                                                                monkeypatch):
+    src = tmp_path / "src"
+    for i in range(4):
+        make_photo(src / f"p{i}.jpg", seed=90 + i)
+    built = []
+
+    def model(*args, **kwargs):
+        built.append(args)
+        return random_extractor
+
+    monkeypatch.setattr("imgsim.engines.local.make_backbone", model)
+    monkeypatch.setattr("imgsim.build.FLATTEN_LIMIT_BYTES", 10**6)  # 4 flatten vectors are 1.6 MB
+    index = tmp_path / "ix"
+    assert main(["index", str(src), "--index", str(index), "--weights", "random", "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert ("Indexing 4 images with --pooling flatten would need about 0 GB (392 KiB per image). With --pooling avg "
+            "it would be about 0.0 GB. Choose --pooling avg, or add --allow-large to index in flatten mode anyway."
+            ) in captured.err
+    # Refused before the model is built or anything is extracted: no generation, no checkpoint.
+    assert "Traceback" not in captured.err and built == []
+    assert [p.name for p in index.iterdir() if p.name != ".lock"] == []
+    assert main(["index", str(src), "--index", str(index), "--weights", "random", "--quiet", "--allow-large"]) == 0
+    assert f"Indexed 4 images from {src.resolve()} into {index}" in capsys.readouterr().out
+    assert len(built) == 1 and Collection.open(index).index.dims == 100352

@@ -316,3 +316,25 @@ def test_the_native_filter_drops_tensorflows_onednn_int64_note_and_keeps_real_er
     with native.filtered_native_stderr():
         os.write(2, f"{note}\n{error}\n".encode())
     assert capfd.readouterr().err == error + "\n"
+
+
+def test_text_vector_is_keras_hub_text_encoder_pooler_and_projection_normalised(random_clip):
+    """Not circular: keras-hub's own layers called one by one, eagerly, and its CLIP head's logits."""
+    text = "a photo of a red car at night"
+    got = random_clip.embed_text(text).vector
+    tokens = np.asarray(random_clip.preprocessor({"images": None, "prompts": [text]})["token_ids"], dtype=np.int32)
+    tokenizer = random_clip.preprocessor.tokenizer
+    ids = np.asarray(tokenizer(text))
+    assert tokens.shape == (1, 77) and list(tokens[0, :len(ids) + 2]) == [
+        tokenizer.token_to_id("<|startoftext|>"), *ids, tokenizer.token_to_id("<|endoftext|>")]
+    model = random_clip.model
+    raw = np.asarray(model.text_projection(model.text_pooler(model.text_encoder({"token_ids": tokens}), tokens)))[0]
+    assert got.shape == (512,) and got.dtype == np.float32
+    np.testing.assert_allclose(got, raw / np.linalg.norm(raw), atol=1e-5)
+    # keras-hub's whole CLIPBackbone (the functional model): its text-to-image logits are the cosine of our
+    # text vector with our image vector, times its learnt scale.
+    image = np.random.default_rng(1).integers(0, 256, (1, 224, 224, 3), dtype=np.uint8)
+    pixels = np.asarray(random_clip.preprocessor.image_converter(image.astype(np.float32)))
+    logits = model.predict({"images": pixels, "token_ids": tokens}, verbose=0)["text_logits"]
+    scale = float(np.exp(np.asarray(model.clip_head.logit_scale)))
+    assert float(np.asarray(logits)[0, 0]) / scale == pytest.approx(float(got @ random_clip.embed(image)[0]), abs=1e-5)

@@ -7,6 +7,8 @@ import pytest
 
 from imgsim.collection import Collection
 
+from .conftest import make_photo
+
 
 def test_rows_matching_finds_names_case_insensitively_in_row_order(built_index):
     col = Collection.open(built_index)
@@ -52,3 +54,16 @@ def test_metadata_facts_masks_and_places_for_the_page(built_index, photo_dir):
     assert not col.has_text_metadata
     with pytest.raises(ImgsimError, match="have no text to search .* add some with --metadata FILE"):
         col.search_keywords("blue", 3)
+
+
+def test_a_model_with_other_weights_is_refused_before_it_embeds_anything(built_index, monkeypatch, tmp_path):
+    from imgsim.models.weights import WeightsError
+
+    monkeypatch.setenv("IMGSIM_RUNTIME", "keras")  # the refusal needs the model's weights, not a conversion
+    col = Collection.open(built_index)
+    with pytest.raises(WeightsError) as refused:
+        col.query_bytes(make_photo(tmp_path / "new.jpg", seed=4321).read_bytes(), 3,
+                        extractor=lambda: col.extractor("random:1"))
+    assert str(refused.value) == (
+        "The weights loaded (random (seed 1) - similarities are not meaningful) are not the ones that built this "
+        "index (random (seed 0) - similarities are not meaningful). Pass the same weights (--weights / IMGSIM_WEIGHTS).")

@@ -1,10 +1,12 @@
-"""An index written before the reshaping (commit c6b858a) opens, answers and updates like one the current code builds.
+"""An index written before the reshaping (commit c6b858a), and one of format 1 (commit 4906d59), open, answer and
+update like one the current code builds.
 
 The fixture ``tests/data/index_c6b858a/`` is written by ``scripts/make_compat_fixture.py``: 12 demo photos, their
 index built by the old code (random weights, avg pooling, exact search), and what the old code answered. An
 index records the absolute folder it was built from (``meta.json`` ``root``) and each file's mtime; a test copies
 the photos and the index into ``tmp_path``, gives the copies their recorded mtimes back (git keeps none) and
 points ``root`` at the copy: that is the only change made to the old files, and never in ``tests/data``.
+``tests/data/index_4906d59/`` is the same photos written by the same script with ``--commit 4906d59``.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ import pytest
 from imgsim.build import build_index
 from imgsim.cli import info_dict
 from imgsim.collection import Collection
+from imgsim.store.generations import FORMAT_VERSION
 
 FIXTURE = Path(__file__).parent / "data" / "index_c6b858a"
+#: The same 12 photos indexed by commit 4906d59, the last to write index format 1 (a JSON manifest, no search record).
+FORMAT_1 = Path(__file__).parent / "data" / "index_4906d59"
 LISTING = json.loads((FIXTURE / "images.json").read_text(encoding="utf-8"))
 OLD_ANSWERS = json.loads((FIXTURE / "old_answers.json").read_text(encoding="utf-8"))
 REMOVED = "coins/cad_005nickel.jpg"
@@ -39,14 +44,16 @@ def place(images: list[dict], source: Path, dest: Path) -> None:
         assert target.stat().st_size == image["size"]
 
 
-def old_index_at(tmp: Path) -> tuple[Path, Path]:
+def old_index_at(tmp: Path, fixture: Path = FIXTURE) -> tuple[Path, Path]:
     """A copy of the old index and of its photos under ``tmp``, the index pointing at the copied photos."""
+    listing = json.loads((fixture / "images.json").read_text(encoding="utf-8"))
+    assert [i["sha256"] for i in listing["indexed"]] == [i["sha256"] for i in LISTING["indexed"]]  # the same photos
     photos, index = tmp / "photos", tmp / "old.index"
-    place(LISTING["indexed"], FIXTURE / "photos", photos)
-    shutil.copytree(FIXTURE / "index", index)
+    place(listing["indexed"], fixture / "photos", photos)
+    shutil.copytree(fixture / "index", index)
     meta_file = index / (index / "CURRENT").read_text(encoding="utf-8").strip() / "meta.json"
     meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    assert meta["root"] == LISTING["root"]
+    assert meta["root"] == listing["root"]
     meta["root"] = os.path.realpath(photos)  # meta.json is not among the files whose sizes the index checks
     meta_file.write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return photos, index
@@ -123,21 +130,34 @@ def test_old_index_opens_with_the_facts_the_old_code_reported(tmp_path, fresh):
     assert (col.count, col.is_random, col.backbone.spec) == (12, True, "resnet50")
 
 
-def test_old_index_answers_like_a_fresh_build_and_like_the_old_code(tmp_path, fresh):
-    photos, index = old_index_at(tmp_path)
+def test_a_format_1_index_opens_with_the_facts_of_a_fresh_build(tmp_path, fresh):
+    _, index = old_index_at(tmp_path, FORMAT_1)
+    col = Collection.open(index)
+    assert col.index.meta["version"] == 1 and "search" not in col.index.meta
+    assert not (index / col.index.generation / "paths.txt").exists()  # format 1: the manifest is one JSON list
+    # What differs from a format-2 index is only what format 1 did not record.
+    expected = dict(facts(fresh[1]), version=1, search={"method": "exact", "chosen": "auto", "recall_at_10": 1.0})
+    assert facts(col) == loose(expected)
+
+
+@pytest.mark.parametrize("fixture", [FIXTURE, FORMAT_1], ids=["c6b858a", "format-1"])
+def test_old_index_answers_like_a_fresh_build_and_like_the_old_code(tmp_path, fresh, fixture):
+    photos, index = old_index_at(tmp_path, fixture)
     col = Collection.open(index)
     fresh_photos, fresh_col = fresh
     got = answers(col, photos)
     assert_same_answers(got, answers(fresh_col, fresh_photos), "old index vs fresh build")
-    old = {q: [(n["path"], n["distance"]) for n in found] for q, found in OLD_ANSWERS["queries"].items()}
+    old_answers = json.loads((fixture / "old_answers.json").read_text(encoding="utf-8"))
+    old = {q: [(n["path"], n["distance"]) for n in found] for q, found in old_answers["queries"].items()}
     assert_same_answers(got, old, "current code vs old code on the old index")  # the old code printed 6 decimals
     assert all(found[0] == (query, 0.0) for query, found in got.items())
     assert_same_index(col, fresh_col)
     assert [g.rows for g in col.duplicate_groups(0.06)] == [g.rows for g in fresh_col.duplicate_groups(0.06)]
 
 
-def test_old_index_updates_like_a_fresh_build(tmp_path, extractor_factory):
-    photos, index = old_index_at(tmp_path)
+@pytest.mark.parametrize("fixture", [FIXTURE, FORMAT_1], ids=["c6b858a", "format-1"])
+def test_old_index_updates_like_a_fresh_build(tmp_path, extractor_factory, fixture):
+    photos, index = old_index_at(tmp_path, fixture)
     place(LISTING["extra"], FIXTURE / "extra", photos)
     (photos / REMOVED).unlink()
 
@@ -145,13 +165,16 @@ def test_old_index_updates_like_a_fresh_build(tmp_path, extractor_factory):
     report = build_index(photos, index, model_factory=extractor_factory)
     assert (report.added, report.removed, report.unchanged, report.extracted, report.committed) == (2, 1, 11, 2, True)
     updated = Collection.open(index)
-    assert updated.index.generation == "gen-000002"
+    assert updated.index.generation == "gen-000002" and updated.index.meta["version"] == FORMAT_VERSION
 
     tmp_fresh = tmp_path / "fresh"
     place([i for i in LISTING["indexed"] if i["path"] != REMOVED], FIXTURE / "photos", tmp_fresh)
     place(LISTING["extra"], FIXTURE / "extra", tmp_fresh)
     fresh = fresh_build(tmp_fresh, tmp_path / "fresh.index", extractor_factory)
     assert updated.count == 13 and REMOVED not in updated.paths
-    assert facts(updated) == loose(facts(fresh))
+    expected = facts(fresh)
+    if fixture == FORMAT_1:  # format 1 recorded no search choice: exact was the default, not asked for
+        expected["search"] = dict(expected["search"], chosen="auto")
+    assert facts(updated) == loose(expected)
     assert_same_index(updated, fresh)
     assert_same_answers(answers(updated, photos), answers(fresh, tmp_fresh), "updated old index vs fresh build")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import struct
-import tracemalloc
 import zlib
 
 import numpy as np
@@ -66,16 +65,40 @@ def test_truncated_jpeg_is_corrupt():
     assert "truncated" in info.value.detail
 
 
-def test_decompression_bomb_refused_before_decoding_with_bounded_memory():
+def peak_rss_added_mb(setup: str, call: str) -> float:
+    """MB that ``call`` adds to the peak resident size of a fresh Python process, after ``setup``.
+
+    RSS, not tracemalloc: Pillow's and libwebp's buffers are allocated in C, where tracemalloc sees nothing.
+    """
+    import subprocess
+    import sys
+
+    script = f"""
+from imgsim import decode
+{setup}
+hwm = lambda: int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
+before = hwm()  # not ru_maxrss: Linux carries the parent's peak across fork and exec
+{call}
+print((hwm() - before) / 1024)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def test_decompression_bomb_refused_before_decoding_with_bounded_memory(tmp_path):
     data = bomb_png(40000, 40000)
     assert len(data) < 200
-    tracemalloc.start()
     with pytest.raises(DecodeError) as info:
         decode.model_input(data)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
     assert info.value.reason is SkipReason.TOO_LARGE
-    assert peak < 5 * 2**20  # a decoded 40000x40000 image would need 1.6 GB
+    (tmp_path / "bomb.png").write_bytes(data)
+    call = """
+try:
+    decode.model_input(data)
+except decode.DecodeError:
+    pass"""
+    # A decoded 40000x40000 image would need 1.6 GB.
+    assert peak_rss_added_mb(f"data = open({str(tmp_path / 'bomb.png')!r}, 'rb').read()", call) < 20
 
 
 def test_image_over_our_pixel_limit_is_too_large_with_dimensions_in_message():
@@ -255,12 +278,58 @@ def test_large_upload_is_sampled_down_and_still_matches_the_picture():
 
 def test_upload_over_the_pixel_cap_is_refused_from_the_header():
     data = bomb_png(8000, 6000)  # 48 MP: under Pillow's limit, over the upload cap
-    tracemalloc.start()
     with pytest.raises(DecodeError, match=r"^too large: 8000x6000 pixels exceeds the upload limit of 40,000,000$"):
         decode.upload_model_input(data)
-    assert tracemalloc.get_traced_memory()[1] < 5 * 2**20
-    tracemalloc.stop()
     assert decode.UPLOAD_MAX_PIXELS < Image.MAX_IMAGE_PIXELS
+
+
+def test_webp_uploads_are_capped_at_16_mp():
+    """libwebp decodes at full size only and holds two RGBA frames: 16 MP is its cap, not the 40 MP of others."""
+    def webp(width: int, height: int) -> bytes:
+        buf = io.BytesIO()
+        Image.new("RGB", (width, height), (200, 40, 90)).save(buf, format="WEBP", lossless=True, method=0)
+        return buf.getvalue()
+
+    np.testing.assert_array_equal(decode.upload_model_input(webp(4000, 4000)), np.full((224, 224, 3), (200, 40, 90)))
+    with pytest.raises(DecodeError, match=r"^too large: 4001x4000 pixels exceeds the upload limit of 16,000,000$"):
+        decode.upload_model_input(webp(4001, 4000))
+    # The same pixels in another format are under the general cap.
+    assert decode.upload_model_input(_png_bytes(Image.new("RGB", (4001, 4000), (200, 40, 90)))).shape == (224, 224, 3)
+
+
+def test_at_most_two_large_uploads_decode_at_once(monkeypatch):
+    import threading
+
+    inside, most, lock, go = [0], [0], threading.Condition(), threading.Event()
+
+    def held_decode(data, max_pixels, resample):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+            lock.notify_all()
+        go.wait(60)
+        with lock:
+            inside[0] -= 1
+        return Image.new("RGB", (8, 8))
+
+    monkeypatch.setattr(decode, "_open_reduced", held_decode)
+    large = bomb_png(4000, 3000)  # 12 MP: over EXACT_UPLOAD_PIXELS, so decoded by the bounded path
+    done = []
+    threads = [threading.Thread(target=lambda: done.append(decode.open_upload(large).size)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        with lock:
+            assert lock.wait_for(lambda: inside[0] >= 2, timeout=60)
+        # Both permits are held by the two decodes running; the other two uploads wait for one.
+        assert decode.LARGE_DECODES == 2 and not decode._large_decodes.acquire(blocking=False)
+    finally:
+        go.set()
+        for t in threads:
+            t.join(60)
+    assert done == [(8, 8)] * 4 and most[0] == 2
+    # A small upload never waits for a permit.
+    assert decode.open_upload(_png_bytes(Image.new("RGB", (30, 20)))).size == (30, 20)
 
 
 def test_pillow_bomb_message_does_not_end_with_two_full_stops():
@@ -274,20 +343,8 @@ def test_pillow_bomb_message_does_not_end_with_two_full_stops():
 def test_worst_case_upload_adds_at_most_300_mb_to_peak_rss(tmp_path, resample):
     """A 40 MP RGBA PNG (the largest accepted, 4 bytes a pixel) decoded in a fresh process, for a nearest and a
     bicubic backbone (Pillow filters RGBA bicubically in a premultiplied full-size copy: 330 MB if let)."""
-    import subprocess
-    import sys
-
     path = tmp_path / "worst.png"
     Image.new("RGBA", (8000, 5000), (10, 200, 30, 128)).save(path)
-    script = f"""
-from imgsim import decode
-data = open({str(path)!r}, "rb").read()
-hwm = lambda: int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
-before = hwm()  # not ru_maxrss: Linux carries the parent's peak across fork and exec
-decode.upload_model_input(data, {resample!r})
-decode.upload_thumbnail(data)
-print((hwm() - before) / 1024)
-"""
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
-    added_mb = float(out.stdout.strip().splitlines()[-1])
+    added_mb = peak_rss_added_mb(f"data = open({str(path)!r}, 'rb').read()",
+                                 f"decode.upload_model_input(data, {resample!r})\ndecode.upload_thumbnail(data)")
     assert added_mb <= 300, added_mb

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import make_photo
+from .conftest import assert_reference_neighbors, make_photo, reference_distances
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -171,6 +171,21 @@ def map_point(page, row: int) -> tuple[float, float]:
              return null; }""", row))
 
 
+CARD_ROWS = """() => [...document.querySelectorAll("[class*='st-key-card_']")]
+    .map(c => Number(c.className.match(/st-key-card_\\S*_(\\d+)/)[1]))"""
+
+
+def check_upload_matches_reference(page, col, upload: Path) -> None:
+    """The upload's cards are the notebook's per-image path's neighbours: the same images (each card's key
+    ends in its row) at the same distances, as shown (3 decimals)."""
+    from imgsim.models import resnet50
+    from imgsim.models.weights import Weights
+
+    model = resnet50.build_resnet50(resnet50.resolve_weights(Weights.parse(col.index.weights["identity"])))
+    shown = [(col.paths[row], d) for row, (_, d) in zip(page.evaluate(CARD_ROWS), result_cards(page), strict=True)]
+    assert_reference_neighbors(shown, reference_distances(model, col, upload), tol=5e-4 + 1e-6)
+
+
 def test_pick_click_map_and_upload_in_a_real_browser(browser_page, built_index, photo_dir, tmp_path):
     from imgsim.collection import Collection
 
@@ -221,6 +236,7 @@ def test_pick_click_map_and_upload_in_a_real_browser(browser_page, built_index, 
         page.locator("input[type='file']").first.set_input_files(str(upload))
         cards = results_for(page, "uploaded: my upload.jpg")
         assert len(cards) == 8 and all(d > 0 for _, d in cards)
+        check_upload_matches_reference(page, col, upload)
         page.screenshot(path=str(ARTIFACTS / "4-upload.png"), full_page=True)
         assert "Traceback" not in page.content()
     finally:

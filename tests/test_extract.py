@@ -16,26 +16,13 @@ from imgsim.models.embedding import extract_pipelined
 from imgsim.models.resnet50 import ResNet50Backbone
 from imgsim.models.weights import Weights, WeightsError
 
-from .conftest import make_photo
+from .conftest import make_photo, reference_vector
 
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     root = tmp_path_factory.mktemp("extract")
     return [make_photo(root / f"p{i}.jpg", seed=40 + i, size=(200 + 13 * i, 150)) for i in range(6)]
-
-
-def reference_vector(model, path) -> np.ndarray:
-    """The notebook's per-image path, verbatim."""
-    import keras
-    from keras.applications.resnet50 import preprocess_input
-
-    img = keras.utils.load_img(path, target_size=(224, 224))
-    x = keras.utils.img_to_array(img)
-    x = np.expand_dims(x, axis=0)
-    x = preprocess_input(x)
-    feat = model.predict(x, verbose=0).flatten()
-    return feat / np.linalg.norm(feat)
 
 
 def test_batched_flatten_vectors_equal_reference_per_image_path(random_extractor, photos):

@@ -214,3 +214,27 @@ def test_row_of_finds_every_path_in_path_order_and_in_any_other_order(index_copy
     ix._rows = {}
     assert [ix.row_of(p) for p in ix._paths] == list(range(ix.count))
     assert ix.row_of("nope.jpg") is None
+
+
+def test_a_file_altered_with_the_same_size_is_seen_by_its_mtime_and_by_its_inode(tmp_path):
+    write_small(tmp_path / "ix")
+    ix = load_index(tmp_path / "ix")
+    gen = tmp_path / "ix" / ix.generation
+    assert ix.changed_on_disk() == []
+    # Rewritten in place, same size: the mtime moves.
+    vectors = gen / "vectors.npy"
+    before = vectors.stat()
+    vectors.write_bytes(vectors.read_bytes()[:-4] + b"\0\0\0\0")
+    os.utime(vectors, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+    assert vectors.stat().st_size == before.st_size and vectors.stat().st_ino == before.st_ino
+    assert ix.changed_on_disk() == ["vectors.npy"]
+    # Replaced by another file of the same size and the same mtime (a copy made with cp -p, then mv): the inode.
+    ix.record_files()
+    extra = gen / "extra.npy"
+    old = extra.stat()
+    other = gen / "extra.npy.new"
+    other.write_bytes(extra.read_bytes())
+    os.utime(other, ns=(old.st_atime_ns, old.st_mtime_ns))
+    os.replace(other, extra)
+    assert (extra.stat().st_size, extra.stat().st_mtime_ns) == (old.st_size, old.st_mtime_ns)
+    assert ix.changed_on_disk() == ["extra.npy"]

@@ -16,8 +16,7 @@ from imgsim.errors import ImgsimError
 from imgsim.models.native import import_keras
 from imgsim.models.resnet50 import ResNet50Backbone
 
-from .conftest import make_photo
-from .test_extract import reference_vector
+from .conftest import make_photo, reference_vector
 
 ov = pytest.importorskip("openvino")
 
@@ -50,6 +49,9 @@ def test_keras_runtime_is_available_on_request(photos):
     keras_path = ResNet50Backbone("random", "avg", runtime="keras")
     assert keras_path.runtime == "keras (tensorflow)" and keras_path.precision == "float32"
     openvino_path = ResNet50Backbone("random", "avg", runtime="openvino")
+    # Asked for by name, OpenVINO is what runs (a silent fall back to Keras would compare Keras with itself).
+    assert openvino_path.runtime == f"openvino {ov.__version__.split('-')[0]} (CPU, float32)"
+    assert openvino_path._forward.fallback_reason is None
     batch = np.stack([decode.model_input(p.read_bytes()) for p in photos])
     assert np.abs(keras_path.embed(batch) - openvino_path.embed(batch)).max() <= 1e-4
 

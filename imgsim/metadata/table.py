@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from imgsim.metadata.fields import BUILTIN, Kind, MetadataError
 from imgsim.metadata.sidecar import Sidecar
+from imgsim.store.generations import fsync
 
 FILE = "metadata.parquet"
 FORMAT = "imgsim-metadata"
@@ -207,11 +208,11 @@ class MetadataTable:
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
         try:
             pq.write_table(table, tmp, compression="zstd")
-            _fsync(tmp)
+            fsync(tmp)
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
-        _fsync(path.parent)
+        fsync(path.parent)
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the table as ``directory/metadata.parquet``; returns that path."""
@@ -254,10 +255,3 @@ class MetadataTable:
         """Read ``directory/metadata.parquet`` (see :meth:`read`)."""
         return cls.read(Path(directory) / FILE, count)
 
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -190,6 +190,20 @@ class Backbone(Protocol):
         """The unit vector of one text query; :class:`TextSearchUnavailable` without ``supports_text``."""
 
 
+def fixed_pooling_dims(cls: type, preset: str | None = None) -> dict[str, int]:
+    """Vector length per pooling of a backbone class without presets: its table ``cls.poolings``."""
+    return dict(cls.poolings)
+
+
+def check_fixed_pooling(cls: type, pooling: str) -> str:
+    """The pooling if the backbone class has it in ``cls.poolings``, else a message naming the ones it has."""
+    if pooling not in cls.poolings:
+        # The default backbone is the one used without --backbone: its message need not name it.
+        which = "" if cls.name == DEFAULT_BACKBONE else f" for {cls.name}"
+        raise ImgsimError(f"Unknown pooling '{pooling}'{which}: use one of {', '.join(cls.poolings)}.")
+    return pooling
+
+
 def text_search_help(backbone: str, index_dir: str | None = None, src_dir: str | None = None) -> str:
     """Why a text query cannot run on this index, and how to build one where it can (of ``src_dir``, the folder
     the index was built from, when known)."""

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from imgsim.errors import ImgsimError
-from imgsim.models.base import TextEmbedding, TextSearchUnavailable, text_search_help
+from imgsim.models.base import (TextEmbedding, TextSearchUnavailable, check_fixed_pooling, fixed_pooling_dims,
+                                 text_search_help)
 from imgsim.models.embedding import check_images, default_batch_size, default_workers, embed_batches, pool
 from imgsim.models.native import device_name, filtered_native_stderr, import_keras
 from imgsim.models.runtime import RUNTIMES, Forward, check_runtime, make_forward
@@ -170,6 +171,9 @@ class EfficientNetLite0Backbone:
     # Capabilities: what callers ask instead of the name (see imgsim.models.base.Capabilities).
     supports_text = False
     feature_grid = (7, 7)
+    poolings = POOLINGS
+    pooling_dims = classmethod(fixed_pooling_dims)
+    check_pooling = classmethod(check_fixed_pooling)
     # avg: 5 KB a vector, where flatten's 62,720 floats are 245 KB, and no less precise on the demo (see docs).
     default_pooling = "avg"
     pretrained_weights = "imagenet"
@@ -179,18 +183,6 @@ class EfficientNetLite0Backbone:
     runtimes = RUNTIMES
     precisions = ("float32",)  # the vectors equal the torch reference's; no half-precision path is built
     pretrained_load_stage = "model_load"  # the weights are a file of an installed package: nothing downloads
-
-    @classmethod
-    def pooling_dims(cls, preset: str | None = None) -> dict[str, int]:
-        """Vector length per pooling (EfficientNet-Lite0 has no presets)."""
-        return dict(POOLINGS)
-
-    @classmethod
-    def check_pooling(cls, pooling: str) -> str:
-        """The pooling if EfficientNet-Lite0 has it, else a message naming the ones it has."""
-        if pooling not in POOLINGS:
-            raise ImgsimError(f"Unknown pooling '{pooling}' for {cls.name}: use one of {', '.join(POOLINGS)}.")
-        return pooling
 
     @classmethod
     def parse_weights(cls, text: str | None) -> Weights:

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from imgsim.errors import ImgsimError
-from imgsim.models.base import TextEmbedding, TextSearchUnavailable, text_search_help
+from imgsim.models.base import (TextEmbedding, TextSearchUnavailable, check_fixed_pooling, fixed_pooling_dims,
+                                 text_search_help)
 from imgsim.models.embedding import check_images, default_batch_size, default_workers, embed_batches, pool
 from imgsim.models.native import device_name, filtered_native_stderr, import_keras
 from imgsim.models.runtime import PRECISIONS, RUNTIMES, Forward, check_runtime, keras_forward, make_forward
@@ -133,6 +134,9 @@ class ResNet50Backbone:
     # Capabilities: what callers ask instead of the name (see imgsim.models.base.Capabilities).
     supports_text = False
     feature_grid = (7, 7)
+    poolings = POOLINGS
+    pooling_dims = classmethod(fixed_pooling_dims)
+    check_pooling = classmethod(check_fixed_pooling)
     default_pooling = "flatten"
     pretrained_weights = "imagenet"
     default_preset = None
@@ -141,18 +145,6 @@ class ResNet50Backbone:
     runtimes = RUNTIMES
     precisions = PRECISIONS
     pretrained_load_stage = "model"  # its label names the 94.7 MB Keras download
-
-    @classmethod
-    def pooling_dims(cls, preset: str | None = None) -> dict[str, int]:
-        """Vector length per pooling (ResNet50 has no presets)."""
-        return dict(POOLINGS)
-
-    @classmethod
-    def check_pooling(cls, pooling: str) -> str:
-        """The pooling if ResNet50 has it, else a message naming the ones it has."""
-        if pooling not in POOLINGS:
-            raise ImgsimError(f"Unknown pooling '{pooling}': use one of {', '.join(POOLINGS)}.")
-        return pooling
 
     @classmethod
     def parse_weights(cls, text: str | None) -> Weights:

@@ -360,7 +360,8 @@ def _read_manifest(gen_dir: Path, index_dir: Path, version: int):
     return Manifest(paths, table)
 
 
-def _fsync(path: Path) -> None:
+def fsync(path: Path) -> None:
+    """Flush a file's data, or a folder's entries, to disk (what an atomic replace needs before and after)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -455,22 +456,22 @@ class GenerationWriter:
         # Every file, those in folders too (the keyword index): readers check each one's size.
         files = {p.relative_to(self.tmp).as_posix(): p.stat().st_size for p in sorted(self.tmp.rglob("*")) if p.is_file()}
         for name in files:
-            _fsync(self.tmp / name)
+            fsync(self.tmp / name)
         for folder in (p for p in self.tmp.rglob("*") if p.is_dir()):
-            _fsync(folder)
+            fsync(folder)
         generation = _next_generation(self.directory)
         meta = dict(meta, format=FORMAT, version=FORMAT_VERSION, generation=generation, count=self.count,
                     dims=self.dims, arrays=sorted(self.arrays), files=files)
         _write_json(self.tmp / "meta.json", meta)
-        _fsync(self.tmp / "meta.json")
-        _fsync(self.tmp)
+        fsync(self.tmp / "meta.json")
+        fsync(self.tmp)
         os.rename(self.tmp, self.directory / generation)
-        _fsync(self.directory)
+        fsync(self.directory)
         pointer = self.directory / f"{CURRENT}.tmp"
         pointer.write_text(generation + "\n", encoding="utf-8")
-        _fsync(pointer)
+        fsync(pointer)
         os.replace(pointer, self.directory / CURRENT)
-        _fsync(self.directory)
+        fsync(self.directory)
         remove_stale(self.directory)
         return generation
 
@@ -540,7 +541,7 @@ def write_checkpoint_settings(directory: str | os.PathLike, config: str, setting
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     _write_json(tmp, {"config": config, **settings})
-    _fsync(tmp)
+    fsync(tmp)
     os.replace(tmp, path)
 
 
