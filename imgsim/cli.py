@@ -111,7 +111,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to run on (e.g. auto, ray://head:10001); "
                    "default: a local Ray instance")
     p.add_argument("--precision", choices=("float32", "float16"), default=None,
-                   help="model arithmetic: float32 (the reference) or float16 (mixed precision, for GPUs); "
+                   help="model arithmetic: float32 (the reference) or float16 (reduced: mixed float16 on a GPU; "
+                        "on a CPU the faster of bf16 and f16, measured once per model and CPU kind); "
                         "default: the index's own, else float32")
     p.add_argument("--runtime", choices=("auto", "openvino", "keras"), default=None,
                    help="forward pass: auto (OpenVINO on CPU when installed, else Keras), openvino or keras "
