@@ -100,8 +100,10 @@ def load_model(backbone: str, weights: str, pooling: str, precision: str = "floa
     # After every script and fragment run Streamlit collects all garbage twice (runner.postScriptGC, and
     # Keras' clear_session once keras is imported): with TensorFlow and a model loaded, ~0.5 s of CPU holding
     # the GIL, every second while the progress fragment polls (issue 20: the app's first run 1.5x the CLI,
-    # 4x its CPU). The model and the modules it imported live as long as the process (this cache never
-    # evicts), so they are moved out of the collector's sight; later objects are collected as before.
+    # 4x its CPU). The models and the modules they imported are moved out of the collector's sight; later
+    # objects are collected as before. A model this cache evicted (a fifth spec) is frozen too and full of
+    # reference cycles: unfreezing first lets this collection free it, so at most one waits for the next load.
+    gc.unfreeze()
     gc.collect()
     gc.freeze()
     return model

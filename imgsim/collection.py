@@ -417,17 +417,19 @@ class Collection:
         return (model or self.extractor)().embed_text(text)
 
     def query_text(self, text: str, k: int, model: Callable[[], object] | None = None, where: Filter | None = None,
-                   fusion: dict[str, float] | None = DEFAULT_WEIGHTS) -> tuple[QueryResult, TextEmbedding | None]:
+                   fusion: dict[str, float] | None = DEFAULT_WEIGHTS, embedded: TextEmbedding | None = None
+                   ) -> tuple[QueryResult, TextEmbedding | None]:
         """The k images that best match a description, and the text as the model read it (None: no model).
 
-        A CLIP index ranks by its text vector and, when its images have metadata text, fuses that ranking with
-        BM25 over the text by reciprocal rank (``fusion``: the weights, None for vectors alone); an image-only
-        index with metadata text ranks by BM25 alone; without either, it is refused (:meth:`embed_text`).
+        A CLIP index ranks by its text vector (``embedded``, when the caller already has it from
+        :meth:`embed_text`) and, when its images have metadata text, fuses that ranking with BM25 over the text by
+        reciprocal rank (``fusion``: the weights, None for vectors alone); an image-only index with metadata text
+        ranks by BM25 alone; without either, it is refused (:meth:`embed_text`).
         """
         if not self.supports_text and self.has_text_metadata:
             _check_text(text)
             return self.search_keywords(text, k, where), None
-        embedded = self.embed_text(text, model)
+        embedded = embedded or self.embed_text(text, model)
         if fusion is None or not self.has_text_metadata or not fusion.get("keywords", 1.0):
             return self.neighbors_of_vector(embedded.vector, k, where), embedded
         depth = min(self.count, max(FUSION_MIN, FUSION_DEPTH * k))

@@ -129,7 +129,7 @@ def test_a_threshold_that_links_too_many_pairs_says_its_groups_are_incomplete(ap
     capped = duplicates.duplicate_scan(app_env.search, 1.0, 3)
     assert capped.truncated and capped.pairs == 3
     assert [w.value for w in at.warning if "Random weights" not in w.value] == [
-        "More than 3 pairs of images are within 1.00: the search stopped there, so these groups (from the first 3 "
+        "More than 3 pairs of images are within 1: the scan stopped there, so these groups (from the first 3 "
         "pairs, in index order) are incomplete. A lower threshold finds the near-duplicates."]
     assert at.metric[0].value == str(len(capped.groups))
     monkeypatch.setattr(duplicates, "MAX_PAIRS", 10**9)
@@ -146,3 +146,23 @@ def test_a_date_past_year_9999_in_a_link_gets_the_filters_message(col):
     assert [e.value for e in at.error] == ["The filter cannot be used, so every image is shown: " + plain(
         "taken is a date: '9999' is too late (the last period a filter can name ends 9999-12-31T23:59)", 2000)]
     assert len(results(at)) == 8
+
+
+def test_a_description_is_embedded_once_however_often_the_page_reruns(monkeypatch, clip_index, photo_dir, tmp_path,
+                                                                      random_clip):
+    """The fused search called the text encoder itself, so every rerun (k, the filter, a Similar click) ran
+    CLIP's text tower again; the page's answer is still the library's for the same text."""
+    from .conftest import serve
+
+    serve(monkeypatch, tmp_path, clip_index, photo_dir)
+    monkeypatch.setattr(imgsim.models.base, "make_backbone", lambda *a, **kw: random_clip)
+    texts_embedded = []
+    real = type(random_clip).embed_text
+    monkeypatch.setattr(type(random_clip), "embed_text", lambda self, t: texts_embedded.append(t) or real(self, t))
+    at = new_app().run()
+    at.text_input(key="text").input("a red car").run()
+    for k in (5, 7, 8):
+        at.slider(key="k").set_value(k).run()
+    assert not at.exception and texts_embedded == ["a red car"]
+    expected = Collection.open(clip_index).neighbors_of_vector(real(random_clip, "a red car").vector, 8)
+    assert [d for _, d, _ in results(at)] == [round(n.distance, 3) for n in expected.neighbors]

@@ -94,6 +94,33 @@ def test_a_capped_scan_under_its_cap_is_the_full_answer():
         duplicate_scan(search, -0.1, 10)
 
 
+def brute_force_pairs(x: np.ndarray, threshold: float, allowed: np.ndarray) -> list[tuple[int, int]]:
+    """Every pair i < j of allowed rows within ``threshold``, in (i, j) order, from the full distance matrix."""
+    dist = np.linalg.norm(x[:, None].astype(np.float64) - x[None], axis=2)
+    return [(i, j) for i in range(len(x)) for j in range(i + 1, len(x))
+            if allowed[i] and allowed[j] and dist[i, j] <= threshold]
+
+
+def test_a_capped_scan_under_a_filter_counts_pairs_of_matching_images():
+    """The cap counted the pairs of all images and filtered afterwards: with the matching images late in the
+    index, the first 5,000 pairs held none of theirs, and the page showed no groups and a false truncation."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(1000, 24)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    search = search_for(x)
+    allowed = np.arange(1000) >= 900  # 100 matching images: 4,950 pairs, under the cap
+    scan = duplicate_scan(search, 2.0, max_pairs=5000, allowed=allowed)
+    assert (scan.truncated, scan.pairs) == (False, 4950)
+    assert [g.rows for g in scan.groups] == [tuple(range(900, 1000))]
+    few = duplicate_scan(search, 2.0, max_pairs=100, allowed=allowed)  # over the cap: the first matching pairs
+    i, j, _ = search.pairs_within(2.0, limit=100, allowed=allowed)
+    assert few.truncated and list(zip(i.tolist(), j.tolist())) == brute_force_pairs(x, 2.0, allowed)[:100]
+    t = 1.2
+    i, j, d = search.pairs_within(t, allowed=allowed)
+    assert list(zip(i.tolist(), j.tolist())) == brute_force_pairs(x, t, allowed)
+    np.testing.assert_allclose(d, np.linalg.norm(x[i].astype(np.float64) - x[j], axis=1), atol=1e-5)
+
+
 def test_nearest_distances_and_threshold_summary():
     nn = np.array([[0.1, 0.5], [0.3, 0.4], [0.05, 0.9]])
     d = nearest_distances(nn)

@@ -115,3 +115,36 @@ def test_a_loaded_model_is_out_of_sight_of_the_collections_streamlit_runs_after_
     finally:
         gc.unfreeze()
         cached.load_model.clear()
+
+
+def test_a_model_the_cache_evicted_is_freed_at_the_next_load(monkeypatch):
+    """Frozen objects are never collected: a fifth model spec evicted the first from the four-entry cache, and
+    that model (reference cycles, hundreds of MB) would have stayed in memory for the life of the server."""
+    import gc
+    import weakref
+
+    from dashboard import cached
+
+    class Model:
+        def __init__(self):
+            self.me = self  # a model's reference cycles: only a collection frees it
+
+    made = []
+
+    def make(*a, **k):
+        made.append(Model())
+        return made[-1]
+
+    monkeypatch.setattr(cached.base, "make_backbone", make)
+    cached.load_model.clear()
+    try:
+        for seed in range(5):
+            cached.load_model("resnet50", f"random:{seed}", "avg")
+        alive = [weakref.ref(m) for m in made]
+        made.clear()
+        cached.load_model("resnet50", "random:5", "avg")  # evicts another; this load's collection frees the first
+        assert [r() is None for r in alive[:1]] == [True]
+        assert all(r() is not None for r in alive[2:])  # the ones still cached stay
+    finally:
+        gc.unfreeze()
+        cached.load_model.clear()

@@ -252,6 +252,7 @@ class _Probe:
     ({"f32": 44.5, "bf16": 220.2, "f16": 28.3}, {}, "bf16"),  # the AMX Xeon
     ({"f32": 40.0, "bf16": 60.0, "f16": 90.0}, {}, "f16"),     # a CPU with fast FP16 arithmetic
     ({"f32": 40.0, "bf16": 75.0}, {"f16": "bf16"}, "bf16"),   # this AMD EPYC: f16 runs as bf16, timed once
+    ({"f32": 40.0}, {"f16": "f32", "bf16": "f32"}, "f32"),    # an AVX2 CPU: both run as float32, still once
 ])
 def test_float16_on_a_cpu_runs_the_fastest_reduced_precision_measured_once(
         monkeypatch, tiny_model, tmp_path, speeds, becomes, chosen):

@@ -44,9 +44,7 @@ def duplicates(col: Collection, index_dir: Path, generation: str, applied: Activ
             st.info(f"No two images are within {threshold:.2f} of each other: the closest pair is "
                     f"{float(nearest.min()):.3f} apart. Raise the threshold to see groups.")
         if scan.truncated:
-            st.warning(f"More than {scan.max_pairs:,} pairs of images are within {threshold:.2f}: the search "
-                       f"stopped there, so these groups (from the first {scan.max_pairs:,} pairs, in index order) "
-                       "are incomplete. A lower threshold finds the near-duplicates.", icon=":material/warning:")
+            st.warning(scan.note(threshold), icon=":material/warning:")
         if groups:
             st.download_button("Download groups as CSV", lambda: export.groups_csv(col.paths, groups, threshold),
                                file_name="imgsim-duplicates.csv", mime="text/csv", on_click="ignore")

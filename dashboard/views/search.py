@@ -158,8 +158,9 @@ def by_description(col: Collection, index_dir: Path, generation: str, k: int, qu
     """The images that best match a description or words, as `query --text` ranks them: CLIP's ranking fused with
     BM25 over the images' words by reciprocal rank (the default weights), or BM25 alone on an image-only index."""
     try:
+        vector = cached.embed_text(str(index_dir), generation, query.text) if col.supports_text else None
         result, embedded = col.query_text(query.text, k, model=lambda: cached.index_model(col), where=where,
-                                          fusion=DEFAULT_WEIGHTS)
+                                          fusion=DEFAULT_WEIGHTS, embedded=vector)  # the text embedded once
         if embedded is None:
             return Answer(result, "", described=f"“{plain(query.text, 300)}”", ranked_by="keywords")
         if embedded.truncated:

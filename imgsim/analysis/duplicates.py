@@ -28,6 +28,12 @@ class DuplicateScan:
     truncated: bool
     max_pairs: int | None
 
+    def note(self, threshold: float) -> str:
+        """What a truncated scan's groups are (for the page and the API's answer)."""
+        return (f"More than {self.max_pairs:,} pairs of images are within {threshold:g}: the scan stopped there, "
+                f"so these groups (from the first {self.max_pairs:,} pairs, in index order) are incomplete. A lower "
+                "threshold finds the near-duplicates.")
+
 
 #: The most linked pairs a scan for a visitor or a client collects: near a threshold of 1 nearly every pair of
 #: images is linked (n²/2), more memory than the server has.
@@ -43,18 +49,14 @@ def duplicate_groups(search: Search, threshold: float, allowed: np.ndarray | Non
 def duplicate_scan(search: Search, threshold: float, max_pairs: int | None = MAX_PAIRS,
                    allowed: np.ndarray | None = None) -> DuplicateScan:
     """:func:`duplicate_groups` for a caller who cannot wait for n²/2 pairs: the scan stops after ``max_pairs``
-    linked pairs (None: never), counted before ``allowed`` keeps the pairs of allowed images."""
+    linked pairs of allowed images (None: never)."""
     _check(threshold)
     limit = None if max_pairs is None else max_pairs + 1  # one more than the cap says there are more
-    i, j, d = search.pairs_within(threshold, limit=limit)
+    i, j, d = search.pairs_within(threshold, limit=limit, allowed=allowed)
     truncated = max_pairs is not None and len(i) > max_pairs
     if truncated:
         i, j, d = i[:max_pairs], j[:max_pairs], d[:max_pairs]
-    pairs = len(i)
-    if allowed is not None:
-        both = allowed[i] & allowed[j]
-        i, j, d = i[both], j[both], d[both]
-    return DuplicateScan(_groups(search.n, i, j, d), pairs, truncated, max_pairs)
+    return DuplicateScan(_groups(search.n, i, j, d), len(i), truncated, max_pairs)
 
 
 def _check(threshold: float) -> None:

@@ -51,7 +51,7 @@ def read_sidecar(file: str | os.PathLike) -> Sidecar:
             raise SidecarError(f"{path.name}: a metadata file is .csv or .jsonl (JSON Lines), "
                                f"not {path.suffix or 'no extension'}.")
     except OSError as exc:
-        raise SidecarError(f"Cannot read the metadata file {path}: {exc.strerror or exc}.") from None
+        raise SidecarError(f"Cannot read the metadata file {path.name}: {exc.strerror or exc}.") from None
     except UnicodeDecodeError as exc:
         raise SidecarError(f"{path.name} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
                            f"save it as UTF-8.") from None

@@ -251,7 +251,7 @@ def reduced_precision(core: Any, ov_model: Any, folder: Path, note: NoteFn = std
     except (OSError, ValueError):
         known = {}
     entry = known.get(kind) if isinstance(known, dict) else None
-    if isinstance(entry, dict) and entry.get("hint") in REDUCED_HINTS:
+    if isinstance(entry, dict) and entry.get("hint") in ("f32", *REDUCED_HINTS):  # f32: nothing faster here
         return entry
     shape = [d.get_length() if d.is_static else PROBE_BATCH for d in ov_model.inputs[0].get_partial_shape()]
     batch = np.random.default_rng(0).normal(size=[PROBE_BATCH, *shape[1:]]).astype(np.float32)
@@ -268,9 +268,12 @@ def reduced_precision(core: Any, ov_model: Any, folder: Path, note: NoteFn = std
     entry = {"hint": hint, "images_per_s": {h: round(v, 2) for h, v in speed.items()}, "batch": PROBE_BATCH}
     known = dict(known) if isinstance(known, dict) else {}
     known[kind] = entry
-    tmp = folder / f".{CHOICE_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(known, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)  # atomic: a reader sees the old choices or the new ones
+    tmp = folder / f".{CHOICE_FILE}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        tmp.write_text(json.dumps(known, indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, path)  # atomic: a reader sees the old choices or the new ones
+    except OSError as e:  # a read-only cache: the choice stands for this run, and is measured again next time
+        note(f"note: the reduced-precision choice could not be cached at {path} ({e.strerror or e})")
     others = ", ".join(f"{HINT_LABELS.get(h, h)} {v / speed['f32']:.2f}x" for h, v in speed.items() if h != hint)
     note(f"note: --precision float16 runs {name} in {HINT_LABELS.get(hint, hint)} on this CPU ({kind}): "
          f"{speed[hint] / speed['f32']:.2f}x float32 at batch {PROBE_BATCH} ({others}); measured once in "

@@ -66,9 +66,11 @@ class Search(Protocol):
     def kneighbors_rows(self, rows: np.ndarray, k: int, exclude_self: bool = True) -> Neighbors:
         """Neighbours of indexed rows, from their stored vectors; each row itself excluded by default."""
 
-    def pairs_within(self, threshold: float, limit: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def pairs_within(self, threshold: float, limit: int | None = None, allowed: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Pairs ``i < j`` at distance ``<= threshold``: arrays ``(i, j, distance)`` in ``(i, j)`` order; with
-        ``limit``, only the first ``limit`` of them (the search stops early)."""
+        ``limit``, only the first ``limit`` of them (the search stops early); with ``allowed`` (a row mask), only
+        pairs of allowed rows (counted towards the limit)."""
 
 
 class SearchMethod(Protocol):

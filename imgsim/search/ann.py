@@ -207,9 +207,10 @@ class AnnSearch:
             distances[start:start + len(r)] = found.distances
         return Neighbors(indices, distances)
 
-    def pairs_within(self, threshold: float, limit: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def pairs_within(self, threshold: float, limit: int | None = None, allowed: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Pairs ``i < j`` at distance ``<= threshold`` among each image's stored nearest neighbours, in ``(i, j)``
-        order; with ``limit``, the first ``limit``."""
+        order; with ``limit``, the first ``limit``; with ``allowed`` (a row mask), pairs of allowed rows only."""
         if self.graph_ is None:
             raise ValueError("pairs_within needs the stored neighbour graph (AnnSearch.graph_)")
         idx, dist = self.graph_
@@ -217,6 +218,8 @@ class AnnSearch:
         i, j, d = a.astype(np.int64), np.asarray(idx)[a, b].astype(np.int64), np.asarray(dist)[a, b].astype(np.float64)
         lo, hi = np.minimum(i, j), np.maximum(i, j)
         keep = lo != hi
+        if allowed is not None:
+            keep &= allowed[lo] & allowed[hi]
         pair = lo[keep] * max(self.n, 1) + hi[keep]
         _, first = np.unique(pair, return_index=True)  # sorted by pair: (i, j) order
         first = first[:limit]

@@ -92,19 +92,28 @@ class ExactSearch:
         exclude = rows if exclude_self else np.full(len(rows), -1)
         return self._search(len(rows), fetch, k, exclude=exclude, prefer=rows)
 
-    def pairs_within(self, threshold: float, limit: int | None = None, block: int = 256
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def pairs_within(self, threshold: float, limit: int | None = None, allowed: np.ndarray | None = None,
+                     block: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every pair ``i < j`` at distance ``<= threshold``: arrays ``(i, j, distance)`` in ``(i, j)`` order; with
-        ``limit``, the first ``limit`` (a large threshold links nearly n²/2 pairs: the scan stops instead)."""
+        ``limit``, the first ``limit`` (a large threshold links nearly n²/2 pairs: the scan stops instead); with
+        ``allowed`` (a row mask), pairs of allowed rows only."""
         t2 = float(threshold) ** 2
         out_i, out_j, out_d = [], [], []
         computed = found = 0
+        if limit is not None:
+            block = min(block, 64)  # a capped scan is a visitor's: its block's n-wide bounds stay small
         for start in range(0, self.n, block):
             if limit is not None and found >= limit:
                 break
             rows = np.arange(start, min(start + block, self.n))
+            if allowed is not None:
+                rows = rows[allowed[rows]]
+                if not len(rows):
+                    continue
             lb = self._lower_bounds(self.projected_[rows], self.residual_[rows])
-            lb[np.arange(len(rows))[:, None] >= (np.arange(self.n)[None, :] - start)] = np.inf  # keep j > i
+            lb[rows[:, None] >= np.arange(self.n)[None, :]] = np.inf  # keep j > i
+            if allowed is not None:
+                lb[:, ~allowed] = np.inf
             a, j = np.nonzero(lb <= t2 + self.slack)
             if not len(a):
                 continue

@@ -287,10 +287,7 @@ class Service:
             scan = duplicate_scan(self.collection.search, threshold, limits.max_pairs)
         data = dedup_json(self.collection, threshold, scan.groups)
         if scan.truncated:
-            data.update(truncated=True, max_pairs=limits.max_pairs,
-                        note=f"More than {limits.max_pairs:,} pairs of images are within {threshold:g}: the scan "
-                             f"stopped there, so these groups (from the first {limits.max_pairs:,} pairs, in index "
-                             "order) are incomplete. A lower threshold finds the near-duplicates.")
+            data.update(truncated=True, max_pairs=limits.max_pairs, note=scan.note(threshold))
         return data
 
     def clusters(self, k: int | None = None, central: int = 5) -> dict:
