@@ -9,6 +9,7 @@ import pytest
 import streamlit as st
 
 import imgsim.models.base
+from dashboard import state
 from imgsim.build import build_index
 from imgsim.collection import Collection
 from imgsim.serving.policy import plain
@@ -166,3 +167,16 @@ def test_a_description_is_embedded_once_however_often_the_page_reruns(monkeypatc
     assert not at.exception and texts_embedded == ["a red car"]
     expected = Collection.open(clip_index).neighbors_of_vector(real(random_clip, "a red car").vector, 8)
     assert [d for _, d, _ in results(at)] == [round(n.distance, 3) for n in expected.neighbors]
+
+
+def test_the_largest_distance_slider_leaves_out_exactly_the_farther_results(app_env):
+    """Results farther than the slider's value are left out (and said so); the rest are the k nearest as before."""
+    at = new_app(q="reds/r0.jpg").run()
+    whole = app_env.neighbors_of_row(app_env.paths.index("reds/r0.jpg"), 8).neighbors
+    assert [d for _, d, _ in results(at)] == [round(n.distance, 3) for n in whole]
+    cut = round((whole[3].distance + whole[4].distance) / 2, 2)  # between the 4th and 5th nearest
+    at.slider(key=state.MAX_DISTANCE).set_value(cut).run()
+    kept = [n for n in whole if n.distance <= cut]
+    assert not at.exception and 0 < len(kept) < 8
+    assert [d for _, d, _ in results(at)] == [round(n.distance, 3) for n in kept]
+    assert any(c.value == f"Results farther than {cut:.2f} are left out: {8 - len(kept)} of 8." for c in at.caption)
