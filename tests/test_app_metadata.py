@@ -424,3 +424,22 @@ def test_a_lasso_on_the_map_lists_only_the_images_that_match_the_filter(col):
     assert f"**{len(chosen)} selected image(s)**" in texts(unfiltered)
     assert [c.value for c in unfiltered.caption if c.value.startswith("g")] == [
         breaks(col.paths[r]) for r in chosen]
+
+
+def test_a_fused_description_under_a_filter_ranks_only_the_matching_images(monkeypatch, tmp_path, photo_dir,
+                                                                           clip_captioned, random_clip):
+    """The fused ranking with ?where=: both its sides (CLIP and BM25) search the matching images only."""
+    import imgsim.models.base
+    from imgsim.metadata.fusion import DEFAULT_WEIGHTS
+
+    monkeypatch.setattr(imgsim.models.base, "make_backbone", lambda *args, **kwargs: random_clip)
+    serve(monkeypatch, tmp_path, clip_captioned, photo_dir)
+    clip = Collection.open(clip_captioned)
+    where = parse_where(["folder = blues"])
+    at = new_app(text="a tram", k="6", where="folder = blues").run()
+    assert not at.exception and not at.error
+    expected, _ = clip.query_text("a tram", 6, model=lambda: random_clip, where=where, fusion=DEFAULT_WEIGHTS)
+    hits = expected.neighbors
+    assert hits and all(n.path.startswith("blues/") for n in hits)
+    assert result_rows(at) == [n.row for n in hits]
+    assert [d for _, d, _ in results(at)] == [round(n.distance, 3) for n in hits]
