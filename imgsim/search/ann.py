@@ -24,6 +24,9 @@ from imgsim.search.projection import PCAProjection
 #: kernels need a multiple of 16 (at 129 the 8-bit scan ran 10 times slower, bench/ann_kernels.py).
 ANN_DIMS = 127
 ANN_FILE = "ann.faiss"
+#: Share of the cells a filtered query's probing is scaled from at least (by 1 / the share of rows that pass):
+#: 24 of the 1,341 cells of a 200k index.
+FILTERED_MIN_PROBE = 0.018
 
 
 def _faiss():
@@ -156,8 +159,13 @@ class AnnSearch:
             selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
             # The k nearest rows that pass lie about as far as the k / share nearest of all rows: probe 1 / share
             # times the cells (and enough to hold count rows that pass); a scanned row that fails costs one bit test.
+            # A point tuned to one probed cell (clustered data) scaled so finds the passing rows of the query's own
+            # cluster only, not the nearer clusters where the rest of its k lie: the scaling starts from at least
+            # FILTERED_MIN_PROBE of the cells (200k clustered, 10 % and 1 % passing: recall 0.93 and 0.88 from one
+            # cell, 1.000 from 24 of 1,341).
             share = max(int(allowed.sum()), 1) / max(self.n, 1)
-            nprobe = int(min(nlist, math.ceil(max(nprobe, 1.5 * count * nlist / max(self.n, 1)) / share)))
+            start = max(nprobe, FILTERED_MIN_PROBE * nlist, 1.5 * count * nlist / max(self.n, 1))
+            nprobe = int(min(nlist, math.ceil(start / share)))
         params = faiss.SearchParametersIVF(nprobe=nprobe, sel=selector) if selector is not None else \
             faiss.SearchParametersIVF(nprobe=nprobe)
         keys = self.index_.search(q, int(count), params=params)[1]
