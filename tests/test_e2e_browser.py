@@ -118,6 +118,23 @@ def results_for(page, caption: str) -> list[tuple[int, float]]:
     return result_cards(page)
 
 
+def click_when_still(page, locator) -> None:
+    """Click ``locator`` once its box has stopped moving (three reads 150 ms apart agree).
+
+    A layout that still shifts after a resize or an expander's opening can move the button between the mouse's
+    press and its release: the browser then fires no click at all (seen on CI: the pointer ended over the
+    button of the row above, and the page never reran).
+    """
+    locator.scroll_into_view_if_needed()
+    boxes: list = []
+    for _ in range(40):
+        boxes = (boxes + [locator.bounding_box()])[-3:]
+        if len(boxes) == 3 and boxes[0] == boxes[1] == boxes[2]:
+            break
+        page.wait_for_timeout(150)
+    locator.click()
+
+
 def page_state(page) -> str:
     """What the page and its server showed (for a failure message): script state, URL, text, the server's log."""
     state = page.evaluate("() => document.querySelector(\"[data-testid='stApp']\")?.getAttribute('data-test-script-state')")
@@ -157,6 +174,8 @@ def check_cards_read_well(page, name: str) -> None:
         page.screenshot(path=str(ARTIFACTS / f"{name}-{width}.png"))
         assert layout["cards"] == 8 and layout["bad"] == [], (width, layout)
     page.set_viewport_size({"width": 1500, "height": 1200})
+    page.wait_for_timeout(500)  # the page lays itself out again at the new width
+    settled(page)
 
 
 def map_point(page, row: int) -> tuple[float, float]:
@@ -207,7 +226,7 @@ def test_pick_click_map_and_upload_in_a_real_browser(browser_page, built_index, 
 
         # 1. Pick an image from the gallery: k = 8 results with distances, nearest first.
         page.get_by_text("Pick an image from the collection").click()
-        page.get_by_role("button", name="r2.jpg", exact=True).click()
+        click_when_still(page, page.get_by_role("button", name="r2.jpg", exact=True))
         cards = results_for(page, "query: reds/r2.jpg")
         assert [r for r, _ in cards] == list(range(1, 9))
         assert [d for _, d in cards] == sorted(d for _, d in cards) and cards[0][1] == 0.0
@@ -280,7 +299,7 @@ def test_first_run_indexes_the_demo_collection_with_progress(browser_page, tmp_p
         page.get_by_text("Pick an image from the collection").click()
         page.get_by_placeholder("e.g. tiger, fruit/").fill("zebra")
         page.keyboard.press("Enter")
-        page.get_by_role("button", name="zebra.jpg", exact=True).click()
+        click_when_still(page, page.get_by_role("button", name="zebra.jpg", exact=True))
         cards = results_for(page, "query: mammals/zebra.jpg")
         assert [r for r, _ in cards] == list(range(1, 9))
         assert server.log.read_text().count("indexing job #") == 1, "one run for two visitors and a reload"
