@@ -21,11 +21,10 @@ from imgsim.metadata.filters import parse_where
 from imgsim.serving.policy import plain
 
 from .conftest import serve
-from .test_app import results, texts
+from .test_app import new_app, results, texts
 from .test_app_explore import breaks
 from .test_filters_search import CITIES, StandIn, gps_exif, write_photo
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 CAMERAS = ("Canon EOS 5D", "NIKON D850")
 CAPTIONS = {"g0/p000.jpg": "A heron standing in the reeds", "g1/p001.jpg": "Two otters on a riverbank",
             "g2/p002.jpg": "A red tram in the rain", "g0/p003.jpg": "A heron in flight"}
@@ -63,13 +62,6 @@ def col(monkeypatch, tmp_path, meta_index) -> Collection:
     root, index = meta_index
     serve(monkeypatch, tmp_path, index, root)
     return Collection.open(index)
-
-
-def new_app(**params) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    for key, value in params.items():
-        at.query_params[key] = value
-    return at
 
 
 def result_rows(at: AppTest) -> list[int]:
