@@ -210,8 +210,9 @@ def measure(args, out: Path, stages: dict, pooling: str, log) -> dict:
     built = col.index.meta.get("search") or {}
     result = {
         "n": args.n, "dims": args.dims, "data": args.data, "pooling": pooling, "search": col.search_method,
-        "operating_point": {key: built.get(key) for key in ("n_probe", "candidates", "graph_candidates", "target",
-                                                             "latency_budget_ms", "met", "reason")},
+        "operating_point": {key: built.get(key) for key in ("n_probe", "candidates", "graph_candidates",
+                                                             "graph_n_probe", "target", "latency_budget_ms", "met",
+                                                             "reason")},
         **recorded,
         "exact_query_ms_p50": round(float(np.percentile(exact_times, 50)) * 1e3, 3) if exact_times else None,
         "recall_at_10_recorded_at_build": built.get("recall_at_10"),
@@ -230,7 +231,7 @@ def measure(args, out: Path, stages: dict, pooling: str, log) -> dict:
                                  **_at_point(col, rows, fresh, truth)}
         log(_comparison(result))
         log(f"neighbour graph: recall@10 {built.get('graph_recall_at_10')} at build "
-            f"({built.get('graph_candidates')} candidates)")
+            f"({built.get('graph_candidates')} candidates, {built.get('graph_n_probe')} cells probed)")
     del col
     return result
 

@@ -146,6 +146,51 @@ def test_the_neighbour_graph_gets_the_candidates_that_reach_the_target_or_report
     assert f"shortfall {TARGET - short.recall_out_of_sample:.3f}" in short.reason
 
 
+def clustered(n: int, d: int = 64, clusters: int = 40, latent: int = 16, seed: int = 0) -> np.ndarray:
+    """Tight clusters of non-negative unit vectors (the scale benchmark's easy data, small): each cluster
+    spans a few IVF cells, so one probed cell answers queries but holds only part of a row's neighbours."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, latent))
+    mixing = rng.normal(size=(latent, d)) / np.sqrt(latent)
+    z = centres[rng.integers(0, clusters, n)] + 0.5 * rng.normal(size=(n, latent))
+    x = (np.maximum(z @ mixing, 0) + 0.02 * np.abs(rng.normal(size=(n, d)))).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_the_neighbour_graph_probes_its_own_cells_when_the_queries_one_cell_holds_too_few_neighbours():
+    x = clustered(6000)
+    search = AnnSearch().fit(x, PCAProjection(n_components=32).fit(x))
+    tuning.set_operating_point(search, 1, 50)  # the point a tight-cluster query tuning reaches at 1M
+    per_cell = search.n / search.index_.nlist
+    samples = tuning.held_out_samples(search, x)
+    check = samples[1]
+    # At the queries' one cell, every count that cell holds falls short; a count it does not hold sends each
+    # row to every cell (the 1M clustered build: 512 candidates at one cell, a scan of the whole index).
+    holds = [c for c in tuning.GRAPH_CANDIDATE_GRID if 2 * c <= per_cell]
+    assert holds and max(recall_at_k(search.kneighbors_rows(check.rows, 10, candidates=c).indices, check.others)
+                         for c in holds) < TARGET
+
+    graph = tuning.tune_graph_candidates(search, x, TARGET, samples=samples)
+
+    assert graph.met and graph.recall_out_of_sample >= TARGET, graph.reason
+    assert graph.n_probe > 1 and search.index_.nprobe == 1  # its own cells; the queries' point is untouched
+    assert graph.reason == (f"graph recall@10 {graph.recall_out_of_sample:.3f} >= {TARGET} with "
+                            f"{graph.candidates} candidates, {graph.n_probe} cells probed")
+    # Every count was tried only at cells that hold it twice over (or is the smallest), and the chosen point
+    # is one that reached the aim on the tuning rows, timed against the others that did.
+    assert all(p["candidates"] == 16 or 2 * p["candidates"] <= p["n_probe"] * per_cell for p in graph.explored)
+    timed = [p for p in graph.explored if "row_ms" in p]
+    chosen = next(p for p in timed if (p["n_probe"], p["candidates"]) == (graph.n_probe, graph.candidates))
+    assert chosen["row_ms"] == min(p["row_ms"] for p in timed)
+    assert all(p["recall_tuning"] >= tuning._aim(TARGET, len(samples[0].rows)) for p in timed)
+    rebuilt = search.kneighbors_rows(check.rows, 10, candidates=graph.candidates, n_probe=graph.n_probe)
+    assert recall_at_k(rebuilt.indices, check.others) == graph.recall_out_of_sample
+    # Probing on no longer helps a count that falls short: the exploration stops and reports it.
+    short = tuning.tune_graph_candidates(search, x, 0.9999, grid=(11,), samples=samples)
+    assert not short.met and short.candidates == 11 and short.n_probe < search.index_.nlist
+    assert short.reason.endswith(f"(shortfall {0.9999 - short.recall_out_of_sample:.3f})")
+
+
 def test_small_collections_keep_exact_search_with_nothing_to_tune(collection):
     x, fresh, _ = collection
     small = x[:2000]

@@ -84,13 +84,17 @@ class AnnMethod:
         whether the tuning kept its recall target (indexes built before tuning record no target)."""
         graph, out = info.get("graph_recall_at_10"), info.get("recall_at_10_out_of_sample")
         per_image = info.get("graph_candidates")
+        if per_image and info.get("graph_n_probe") not in (None, info.get("n_probe")):
+            per_image = f"{per_image} candidates from {info['graph_n_probe']} cells"
+        elif per_image:
+            per_image = f"{per_image} candidates"
         if short:
             return (f"approximate ({info.get('engine')}, {info.get('n_lists')} lists, {info.get('n_probe')} probed, "
                     f"{info.get('candidates')} re-ranked exactly); recall@10 vs exact {info.get('recall_at_10')}"
                     + (f" (indexed images), {out} (images not in the index)" if out is not None else "")
                     + f" on {info.get('queries')} queries measured at build time"
                     + (f"; neighbour graph recall@10 {graph}" if graph is not None else "")
-                    + (f" ({per_image} candidates per image{_graph_shortfall(info)})" if per_image else "")
+                    + (f" ({per_image} per image{_graph_shortfall(info)})" if per_image else "")
                     + (f"; {_verdict(info)}" if "target" in info else ""))
         return (f"Search: approximate for this large collection ({info.get('engine')}, {info.get('n_lists'):,} lists, "
                 f"{info.get('n_probe')} probed, {info.get('candidates')} candidates re-ranked with exact distances). "
@@ -101,7 +105,7 @@ class AnnMethod:
                 + (f"The operating point was {_verdict(info)}. " if "target" in info else "")
                 + "Distances shown are always exact."
                 + (f" The neighbour graph behind Duplicates and Odd ones out "
-                   f"({f'{per_image} candidates' if per_image else 'fewer candidates'} per image): recall@10 "
+                   f"({per_image or 'fewer candidates'} per image): recall@10 "
                    f"{graph} on the same queries{_graph_shortfall(info)}." if graph is not None else ""))
 
 
@@ -133,9 +137,11 @@ def graph_order(search: AnnSearch, projected: np.ndarray, chunk_rows: int = 6553
 
 
 def _graph(search: AnnSearch, rows: np.ndarray, k: int, candidates: int, progress: ProgressFn,
-           projected: np.ndarray | None = None, block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's ``k`` nearest other rows, from ``candidates`` IVF candidates re-ranked exactly; with
-    ``projected`` (the rows' PCA coordinates), searched in :func:`graph_order`."""
+           projected: np.ndarray | None = None, block: int = 4096, n_probe: int | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``k`` nearest other rows, from ``candidates`` IVF candidates in ``n_probe`` cells (default:
+    the queries') re-ranked exactly; with ``projected`` (the rows' PCA coordinates), searched in
+    :func:`graph_order`."""
     k = max(0, min(int(k), search.n - 1))
     idx = np.zeros((len(rows), k), dtype=np.int32)
     dist = np.zeros((len(rows), k), dtype=np.float32)
@@ -143,7 +149,7 @@ def _graph(search: AnnSearch, rows: np.ndarray, k: int, candidates: int, progres
     progress("neighbors", 0, len(rows))
     for start in range(0, len(rows), block):
         sel = order[start:start + block]
-        found = search.kneighbors_rows(rows[sel], k, candidates=candidates,
+        found = search.kneighbors_rows(rows[sel], k, candidates=candidates, n_probe=n_probe,
                                        projected=None if projected is None else projected[sel])
         idx[sel] = found.indices
         dist[sel] = found.distances
@@ -172,7 +178,7 @@ def _tuned_meta(point: OperatingPoint, graph: GraphPoint, measured: dict) -> dic
     graph_recall = measured.get("graph_recall_at_10")
     return {"target": point.target, "latency_budget_ms": point.latency_budget_ms, "met": bool(met),
             "reason": point.reason, "query_ms_p50": p50, "query_ms_p99": p99,
-            "graph_candidates": graph.candidates,
+            "graph_candidates": graph.candidates, "graph_n_probe": graph.n_probe,
             "graph_met": bool(graph_recall is None or graph_recall >= point.target),
             "tuning": {"recall_aim": point.recall_aim, "tuning_queries": point.tuning_queries,
                        "verify_queries": point.verify_queries, "explored": point.explored,
@@ -213,7 +219,8 @@ def derive_ann(writer: store.GenerationWriter, progress: ProgressFn, chosen: str
     seconds["tune"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    nn_i, nn_d = _graph(search, np.arange(n), graph_k, graph_point.candidates, progress, projected)
+    nn_i, nn_d = _graph(search, np.arange(n), graph_k, graph_point.candidates, progress, projected,
+                        n_probe=graph_point.n_probe)
     writer.save_array("nn_indices", nn_i)
     writer.save_array("nn_distances", nn_d)
     seconds["graph"] = time.perf_counter() - t
@@ -312,11 +319,13 @@ def update_ann(writer: store.GenerationWriter, progress: ProgressFn, old: store.
         sample = tuning.random_held_out(search, vectors, DRIFT_QUERIES, min(10, n - 1))
         drift = tuning.retune_if_drifted(search, vectors, target, check=sample, latency_budget_ms=latency_budget_ms)
     graph_candidates = graph_point.candidates if retune else recorded.get("graph_candidates", GRAPH_CANDIDATES)
+    # Indexes built before the graph had its own cells probed it at the queries' point.
+    graph_n_probe = graph_point.n_probe if retune else recorded.get("graph_n_probe") or int(search.index_.nprobe)
     if drift is not None and drift.retuned:
         # New cells probed: the graph's candidates are chosen again at them (for the rows recomputed below), on
         # the rows the point was re-tuned on, none of which is among the rows its recall is measured on.
         graph_point = tuning.tune_graph_candidates(search, vectors, target, samples=drift.samples)
-        graph_candidates = graph_point.candidates
+        graph_candidates, graph_n_probe = graph_point.candidates, graph_point.n_probe
     seconds["tune"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -333,7 +342,7 @@ def update_ann(writer: store.GenerationWriter, progress: ProgressFn, old: store.
         stale = np.flatnonzero(kept)
     redo = np.arange(n) if retune else np.union1d(new_rows, stale)
     if len(redo):
-        ri, rd = _graph(search, redo, k, graph_candidates, progress, all_projected)
+        ri, rd = _graph(search, redo, k, graph_candidates, progress, all_projected, n_probe=graph_n_probe)
         nn_i[redo], nn_d[redo] = ri, rd
         _insert_reverse(nn_i, nn_d, new_rows, ri[np.searchsorted(redo, new_rows)],
                         rd[np.searchsorted(redo, new_rows)])
@@ -361,7 +370,7 @@ def update_ann(writer: store.GenerationWriter, progress: ProgressFn, old: store.
                                f"{drift.queries} rows left out after the update: re-tuned; {tuned['reason']}")
     else:
         tuned = _kept_meta(search, vectors, sample, recorded, measured, target, latency_budget_ms,
-                           graph_candidates)
+                           graph_candidates, graph_n_probe)
     seconds["recall"] = time.perf_counter() - t
     search_meta = _search_meta(search, measured, tuned, chosen, {k_: round(v, 3) for k_, v in seconds.items()})
     search_meta["incremental"] = {"added": int(len(new_rows)), "removed": int(len(removed_old)),
@@ -374,7 +383,7 @@ def update_ann(writer: store.GenerationWriter, progress: ProgressFn, old: store.
 
 
 def _kept_meta(search: AnnSearch, vectors: np.ndarray, sample: HeldOut, recorded: dict, measured: dict,
-               target: float, latency_budget_ms: float, graph_candidates: int) -> dict:
+               target: float, latency_budget_ms: float, graph_candidates: int, graph_n_probe: int) -> dict:
     """The tuning record of an update that kept the operating point: the latency measured again (cheap), how
     the point was chosen as the previous generation recorded it."""
     p50, p99 = tuning.query_latency_ms(search, np.asarray(vectors[sample.rows[:tuning.LATENCY_QUERIES]]))
@@ -387,7 +396,7 @@ def _kept_meta(search: AnnSearch, vectors: np.ndarray, sample: HeldOut, recorded
                        f"p50 {p50:.2f} ms" + ("" if p50 <= latency_budget_ms else
                                               f", over the {latency_budget_ms:g} ms budget")),
             "query_ms_p50": round(p50, 3), "query_ms_p99": round(p99, 3), "graph_candidates": int(graph_candidates),
-            "graph_met": bool(graph_recall is None or graph_recall >= target), "tuning": recorded.get("tuning")}
+            "graph_n_probe": int(graph_n_probe), "graph_met": bool(graph_recall is None or graph_recall >= target), "tuning": recorded.get("tuning")}
 
 
 def _insert_reverse(nn_i: np.ndarray, nn_d: np.ndarray, new_rows: np.ndarray, their_i: np.ndarray,

@@ -29,6 +29,10 @@ LATENCY_BUDGET_MS = 5.0
 CANDIDATE_GRID = (50, 100, 150, 200, 300, 400, 600, 800)
 #: Candidates tried for the stored neighbour graph (its cost grows with the count, not its latency).
 GRAPH_CANDIDATE_GRID = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+#: The graph's ``n_probe`` is explored up to this many times the first that reached its aim.
+GRAPH_CELLS_BEYOND = 4
+#: Graph rows timed end to end per point that reached the aim (the cheapest is chosen).
+GRAPH_TIMING_ROWS = 200
 TUNE_QUERIES = 600
 VERIFY_QUERIES = 400
 LATENCY_QUERIES = 60
@@ -451,9 +455,16 @@ def tune_graph_candidates(search, vectors: np.ndarray, target: float = RECALL_TA
                           grid: tuple[int, ...] = GRAPH_CANDIDATE_GRID, tune_queries: int = TUNE_QUERIES,
                           verify_queries: int = VERIFY_QUERIES, random_state: int = 2,
                           samples: tuple[HeldOut, HeldOut] | None = None) -> GraphPoint:
-    """The fewest re-ranked candidates per row that give the stored neighbour graph recall@k ``target``
-    (each row is its own left-out query) at the search's ``n_probe`` (tune the queries first), else the
-    largest count tried and its shortfall. Measured again on other rows than it was chosen on."""
+    """The cells probed and re-ranked candidates per row that give the stored neighbour graph recall@k
+    ``target`` (each row is its own left-out query) at the lowest measured cost per row, else the point that
+    came closest and its shortfall. Measured again on other rows than it was chosen on.
+
+    The graph has its own ``n_probe``, from the queries' upwards (tune the queries first): a query point of
+    one probed cell (tight clusters) holds a row's own cell only, while its neighbours spill into the next
+    ones, and asking one cell for more candidates than it holds sends the row to every cell (1M clustered
+    rows: 512 candidates at one cell, every cell scanned). So each count is tried only at cells that hold it
+    twice over on average, faiss's intersection criterion finds the fewest candidates that reach the aim at
+    each ``n_probe`` (one IVF search per rung), and graph rows timed end to end choose among those points."""
     if not isinstance(search, AnnSearch):
         return GraphPoint(None, None, target, 1.0, True, EXACT)
     if too_few_to_tune(search, k):
@@ -462,23 +473,57 @@ def tune_graph_candidates(search, vectors: np.ndarray, target: float = RECALL_TA
     faiss = _faiss()
     tuning, fresh = samples or held_out_samples(search, vectors, tune_queries, verify_queries, k, random_state)
     counts = sorted({_count(search, c, k) for c in grid})
-    # One IVF search for the largest count: its first C results are the search for C.
-    _, keys = search.index_.search(tuning.coords, counts[-1])
+    start = int(search.index_.nprobe)
+    per_cell = search.n / max(1, int(search.index_.nlist))
     aim = _aim(target, len(tuning.rows))
-    explored = []
-    for count in counts:
-        head = np.ascontiguousarray(keys[:, :count])
-        perf = _criterion(search, tuning, count).evaluate(
-            faiss.swig_ptr(np.zeros(head.shape, dtype=np.float32)), faiss.swig_ptr(head))
-        explored.append({"candidates": count, "recall_tuning": round(min(1.0, perf * count / k), 4)})
-        if explored[-1]["recall_tuning"] >= aim:
-            break
-    chosen = explored[-1]
-    found = search.kneighbors_rows(fresh.rows, k, exclude_self=True, candidates=chosen["candidates"])
+    explored: list[dict] = []
+    reached: list[dict] = []
+    previous = -1.0
+    for n_probe in (v for v in n_probe_ladder(search) if v >= start):
+        fits = [c for c in counts if c == counts[0] or c * 2 <= n_probe * per_cell]
+        if reached:
+            fits = [c for c in fits if c < reached[-1]["candidates"]]
+            if not fits or n_probe > GRAPH_CELLS_BEYOND * reached[0]["n_probe"]:
+                break  # fewer candidates are out of reach, or only at many more cells than the first point
+        params = faiss.SearchParametersIVF(nprobe=int(n_probe))
+        keys = search.index_.search(tuning.coords, fits[-1], params=params)[1]
+        top = -1.0
+        for count in fits:
+            head = np.ascontiguousarray(keys[:, :count])
+            perf = _criterion(search, tuning, count).evaluate(
+                faiss.swig_ptr(np.zeros(head.shape, dtype=np.float32)), faiss.swig_ptr(head))
+            point = {"n_probe": int(n_probe), "candidates": count, "recall_tuning": round(min(1.0, perf * count / k), 4)}
+            explored.append(point)
+            top = point["recall_tuning"]
+            if top >= aim:
+                reached.append(point)
+                break
+        if not reached and fits[-1] == counts[-1] and top <= previous + 0.001:
+            break  # every count probed and more cells no longer help: the candidates are what falls short
+        previous = max(previous, top)
+    if reached:
+        rows = tuning.rows[:GRAPH_TIMING_ROWS]
+        for point in reached:
+            point["row_ms"] = round(_graph_row_ms(search, rows, k, point["n_probe"], point["candidates"]), 4)
+        chosen = min(reached, key=lambda p: p["row_ms"])
+    else:
+        chosen = max(explored, key=lambda p: (p["recall_tuning"], -p["n_probe"], -p["candidates"]))
+    found = search.kneighbors_rows(fresh.rows, k, exclude_self=True, candidates=chosen["candidates"],
+                                   n_probe=chosen["n_probe"])
     recall = round(recall_at_k(found.indices, fresh.others), 4)
     ok = bool(recall >= target)
-    reason = (f"graph recall@{k} {recall:.3f} >= {target} with {chosen['candidates']} candidates" if ok else
-              f"graph recall@{k} {recall:.3f} < {target} with {chosen['candidates']} candidates "
-              f"(shortfall {target - recall:.3f})")
-    return GraphPoint(chosen["candidates"], int(search.index_.nprobe), target, recall, ok, reason,
+    where = f"{chosen['candidates']} candidates, {chosen['n_probe']} cells probed"
+    reason = (f"graph recall@{k} {recall:.3f} >= {target} with {where}" if ok else
+              f"graph recall@{k} {recall:.3f} < {target} with {where} (shortfall {target - recall:.3f})")
+    return GraphPoint(chosen["candidates"], chosen["n_probe"], target, recall, ok, reason,
                       recall_tuning=chosen["recall_tuning"], explored=explored)
+
+
+def _graph_row_ms(search: AnnSearch, rows: np.ndarray, k: int, n_probe: int, candidates: int) -> float:
+    """Milliseconds per graph row at (``n_probe``, ``candidates``), the faster of two passes over ``rows``."""
+    best = math.inf
+    for _ in range(2):
+        t0 = time.perf_counter()
+        search.kneighbors_rows(rows, k, exclude_self=True, candidates=candidates, n_probe=n_probe)
+        best = min(best, time.perf_counter() - t0)
+    return 1e3 * best / max(1, len(rows))
