@@ -473,6 +473,47 @@ def test_a_hard_ann_index_records_an_operating_point_that_keeps_the_target_on_fr
             f"{info['recall_at_10_out_of_sample']}") in capsys.readouterr().out
 
 
+def test_the_graph_is_built_and_updated_at_its_own_recorded_cells_not_the_queries_point(tmp_path, monkeypatch):
+    import dataclasses
+
+    from .test_tuning import clustered
+
+    monkeypatch.setattr(ann_build, "MAP_SAMPLE", 300)
+    real = tuning.tune_operating_point
+
+    def one_cell(search, *a, **kw):
+        # The queries at one cell (as tight clusters tune at 1M), with more candidates than a cell holds: each
+        # query then scans every cell, so their recall holds and an update keeps the recorded points.
+        point = real(search, *a, **kw)
+        tuning.set_operating_point(search, 1, 200)
+        return dataclasses.replace(point, n_probe=1, candidates=200)
+
+    monkeypatch.setattr(tuning, "tune_operating_point", one_cell)
+    x = clustered(6500)
+    ix = commit_vectors(tmp_path / "ix", x[:6000])
+    info = ix.meta["search"]
+    assert info["n_probe"] == 1 and info["graph_n_probe"] > 1 and info["graph_met"] is True
+    col = Collection.open(tmp_path / "ix")
+    rows = np.arange(0, 6000, 13)
+    stored = np.asarray(ix.array("nn_indices"))[rows]
+    own = col.search.kneighbors_rows(rows, 10, candidates=info["graph_candidates"], n_probe=info["graph_n_probe"])
+    queries_point = col.search.kneighbors_rows(rows, 10, candidates=info["graph_candidates"])
+    assert (stored == own.indices).all() and (stored != queries_point.indices).any(axis=1).mean() > 0.5
+    assert (f"neighbour graph recall@10 {info['graph_recall_at_10']} ({info['graph_candidates']} candidates from "
+            f"{info['graph_n_probe']} cells per image)") in col.search_summary(short=True)
+
+    # An update that keeps the points computes its new rows' graph at the recorded cells.
+    new = commit_vectors(tmp_path / "ix", x, old=ix)
+    after = new.meta["search"]
+    assert after["drift"]["retuned"] is False and after["incremental"]["graph_rows_recomputed"] >= 500
+    assert (after["graph_candidates"], after["graph_n_probe"]) == (info["graph_candidates"], info["graph_n_probe"])
+    col = Collection.open(tmp_path / "ix")
+    added = np.arange(6000, 6500)
+    own = col.search.kneighbors_rows(added, 10, candidates=info["graph_candidates"], n_probe=info["graph_n_probe"])
+    # (a new row's list also gains the other new rows closer than its k-th, as old rows' lists do)
+    assert (np.asarray(new.array("nn_indices"))[added] == own.indices).all(axis=1).mean() >= 0.99
+
+
 def test_a_target_out_of_reach_within_a_tiny_budget_is_recorded_as_not_met_and_said(tmp_path, monkeypatch):
     monkeypatch.setattr(ann_build, "MAP_SAMPLE", 300)
     real = tuning.tune_graph_candidates
