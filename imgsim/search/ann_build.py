@@ -22,7 +22,7 @@ from imgsim.search.ann import ANN_DIMS, ANN_FILE, AnnSearch, default_lists, quer
 from imgsim.search.exact import ExactMethod
 from imgsim.search.tuning import LATENCY_BUDGET_MS, GraphPoint, HeldOut, OperatingPoint
 from imgsim.analysis.map2d import MapBuilder, SampledMap, place_by_neighbors
-from imgsim.progress import ProgressFn
+from imgsim.progress import ProgressFn, no_progress
 from imgsim.search.projection import PCAProjection
 
 #: Rows the PCA basis is fitted on (then reused by every incremental run).
@@ -31,6 +31,8 @@ PCA_SAMPLE = 10_000
 MAP_SAMPLE = 10_000
 #: IVF candidates re-ranked exactly per row of the neighbour graph of indexes built before it was tuned.
 GRAPH_CANDIDATES = 16
+#: A new row's candidates offered to old rows' neighbour lists, in multiples of the graph's candidates.
+REVERSE_CANDIDATES = 4
 #: Rows left out to re-measure recall after an incremental update (the drift check).
 DRIFT_QUERIES = 200
 
@@ -344,8 +346,17 @@ def update_ann(writer: store.GenerationWriter, progress: ProgressFn, old: store.
     if len(redo):
         ri, rd = _graph(search, redo, k, graph_candidates, progress, all_projected, n_probe=graph_n_probe)
         nn_i[redo], nn_d[redo] = ri, rd
-        _insert_reverse(nn_i, nn_d, new_rows, ri[np.searchsorted(redo, new_rows)],
-                        rd[np.searchsorted(redo, new_rows)])
+        # A new row is offered to the old rows it is closer to than their k-th, from REVERSE_CANDIDATES times
+        # the graph's candidates: an old row's new neighbour is often not among that new row's own k (6,000 +
+        # 1,000 rows, graph recall@10 after the update: hard 0.958 -> 0.875 offering the k, 0.926 offering 4x
+        # the candidates; tight clusters 0.958 -> 0.899, 0.950).
+        wide = min(max(k, REVERSE_CANDIDATES * int(graph_candidates)), max(n - 1, 0))
+        if len(new_rows) and wide > k and not retune:
+            offer_i, offer_d = _graph(search, new_rows, wide, wide, no_progress, n_probe=graph_n_probe)
+        else:
+            at = np.searchsorted(redo, new_rows)
+            offer_i, offer_d = ri[at], rd[at]
+        _insert_reverse(nn_i, nn_d, new_rows, offer_i, offer_d)
     writer.save_array("nn_indices", nn_i)
     writer.save_array("nn_distances", nn_d)
     seconds["graph"] = time.perf_counter() - t
