@@ -114,9 +114,16 @@ def test_langchain_retriever(client):
     docs = client.langchain_retriever(k=2).invoke("a red circle")
     assert len(docs) == 2 and docs[0].page_content == docs[0].metadata["path"]
     assert docs[0].metadata["thumbnail_url"].endswith("/thumbnail")
+    # The same images, ranks and distances as the client's own text search, each with its thumbnail's URL.
+    found = client.search_text("a red circle", k=2)["neighbors"]
+    assert [d.page_content for d in docs] == [n["path"] for n in found]
+    assert [d.metadata for d in docs] == [{**n, "thumbnail_url": client.thumbnail_url(n["path"])} for n in found]
 
 
 def test_llamaindex_retriever(client):
     pytest.importorskip("llama_index.core", reason="LlamaIndex is an optional extra (pip install llama-index-core)")
     nodes = client.llamaindex_retriever(k=2).retrieve("a red circle")
     assert len(nodes) == 2 and nodes[0].score == nodes[0].node.metadata["similarity"]
+    found = client.search_text("a red circle", k=2)["neighbors"]
+    assert [(x.node.id_, x.score, x.node.metadata) for x in nodes] == [(n["path"], n["similarity"], n) for n in found]
+    assert [x.node.image_url for x in nodes] == [client.thumbnail_url(n["path"]) for n in found]
