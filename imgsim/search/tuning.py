@@ -8,7 +8,9 @@ re-ranked candidates on a small grid, faiss explores ``n_probe`` on the IVF inde
 (``ParameterSpace.explore`` with an ``IntersectionCriterion``), a doubling of cells at a time, until the
 recall reaches the target plus a sampling margin or scanning the cells alone takes the latency budget; the
 end-to-end p50 of the cheapest ``n_probe`` that reached it, per count, decides. The chosen point is then
-measured on other rows than the ones it was tuned on: that is the recall it reports.
+measured on other rows than the ones it was tuned on: that is the recall it reports. The stored neighbour
+graph gets its own point the same way (:func:`tune_graph_candidates`): cells from the queries' ``n_probe`` up
+and the fewest re-ranked candidates at each, chosen by timed graph rows.
 """
 
 from __future__ import annotations
@@ -502,7 +504,7 @@ def tune_graph_candidates(search, vectors: np.ndarray, target: float = RECALL_TA
             break  # every count probed and more cells no longer help: the candidates are what falls short
         previous = max(previous, top)
     if reached:
-        rows = tuning.rows[:GRAPH_TIMING_ROWS]
+        rows = tuning.rows[::max(1, len(tuning.rows) // GRAPH_TIMING_ROWS)][:GRAPH_TIMING_ROWS]  # spread out
         for point in reached:
             point["row_ms"] = round(_graph_row_ms(search, rows, k, point["n_probe"], point["candidates"]), 4)
         chosen = min(reached, key=lambda p: p["row_ms"])
