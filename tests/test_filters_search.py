@@ -17,6 +17,7 @@ from imgsim.build import build_index
 from imgsim.collection import Collection
 from imgsim.metadata.filters import parse_where
 from imgsim.models.weights import ResolvedWeights
+from imgsim.search import ann
 from imgsim.search.ann import AnnSearch, query_coords, stored_coords
 from imgsim.search.projection import PCAProjection
 
@@ -170,7 +171,8 @@ def test_near_keeps_what_a_hand_computed_haversine_keeps(col):
     assert len(rows) == sum(v is not None for v in lat) == col.count - len(range(0, col.count, 4))
 
 
-def test_ann_under_the_selector_probes_more_cells_until_k_rows_pass():
+def test_ann_under_the_selector_probes_more_cells_until_k_rows_pass(monkeypatch):
+    monkeypatch.setattr(ann, "FILTERED_EXACT_ROWS", 0)  # this small collection's few passing rows go through the cells
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(20, 32)) * 3
     x = (centres[rng.integers(0, 20, 4000)] + rng.normal(size=(4000, 32))).astype(np.float32)
@@ -200,6 +202,39 @@ def test_ann_under_the_selector_probes_more_cells_until_k_rows_pass():
     few[[5, 17, 3000]] = True  # fewer rows pass than k: all of them, exactly ordered
     got = search.kneighbors(x[5][None], 10, prefer=5, allowed=few)
     assert got.indices[0].tolist() == exact_over(x, np.array([5, 17, 3000]), x[5], 10)[0]
+
+
+def test_a_filter_few_rows_pass_is_answered_exactly_and_the_selector_follows_the_mask(monkeypatch):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(6000, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    search = AnnSearch(n_lists=60, n_probe=2, candidates=20).fit(x, PCAProjection(n_components=16).fit(x))
+    probes, search_ivf = [], search.index_.search
+    search.index_.search = lambda q, k, params=None: probes.append(params) or search_ivf(q, k, params=params)
+    # Up to FILTERED_EXACT_ROWS passing rows are all re-ranked exactly: the exact answer over them, no IVF scan.
+    few = np.zeros(len(x), dtype=bool)
+    few[rng.choice(len(x), ann.FILTERED_EXACT_ROWS, replace=False)] = True
+    got = search.kneighbors(x[:5], 10, allowed=few)
+    assert probes == []
+    assert got.indices.tolist() == [exact_over(x, np.flatnonzero(few), q, 10)[0] for q in x[:5]]
+    # More rows pass: through the cells under the selector, which one mask's queries share and another replaces.
+    masks = [rng.random(len(x)) < share for share in (0.5, 0.3)]
+    answers, selectors = [], []
+    for m in masks:
+        answers.append(search.kneighbors(x[:20], 10, allowed=m).indices)
+        selectors.append(search._last_selector[2])
+    assert len(probes) == 2 and all(m[a].all() for m, a in zip(masks, answers)) and selectors[0] is not selectors[1]
+    again = search.kneighbors(x[:20], 10, allowed=masks[0].copy())  # the same mask, another array
+    assert (again.indices == answers[0]).all()
+    first = search._last_selector[2]
+    assert search.kneighbors(x[20:40], 10, allowed=masks[0]) and search._last_selector[2] is first  # kept
+    # The selector is over keys: new keys (an update) get a new one, which passes exactly the masked rows' keys.
+    search.keys_ = search.keys_.copy()
+    search.kneighbors(x[:1], 10, allowed=masks[0])
+    assert search._last_selector[2] is not first
+    bitmap = search._last_selector[3]
+    bits = np.unpackbits(bitmap, bitorder="little")[:int(search.keys_.max()) + 1].astype(bool)
+    assert (np.flatnonzero(bits) == np.sort(search.keys_[masks[0]])).all()
 
 
 @pytest.fixture(scope="module")
@@ -236,9 +271,10 @@ def test_clip_text_queries_fuse_vectors_with_keywords(clip_captioned, random_cli
     assert filtered.neighbors and all(n.path.startswith("reds/") for n in filtered.neighbors)
 
 
-def test_a_filtered_query_scales_its_probing_from_a_floor_of_cells_not_from_a_single_tuned_cell():
+def test_a_filtered_query_scales_its_probing_from_a_floor_of_cells_not_from_a_single_tuned_cell(monkeypatch):
     """A point tuned to one cell (clustered data) scaled by 1 / share reached only the query's own cluster's cells:
     on the tuned 200k clustered index recall@10 was 0.93 at 10 % passing and 0.88 at 1 % (docs/metadata.md)."""
+    monkeypatch.setattr(ann, "FILTERED_EXACT_ROWS", 0)  # the 800 passing rows go through the cells
     rng = np.random.default_rng(0)
     x = rng.normal(size=(8000, 32)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -248,5 +284,6 @@ def test_a_filtered_query_scales_its_probing_from_a_floor_of_cells_not_from_a_si
     probes, search_ivf = [], search.index_.search
     search.index_.search = lambda q, k, params=None: probes.append(params.nprobe) or search_ivf(q, k, params=params)
     search.kneighbors(x[:1], 10, allowed=allowed)
-    # 1.8 % of 200 cells is 3.6; one cell, or the 1.5 x 20 candidates' worth of cells (0.75), would give 10 or 8.
-    assert probes[0] == math.ceil(3.6 / 0.1) == 36
+    # 1.8 % of 200 cells is 3.6, scaled by 1 / sqrt(share); one cell would give 4, the cells that hold 1.5 x 20
+    # passing rows (7.5) 8.
+    assert probes[0] == math.ceil(3.6 / 0.1 ** 0.5) == 12

@@ -12,6 +12,7 @@ rebuilding. Recall against exact search is measured, never assumed: :func:`recal
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
@@ -24,9 +25,17 @@ from imgsim.search.projection import PCAProjection
 #: kernels need a multiple of 16 (at 129 the 8-bit scan ran 10 times slower, bench/ann_kernels.py).
 ANN_DIMS = 127
 ANN_FILE = "ann.faiss"
-#: Share of the cells a filtered query's probing is scaled from at least (by 1 / the share of rows that pass):
-#: 24 of the 1,341 cells of a 200k index.
+#: Share of the cells a filtered query's probing is scaled from at least (by 1 / sqrt(the share of rows that
+#: pass)): 24 of the 1,341 cells of a 200k index.
 FILTERED_MIN_PROBE = 0.018
+#: The probing grows as share ** -FILTERED_PROBE_EXPONENT. The k nearest rows that pass lie about as far as the
+#: k / share nearest of all rows, but those lie in few more cells than the k nearest do: 1 / share over-probed
+#: (1M features, 10 % passing: 1,280 of 3,000 cells, 13.3 ms, recall 0.999; 1 / sqrt(share): 405 cells,
+#: 4.9 ms, 0.992; bench/filtered_search.py).
+FILTERED_PROBE_EXPONENT = 0.5
+#: At most this many rows passing a filter are all re-ranked exactly instead (at 1M, 0.1 % passing: a scan of
+#: every cell for them took 8 ms).
+FILTERED_EXACT_ROWS = 1024
 
 
 def _faiss():
@@ -55,6 +64,7 @@ class AnnSearch:
         self.random_state = random_state
         self.graph_: tuple[np.ndarray, np.ndarray] | None = None
         self.last_exact_fraction_ = 0.0
+        self._last_selector: tuple | None = None  # (mask digest, keys, selector, its bitmap, rows passing)
 
     # --- building ------------------------------------------------------------------------------------
 
@@ -152,20 +162,17 @@ class AnnSearch:
         nlist, selector = int(self.index_.nlist), None
         nprobe = int(min(n_probe, nlist)) if n_probe else int(self.index_.nprobe)
         if allowed is not None:
-            allowed = np.asarray(allowed, dtype=bool)
-            bits = np.zeros(int(self.keys_.max()) + 1 if len(self.keys_) else 0, dtype=bool)
-            bits[self.keys_[allowed]] = True
-            bitmap = np.packbits(bits, bitorder="little")  # kept alive while faiss reads it
-            selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
-            # The k nearest rows that pass lie about as far as the k / share nearest of all rows: probe 1 / share
-            # times the cells (and enough to hold count rows that pass); a scanned row that fails costs one bit test.
-            # A point tuned to one probed cell (clustered data) scaled so finds the passing rows of the query's own
-            # cluster only, not the nearer clusters where the rest of its k lie: the scaling starts from at least
-            # FILTERED_MIN_PROBE of the cells (200k clustered, 10 % and 1 % passing: recall 0.93 and 0.88 from one
-            # cell, 1.000 from 24 of 1,341).
-            share = max(int(allowed.sum()), 1) / max(self.n, 1)
-            start = max(nprobe, FILTERED_MIN_PROBE * nlist, 1.5 * count * nlist / max(self.n, 1))
-            nprobe = int(min(nlist, math.ceil(start / share)))
+            selector, bitmap, passing = self._selector(np.asarray(allowed, dtype=bool))  # bitmap: alive for faiss
+            # The k nearest rows that pass lie about as far as the k / share nearest of all rows: probe
+            # share ** -FILTERED_PROBE_EXPONENT times the cells, and enough cells to hold count rows that pass; a
+            # scanned row that fails costs one bit test. A point tuned to one probed cell (clustered data) scaled
+            # so finds the passing rows of the query's own cluster only, not the nearer clusters where the rest of
+            # its k lie: the scaling starts from at least FILTERED_MIN_PROBE of the cells (200k clustered, 10 % and
+            # 1 % passing: recall 0.93 and 0.88 from one cell, 1.000 from 24 of 1,341).
+            share = max(passing, 1) / max(self.n, 1)
+            start = max(nprobe, FILTERED_MIN_PROBE * nlist) / share ** FILTERED_PROBE_EXPONENT
+            hold = 1.5 * count * nlist / max(self.n * share, 1)
+            nprobe = int(min(nlist, math.ceil(max(start, hold))))
         params = faiss.SearchParametersIVF(nprobe=nprobe, sel=selector) if selector is not None else \
             faiss.SearchParametersIVF(nprobe=nprobe)
         keys = self.index_.search(q, int(count), params=params)[1]
@@ -179,6 +186,23 @@ class AnnSearch:
             keys[short] = self.index_.search(q[short], int(count), params=params)[1]
             short = short[(keys[short] < 0).any(axis=1)]
         return self.rows_of_keys(keys)
+
+    def _selector(self, allowed: np.ndarray) -> tuple:
+        """faiss' ID selector of the rows ``allowed`` passes, its bitmap over keys and how many pass; the last
+        one is kept (a filtered page's or client's queries share their mask, and at 1M building the bitmap
+        took longer than the search: 16 -> 9 ms per query at 50 % passing, bench/filtered_search.py)."""
+        digest = (hashlib.blake2b(np.packbits(allowed).tobytes(), digest_size=16).digest(), len(allowed))
+        last = self._last_selector
+        if last is not None and last[0] == digest and last[1] is self.keys_:
+            return last[2], last[3], last[4]
+        faiss = _faiss()
+        bits = np.zeros(int(self.keys_.max()) + 1 if len(self.keys_) else 0, dtype=bool)
+        bits[self.keys_[allowed]] = True
+        bitmap = np.packbits(bits, bitorder="little")
+        selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
+        passing = int(np.count_nonzero(allowed))
+        self._last_selector = (digest, self.keys_, selector, bitmap, passing)  # one assignment: thread-safe
+        return selector, bitmap, passing
 
     def kneighbors(self, queries: np.ndarray, k: int, prefer: int | None = None,
                    allowed: np.ndarray | None = None) -> Neighbors:
@@ -239,15 +263,16 @@ class AnnSearch:
                 refine: bool, count: int | None = None, allowed: np.ndarray | None = None,
                 n_probe: int | None = None) -> Neighbors:
         m = len(q)
-        pool = None if allowed is None else np.flatnonzero(np.asarray(allowed, dtype=bool))
-        k = max(0, min(int(k), (self.n if pool is None else len(pool)) - (1 if (exclude >= 0).any() else 0)))
+        passing = self.n if allowed is None else int(np.count_nonzero(allowed))
+        k = max(0, min(int(k), passing - (1 if (exclude >= 0).any() else 0)))
         indices = np.zeros((m, k), dtype=np.int64)
         distances = np.zeros((m, k), dtype=np.float64)
         if k == 0 or m == 0:
             return Neighbors(indices, distances)
         count = min(self.n, max(int(count or self.candidates), k + 1))
-        if pool is not None and len(pool) <= count:
-            cand = np.tile(pool, (m, 1))  # no more rows pass than would be re-ranked: all of them are, exactly
+        if allowed is not None and passing <= max(count, FILTERED_EXACT_ROWS):
+            # Few rows pass: all of them are re-ranked, exactly (cheaper than finding them in the cells).
+            cand = np.tile(np.flatnonzero(np.asarray(allowed, dtype=bool)), (m, 1))
         else:
             cand = self.candidates_of(pq, count, allowed, n_probe)
         # The query row itself (an indexed image) always competes, so it comes first at distance 0.
