@@ -63,7 +63,7 @@ def _label(spelling: str) -> str:
     return CHOICES.get(spelling) or f"{weights_shown(parse_fusion(spelling))} (the link's weights)"
 
 
-def _from_link() -> str | None:
+def from_link() -> str | None:
     """Before the setting is drawn the first time: it is the link's ``?fusion=`` (weights that are not among the
     choices become one more), else the default; the note saying that the link's cannot be used (Markdown), else
     None."""
@@ -85,10 +85,8 @@ def _from_link() -> str | None:
 
 
 def fusion_setting(col: Collection) -> None:
-    """The setting, where a description is fused (:func:`applies`); the URL says what it is set to."""
-    note = _from_link()
-    if note:
-        st.info(note)
+    """The setting, where a description is fused (:func:`applies`), after :func:`from_link`; the URL says what it
+    is set to."""
     options = sorted([*CHOICES, *filter(None, [st.session_state.get(state.FUSION_LINKED)])], key=_words_share)
     chosen = st.select_slider(
         "Rank descriptions by", options, format_func=_label, key=state.FUSION,

@@ -12,7 +12,7 @@ import streamlit as st
 from dashboard import cached, state
 from dashboard.components.cards import results_grid
 from dashboard.components.filters import Active, filter_bar
-from dashboard.components.fusion import applies, chosen_weights, fusion_setting, ranking, weights_shown
+from dashboard.components.fusion import applies, chosen_weights, from_link, fusion_setting, ranking, weights_shown
 from dashboard.components.gallery import gallery
 from dashboard.components.map import draw_map, preload_plotly
 from dashboard.components.picker import more_like_picker
@@ -129,6 +129,9 @@ def text_box(col: Collection) -> str | None:
         label, placeholder = "Search the captions and keywords", "e.g. heron"
         helped = (f"BM25 over each image's caption, keywords, description and file name (this index's "
                   f"{model_shown(col)} model reads no text)")
+    note = from_link() if applies(col) else None
+    if note:
+        st.info(note)  # above the box and the setting: a narrow column would make it a tall one
     box, setting = st.columns([3, 2], gap="large") if applies(col) else (st.container(), None)
     with box:
         text = st.text_input(label, key=state.TEXT, bind="query-params", on_change=state.text_changed,
