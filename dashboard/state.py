@@ -16,7 +16,7 @@ from streamlit.runtime.uploaded_file_manager import UploadedFile
 from imgsim.collection import Collection
 from imgsim.serving.policy import MAX_EXAMPLES, plain
 
-# --- URL parameters of a shared link: ?q=&not=&k=&t=&ck=&tab=&text= ---------------------------------------------
+# --- URL parameters of a shared link: ?q=&not=&k=&t=&ck=&tab=&text=&fusion= -------------------------------------
 URL_QUERY = "q"  # the image query; several (with or without URL_NOT) make a more-like-these query
 URL_NOT = "not"  # images to avoid
 # Widgets bound to the URL (bind="query-params") carry the parameter's name as their key.
@@ -27,6 +27,7 @@ THRESHOLD = "t"  # duplicates distance threshold
 CLUSTERS_K = "ck"  # number of clusters
 TAB = "tab"
 TEXT = "text"  # the description (CLIP indexes)
+FUSION = "fusion"  # how a description is ranked, in --fusion's spelling (untrusted: dashboard.components.fusion)
 WHERE = "where"  # the metadata filter's clauses, one per parameter (untrusted: see dashboard.components.filters)
 NEAR = "near"  # a place filter, LAT,LON,KM
 MAX_DISTANCE = "maxd"  # the Search tab's largest distance (not in the URL)
@@ -53,6 +54,7 @@ SEARCH_MAP = "search_map"  # the map components' values: {"clicked": [generation
 FULL_MAP = "full_map"
 PLACES_MAP = "places_map"
 FILTER = "filter"  # this session's metadata filter: {"where": [clause, ...], "near": text or None}, else the link's
+FUSION_LINKED = "fusion_linked"  # a link's fusion weights that are none of the setting's choices: one more
 FILTER_KEY = "filter_key"  # bumped to draw the filter bar's widgets afresh from FILTER
 
 

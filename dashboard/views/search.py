@@ -12,6 +12,7 @@ import streamlit as st
 from dashboard import cached, state
 from dashboard.components.cards import results_grid
 from dashboard.components.filters import Active, filter_bar
+from dashboard.components.fusion import applies, chosen_weights, from_link, fusion_setting, ranking, weights_shown
 from dashboard.components.gallery import gallery
 from dashboard.components.map import draw_map, preload_plotly
 from dashboard.components.picker import more_like_picker
@@ -24,7 +25,7 @@ from imgsim.analysis.explain import heat_overlay, matched_cells
 from imgsim.collection import Collection, QueryResult
 from imgsim.errors import ImgsimError
 from imgsim.metadata.filters import Filter
-from imgsim.metadata.fusion import DEFAULT_WEIGHTS, RRF_K
+from imgsim.metadata.fusion import RRF_K
 from imgsim.models.base import text_search_help
 from imgsim.models.weights import WeightsError
 from imgsim.serving.policy import plain
@@ -42,8 +43,10 @@ class Answer:
     described: str | None = None  # a description, shown as text instead of an image
     source: int | bytes | None = None  # what Why? compares the results with: a row or the upload's bytes
     in_link: bool = True  # whether the page's link names the query (an upload cannot be shared)
-    #: How a text query ranked: "keywords" (BM25 alone: no distances), "fused" (CLIP and BM25), else None.
+    #: How a text query ranked: "keywords" (BM25 alone, an image-only index: no distances); on a CLIP index with
+    #: words, "fused" (CLIP and BM25), "vector" (CLIP alone) or "words" (BM25 alone); else None.
     ranked_by: str | None = None
+    weights: dict[str, float] | None = None  # the fusion weights of a "fused" ranking
 
 
 def render(col: Collection, index_dir: Path, generation: str) -> None:
@@ -126,8 +129,16 @@ def text_box(col: Collection) -> str | None:
         label, placeholder = "Search the captions and keywords", "e.g. heron"
         helped = (f"BM25 over each image's caption, keywords, description and file name (this index's "
                   f"{model_shown(col)} model reads no text)")
-    text = st.text_input(label, key=state.TEXT, bind="query-params", on_change=state.text_changed,
-                         placeholder=placeholder, help=helped + "; press Enter.")
+    note = from_link() if applies(col) else None
+    if note:
+        st.info(note)  # above the box and the setting: a narrow column would make it a tall one
+    box, setting = st.columns([3, 2], gap="large") if applies(col) else (st.container(), None)
+    with box:
+        text = st.text_input(label, key=state.TEXT, bind="query-params", on_change=state.text_changed,
+                             placeholder=placeholder, help=helped + "; press Enter.")
+    if setting is not None:
+        with setting:
+            fusion_setting(col)
     return state.text_entered(text)
 
 
@@ -155,18 +166,20 @@ def first_view_row(col: Collection) -> int | None:
 
 def by_description(col: Collection, index_dir: Path, generation: str, k: int, query: state.Query,
                    example_row: int | None, where: Filter | None) -> Answer | None:
-    """The images that best match a description or words, as `query --text` ranks them: CLIP's ranking fused with
-    BM25 over the images' words by reciprocal rank (the default weights), or BM25 alone on an image-only index."""
+    """The images that best match a description or words, as `query --text --fusion` ranks them: CLIP's ranking
+    fused with BM25 over the images' words by reciprocal rank (the weights the page is set to), or either alone;
+    BM25 alone on an image-only index."""
+    weights = chosen_weights(col)
     try:
         vector = cached.embed_text(str(index_dir), generation, query.text) if col.supports_text else None
         result, embedded = col.query_text(query.text, k, model=lambda: cached.index_model(col), where=where,
-                                          fusion=DEFAULT_WEIGHTS, embedded=vector)  # the text embedded once
+                                          fusion=weights, embedded=vector)  # the text embedded once
         if embedded is None:
             return Answer(result, "", described=f"“{plain(query.text, 300)}”", ranked_by="keywords")
         if embedded.truncated:
             st.info(plain(embedded.note, 1000))  # it quotes the text, which may come from the URL
-        fused = "fused" if any(n.scores for n in result.neighbors) else None
-        return Answer(result, "", described=f"“{plain(embedded.text, 300)}”", ranked_by=fused)  # untrusted too
+        return Answer(result, "", described=f"“{plain(embedded.text, 300)}”",  # untrusted too
+                      ranked_by=ranking(weights) if applies(col) else None, weights=weights)
     except WeightsError as exc:
         weights_help(exc)
     except ImgsimError as exc:
@@ -233,7 +246,7 @@ def answer_header(col: Collection, answer: Answer, k: int, applied: Active, fart
         if not answer.in_link:
             st.caption("An upload cannot be shared: this page's link names no image while it is the query.")
         matching = (f" of {applied.passing:,} matching the filter" if applied.where is not None else "")
-        if answer.ranked_by == "keywords":  # BM25 returns only the images that have a word of the query
+        if answer.ranked_by in ("keywords", "words"):  # BM25 returns only the images with a word of the query
             st.markdown(f"**{len(result.neighbors)} best matches**{matching} (k = {k}).")
         else:
             st.markdown(f"**{len(result.neighbors)} nearest images**{matching} (k = {searched}"
@@ -255,9 +268,15 @@ def answer_header(col: Collection, answer: Answer, k: int, applied: Active, fart
                           f"{info.get('recall_at_10')} for images in the index")
                        + ", measured when the index was built). The distances are exact.")
         if answer.ranked_by == "fused":
-            weights = ", ".join(f"{name} {w:g}" for name, w in DEFAULT_WEIGHTS.items())
-            st.caption(f"Ranked by reciprocal rank fusion (k = {RRF_K}; weights {weights}) of the model's ranking "
-                       "and BM25 over the images' captions and keywords: each card says its rank in each.")
+            st.caption(f"Ranked by reciprocal rank fusion (k = {RRF_K}; weights {weights_shown(answer.weights)}) of "
+                       "the model's ranking and BM25 over the images' captions and keywords: each card says its rank "
+                       "in each.")
+        elif answer.ranked_by == "vector":
+            st.caption("Ranked by CLIP's ranking alone (fusion off): the images' captions and keywords are not "
+                       "searched.")
+        elif answer.ranked_by == "words":
+            st.caption("Ranked by BM25 alone over the images' captions and keywords (vector 0): only images with a "
+                       "word of the description are listed. The distances are to CLIP's reading of it.")
         st.caption("Distance: Euclidean between unit feature vectors (0 = identical, 2 = opposite). "
                    "cos: cosine similarity.")
 
