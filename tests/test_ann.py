@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -518,6 +519,42 @@ def test_the_graph_is_built_and_updated_at_its_own_recorded_cells_not_the_querie
     # (a new row's list also gains the new rows offered to it that are closer than its k-th, as old rows' do)
     same, same_as_queries = ((stored == f.indices).all(axis=1).mean() for f in (own, queries_point))
     assert same >= 0.95 and same_as_queries < 0.5, (same, same_as_queries)
+
+
+def test_an_updates_wider_offers_probe_cells_that_hold_them_not_every_cell(tmp_path, monkeypatch):
+    import dataclasses
+
+    from .test_tuning import clustered
+
+    monkeypatch.setattr(ann_build, "MAP_SAMPLE", 300)
+    real = tuning.tune_operating_point
+
+    def one_cell(search, *a, **kw):  # as in the test above: an update then keeps the recorded points
+        point = real(search, *a, **kw)
+        tuning.set_operating_point(search, 1, 200)
+        return dataclasses.replace(point, n_probe=1, candidates=200)
+
+    monkeypatch.setattr(tuning, "tune_operating_point", one_cell)
+    x = clustered(6500)
+    ix = commit_vectors(tmp_path / "ix", x[:6000])
+    info = ix.meta["search"]
+    wide = ann_build.REVERSE_CANDIDATES * info["graph_candidates"]
+    assert 2 * wide > info["graph_n_probe"] * 6000 / info["n_lists"]  # more than the graph's cells hold twice over
+    searched, read = [], AnnSearch.read
+
+    def spied(path, mmap=False):
+        index = read(path, mmap)
+        ivf = index.search
+        index.search = lambda q, k, params=None: searched.append((len(q), k, params.nprobe)) or ivf(q, k, params=params)
+        return index
+
+    monkeypatch.setattr(AnnSearch, "read", staticmethod(spied))
+    new = commit_vectors(tmp_path / "ix", x, old=ix)
+    assert new.meta["search"]["drift"]["retuned"] is False
+    offers = [(m, nprobe) for m, k, nprobe in searched if k == wide + 1]
+    # One search of the 500 new rows, at cells that hold the offer twice over; none sent on to every cell.
+    assert sum(m for m, _ in offers) == 500 and all(nprobe < info["n_lists"] for _, nprobe in offers), offers
+    assert offers[0][1] == max(info["graph_n_probe"], math.ceil(2 * wide * info["n_lists"] / 6500))
 
 
 def test_an_update_offers_each_new_image_to_the_old_images_it_is_a_true_neighbour_of(hard_index, tmp_path,

@@ -12,6 +12,7 @@ only the graph rows that changed and places new points among the old ones, which
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -33,6 +34,8 @@ MAP_SAMPLE = 10_000
 GRAPH_CANDIDATES = 16
 #: A new row's candidates offered to old rows' neighbour lists, in multiples of the graph's candidates.
 REVERSE_CANDIDATES = 4
+#: New rows whose wider offers are searched and inserted at a time.
+OFFER_BLOCK = 4096
 #: Rows left out to re-measure recall after an incremental update (the drift check).
 DRIFT_QUERIES = 200
 
@@ -352,11 +355,16 @@ def update_ann(writer: store.GenerationWriter, progress: ProgressFn, old: store.
         # the candidates; tight clusters 0.958 -> 0.899, 0.950).
         wide = min(max(k, REVERSE_CANDIDATES * int(graph_candidates)), max(n - 1, 0))
         if len(new_rows) and wide > k and not retune:
-            offer_i, offer_d = _graph(search, new_rows, wide, wide, no_progress, n_probe=graph_n_probe)
+            # In cells that hold the wider offer twice over: a row whose cells hold fewer is sent to every cell.
+            nlist = int(search.index_.nlist)
+            cells = min(nlist, max(int(graph_n_probe), math.ceil(2 * wide * nlist / n)))
+            for start in range(0, len(new_rows), OFFER_BLOCK):  # (new rows x wide offers would fill the memory)
+                block = new_rows[start:start + OFFER_BLOCK]
+                offer_i, offer_d = _graph(search, block, wide, wide, no_progress, n_probe=cells)
+                _insert_reverse(nn_i, nn_d, block, offer_i, offer_d)
         else:
             at = np.searchsorted(redo, new_rows)
-            offer_i, offer_d = ri[at], rd[at]
-        _insert_reverse(nn_i, nn_d, new_rows, offer_i, offer_d)
+            _insert_reverse(nn_i, nn_d, new_rows, ri[at], rd[at])
     writer.save_array("nn_indices", nn_i)
     writer.save_array("nn_distances", nn_d)
     seconds["graph"] = time.perf_counter() - t
