@@ -180,7 +180,7 @@ class AnnSearch:
         while len(short) and nprobe < nlist:
             # The probed cells held fewer (allowed) rows than asked for: probe more cells for these queries, so a
             # result list is never cut short while the collection has more images that pass.
-            nprobe = nlist if selector is None else min(nlist, 2 * nprobe)
+            nprobe = min(nlist, 2 * nprobe)  # doubling: a short row usually needs a cell or two more
             params = faiss.SearchParametersIVF(nprobe=nprobe, sel=selector) if selector is not None else \
                 faiss.SearchParametersIVF(nprobe=nprobe)
             keys[short] = self.index_.search(q[short], int(count), params=params)[1]
