@@ -157,3 +157,36 @@ def test_spelled_gives_weights_that_rank_alike_one_spelling():
     assert spelled({"vector": 1.0, "keywords": 0.1 + 0.2}) == "vector=1,keywords=0.30000000000000004"
     assert parse_fusion(spelled({"vector": 1.0, "keywords": 0.1 + 0.2})) == {"vector": 1.0, "keywords": 0.1 + 0.2}
     assert all(spelled(parse_fusion(s)) == s for s in CHOICES)
+
+
+def test_the_words_only_claim_no_approximate_nearest_search_and_the_box_says_the_ranking_it_is_set_to(
+        monkeypatch, tmp_path, photo_dir, random_clip):
+    from imgsim.build import build_index
+
+    sidecar = tmp_path / "captions.csv"
+    sidecar.write_text("path,caption\nreds/r3.jpg,a red tram in the rain\nblues/b1.png,a blue tram at night\n",
+                       encoding="utf-8")
+    index = tmp_path / "ann.imgsim"
+    build_index(photo_dir, index, weights="random", backbone="clip", metadata=sidecar, search="ann",
+                model_factory=lambda w, p, b: random_clip)
+    import imgsim.models.base
+
+    monkeypatch.setattr(imgsim.models.base, "make_backbone", lambda *args, **kwargs: random_clip)
+    serve(monkeypatch, tmp_path, index, photo_dir)
+    assert Collection.open(index).search_method == "ann"
+    approximate = "Found by approximate search"
+    from dashboard.messages import model_shown
+
+    model = f"Search by text with this index's {model_shown(Collection.open(index))} model"
+    helps = {"vector=1,keywords=1": f"{model}, its ranking fused with BM25 over the images' captions and keywords",
+             "off": f"{model} alone (Rank descriptions by: the picture only)",
+             "vector=0,keywords=1": f"{model}: the images are ranked by BM25 over their captions and keywords alone "
+                                    "(Rank descriptions by: the words only)"}
+    at = new_app(text=TEXT, k="6", fusion="vector=0,keywords=1").run()  # BM25 alone: no nearest-neighbour search
+    assert not at.exception and BM25_ALONE in texts(at) and approximate not in texts(at)
+    assert at.text_input(key="text").help == helps["vector=0,keywords=1"] + "; press Enter."
+    for spelling in ("off", "vector=1,keywords=1"):  # CLIP's approximate ranking alone or in the fused one: said
+        at.select_slider(key="fusion").set_value(spelling).run()
+        assert not at.exception and approximate in texts(at)
+        assert at.text_input(key="text").help == helps[spelling] + "; press Enter."
+        assert at.text_input(key="text").value == TEXT  # the box keeps the description as its help changes

@@ -121,15 +121,19 @@ def takes_text(col: Collection) -> bool:
 def text_box(col: Collection) -> str | None:
     """The description (or words) to search with, or None; picking an image afterwards clears it (and ?text=)."""
     state.drop_text_replaced_by_an_image()
+    note = from_link() if applies(col) else None  # before the help, which says how the setting ranks
     if col.supports_text:
         label, placeholder = "Describe what you are looking for", "e.g. a red car at night"
-        helped = f"Search by text with this index's {model_shown(col)} model" + (
-            ", its ranking fused with BM25 over the images' captions and keywords" if col.has_text_metadata else "")
+        helped = f"Search by text with this index's {model_shown(col)} model"
+        if applies(col):  # as the setting beside the box ranks
+            helped += {"fused": ", its ranking fused with BM25 over the images' captions and keywords",
+                       "vector": " alone (Rank descriptions by: the picture only)",
+                       "words": ": the images are ranked by BM25 over their captions and keywords alone (Rank "
+                                "descriptions by: the words only)"}[ranking(chosen_weights(col))]
     else:
         label, placeholder = "Search the captions and keywords", "e.g. heron"
         helped = (f"BM25 over each image's caption, keywords, description and file name (this index's "
                   f"{model_shown(col)} model reads no text)")
-    note = from_link() if applies(col) else None
     if note:
         st.info(note)  # above the box and the setting: a narrow column would make it a tall one
     box, setting = st.columns([3, 2], gap="large") if applies(col) else (st.container(), None)
@@ -260,7 +264,8 @@ def answer_header(col: Collection, answer: Answer, k: int, applied: Active, fart
         if farthest < 2.0:
             st.caption(f"Results farther than {farthest:.2f} are left out: {searched - len(result.neighbors)} of "
                        f"{searched}.")
-        if col.search_method == "ann":  # "nearest" is a claim only exact search makes
+        # "nearest" is a claim only exact search makes; BM25 alone (the words only) makes none
+        if col.search_method == "ann" and answer.ranked_by != "words":
             info = col.search_info()  # recall of images not in the index (as most queries are), when recorded
             out = info.get("recall_at_10_out_of_sample")
             st.caption(f"Found by approximate search: usually, not always, the true nearest (recall@10 "
