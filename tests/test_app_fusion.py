@@ -20,7 +20,7 @@ from imgsim.serving.policy import plain
 
 from .conftest import serve
 from .test_app import new_app, texts
-from .test_app_metadata import clip_captioned, col, meta_index, result_rows  # noqa: F401 (fixtures)
+from .test_app_metadata import card_scores, clip_captioned, col, meta_index, result_rows  # noqa: F401 (fixtures)
 
 TEXT = "a tram"
 FUSED = ("Ranked by reciprocal rank fusion (k = 60; weights {}) of the model's ranking and BM25 over the images' "
@@ -74,6 +74,9 @@ def test_each_setting_ranks_as_query_text_fusion_does_with_the_same_weights(caps
         assert orders[asked] == [n.path for n in expected.neighbors]
         assert orders[asked] == cli_paths(capsys, clip_captioned, *(["--fusion", asked] if asked else []))
         assert caption in texts(at)
+        if asked == "vector=0,keywords=1":  # no vector ranking was asked: the cards do not name one
+            assert card_scores(at) == [f":small[keywords #{n.scores['keywords'].rank} "
+                                       f"({n.scores['keywords'].score:.2f})]" for n in expected.neighbors]
         assert [c for c in (FUSED.format(""), CLIP_ALONE, BM25_ALONE) if c[:40] in texts(at)] == [
             c for c in (FUSED.format(""), CLIP_ALONE, BM25_ALONE) if c[:40] == caption[:40]]  # that one only
     # The settings change the answer: the captions lift the two trams, CLIP alone (random weights) does not.

@@ -332,7 +332,8 @@ def test_imgsim_metadata_names_the_sidecar_of_the_servers_folder(monkeypatch, tm
 
 def card_scores(at: AppTest) -> list[str]:
     """Each card's BM25 line (image-only index) or where its fused rank came from, in order."""
-    return [m.value for m in at.markdown if ":small[BM25" in m.value or m.value.startswith(":small[vector")]
+    return [m.value for m in at.markdown if ":small[BM25" in m.value or m.value.startswith((":small[vector",
+                                                                                          ":small[keywords"))]
 
 
 def test_an_image_only_index_with_captions_searches_their_words_as_the_library_does(col):

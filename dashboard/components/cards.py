@@ -33,17 +33,21 @@ def details(meta: dict) -> str | None:
     return " · ".join(parts) or None
 
 
-def sources(scores: dict) -> str:
-    """Where a fused result's rank came from: its rank in each ranking (and BM25's score), or none."""
+def sources(scores: dict, ranked: set[str] = frozenset({"vector", "keywords"})) -> str:
+    """Where a fused result's rank came from: its rank in each of the ``ranked`` rankings (and BM25's score), or
+    none; a ranking that was not asked (a weight of 0) is not named."""
     vector, words = scores.get("vector"), scores.get("keywords")
-    return (f"vector #{vector.rank}" if vector else "vector —") + " · " + (
-        f"keywords #{words.rank} ({words.score:.2f})" if words else "keywords —")
+    parts = [(f"vector #{vector.rank}" if vector else "vector —") if "vector" in ranked else None,
+             (f"keywords #{words.rank} ({words.score:.2f})" if words else "keywords —") if "keywords" in ranked else None]
+    return " · ".join(p for p in parts if p)
 
 
 def results_grid(col: Collection, result: QueryResult, key: str, can_explain: bool = False) -> None:
     """One card per neighbour; Similar makes it the query, Why? opens its explanation (``can_explain``)."""
     st.html(f"<style>{static_text('imgsim_cards.css')}</style>")  # each figure stays on its line
     known = dict(zip((n.row for n in result.neighbors), col.metadata_of([n.row for n in result.neighbors])))
+    # The rankings that took part: "the words only" asks no vector ranking, so no card says "vector —".
+    ranked = {side for n in result.neighbors for side in (n.scores or {})}
 
     def card(n) -> None:
         with st.container(border=True, key=f"card_{key}_{n.row}"):
@@ -54,7 +58,7 @@ def results_grid(col: Collection, result: QueryResult, key: str, can_explain: bo
                 st.markdown(f":small[**#{n.rank}**]  \n:small[distance **{n.distance:.3f}**]  \n"
                             f":small[cos {n.similarity:.3f}]")
             if n.distance is not None and n.scores:
-                st.markdown(":small[" + sources(n.scores) + "]")
+                st.markdown(":small[" + sources(n.scores, ranked) + "]")
             st.caption(plain(short(n.path, 34)))
             line = details(known[n.row])
             if line:
