@@ -1,6 +1,9 @@
 # imgsim in a container: the HTTP API (`imgsim serve`, the default command) or the dashboard
 # (`streamlit run app.py`), as a non-root user, with the collection and the index mounted (compose.yaml).
-FROM python:3.11-slim
+# BASE: any Debian image with Python 3.11 as `python`/`pip` on PATH (docs/api.md: building where Docker Hub
+# cannot be reached).
+ARG BASE=python:3.11-slim
+FROM ${BASE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 # OpenMP for the CPU runtimes (faiss, OpenVINO, TensorFlow); nothing else outside Python.
@@ -23,6 +26,9 @@ RUN chown -R imgsim:imgsim /app/static
 
 USER imgsim
 ENV HOME=/home/imgsim IMGSIM_IMAGES=/data/images IMGSIM_INDEX=/data/index
+# OpenVINO's conversion sends telemetry from forked processes unless opted out (~/intel/openvino_telemetry); a
+# fork while the index's search runs hung an index run here (2026-12-01), and the container has no internet to send to.
+RUN opt_in_out --opt_out
 EXPOSE 8600 8501
 
 # The API's /v1/info (with the token when one is mounted), or another URL: the dashboard sets
