@@ -21,6 +21,7 @@ from imgsim.engines import ENGINES, make_engine
 from imgsim.errors import ImgsimError
 from imgsim.metadata.filters import Filter, parse_where
 from imgsim.metadata.fusion import DEFAULT_WEIGHTS, parse_fusion
+from imgsim.models.base import BACKBONES
 from imgsim.models.resnet50 import POOLINGS
 from imgsim.store.generations import index_exists
 from imgsim.progress import STAGE_LABELS
@@ -92,9 +93,10 @@ def make_parser() -> argparse.ArgumentParser:
                         "(CLIP: pretrained, the preset's own, or random); "
                         "default: the index's own, else $IMGSIM_WEIGHTS, else imagenet")
     p.add_argument("--pooling", choices=sorted(POOLINGS), help="flatten: 7x7x2048 (the reference); avg: 2048 values")
-    p.add_argument("--backbone", metavar="resnet50|clip[:PRESET_OR_DIR]",
-                   help="the model: resnet50 (default) or CLIP from keras-hub (default preset clip_vit_base_patch32, "
-                        "or a local preset folder), which also allows search by text; default: the index's own")
+    p.add_argument("--backbone", metavar="|".join(BACKBONES).replace("clip", "clip[:PRESET_OR_DIR]"),
+                   help="the model: resnet50 (default), efficientnet-lite0 (ImageNet weights installed with imgsim: "
+                        "real features offline) or CLIP from keras-hub (default preset clip_vit_base_patch32, or a "
+                        "local preset folder), which also allows search by text; default: the index's own")
     p.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
                    help="images per model call (default: chosen for the device: 16 on CPU, 64 on GPU)")
     p.add_argument("--rebuild", action="store_true", help="discard the existing index and extract everything again")

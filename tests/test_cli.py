@@ -237,3 +237,13 @@ def test_a_too_large_flatten_index_is_refused_before_any_work_unless_allow_large
     assert main(["index", str(src), "--index", str(index), "--weights", "random", "--quiet", "--allow-large"]) == 0
     assert f"Indexed 4 images from {src.resolve()} into {index}" in capsys.readouterr().out
     assert len(built) == 1 and Collection.open(index).index.dims == 100352
+
+
+def test_index_help_names_every_registered_backbone(capsys):
+    from imgsim.models.base import BACKBONES
+
+    with pytest.raises(SystemExit):
+        main(["index", "--help"])
+    usage = capsys.readouterr().out
+    assert "--backbone resnet50|efficientnet-lite0|clip[:PRESET_OR_DIR]" in usage
+    assert list(BACKBONES) == ["resnet50", "efficientnet-lite0", "clip"]
