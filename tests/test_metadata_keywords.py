@@ -121,6 +121,9 @@ def test_parse_fusion():
     assert parse_fusion("off") is None
     assert parse_fusion("keywords=0.5") == {"vector": 1.0, "keywords": 0.5}
     assert parse_fusion("vector=2, keywords=0") == {"vector": 2.0, "keywords": 0.0}
-    for bad in ("colour=1", "vector=lots", "vector=-1", "vector=1e9", ""):
+    assert parse_fusion("vector=.5,keywords=2.") == {"vector": 0.5, "keywords": 2.0}
+    # float() would read these as 10, 1 and 1: only plain ASCII decimals are weights; a long text is not cut short.
+    for bad in ("colour=1", "vector=lots", "vector=-1", "vector=1e9", "", "vector=1_0", "vector=\u0661",
+                "vector=\uff11", "vector=1" + " " * 100, "keywords=0.5," + "vector=1," * 12):
         with pytest.raises(MetadataError, match=r"^--fusion takes 'off' or weights such as vector=1,keywords=0\.5"):
             parse_fusion(bad)

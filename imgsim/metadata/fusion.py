@@ -7,6 +7,7 @@ and its own score (a distance for vectors, a BM25 score for keywords), so a resu
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -17,6 +18,8 @@ RRF_K = 60
 #: Equal weights: neither ranking is trusted more by default.
 DEFAULT_WEIGHTS = {"vector": 1.0, "keywords": 1.0}
 _MAX_WEIGHT = 100.0
+_MAX_TEXT = 100
+_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -69,13 +72,11 @@ def parse_fusion(text: str) -> dict[str, float] | None:
     if text.strip().lower() == "off":
         return None
     weights = dict(DEFAULT_WEIGHTS)
-    for part in text[:100].split(","):
+    for part in text.split(",") if len(text) <= _MAX_TEXT else [""]:  # a longer text is refused, not cut
         name, _, value = part.partition("=")
         name = name.strip()
-        try:
-            weight = float(value)
-        except ValueError:
-            weight = math.nan
+        # Plain ASCII decimals: float() also reads "1_0" as 10 and other scripts' digits.
+        weight = float(value) if _NUMBER.fullmatch(value.strip()) else math.nan
         if name not in DEFAULT_WEIGHTS or not 0 <= weight <= _MAX_WEIGHT:
             raise MetadataError(f"--fusion takes 'off' or weights such as vector=1,keywords=0.5 (sources: "
                                 f"{', '.join(DEFAULT_WEIGHTS)}; each weight 0..{_MAX_WEIGHT:g}), not {text[:60]!r}")
