@@ -477,22 +477,27 @@ def test_a_hard_ann_index_records_an_operating_point_that_keeps_the_target_on_fr
             f"{info['recall_at_10_out_of_sample']}") in capsys.readouterr().out
 
 
-def test_the_graph_is_built_and_updated_at_its_own_recorded_cells_not_the_queries_point(tmp_path, monkeypatch):
+@pytest.fixture
+def one_cell_queries(monkeypatch):
+    """Builds whose queries probe one cell (as tight clusters tune at 1M), with more candidates than a cell holds:
+    each query then scans every cell, so their recall holds and an update keeps the recorded points."""
     import dataclasses
-
-    from .test_tuning import clustered
 
     monkeypatch.setattr(ann_build, "MAP_SAMPLE", 300)
     real = tuning.tune_operating_point
 
     def one_cell(search, *a, **kw):
-        # The queries at one cell (as tight clusters tune at 1M), with more candidates than a cell holds: each
-        # query then scans every cell, so their recall holds and an update keeps the recorded points.
         point = real(search, *a, **kw)
         tuning.set_operating_point(search, 1, 200)
         return dataclasses.replace(point, n_probe=1, candidates=200)
 
     monkeypatch.setattr(tuning, "tune_operating_point", one_cell)
+
+
+def test_the_graph_is_built_and_updated_at_its_own_recorded_cells_not_the_queries_point(tmp_path,
+                                                                                        one_cell_queries):
+    from .test_tuning import clustered
+
     x = clustered(6500)
     ix = commit_vectors(tmp_path / "ix", x[:6000])
     info = ix.meta["search"]
@@ -521,20 +526,10 @@ def test_the_graph_is_built_and_updated_at_its_own_recorded_cells_not_the_querie
     assert same >= 0.95 and same_as_queries < 0.5, (same, same_as_queries)
 
 
-def test_an_updates_wider_offers_probe_cells_that_hold_them_not_every_cell(tmp_path, monkeypatch):
-    import dataclasses
-
+def test_an_updates_wider_offers_probe_cells_that_hold_them_not_every_cell(tmp_path, monkeypatch,
+                                                                           one_cell_queries):
     from .test_tuning import clustered
 
-    monkeypatch.setattr(ann_build, "MAP_SAMPLE", 300)
-    real = tuning.tune_operating_point
-
-    def one_cell(search, *a, **kw):  # as in the test above: an update then keeps the recorded points
-        point = real(search, *a, **kw)
-        tuning.set_operating_point(search, 1, 200)
-        return dataclasses.replace(point, n_probe=1, candidates=200)
-
-    monkeypatch.setattr(tuning, "tune_operating_point", one_cell)
     x = clustered(6500)
     ix = commit_vectors(tmp_path / "ix", x[:6000])
     info = ix.meta["search"]
