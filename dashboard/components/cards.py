@@ -37,9 +37,12 @@ def sources(scores: dict, ranked: set[str] = frozenset({"vector", "keywords"})) 
     """Where a fused result's rank came from: its rank in each of the ``ranked`` rankings (and BM25's score), or
     none; a ranking that was not asked (a weight of 0) is not named."""
     vector, words = scores.get("vector"), scores.get("keywords")
-    parts = [(f"vector #{vector.rank}" if vector else "vector —") if "vector" in ranked else None,
-             (f"keywords #{words.rank} ({words.score:.2f})" if words else "keywords —") if "keywords" in ranked else None]
-    return " · ".join(p for p in parts if p)
+    parts = []
+    if "vector" in ranked:
+        parts.append(f"vector #{vector.rank}" if vector else "vector —")
+    if "keywords" in ranked:
+        parts.append(f"keywords #{words.rank} ({words.score:.2f})" if words else "keywords —")
+    return " · ".join(parts)
 
 
 def results_grid(col: Collection, result: QueryResult, key: str, can_explain: bool = False) -> None:

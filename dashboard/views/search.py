@@ -225,7 +225,8 @@ def by_image(col: Collection, index_dir: Path, generation: str, k: int, query: s
     row = example_row if row is None else row
     if row is None:
         return None
-    return Answer(col.neighbors_of_row(row, k, where), f"query: {plain(col.paths[row])}", thumb(col, row, 256), source=row)
+    return Answer(col.neighbors_of_row(row, k, where), f"query: {plain(col.paths[row])}", thumb(col, row, 256),
+                  source=row)
 
 
 ANSWERS: dict[str, Callable[..., Answer | None]] = {

@@ -415,7 +415,8 @@ def _kept_meta(search: AnnSearch, vectors: np.ndarray, sample: HeldOut, recorded
                        f"p50 {p50:.2f} ms" + ("" if p50 <= latency_budget_ms else
                                               f", over the {latency_budget_ms:g} ms budget")),
             "query_ms_p50": round(p50, 3), "query_ms_p99": round(p99, 3), "graph_candidates": int(graph_candidates),
-            "graph_n_probe": int(graph_n_probe), "graph_met": bool(graph_recall is None or graph_recall >= target), "tuning": recorded.get("tuning")}
+            "graph_n_probe": int(graph_n_probe), "graph_met": bool(graph_recall is None or graph_recall >= target),
+            "tuning": recorded.get("tuning")}
 
 
 def _insert_reverse(nn_i: np.ndarray, nn_d: np.ndarray, new_rows: np.ndarray, their_i: np.ndarray,
